@@ -1,0 +1,10 @@
+//! Coordination of Syncline processes through a shared PostgreSQL database: timestamps,
+//! sequencer node indexes, events, watermarks, offline detection, recovery truncation,
+//! replica-group leadership, and the database plumbing they share.
+
+pub mod db;
+pub mod error;
+pub mod locks;
+
+pub use db::{Db, DbConfig, RetryPolicy};
+pub use error::{CoordError, Result};
