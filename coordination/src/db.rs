@@ -10,6 +10,7 @@ use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfi
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::MigrationHarness;
 use futures_util::FutureExt;
+use scoped_futures::ScopedBoxFuture;
 use tokio_postgres::NoTls;
 
 use crate::error::{CoordError, DieselContext, Result};
@@ -210,11 +211,12 @@ impl Db {
     }
 
     /// Run `f` on a pooled connection, retrying transient errors with the configured policy.
-    pub async fn run<T>(
-        &self,
-        what: &str,
-        f: impl AsyncFnMut(&mut AsyncPgConnection) -> Result<T>,
-    ) -> Result<T> {
+    /// `f` returns `async move { … }.scope_boxed()` (scoped_futures), so it may borrow.
+    pub async fn run<'a, T, F>(&self, what: &str, f: F) -> Result<T>
+    where
+        F: for<'c> FnMut(&'c mut AsyncPgConnection) -> ScopedBoxFuture<'a, 'c, Result<T>> + Send + 'a,
+        T: Send + 'a,
+    {
         // backon wants an `FnMut() -> Future`; the mutex lets each attempt borrow `f`.
         let f = tokio::sync::Mutex::new(f);
         let attempt = || async {
@@ -229,4 +231,29 @@ impl Db {
     pub async fn conn(&self) -> Result<bb8::PooledConnection<'_, AsyncDieselConnectionManager<AsyncPgConnection>>> {
         self.pool.get().await.map_err(|e| CoordError::from_connection("getting a pooled connection", e))
     }
+}
+
+/// Run `f` on one given connection (e.g. a lock session), retrying only transaction
+/// conflicts (40001, 40P01): other errors on a dedicated connection need the caller to act.
+pub async fn retry_conflicts<'a, T, F>(conn: &'a mut AsyncPgConnection, what: &str, f: F) -> Result<T>
+where
+    F: for<'c> FnMut(&'c mut AsyncPgConnection) -> ScopedBoxFuture<'a, 'c, Result<T>> + Send + 'a,
+    T: Send + 'a,
+{
+    let state = tokio::sync::Mutex::new((conn, f));
+    let attempt = || async {
+        let mut guard = state.lock().await;
+        let (conn, f) = &mut *guard;
+        f(conn).await
+    };
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(5))
+        .with_max_delay(Duration::from_millis(200))
+        .with_max_times(20)
+        .with_jitter();
+    attempt
+        .retry(backoff)
+        .when(|e| matches!(e, CoordError::Conflict { .. }))
+        .notify(|e, delay| tracing::debug!(%e, ?delay, what, "retrying after a transaction conflict"))
+        .await
 }

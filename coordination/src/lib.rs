@@ -8,3 +8,10 @@ pub mod locks;
 
 pub use db::{Db, DbConfig, RetryPolicy};
 pub use error::{CoordError, Result};
+pub mod leadership;
+pub mod node_index;
+pub mod offline;
+pub mod recovery;
+pub mod timestamps;
+pub mod watermarks;
+pub mod events;

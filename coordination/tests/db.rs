@@ -8,6 +8,7 @@ use diesel_async::RunQueryDsl;
 use syncline_coordination::db::{self, SessionKind};
 use syncline_coordination::locks::{self, LockId};
 use syncline_coordination::{CoordError, Db, DbConfig};
+use scoped_futures::ScopedFutureExt;
 use syncline_testkit::{fresh_database, FaultProxy};
 
 #[derive(QueryableByName)]
@@ -30,11 +31,14 @@ async fn migrations_are_idempotent_and_safe_when_started_together() {
     db::migrate(&cfg).await.expect("second migration is a no-op");
     let db = Db::new(cfg).unwrap();
     let n: N = db
-        .run("counting migrations", async |c| {
-            diesel::sql_query("select count(*) as n from __diesel_schema_migrations")
-                .get_result(c)
-                .await
-                .map_err(|e| CoordError::from_diesel("count", e))
+        .run("counting migrations", |c| {
+            async move {
+                diesel::sql_query("select count(*) as n from __diesel_schema_migrations")
+                    .get_result(c)
+                    .await
+                    .map_err(|e| CoordError::from_diesel("count", e))
+            }
+            .scope_boxed()
         })
         .await
         .unwrap();
@@ -101,12 +105,15 @@ async fn outage_gives_retryable_errors_and_recovers_without_losing_commits() {
     cfg.retry.max_retries = 2;
     let db = Db::new(cfg).unwrap();
     let insert = async |v: i64| {
-        db.run("inserting", async |c| {
-            diesel::sql_query("insert into sequencer_watermarks values ($1, 0, false)")
-                .bind::<diesel::sql_types::Integer, _>(v as i32)
-                .execute(c)
-                .await
-                .map_err(|e| CoordError::from_diesel("insert", e))
+        db.run("inserting", |c| {
+            async move {
+                diesel::sql_query("insert into sequencer_watermarks values ($1, 0, false)")
+                    .bind::<diesel::sql_types::Integer, _>(v as i32)
+                    .execute(c)
+                    .await
+                    .map_err(|e| CoordError::from_diesel("insert", e))
+            }
+            .scope_boxed()
         })
         .await
     };
@@ -129,11 +136,14 @@ async fn outage_gives_retryable_errors_and_recovers_without_losing_commits() {
     }
     assert!(ok, "inserts succeed again after restore");
     let n: N = db
-        .run("count", async |c| {
-            diesel::sql_query("select count(*) as n from sequencer_watermarks where node_index in (1, 4)")
-                .get_result(c)
-                .await
-                .map_err(|e| CoordError::from_diesel("count", e))
+        .run("count", |c| {
+            async move {
+                diesel::sql_query("select count(*) as n from sequencer_watermarks where node_index in (1, 4)")
+                    .get_result(c)
+                    .await
+                    .map_err(|e| CoordError::from_diesel("count", e))
+            }
+            .scope_boxed()
         })
         .await
         .unwrap();

@@ -1,0 +1,1 @@
+//! Replica-group leadership (being written).

@@ -1,0 +1,121 @@
+//! Sequencer watermarks: "node i will never write an event at or below its watermark again,
+//! and all it wrote at or below it is committed". Readers never pass the safe watermark, the
+//! minimum over online nodes.
+
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use scoped_futures::ScopedFutureExt;
+use syncline_schema::tables::sequencer_watermarks as w;
+
+use crate::db::retry_conflicts;
+use crate::error::{CoordError, DieselContext, Result};
+
+/// One row of `sequencer_watermarks`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = w)]
+pub struct Watermark {
+    /// The sequencer node index.
+    pub node_index: i32,
+    /// Its watermark (µs).
+    pub watermark_ts: i64,
+    /// Whether it counts for the safe watermark.
+    pub online: bool,
+}
+
+/// Advance node `index`'s watermark to `ts`, only while it is marked online. Fails with
+/// `MarkedOffline` when someone marked it offline (the writer must stop and recover) and with
+/// `WatermarkChanged` when the row is gone or ahead of `ts` (another process on this index).
+pub async fn save(conn: &mut AsyncPgConnection, index: u32, ts: i64) -> Result<()> {
+    let updated: Option<i64> = diesel::update(w::table)
+        .filter(w::node_index.eq(index as i32).and(w::online).and(w::watermark_ts.le(ts)))
+        .set(w::watermark_ts.eq(ts))
+        .returning(w::watermark_ts)
+        .get_result(conn)
+        .await
+        .optional()
+        .during("saving the watermark")?;
+    if updated == Some(ts) {
+        return Ok(());
+    }
+    match get(conn, index).await? {
+        Some(row) if !row.online => Err(CoordError::MarkedOffline { node_index: index }),
+        row => Err(CoordError::WatermarkChanged {
+            node_index: index,
+            expected: ts,
+            found: row.map(|r| r.watermark_ts),
+        }),
+    }
+}
+
+/// The row of node `index`, if any.
+pub async fn get(conn: &mut AsyncPgConnection, index: u32) -> Result<Option<Watermark>> {
+    w::table
+        .filter(w::node_index.eq(index as i32))
+        .select(Watermark::as_select())
+        .first(conn)
+        .await
+        .optional()
+        .during("reading a watermark")
+}
+
+/// Every row, by node index.
+pub async fn all(conn: &mut AsyncPgConnection) -> Result<Vec<Watermark>> {
+    w::table
+        .order(w::node_index)
+        .select(Watermark::as_select())
+        .load(conn)
+        .await
+        .during("reading watermarks")
+}
+
+/// The safe watermark: minimum over online nodes; `None` when no node is online.
+pub async fn safe(conn: &mut AsyncPgConnection) -> Result<Option<i64>> {
+    w::table
+        .filter(w::online)
+        .select(diesel::dsl::min(w::watermark_ts))
+        .get_result(conn)
+        .await
+        .during("reading the safe watermark")
+}
+
+/// Put node `index` online at `max(all watermarks, at)` and return that watermark. Runs
+/// SERIALIZABLE (retried on 40001) so that no larger watermark can appear between reading
+/// the maximum and writing ours: the node never produces a timestamp a reader has passed.
+/// The caller must hold the index lock and have truncated the index first (`recovery`).
+pub async fn go_online(conn: &mut AsyncPgConnection, index: u32, at: i64) -> Result<i64> {
+    retry_conflicts(conn, "going online", |conn| {
+        async move {
+        conn.build_transaction()
+            .serializable()
+            .run(async |c| {
+                let max: Option<i64> = w::table
+                    .select(diesel::dsl::max(w::watermark_ts))
+                    .get_result(c)
+                    .await?;
+                let at = max.map_or(at, |m| m.max(at));
+                diesel::insert_into(w::table)
+                    .values((w::node_index.eq(index as i32), w::watermark_ts.eq(at), w::online.eq(true)))
+                    .on_conflict(w::node_index)
+                    .do_update()
+                    .set((w::watermark_ts.eq(at), w::online.eq(true)))
+                    .execute(c)
+                    .await?;
+                Ok::<_, diesel::result::Error>(at)
+            })
+            .await
+            .during("going online")
+        }
+        .scope_boxed()
+    })
+    .await
+}
+
+/// Mark node `index` offline (clean shutdown): readers stop waiting for it at once.
+pub async fn go_offline(conn: &mut AsyncPgConnection, index: u32) -> Result<()> {
+    diesel::update(w::table.filter(w::node_index.eq(index as i32)))
+        .set(w::online.eq(false))
+        .execute(conn)
+        .await
+        .during("going offline")?;
+    Ok(())
+}

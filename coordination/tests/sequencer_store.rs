@@ -1,0 +1,434 @@
+//! The sequencer-side coordination modules against a real PostgreSQL: events, watermarks,
+//! offline detection, recovery truncation and node index allocation. Scenarios follow
+//! Canton's SequencerStoreTest, MultiTenantedSequencerStoreTest and
+//! HASequencerWriterStoreFactoryTest, plus the cases where Syncline does better.
+
+use std::time::Duration;
+
+use diesel::sql_types::BigInt;
+use diesel::QueryableByName;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use syncline_coordination::db::{self, SessionKind};
+use syncline_coordination::events::{self, EventKind, MessageIdClaim, NewEvent, BROADCAST};
+use syncline_coordination::locks::{self, LockId};
+use syncline_coordination::{node_index, offline, recovery, watermarks, CoordError, DbConfig};
+use syncline_testkit::fresh_database;
+
+const ALICE: i32 = 1;
+const BOB: i32 = 2;
+const CAROL: i32 = 3;
+
+async fn setup() -> (DbConfig, AsyncPgConnection) {
+    let tdb = fresh_database().await;
+    let cfg = DbConfig::new(&tdb.url);
+    db::migrate(&cfg).await.unwrap();
+    let conn = db::connect(&cfg, SessionKind::Pooled).await.unwrap();
+    (cfg, conn)
+}
+
+/// Sessions holding the index locks of `indexes`, as live sequencer nodes would.
+async fn hold(cfg: &DbConfig, indexes: &[u32]) -> Vec<AsyncPgConnection> {
+    let mut held = Vec::new();
+    for &i in indexes {
+        let mut c = db::connect(cfg, SessionKind::Lock).await.unwrap();
+        assert!(locks::try_lock(&mut c, LockId::sequencer_index(i)).await.unwrap());
+        held.push(c);
+    }
+    held
+}
+
+/// Put `indexes` online (all at 0), then set their watermarks.
+async fn online(c: &mut AsyncPgConnection, wms: &[(u32, i64)]) {
+    for &(i, _) in wms {
+        watermarks::go_online(c, i, 0).await.unwrap();
+    }
+    for &(i, wm) in wms {
+        watermarks::save(c, i, wm).await.unwrap();
+    }
+}
+
+fn deliver(ts: i64, sender: i32, to: &[i32]) -> NewEvent {
+    let mut recipients = vec![sender];
+    recipients.extend_from_slice(to);
+    NewEvent {
+        ts,
+        kind: EventKind::Deliver,
+        message_id: Some(format!("m{ts}")),
+        sender: Some(sender),
+        recipients,
+        payload: Some(format!("payload {ts}").into_bytes()),
+        error: None,
+        claim: None,
+    }
+}
+
+async fn ts_of(c: &mut AsyncPgConnection, member: i32, after: i64, limit: u32) -> Vec<i64> {
+    events::read(c, member, after, limit).await.unwrap().events.iter().map(|e| e.ts).collect()
+}
+
+#[derive(QueryableByName)]
+struct N {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+async fn count(c: &mut AsyncPgConnection, sql: &str) -> i64 {
+    diesel::sql_query(sql).get_result::<N>(c).await.unwrap().n
+}
+
+#[tokio::test]
+async fn events_are_read_back_with_payloads_filtered_by_recipient() {
+    let (_cfg, mut c) = setup().await;
+    online(&mut c, &[(0, 100)]).await;
+    let mut err = NewEvent {
+        ts: 4,
+        kind: EventKind::Error,
+        message_id: Some("bad".into()),
+        sender: Some(BOB),
+        recipients: vec![BOB],
+        payload: None,
+        error: Some("Unknown recipients: dave".into()),
+        claim: None,
+    };
+    events::append(&mut c, 0, &[deliver(1, ALICE, &[]), deliver(2, ALICE, &[BOB]), deliver(3, BOB, &[ALICE, CAROL])])
+        .await
+        .unwrap();
+    events::append(&mut c, 0, std::slice::from_ref(&err)).await.unwrap();
+    let alice = events::read(&mut c, ALICE, 0, 100).await.unwrap();
+    assert_eq!(alice.events.iter().map(|e| e.ts).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(alice.events[1].payload.as_deref(), Some(&b"payload 2"[..]));
+    assert_eq!(alice.events[2].recipients, vec![BOB, ALICE, CAROL]);
+    assert_eq!(alice.next_cursor, 100, "a partial page moves the cursor to the safe watermark");
+    assert_eq!(ts_of(&mut c, BOB, 0, 100).await, vec![2, 3, 4]);
+    assert_eq!(ts_of(&mut c, CAROL, 0, 100).await, vec![3]);
+    let bob = events::read(&mut c, BOB, 3, 100).await.unwrap();
+    err.claim = None;
+    assert_eq!(bob.events[0].kind, EventKind::Error);
+    assert_eq!(bob.events[0].error.as_deref(), Some("Unknown recipients: dave"));
+    assert_eq!(bob.events[0].payload, None);
+}
+
+#[tokio::test]
+async fn paging_is_gap_free_and_interleaves_broadcasts() {
+    let (_cfg, mut c) = setup().await;
+    online(&mut c, &[(0, 1000)]).await;
+    let mut evs: Vec<NewEvent> = (1..=20).map(|t| deliver(t, BOB, &[ALICE])).collect();
+    evs.push(deliver(30, CAROL, &[BROADCAST]));
+    events::append(&mut c, 0, &evs).await.unwrap();
+    let p1 = events::read(&mut c, ALICE, 0, 10).await.unwrap();
+    assert_eq!(p1.events.iter().map(|e| e.ts).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
+    assert_eq!(p1.next_cursor, 10, "a full page continues after its last event");
+    let p2 = events::read(&mut c, ALICE, p1.next_cursor, 10).await.unwrap();
+    assert_eq!(p2.events.iter().map(|e| e.ts).collect::<Vec<_>>(), (11..=20).collect::<Vec<_>>());
+    assert_eq!(ts_of(&mut c, ALICE, 15, 10).await, vec![16, 17, 18, 19, 20, 30]);
+    // The broadcaster gets its own event once, not twice.
+    assert_eq!(ts_of(&mut c, CAROL, 0, 10).await, vec![30]);
+}
+
+#[tokio::test]
+async fn only_events_at_or_below_the_safe_watermark_are_read() {
+    let (_cfg, mut c) = setup().await;
+    online(&mut c, &[(0, 6)]).await;
+    let evs: Vec<NewEvent> = (1..=20).map(|t| deliver(t, ALICE, &[])).collect();
+    events::append(&mut c, 0, &evs).await.unwrap();
+    let page = events::read(&mut c, ALICE, 0, 100).await.unwrap();
+    assert_eq!(page.events.len(), 6);
+    assert_eq!(page.next_cursor, 6);
+    watermarks::save(&mut c, 0, 20).await.unwrap();
+    assert_eq!(ts_of(&mut c, ALICE, 6, 100).await, (7..=20).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn stale_sequencers_are_knocked_offline_and_must_recover() {
+    let (cfg, mut c) = setup().await;
+    let _held = hold(&cfg, &[0, 1, 2]).await;
+    online(&mut c, &[(0, 5), (1, 10), (2, 15)]).await;
+    let knocked = offline::mark_offline(&mut c, 10 + 8_000_000, Duration::from_secs(8)).await.unwrap();
+    assert_eq!(knocked, vec![0, 1]);
+    for i in [0, 1] {
+        match watermarks::save(&mut c, i, 20).await {
+            Err(CoordError::MarkedOffline { node_index }) => assert_eq!(node_index, i),
+            other => panic!("node {i} must learn it is offline, got {other:?}"),
+        }
+    }
+    watermarks::save(&mut c, 2, 20).await.unwrap();
+    assert_eq!(watermarks::safe(&mut c).await.unwrap(), Some(20));
+}
+
+#[tokio::test]
+async fn a_dead_sessions_index_is_knocked_offline_at_the_next_check() {
+    let (cfg, mut c) = setup().await;
+    let mut held = hold(&cfg, &[0, 1]).await;
+    let now = syncline_coordination::timestamps::now_micros();
+    online(&mut c, &[(0, now), (1, now)]).await;
+    // Fresh watermarks and live locks: nobody is knocked off.
+    assert!(offline::mark_offline(&mut c, now, Duration::from_secs(8)).await.unwrap().is_empty());
+    // Node 1's process dies: its session ends and releases the lock.
+    drop(held.pop());
+    let mut knocked = Vec::new();
+    for _ in 0..50 {
+        knocked = offline::mark_offline(&mut c, now, Duration::from_secs(8)).await.unwrap();
+        if !knocked.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(knocked, vec![1], "lost lock is detected without waiting for offline_duration");
+    assert_eq!(watermarks::safe(&mut c).await.unwrap(), Some(now));
+    // A backend terminated by the server counts as dead too.
+    let pid = locks::holder_pid(&mut c, LockId::sequencer_index(0)).await.unwrap().unwrap();
+    diesel::sql_query(format!("select pg_terminate_backend({pid})")).execute(&mut c).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(offline::mark_lock_lost(&mut c).await.unwrap(), vec![0]);
+    assert_eq!(watermarks::safe(&mut c).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn safe_watermark_caps_reads_when_a_member_has_no_events() {
+    let (_cfg, mut c) = setup().await;
+    online(&mut c, &[(0, 4), (1, 6)]).await;
+    events::append(&mut c, 0, &[deliver(1, BOB, &[])]).await.unwrap();
+    events::append(&mut c, 1, &(2..=5).map(|t| deliver(t, ALICE, &[])).collect::<Vec<_>>()).await.unwrap();
+    let bob = events::read(&mut c, BOB, 2, 100).await.unwrap();
+    assert!(bob.events.is_empty());
+    assert_eq!(bob.next_cursor, 4);
+    assert_eq!(ts_of(&mut c, ALICE, 2, 100).await, vec![3, 4]);
+}
+
+#[tokio::test]
+async fn offline_sequencers_events_past_their_watermark_stay_hidden() {
+    let (_cfg, mut c) = setup().await;
+    online(&mut c, &[(0, 3), (1, 6), (2, 6)]).await;
+    for (i, a, b) in [(0, 1, 4), (1, 2, 5), (2, 3, 6)] {
+        events::append(&mut c, i, &[deliver(a, ALICE, &[]), deliver(b, ALICE, &[])]).await.unwrap();
+    }
+    assert_eq!(ts_of(&mut c, ALICE, 0, 100).await, vec![1, 2, 3]);
+    watermarks::go_offline(&mut c, 0).await.unwrap();
+    assert_eq!(ts_of(&mut c, ALICE, 0, 100).await, vec![1, 2, 3, 5, 6]);
+}
+
+#[tokio::test]
+async fn an_offline_sequencer_ahead_of_the_minimum_does_not_break_the_order() {
+    let (_cfg, mut c) = setup().await;
+    online(&mut c, &[(0, 7), (1, 4), (2, 4)]).await;
+    events::append(&mut c, 0, &[1, 7, 8].map(|t| deliver(t, ALICE, &[]))).await.unwrap();
+    events::append(&mut c, 1, &[2, 5].map(|t| deliver(t, ALICE, &[]))).await.unwrap();
+    events::append(&mut c, 2, &[3, 6, 9].map(|t| deliver(t, ALICE, &[]))).await.unwrap();
+    watermarks::go_offline(&mut c, 0).await.unwrap();
+    assert_eq!(ts_of(&mut c, ALICE, 0, 100).await, vec![1, 2, 3]);
+    watermarks::save(&mut c, 1, 9).await.unwrap();
+    watermarks::save(&mut c, 2, 9).await.unwrap();
+    assert_eq!(ts_of(&mut c, ALICE, 0, 100).await, vec![1, 2, 3, 5, 6, 7, 9]);
+}
+
+#[tokio::test]
+async fn with_every_sequencer_offline_each_is_read_up_to_its_own_watermark() {
+    let (_cfg, mut c) = setup().await;
+    online(&mut c, &[(0, 1), (1, 2), (2, 3)]).await;
+    for (i, a, b) in [(0, 1, 4), (1, 2, 5), (2, 3, 6)] {
+        events::append(&mut c, i, &[deliver(a, ALICE, &[]), deliver(b, ALICE, &[])]).await.unwrap();
+    }
+    for i in 0..3 {
+        watermarks::go_offline(&mut c, i).await.unwrap();
+    }
+    let page = events::read(&mut c, ALICE, 0, 100).await.unwrap();
+    assert_eq!(page.events.iter().map(|e| e.ts).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(page.next_cursor, 3);
+    let row = watermarks::get(&mut c, 1).await.unwrap().unwrap();
+    assert_eq!((row.watermark_ts, row.online), (2, false), "going offline keeps the watermark");
+}
+
+#[tokio::test]
+async fn going_online_starts_at_the_maximum_of_now_and_all_watermarks() {
+    let (_cfg, mut c) = setup().await;
+    assert_eq!(watermarks::go_online(&mut c, 0, 10).await.unwrap(), 10, "fresh node: now");
+    watermarks::save(&mut c, 0, 60).await.unwrap();
+    assert_eq!(watermarks::go_online(&mut c, 1, 100).await.unwrap(), 100, "ahead of the max: now");
+    assert_eq!(watermarks::go_online(&mut c, 2, 50).await.unwrap(), 100, "behind the max: the max");
+    watermarks::go_offline(&mut c, 1).await.unwrap();
+    assert_eq!(watermarks::go_online(&mut c, 1, 5).await.unwrap(), 100, "offline rows count for the max");
+}
+
+#[tokio::test]
+async fn many_nodes_going_online_at_once_all_get_a_watermark_at_or_above_every_other() {
+    let (cfg, _c) = setup().await;
+    let tasks: Vec<_> = (0..8u32)
+        .map(|i| {
+            let cfg = cfg.clone();
+            tokio::spawn(async move {
+                let mut c = db::connect(&cfg, SessionKind::Pooled).await.unwrap();
+                watermarks::go_online(&mut c, i, 1000 + i64::from(i)).await.unwrap()
+            })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for t in tasks {
+        got.push(t.await.unwrap());
+    }
+    // Serializable: each node's watermark is at least the largest one committed before it.
+    got.sort();
+    assert!(got.iter().all(|&w| w >= 1000));
+    assert_eq!(*got.last().unwrap(), 1007);
+}
+
+#[tokio::test]
+async fn saving_a_watermark_detects_someone_else_on_the_index() {
+    let (_cfg, mut c) = setup().await;
+    assert!(matches!(
+        watermarks::save(&mut c, 4, 10).await,
+        Err(CoordError::WatermarkChanged { node_index: 4, expected: 10, found: None })
+    ));
+    online(&mut c, &[(4, 50)]).await;
+    assert!(matches!(
+        watermarks::save(&mut c, 4, 40).await,
+        Err(CoordError::WatermarkChanged { found: Some(50), .. })
+    ));
+}
+
+#[tokio::test]
+async fn truncation_removes_events_recipients_payloads_and_claims_past_the_watermark() {
+    let (_cfg, mut c) = setup().await;
+    online(&mut c, &[(0, 4), (1, 100)]).await;
+    let claimed = |mut e: NewEvent| {
+        e.claim = Some(MessageIdClaim { sender: ALICE, message_id: format!("m{}", e.ts), max_sequencing_ts: 1 << 40 });
+        e
+    };
+    events::append(&mut c, 0, &[claimed(deliver(1, ALICE, &[BOB])), claimed(deliver(6, ALICE, &[BOB]))]).await.unwrap();
+    events::append(&mut c, 1, &[deliver(5, ALICE, &[BOB]), deliver(7, ALICE, &[BOB])]).await.unwrap();
+    let t = recovery::truncate(&mut c, 0).await.unwrap();
+    assert_eq!(t.watermark, Some(4));
+    assert_eq!((t.events, t.recipients, t.payloads, t.message_ids), (1, 2, 1, 1));
+    assert_eq!(count(&mut c, "select count(*) as n from sequencer_events where node_index = 0").await, 1);
+    assert_eq!(count(&mut c, "select count(*) as n from sequencer_event_recipients where node_index = 0").await, 2);
+    assert_eq!(count(&mut c, "select count(*) as n from sequencer_payloads where node_index = 0").await, 1);
+    assert_eq!(count(&mut c, "select count(*) as n from sequencer_message_ids").await, 1);
+    assert_eq!(count(&mut c, "select count(*) as n from sequencer_events where node_index = 1").await, 2);
+    assert!(!watermarks::get(&mut c, 0).await.unwrap().unwrap().online, "truncation marks the index offline");
+    // The freed claim lets a retry of m6 be sequenced again.
+    let again = events::append(&mut c, 1, &[claimed(deliver(9, ALICE, &[BOB]))]).await.unwrap();
+    assert_eq!(again.written, vec![9]);
+}
+
+#[tokio::test]
+async fn truncating_an_index_that_never_had_a_watermark_removes_all_its_rows() {
+    let (_cfg, mut c) = setup().await;
+    online(&mut c, &[(1, 10)]).await;
+    events::append(&mut c, 3, &[deliver(1, ALICE, &[]), deliver(2, BOB, &[])]).await.unwrap();
+    events::append(&mut c, 1, &[deliver(3, ALICE, &[])]).await.unwrap();
+    let t = recovery::truncate(&mut c, 3).await.unwrap();
+    assert_eq!((t.watermark, t.events, t.recipients, t.payloads), (None, 2, 2, 2));
+    assert_eq!(count(&mut c, "select count(*) as n from sequencer_events").await, 1);
+}
+
+#[tokio::test]
+async fn orphan_recipient_rows_never_make_a_reader_skip_events() {
+    // Canton leaves recipient rows of truncated events behind; with more of them than a page
+    // holds, a reader could jump its cursor past real events. Syncline removes them.
+    let (_cfg, mut c) = setup().await;
+    online(&mut c, &[(0, 1), (1, 1)]).await;
+    let junk: Vec<NewEvent> = (2..50).map(|t| deliver(t * 2, ALICE, &[])).collect();
+    events::append(&mut c, 0, &junk).await.unwrap();
+    recovery::truncate(&mut c, 0).await.unwrap();
+    watermarks::go_online(&mut c, 0, 0).await.unwrap();
+    events::append(&mut c, 1, &[deliver(51, ALICE, &[])]).await.unwrap();
+    watermarks::save(&mut c, 0, 200).await.unwrap();
+    watermarks::save(&mut c, 1, 200).await.unwrap();
+    assert_eq!(ts_of(&mut c, ALICE, 0, 10).await, vec![51]);
+}
+
+#[tokio::test]
+async fn a_message_id_is_sequenced_once_across_nodes_and_batches() {
+    let (cfg, mut c) = setup().await;
+    online(&mut c, &[(0, 0), (1, 0)]).await;
+    let claimed = |ts: i64, id: &str| {
+        let mut e = deliver(ts, ALICE, &[BOB]);
+        e.claim = Some(MessageIdClaim { sender: ALICE, message_id: id.into(), max_sequencing_ts: 1 << 40 });
+        e
+    };
+    let a = events::append(&mut c, 0, &[claimed(10, "x"), claimed(20, "x"), claimed(30, "y")]).await.unwrap();
+    assert_eq!((a.written, a.duplicates), (vec![10, 30], vec![20]));
+    let b = events::append(&mut c, 1, &[claimed(11, "x"), claimed(21, "z")]).await.unwrap();
+    assert_eq!((b.written, b.duplicates), (vec![21], vec![11]));
+    // Two nodes racing on the same id: exactly one wins.
+    let mut tasks = Vec::new();
+    for (i, ts) in [(0u32, 40i64), (1, 41)] {
+        let cfg = cfg.clone();
+        let e = claimed(ts, "race");
+        tasks.push(tokio::spawn(async move {
+            let mut c = db::connect(&cfg, SessionKind::Pooled).await.unwrap();
+            events::append(&mut c, i, &[e]).await.unwrap().written.len()
+        }));
+    }
+    let mut written = 0;
+    for t in tasks {
+        written += t.await.unwrap();
+    }
+    assert_eq!(written, 1);
+}
+
+#[tokio::test]
+async fn five_nodes_starting_together_get_indexes_0_to_4_once_and_a_sixth_is_refused() {
+    let (cfg, _c) = setup().await;
+    let tasks: Vec<_> = (0..5)
+        .map(|_| {
+            let cfg = cfg.clone();
+            tokio::spawn(async move {
+                // Concurrent starts may collide on a candidate; the retryable error says retry.
+                loop {
+                    match node_index::acquire(&cfg, 5).await {
+                        Ok(lease) => return lease,
+                        Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(10)).await,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut leases = Vec::new();
+    for t in tasks {
+        leases.push(t.await.unwrap());
+    }
+    let mut got: Vec<u32> = leases.iter().map(|l| l.index()).collect();
+    got.sort();
+    assert_eq!(got, vec![0, 1, 2, 3, 4]);
+    for l in &mut leases {
+        l.check().await.unwrap();
+    }
+    let err = node_index::acquire(&cfg, 5).await.unwrap_err();
+    assert!(matches!(err, CoordError::AllIndexesInUse { total: 5 }) && err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("all 5 sequencer node indexes are in use"));
+    // A node that stops frees its index for the next one.
+    let freed = leases.remove(2);
+    let index = freed.index();
+    freed.release().await.unwrap();
+    assert_eq!(node_index::acquire(&cfg, 5).await.unwrap().index(), index);
+}
+
+#[tokio::test]
+async fn an_online_index_whose_holder_died_is_reclaimed() {
+    let (cfg, _c) = setup().await;
+    let mut lease = node_index::acquire(&cfg, 1).await.unwrap();
+    watermarks::go_online(lease.conn(), 0, 5).await.unwrap();
+    drop(lease); // kill: the row stays online, the lock goes
+    let mut again = None;
+    for _ in 0..50 {
+        match node_index::acquire(&cfg, 1).await {
+            Ok(l) => {
+                again = Some(l);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let mut again = again.expect("the dead node's index is free again");
+    assert_eq!(again.index(), 0);
+    assert!(!watermarks::get(again.conn(), 0).await.unwrap().unwrap().online);
+}
+
+#[tokio::test]
+async fn bad_partitions_are_rejected_before_touching_the_database() {
+    let cfg = DbConfig::new("postgres://nobody@127.0.0.1:1/none");
+    let err = node_index::acquire(&cfg, 32).await.unwrap_err();
+    assert!(matches!(err, CoordError::InvalidConfig(_)), "{err}");
+    assert!(err.to_string().contains("total_node_count"));
+}
