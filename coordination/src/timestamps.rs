@@ -64,7 +64,7 @@ impl TimestampGenerator {
     }
 
     /// The next timestamp: `max(now, last + N)` rounded down to a multiple of N, plus i.
-    pub fn next(&mut self) -> i64 {
+    pub fn generate(&mut self) -> i64 {
         let candidate = (self.clock)().max(self.last + self.total);
         let ts = candidate - candidate.rem_euclid(self.total) + self.index;
         // Rounding down can only land below `last + N` when `now` won, and then it is still
@@ -107,8 +107,8 @@ mod tests {
                 TimestampGenerator::with_clock(i, 3, move || c.load(Ordering::SeqCst)).unwrap()
             })
             .collect();
-        let round1: Vec<i64> = gens.iter_mut().map(|g| g.next()).collect();
-        let round2: Vec<i64> = gens.iter_mut().map(|g| g.next()).collect();
+        let round1: Vec<i64> = gens.iter_mut().map(|g| g.generate()).collect();
+        let round2: Vec<i64> = gens.iter_mut().map(|g| g.generate()).collect();
         let mut all: Vec<i64> = round1.iter().chain(&round2).copied().collect();
         all.sort();
         all.dedup();
@@ -127,8 +127,8 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         let (mut la, mut lb) = (i64::MIN, i64::MIN);
         for _ in 0..1000 {
-            let x = a.next();
-            let y = b.next();
+            let x = a.generate();
+            let y = b.generate();
             assert!(x > la && y > lb);
             assert_eq!(x.rem_euclid(2), 0);
             assert_eq!(y.rem_euclid(2), 1);
@@ -142,10 +142,10 @@ mod tests {
         let clock = Arc::new(AtomicI64::new(10_000));
         let c = clock.clone();
         let mut g = TimestampGenerator::with_clock(3, 10, move || c.load(Ordering::SeqCst)).unwrap();
-        let a = g.next();
+        let a = g.generate();
         clock.store(5_000, Ordering::SeqCst);
-        let b = g.next();
-        let c2 = g.next();
+        let b = g.generate();
+        let c2 = g.generate();
         assert!(a < b && b < c2);
         assert_eq!(a, 10_003);
         assert_eq!(b, 10_013);
@@ -156,12 +156,12 @@ mod tests {
     fn ensure_after_skips_past_the_floor_without_waiting() {
         let mut g = TimestampGenerator::with_clock(2, 10, || 100).unwrap();
         g.ensure_after(1_000_000);
-        let t = g.next();
+        let t = g.generate();
         assert!(t > 1_000_000 && t <= 1_000_012, "{t}");
         assert_eq!(t.rem_euclid(10), 2);
         // A floor already passed changes nothing.
         g.ensure_after(5);
-        assert!(g.next() > t);
+        assert!(g.generate() > t);
     }
 
     #[test]

@@ -82,7 +82,7 @@ impl Writer {
                     }
                 }
                 NewEvent {
-                    ts: gen.next(),
+                    ts: gen.generate(),
                     kind: EventKind::Deliver,
                     message_id: None,
                     sender: Some(sender),
@@ -104,7 +104,7 @@ impl Writer {
     async fn keep_alive(&mut self) -> Result<(), CoordError> {
         let lease = self.lease.as_mut().unwrap();
         let gen = self.gen.as_mut().unwrap();
-        let (ts, idx) = (gen.next(), lease.index());
+        let (ts, idx) = (gen.generate(), lease.index());
         watermarks::save(lease.conn(), idx, ts).await
     }
 }

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::chown;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -27,6 +27,8 @@ pub struct Server {
     pub password: Option<String>,
     /// Whether this harness started (and will remove) the cluster.
     pub owned: bool,
+    /// The postmaster and its watchdog; they outlive this process's tests by design.
+    _processes: Vec<Child>,
 }
 
 impl Server {
@@ -71,6 +73,7 @@ fn external(url: &str) -> Server {
         user: cfg.get_user().unwrap_or("postgres").to_string(),
         password: cfg.get_password().map(|p| String::from_utf8_lossy(p).into_owned()),
         owned: false,
+        _processes: Vec::new(),
     }
 }
 
@@ -122,6 +125,9 @@ fn as_pg_user(program: &Path, ids: Option<(u32, u32)>) -> Command {
     cmd
 }
 
+// On the error paths the watchdog stays behind on purpose: it removes the half-started
+// cluster once this process exits.
+#[allow(clippy::zombie_processes)]
 fn start_cluster() -> Result<Server, String> {
     let bin = pg_bin_dir()?;
     let ids = if is_root() {
@@ -158,7 +164,7 @@ fn start_cluster() -> Result<Server, String> {
         .process_group(0)
         .spawn()
         .map_err(|e| format!("starting postgres: {e}"))?;
-    spawn_watchdog(child.id(), &dir);
+    let watchdog = spawn_watchdog(child.id(), &dir);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let deadline = Instant::now() + Duration::from_secs(60);
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
@@ -168,11 +174,11 @@ fn start_cluster() -> Result<Server, String> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(Server { addr, user: "postgres".into(), password: None, owned: true })
+    Ok(Server { addr, user: "postgres".into(), password: None, owned: true, _processes: vec![child, watchdog] })
 }
 
 /// A shell that waits for this process to end, then stops postgres and removes its files.
-fn spawn_watchdog(pg_pid: u32, dir: &Path) {
+fn spawn_watchdog(pg_pid: u32, dir: &Path) -> Child {
     let script = format!(
         "while kill -0 {me} 2>/dev/null; do sleep 0.5; done; kill -QUIT {pg} 2>/dev/null; sleep 1; \
          kill -KILL {pg} 2>/dev/null; rm -rf '{dir}'",
@@ -187,7 +193,7 @@ fn spawn_watchdog(pg_pid: u32, dir: &Path) {
         .stderr(Stdio::null())
         .process_group(0)
         .spawn()
-        .expect("cannot spawn the cluster watchdog");
+        .expect("cannot spawn the cluster watchdog")
 }
 
 /// A database of its own for one test.
