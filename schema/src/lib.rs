@@ -71,7 +71,38 @@ pub mod tables {
         }
     }
 
+    diesel::table! {
+        /// Registered sequencer members.
+        sequencer_members (id) {
+            id -> Integer,
+            member -> Text,
+            registered_ts -> BigInt,
+            pruned_previous_event_ts -> Nullable<BigInt>,
+            enabled -> Bool,
+        }
+    }
+
+    diesel::table! {
+        /// Latest acknowledged timestamp per member.
+        sequencer_acknowledgements (member_id) {
+            member_id -> Integer,
+            ts -> BigInt,
+        }
+    }
+
+    diesel::table! {
+        /// Exclusive lower bound of readable events.
+        sequencer_lower_bound (single_row) {
+            single_row -> Bool,
+            ts -> BigInt,
+        }
+    }
+
+    diesel::joinable!(sequencer_acknowledgements -> sequencer_members (member_id));
+
     diesel::allow_tables_to_appear_in_same_query!(
+        sequencer_members,
+        sequencer_acknowledgements,
         sequencer_watermarks,
         sequencer_events,
         sequencer_event_recipients,

@@ -1,0 +1,16 @@
+//! Syncline's gRPC APIs, generated from the `.proto` files beside this crate.
+
+/// `syncline.sequencer.v1`: the sequencer's public and admin APIs.
+pub mod sequencer {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("syncline.sequencer.v1");
+}
+
+/// `syncline.admin.v1`: administration common to every node.
+pub mod admin {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("syncline.admin.v1");
+}
+
+/// Encoded file descriptors of every service, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("syncline_descriptor");

@@ -1,0 +1,3 @@
+drop table sequencer_lower_bound;
+drop table sequencer_acknowledgements;
+drop table sequencer_members;
