@@ -1,0 +1,2 @@
+drop trigger sequencer_watermarks_notify on sequencer_watermarks;
+drop function syncline_notify_watermark();

@@ -1,0 +1,62 @@
+//! The sequencer's error type and how each error reaches a gRPC client.
+
+use syncline_coordination::CoordError;
+use tonic::{Code, Status};
+
+/// Result of a sequencer operation.
+pub type Result<T, E = SequencerError> = std::result::Result<T, E>;
+
+/// Everything a sequencer call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum SequencerError {
+    /// The database or coordination layer failed.
+    #[error(transparent)]
+    Coord(#[from] CoordError),
+    /// A member name that was never registered.
+    #[error("member {0} is not registered at this sequencer")]
+    UnknownMember(String),
+    /// A member that was disabled.
+    #[error("member {0} is disabled at this sequencer")]
+    MemberDisabled(String),
+    /// A request that can never succeed as sent.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// A send larger than the configured maximum.
+    #[error("request of {size} bytes is too large: the maximum is {max} bytes")]
+    TooLarge { size: usize, max: usize },
+    /// The max-sequencing-time has already passed.
+    #[error("max_sequencing_time {mst} is in the past (now {now}); the send could never be sequenced")]
+    DeadlinePassed { mst: i64, now: i64 },
+    /// The writer's queue is full; retry later or on another sequencer.
+    #[error("sequencer {node} is overloaded: {pending} sends already queued; retry later")]
+    Overloaded { node: String, pending: usize },
+    /// The writer is not running (starting, recovering or stopping).
+    #[error("sequencer {node} is not accepting sends: {reason}")]
+    Unavailable { node: String, reason: String },
+    /// The requested events were pruned.
+    #[error("events up to {lower_bound} have been pruned; cannot read from {requested}")]
+    Pruned { requested: i64, lower_bound: i64 },
+    /// Pruning past what every enabled member acknowledged.
+    #[error("cannot prune before {requested}: the safe pruning point is {safe}{}", blocker.as_ref().map(|b| format!(" (held back by member {b})")).unwrap_or_default())]
+    UnsafePruning { requested: i64, safe: i64, blocker: Option<String> },
+}
+
+impl From<SequencerError> for Status {
+    fn from(e: SequencerError) -> Status {
+        let code = match &e {
+            SequencerError::Coord(c) if c.is_retryable() => Code::Unavailable,
+            SequencerError::Coord(_) => Code::Internal,
+            SequencerError::UnknownMember(_) => Code::NotFound,
+            SequencerError::MemberDisabled(_) => Code::PermissionDenied,
+            SequencerError::InvalidRequest(_) => Code::InvalidArgument,
+            // As tonic does for messages over its decoding limit.
+            SequencerError::TooLarge { .. } => Code::OutOfRange,
+            SequencerError::DeadlinePassed { .. } => Code::InvalidArgument,
+            SequencerError::Overloaded { .. } => Code::ResourceExhausted,
+            SequencerError::Unavailable { .. } => Code::Unavailable,
+            SequencerError::Pruned { .. } => Code::OutOfRange,
+            SequencerError::UnsafePruning { .. } => Code::FailedPrecondition,
+        };
+        Status::new(code, e.to_string())
+    }
+}

@@ -1,0 +1,128 @@
+//! Syncline's database sequencer: many processes share one PostgreSQL database and are all
+//! active. Each owns a node index, writes through its lock session, and serves subscriptions
+//! that never pass the safe watermark.
+
+pub mod admin;
+pub mod error;
+pub mod health;
+mod liveness;
+pub mod members;
+mod notify;
+pub mod pruning;
+mod reader;
+pub mod service;
+pub mod settings;
+mod writer;
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use syncline_coordination::{db, Db, DbConfig};
+use syncline_proto::sequencer::sequencer_admin_service_server::SequencerAdminServiceServer;
+use syncline_proto::sequencer::sequencer_service_server::SequencerServiceServer;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use admin::AdminApi;
+pub use error::{Result, SequencerError};
+pub use health::SequencerHealth;
+pub use members::Members;
+pub use service::PublicApi;
+pub use settings::SequencerSettings;
+pub use writer::WriterShared;
+
+/// State shared by the APIs and background tasks of one sequencer node.
+pub(crate) struct Inner {
+    pub settings: SequencerSettings,
+    pub db: Db,
+    pub members: Members,
+    pub queue: mpsc::Sender<writer::Submission>,
+    pub writer: Arc<WriterShared>,
+    pub notify: watch::Receiver<u64>,
+    pub subscriptions: AtomicUsize,
+    pub cancel: CancellationToken,
+}
+
+/// A running sequencer node.
+pub struct Sequencer {
+    inner: Arc<Inner>,
+    writer_task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Sequencer {
+    /// Migrate the schema and start the writer, the liveness check and the notification
+    /// listener. Returns at once; the writer goes online in the background (watch
+    /// [`health`](Self::health)). Fails only for a bad configuration or migration error.
+    pub async fn start(db_config: DbConfig, settings: SequencerSettings) -> Result<Sequencer> {
+        syncline_coordination::timestamps::validate(0, settings.total_node_count)?;
+        db::retry(&db_config.retry, "migrating", || db::migrate(&db_config)).await?;
+        let db = Db::new(db_config.clone())?;
+        let cancel = CancellationToken::new();
+        let (queue, rx) = mpsc::channel(settings.queue_size.max(1));
+        let (notify_tx, notify) = watch::channel(0);
+        let shared = Arc::new(WriterShared::new());
+        let inner = Arc::new(Inner {
+            settings: settings.clone(),
+            db: db.clone(),
+            members: Members::new(db.clone()),
+            queue,
+            writer: shared.clone(),
+            notify,
+            subscriptions: AtomicUsize::new(0),
+            cancel: cancel.clone(),
+        });
+        let writer_task = tokio::spawn(writer::run(db_config.clone(), settings.clone(), shared, rx, cancel.clone()));
+        let tasks = vec![
+            tokio::spawn(liveness::run(db, settings, cancel.clone())),
+            tokio::spawn(notify::listen(db_config, notify_tx, cancel.clone())),
+        ];
+        Ok(Sequencer { inner, writer_task, tasks })
+    }
+
+    /// The public gRPC service (Send, Subscribe, Acknowledge).
+    pub fn public_service(&self) -> SequencerServiceServer<PublicApi> {
+        SequencerServiceServer::new(PublicApi { inner: self.inner.clone() })
+            .max_decoding_message_size(self.inner.settings.max_request_size + 1024)
+    }
+
+    /// The admin gRPC service.
+    pub fn admin_service(&self) -> SequencerAdminServiceServer<AdminApi> {
+        SequencerAdminServiceServer::new(AdminApi { inner: self.inner.clone() })
+    }
+
+    /// Whether this node serves, and why not.
+    pub fn health(&self) -> SequencerHealth {
+        health::check(&self.inner.writer, &self.inner.settings)
+    }
+
+    /// The writer's state.
+    pub fn writer(&self) -> &Arc<WriterShared> {
+        &self.inner.writer
+    }
+
+    /// The member registry.
+    pub fn members(&self) -> &Members {
+        &self.inner.members
+    }
+
+    /// The node's settings.
+    pub fn settings(&self) -> &SequencerSettings {
+        &self.inner.settings
+    }
+
+    /// A token cancelled when the node shuts down.
+    pub fn cancelled(&self) -> CancellationToken {
+        self.inner.cancel.clone()
+    }
+
+    /// Clean shutdown: refuse sends, write what is queued, go offline, release the index.
+    pub async fn shutdown(self) {
+        self.inner.cancel.cancel();
+        let _ = self.writer_task.await;
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Member registry with a small cache: names map to compact ids once and forever; the
+//! enabled flag is re-read after a short time so a disable reaches every node quickly.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use scoped_futures::ScopedFutureExt;
+use syncline_coordination::error::DieselContext;
+use syncline_coordination::timestamps::now_micros;
+use syncline_coordination::{watermarks, Db};
+use syncline_schema::tables::sequencer_members as m;
+
+use crate::error::{Result, SequencerError};
+
+/// How long a cached enabled flag is trusted.
+const ENABLED_TTL: Duration = Duration::from_secs(1);
+
+/// Longest accepted member name.
+pub const MAX_MEMBER_NAME: usize = 255;
+
+/// A registered member.
+#[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = m)]
+pub struct Member {
+    /// Compact id used in event rows.
+    pub id: i32,
+    /// The member's name.
+    pub member: String,
+    /// It reads events strictly after this.
+    pub registered_ts: i64,
+    /// Its last event below the pruning point.
+    pub pruned_previous_event_ts: Option<i64>,
+    /// Disabled members can neither send nor subscribe.
+    pub enabled: bool,
+}
+
+/// The registry.
+pub struct Members {
+    db: Db,
+    by_name: RwLock<HashMap<String, (Member, Instant)>>,
+    names: RwLock<HashMap<i32, String>>,
+}
+
+impl Members {
+    /// A registry over `db`.
+    pub fn new(db: Db) -> Self {
+        Members { db, by_name: RwLock::default(), names: RwLock::default() }
+    }
+
+    /// Register `name` (idempotent: the first registration's timestamp wins). A new member
+    /// reads from the current safe watermark, below every event that can still be written.
+    pub async fn register(&self, name: &str) -> Result<Member> {
+        validate_name(name)?;
+        let member = self
+            .db
+            .run("registering a member", |c| {
+                async move {
+                    let start = match watermarks::safe(c).await? {
+                        Some(s) => s,
+                        None => watermarks::all(c).await?.iter().map(|w| w.watermark_ts).max().unwrap_or_else(now_micros),
+                    };
+                    diesel::insert_into(m::table)
+                        .values((m::member.eq(name), m::registered_ts.eq(start)))
+                        .on_conflict(m::member)
+                        .do_nothing()
+                        .execute(c)
+                        .await
+                        .during("registering a member")?;
+                    m::table
+                        .filter(m::member.eq(name))
+                        .select(Member::as_select())
+                        .first(c)
+                        .await
+                        .during("reading a member")
+                }
+                .scope_boxed()
+            })
+            .await?;
+        self.remember(&member);
+        Ok(member)
+    }
+
+    /// The member called `name`, if registered.
+    pub async fn lookup(&self, name: &str) -> Result<Option<Member>> {
+        if let Some((member, at)) = self.by_name.read().unwrap().get(name) {
+            if at.elapsed() < ENABLED_TTL {
+                return Ok(Some(member.clone()));
+            }
+        }
+        self.lookup_fresh(name).await
+    }
+
+    /// The member called `name`, read from the database.
+    pub async fn lookup_fresh(&self, name: &str) -> Result<Option<Member>> {
+        let found: Option<Member> = self
+            .db
+            .run("looking up a member", |c| {
+                async move {
+                    m::table
+                        .filter(m::member.eq(name))
+                        .select(Member::as_select())
+                        .first(c)
+                        .await
+                        .optional()
+                        .during("looking up a member")
+                }
+                .scope_boxed()
+            })
+            .await?;
+        if let Some(member) = &found {
+            self.remember(member);
+        }
+        Ok(found)
+    }
+
+    /// The member called `name`, which must be registered and enabled.
+    pub async fn require_enabled(&self, name: &str) -> Result<Member> {
+        match self.lookup(name).await? {
+            None => Err(SequencerError::UnknownMember(name.to_string())),
+            Some(m) if !m.enabled => Err(SequencerError::MemberDisabled(name.to_string())),
+            Some(m) => Ok(m),
+        }
+    }
+
+    /// The name of member `id`.
+    pub async fn name_of(&self, id: i32) -> Result<String> {
+        if let Some(name) = self.names.read().unwrap().get(&id) {
+            return Ok(name.clone());
+        }
+        let name: String = self
+            .db
+            .run("reading a member name", |c| {
+                async move { m::table.find(id).select(m::member).first(c).await.during("reading a member name") }.scope_boxed()
+            })
+            .await?;
+        self.names.write().unwrap().insert(id, name.clone());
+        Ok(name)
+    }
+
+    /// Disable `name`: it can no longer send or subscribe, and no longer holds back pruning.
+    pub async fn disable(&self, name: &str) -> Result<()> {
+        let n = self
+            .db
+            .run("disabling a member", |c| {
+                async move {
+                    diesel::update(m::table.filter(m::member.eq(name)))
+                        .set(m::enabled.eq(false))
+                        .execute(c)
+                        .await
+                        .during("disabling a member")
+                }
+                .scope_boxed()
+            })
+            .await?;
+        if n == 0 {
+            return Err(SequencerError::UnknownMember(name.to_string()));
+        }
+        self.by_name.write().unwrap().remove(name);
+        Ok(())
+    }
+
+    /// Number of registered members.
+    pub async fn count(&self) -> Result<i64> {
+        Ok(self
+            .db
+            .run("counting members", |c| {
+                async move { m::table.count().get_result(c).await.during("counting members") }.scope_boxed()
+            })
+            .await?)
+    }
+
+    fn remember(&self, member: &Member) {
+        self.by_name.write().unwrap().insert(member.member.clone(), (member.clone(), Instant::now()));
+        self.names.write().unwrap().insert(member.id, member.member.clone());
+    }
+}
+
+/// Member names are non-empty, printable and bounded.
+pub fn validate_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_MEMBER_NAME || name.chars().any(char::is_control) {
+        return Err(SequencerError::InvalidRequest(format!(
+            "member name must be 1 to {MAX_MEMBER_NAME} printable characters, got {name:?}"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! The public gRPC API: Send (admission), Subscribe, Acknowledge.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use prost::Message;
+use syncline_coordination::timestamps::now_micros;
+use syncline_proto::sequencer::sequencer_service_server::SequencerService;
+use syncline_proto::sequencer::{
+    AcknowledgeRequest, AcknowledgeResponse, Batch, SendRequest, SendResponse, SubscribeRequest, SubscribeResponse,
+};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::error::{Result, SequencerError};
+use crate::writer::Submission;
+use crate::{pruning, reader, Inner};
+
+/// Longest accepted message id.
+pub const MAX_MESSAGE_ID: usize = 128;
+
+/// The public API of one sequencer node.
+#[derive(Clone)]
+pub struct PublicApi {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl PublicApi {
+    /// Validate and enqueue a send.
+    async fn admit(&self, req: SendRequest) -> Result<()> {
+        let inner = &self.inner;
+        let size = req.encoded_len();
+        if size > inner.settings.max_request_size {
+            return Err(SequencerError::TooLarge { size, max: inner.settings.max_request_size });
+        }
+        if req.message_id.is_empty() || req.message_id.len() > MAX_MESSAGE_ID {
+            return Err(SequencerError::InvalidRequest(format!(
+                "message_id must be 1 to {MAX_MESSAGE_ID} characters, got {}",
+                req.message_id.len()
+            )));
+        }
+        if req.envelopes.is_empty() {
+            return Err(SequencerError::InvalidRequest("a send needs at least one envelope".into()));
+        }
+        if let Some(i) = req.envelopes.iter().position(|e| e.recipients.is_empty()) {
+            return Err(SequencerError::InvalidRequest(format!("envelope {i} has no recipients")));
+        }
+        let now = now_micros();
+        if req.max_sequencing_time < now {
+            return Err(SequencerError::DeadlinePassed { mst: req.max_sequencing_time, now });
+        }
+        let horizon = inner.settings.max_sequencing_horizon.as_micros() as i64;
+        if req.max_sequencing_time > now + horizon {
+            return Err(SequencerError::InvalidRequest(format!(
+                "max_sequencing_time {} is more than {:?} in the future",
+                req.max_sequencing_time, inner.settings.max_sequencing_horizon
+            )));
+        }
+        let sender = inner.members.require_enabled(&req.sender).await?;
+        if !inner.writer.is_running() {
+            return Err(SequencerError::Unavailable { node: inner.settings.name.clone(), reason: inner.writer.detail() });
+        }
+        let names: BTreeSet<&str> = req.envelopes.iter().flat_map(|e| e.recipients.iter().map(String::as_str)).collect();
+        let mut recipients = vec![sender.id];
+        let mut unknown = Vec::new();
+        for name in names {
+            match inner.members.lookup(name).await? {
+                Some(m) => recipients.push(m.id),
+                None => unknown.push(name.to_string()),
+            }
+        }
+        recipients.sort_unstable();
+        recipients.dedup();
+        let payload = Batch { envelopes: req.envelopes }.encode_to_vec();
+        let sub = Submission {
+            sender: sender.id,
+            message_id: req.message_id,
+            max_sequencing_ts: req.max_sequencing_time,
+            recipients,
+            unknown,
+            payload,
+            accepted_at: Instant::now(),
+        };
+        match inner.queue.try_send(sub) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                Err(SequencerError::Overloaded { node: inner.settings.name.clone(), pending: inner.settings.queue_size })
+            }
+            Err(TrySendError::Closed(_)) => Err(SequencerError::Unavailable {
+                node: inner.settings.name.clone(),
+                reason: "shutting down".into(),
+            }),
+        }
+    }
+}
+
+fn count_send(inner: &Inner, r: &Result<()>) {
+    let node = inner.settings.name.clone();
+    match r {
+        Ok(()) => metrics::counter!("syncline_sequencer_sends_total", "node" => node, "result" => "accepted").increment(1),
+        Err(e) => {
+            let reason = match e {
+                SequencerError::Overloaded { .. } => "overloaded",
+                SequencerError::Unavailable { .. } => "unavailable",
+                SequencerError::DeadlinePassed { .. } => "deadline",
+                SequencerError::TooLarge { .. } => "too_large",
+                SequencerError::UnknownMember(_) => "unknown_sender",
+                SequencerError::MemberDisabled(_) => "disabled_sender",
+                SequencerError::InvalidRequest(_) => "invalid",
+                _ => "error",
+            };
+            metrics::counter!("syncline_sequencer_sends_total", "node" => node, "result" => "rejected", "reason" => reason)
+                .increment(1)
+        }
+    }
+    metrics::gauge!("syncline_sequencer_queue_depth", "node" => inner.settings.name.clone())
+        .set((inner.settings.queue_size - inner.queue.capacity()) as f64);
+}
+
+#[tonic::async_trait]
+impl SequencerService for PublicApi {
+    async fn send(&self, request: Request<SendRequest>) -> Result<Response<SendResponse>, Status> {
+        let r = self.admit(request.into_inner()).await;
+        count_send(&self.inner, &r);
+        r.map(|()| Response::new(SendResponse {})).map_err(Status::from)
+    }
+
+    type SubscribeStream = ReceiverStream<Result<SubscribeResponse, Status>>;
+
+    async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+        let req = request.into_inner();
+        let member = self.inner.members.require_enabled(&req.member).await?;
+        let rx = reader::subscribe(self.inner.clone(), member, req.after).await?;
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn acknowledge(&self, request: Request<AcknowledgeRequest>) -> Result<Response<AcknowledgeResponse>, Status> {
+        let req = request.into_inner();
+        let member = self.inner.members.require_enabled(&req.member).await?;
+        pruning::acknowledge(&self.inner.db, &member, req.timestamp).await?;
+        Ok(Response::new(AcknowledgeResponse {}))
+    }
+}

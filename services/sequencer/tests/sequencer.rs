@@ -1,0 +1,346 @@
+//! In-process sequencer nodes sharing one real PostgreSQL, each behind its own gRPC server.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use syncline_coordination::timestamps::now_micros;
+use syncline_coordination::DbConfig;
+use syncline_proto::sequencer::sequencer_admin_service_client::SequencerAdminServiceClient;
+use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
+use syncline_proto::sequencer::{
+    AcknowledgeRequest, Envelope, Event, PruneRequest, PruningStatusRequest, RegisterMemberRequest, SendRequest,
+    SequencerStatusRequest, SubscribeRequest,
+};
+use syncline_sequencer::{Sequencer, SequencerSettings};
+use syncline_testkit::{fresh_database, FaultProxy};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::Code;
+
+struct Node {
+    seq: Option<Sequencer>,
+    addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Node {
+    async fn start(db_url: &str, name: &str, tweak: impl FnOnce(&mut SequencerSettings)) -> Node {
+        let mut settings = SequencerSettings { name: name.into(), total_node_count: 4, ..Default::default() };
+        tweak(&mut settings);
+        let mut db = DbConfig::new(db_url);
+        db.application_name = name.into();
+        let seq = Sequencer::start(db, settings).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let router = tonic::transport::Server::builder()
+            .add_service(seq.public_service())
+            .add_service(seq.admin_service());
+        let s = stop.clone();
+        tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            router.serve_with_incoming_shutdown(incoming, s.cancelled_owned()).await.unwrap();
+        });
+        Node { seq: Some(seq), addr, stop }
+    }
+
+    fn seq(&self) -> &Sequencer {
+        self.seq.as_ref().unwrap()
+    }
+
+    async fn wait_serving(&self) {
+        wait_until(Duration::from_secs(20), || self.seq().health().serving).await;
+    }
+
+    async fn client(&self) -> SequencerServiceClient<Channel> {
+        SequencerServiceClient::connect(format!("http://{}", self.addr)).await.unwrap()
+    }
+
+    async fn admin(&self) -> SequencerAdminServiceClient<Channel> {
+        SequencerAdminServiceClient::connect(format!("http://{}", self.addr)).await.unwrap()
+    }
+
+    async fn shutdown(mut self) {
+        self.stop.cancel();
+        self.seq.take().unwrap().shutdown().await;
+    }
+}
+
+async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "condition not reached within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn send(sender: &str, id: &str, to: &[&str], body: &str) -> SendRequest {
+    SendRequest {
+        sender: sender.into(),
+        message_id: id.into(),
+        max_sequencing_time: now_micros() + 30_000_000,
+        envelopes: vec![Envelope { recipients: to.iter().map(|s| s.to_string()).collect(), content: body.as_bytes().to_vec() }],
+    }
+}
+
+/// Collect `n` events of `member` from `node` (after `after`), failing after `limit`.
+async fn collect(node: &Node, member: &str, after: Option<i64>, n: usize, limit: Duration) -> Vec<Event> {
+    let mut stream = node.client().await.subscribe(SubscribeRequest { member: member.into(), after }).await.unwrap().into_inner();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while out.len() < n {
+        match tokio::time::timeout_at(deadline, stream.message()).await {
+            Ok(Ok(Some(r))) => out.push(r.event.unwrap()),
+            Ok(other) => panic!("{member}: stream ended after {} events: {other:?}", out.len()),
+            Err(_) => panic!("{member}: only {} of {n} events within {limit:?}", out.len()),
+        }
+    }
+    // Nothing more than expected arrives.
+    if let Ok(Ok(Some(extra))) = tokio::time::timeout(Duration::from_millis(300), stream.message()).await {
+        panic!("{member}: unexpected extra event {:?}", extra.event);
+    }
+    out
+}
+
+async fn register(node: &Node, members: &[&str]) {
+    let mut admin = node.admin().await;
+    for m in members {
+        admin.register_member(RegisterMemberRequest { member: m.to_string() }).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_spread_over_three_nodes_reach_every_subscriber_once_in_one_order() {
+    let tdb = fresh_database().await;
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(Node::start(&tdb.url, &format!("seq{i}"), |_| {}).await);
+    }
+    for n in &nodes {
+        n.wait_serving().await;
+    }
+    register(&nodes[0], &["alice", "bob", "carol"]).await;
+    let mut expected: HashMap<&str, usize> = HashMap::new();
+    for i in 0..60 {
+        let node = &nodes[i % 3];
+        let (from, to): (&str, &[&str]) = match i % 3 {
+            0 => ("alice", &["bob", "carol"]),
+            1 => ("bob", &["alice"]),
+            _ => ("carol", &["alice", "bob"]),
+        };
+        node.client().await.send(send(from, &format!("m{i}"), to, &format!("body {i}"))).await.unwrap();
+        for m in std::iter::once(from).chain(to.iter().copied()) {
+            *expected.entry(m).or_default() += 1;
+        }
+    }
+    // Every member, subscribed on every node, sees the same events in the same order.
+    for member in ["alice", "bob", "carol"] {
+        let mut orders = Vec::new();
+        for n in &nodes {
+            let evs = collect(n, member, None, expected[member], Duration::from_secs(20)).await;
+            let ts: Vec<i64> = evs.iter().map(|e| e.timestamp).collect();
+            assert!(ts.windows(2).all(|w| w[0] < w[1]), "strictly increasing");
+            for w in evs.windows(2) {
+                assert_eq!(w[1].previous_timestamp, Some(w[0].timestamp), "previous timestamps chain");
+            }
+            for e in &evs {
+                if e.sender == member {
+                    assert!(e.message_id.is_some(), "the sender sees its message id");
+                } else {
+                    assert!(e.message_id.is_none(), "others do not see the message id");
+                    assert_eq!(e.envelopes.len(), 1);
+                    assert!(e.envelopes[0].recipients.iter().any(|r| r == member));
+                }
+            }
+            orders.push(ts);
+        }
+        assert!(orders.windows(2).all(|w| w[0] == w[1]), "{member}: identical order on every node");
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_message_id_sent_to_two_nodes_is_sequenced_once() {
+    let tdb = fresh_database().await;
+    let a = Node::start(&tdb.url, "a", |_| {}).await;
+    let b = Node::start(&tdb.url, "b", |_| {}).await;
+    a.wait_serving().await;
+    b.wait_serving().await;
+    register(&a, &["alice", "bob"]).await;
+    let req = send("alice", "retry-me", &["bob"], "once");
+    let (ra, rb) = tokio::join!(
+        async { a.client().await.send(req.clone()).await },
+        async { b.client().await.send(req.clone()).await }
+    );
+    ra.unwrap();
+    rb.unwrap();
+    // A later retry on a is deduplicated too.
+    a.client().await.send(req.clone()).await.unwrap();
+    a.client().await.send(send("alice", "other", &["bob"], "twice")).await.unwrap();
+    let evs = collect(&b, "bob", None, 2, Duration::from_secs(20)).await;
+    let bodies: Vec<&[u8]> = evs.iter().map(|e| e.envelopes[0].content.as_slice()).collect();
+    assert_eq!(bodies, vec![&b"once"[..], &b"twice"[..]]);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_errors_and_unknown_recipients_an_error_event() {
+    let tdb = fresh_database().await;
+    let n = Node::start(&tdb.url, "s", |s| s.max_request_size = 10_000).await;
+    n.wait_serving().await;
+    register(&n, &["alice", "bob"]).await;
+    let mut c = n.client().await;
+    let expect = |r: Result<tonic::Response<_>, tonic::Status>, code: Code, text: &str| {
+        let e = r.expect_err("must be refused");
+        assert_eq!(e.code(), code, "{}", e.message());
+        assert!(e.message().contains(text), "{:?} does not mention {text:?}", e.message());
+    };
+    let mut past = send("alice", "p", &["bob"], "x");
+    past.max_sequencing_time = now_micros() - 1_000_000;
+    expect(c.send(past).await, Code::InvalidArgument, "in the past");
+    expect(c.send(send("alice", "big", &["bob"], &"x".repeat(20_000))).await, Code::OutOfRange, "too large");
+    expect(c.send(send("alice", "big2", &["bob"], &"x".repeat(10_500))).await, Code::OutOfRange, "too large");
+    expect(c.send(send("mallory", "m", &["bob"], "x")).await, Code::NotFound, "mallory is not registered");
+    expect(c.send(send("alice", "", &["bob"], "x")).await, Code::InvalidArgument, "message_id");
+    let mut empty = send("alice", "e", &["bob"], "x");
+    empty.envelopes[0].recipients.clear();
+    expect(c.send(empty).await, Code::InvalidArgument, "no recipients");
+    let mut none = send("alice", "n", &["bob"], "x");
+    none.envelopes.clear();
+    expect(c.send(none).await, Code::InvalidArgument, "at least one envelope");
+    let status = c.subscribe(SubscribeRequest { member: "nobody".into(), after: None }).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    // An unknown recipient: accepted, and the sender gets an error event.
+    c.send(send("alice", "u", &["bob", "dave"], "x")).await.unwrap();
+    let evs = collect(&n, "alice", None, 1, Duration::from_secs(20)).await;
+    let err = evs[0].error.as_ref().expect("an error event");
+    assert_eq!(err.code, "UNKNOWN_RECIPIENTS");
+    assert!(err.message.contains("dave"));
+    assert_eq!(evs[0].message_id.as_deref(), Some("u"));
+    n.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_from_the_database_stops_serving_while_others_keep_sequencing() {
+    let tdb = fresh_database().await;
+    let proxy = FaultProxy::start(tdb.server_addr()).await;
+    let a = Node::start(&tdb.url_via(proxy.addr()), "a", |_| {}).await;
+    let b = Node::start(&tdb.url, "b", |_| {}).await;
+    a.wait_serving().await;
+    b.wait_serving().await;
+    register(&b, &["alice", "bob"]).await;
+    let mut sub = b.client().await.subscribe(SubscribeRequest { member: "bob".into(), after: None }).await.unwrap().into_inner();
+    proxy.down();
+    let cut = Instant::now();
+    wait_until(Duration::from_secs(10), || !a.seq().health().serving).await;
+    println!("a stopped serving {:?} after the cut", cut.elapsed());
+    // b keeps sequencing, and its subscribers are not held back by a's stale watermark.
+    b.client().await.send(send("alice", "during", &["bob"], "x")).await.unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(5), sub.message()).await.expect("b delivers during a's outage");
+    assert_eq!(ev.unwrap().unwrap().event.unwrap().envelopes[0].content, b"x");
+    let refused = a.client().await.send(send("alice", "to-a", &["bob"], "y")).await.unwrap_err();
+    assert!(matches!(refused.code(), Code::Unavailable | Code::NotFound), "{refused:?}");
+    proxy.restore();
+    wait_until(Duration::from_secs(20), || a.seq().health().serving).await;
+    a.client().await.send(send("alice", "after", &["bob"], "z")).await.unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(10), sub.message()).await.expect("a sequences again after restore");
+    assert_eq!(ev.unwrap().unwrap().event.unwrap().envelopes[0].content, b"z");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_accepted_during_a_database_stall_are_delivered_after_it() {
+    let tdb = fresh_database().await;
+    let proxy = FaultProxy::start(tdb.server_addr()).await;
+    let n = Node::start(&tdb.url_via(proxy.addr()), "s", |s| {
+        s.queue_size = 20;
+        s.write_timeout = Duration::from_secs(2);
+    })
+    .await;
+    n.wait_serving().await;
+    register(&n, &["alice", "bob"]).await;
+    // Warm the member cache: admission then needs no database.
+    n.client().await.send(send("alice", "warm", &["bob"], "warm")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.blackhole();
+    let mut c = n.client().await;
+    let mut accepted = vec!["warm".to_string()];
+    let mut overloaded = 0;
+    for i in 0..60 {
+        match c.send(send("alice", &format!("s{i}"), &["bob"], &format!("s{i}"))).await {
+            Ok(_) => accepted.push(format!("s{i}")),
+            Err(e) if e.code() == Code::ResourceExhausted => overloaded += 1,
+            Err(e) if e.code() == Code::Unavailable => break,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(overloaded > 0, "a full queue refuses with RESOURCE_EXHAUSTED");
+    proxy.restore();
+    n.wait_serving().await;
+    let got = collect(&n, "bob", None, accepted.len(), Duration::from_secs(30)).await;
+    let bodies: Vec<String> = got.iter().map(|e| String::from_utf8(e.envelopes[0].content.clone()).unwrap()).collect();
+    assert_eq!(bodies, accepted, "every accepted send is delivered once, in order");
+    n.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_goes_offline_without_pausing_other_readers() {
+    let tdb = fresh_database().await;
+    let a = Node::start(&tdb.url, "a", |_| {}).await;
+    let b = Node::start(&tdb.url, "b", |s| s.offline_duration = Duration::from_secs(60)).await;
+    a.wait_serving().await;
+    b.wait_serving().await;
+    register(&b, &["alice", "bob"]).await;
+    let index = a.seq().writer().node_index().unwrap();
+    a.shutdown().await;
+    let mut admin = b.admin().await;
+    let st = admin.status(SequencerStatusRequest {}).await.unwrap().into_inner();
+    let row = st.watermarks.iter().find(|w| w.node_index == index).unwrap();
+    assert!(!row.online, "a went offline on shutdown");
+    let start = Instant::now();
+    b.client().await.send(send("alice", "x", &["bob"], "x")).await.unwrap();
+    collect(&b, "bob", None, 1, Duration::from_secs(5)).await;
+    assert!(start.elapsed() < Duration::from_secs(3));
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_stops_at_the_slowest_acknowledgement() {
+    let tdb = fresh_database().await;
+    let n = Node::start(&tdb.url, "s", |_| {}).await;
+    n.wait_serving().await;
+    register(&n, &["alice", "bob"]).await;
+    let mut c = n.client().await;
+    for i in 0..5 {
+        c.send(send("alice", &format!("m{i}"), &["bob"], "x")).await.unwrap();
+    }
+    let evs = collect(&n, "bob", None, 5, Duration::from_secs(20)).await;
+    let mut admin = n.admin().await;
+    c.acknowledge(AcknowledgeRequest { member: "bob".into(), timestamp: evs[3].timestamp }).await.unwrap();
+    // alice acknowledged nothing: pruning past her registration is refused, naming her.
+    let refused = admin.prune(PruneRequest { before: evs[3].timestamp }).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(refused.message().contains("alice"), "{}", refused.message());
+    c.acknowledge(AcknowledgeRequest { member: "alice".into(), timestamp: evs[4].timestamp }).await.unwrap();
+    let st = admin.pruning_status(PruningStatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(st.safe_pruning_timestamp, evs[3].timestamp);
+    let too_far = admin.prune(PruneRequest { before: evs[4].timestamp }).await.unwrap_err();
+    assert_eq!(too_far.code(), Code::FailedPrecondition);
+    let pruned = admin.prune(PruneRequest { before: evs[3].timestamp }).await.unwrap().into_inner();
+    assert_eq!(pruned.events_removed, 3);
+    assert_eq!(pruned.payloads_removed, 3);
+    let bound = admin.pruning_status(PruningStatusRequest {}).await.unwrap().into_inner().lower_bound.unwrap();
+    // Reading from before the bound is refused; from the bound it continues with a correct chain.
+    let gone = c.subscribe(SubscribeRequest { member: "bob".into(), after: Some(evs[0].timestamp) }).await.unwrap_err();
+    assert_eq!(gone.code(), Code::OutOfRange);
+    assert!(gone.message().contains("pruned"), "{}", gone.message());
+    let rest = collect(&n, "bob", Some(bound), 2, Duration::from_secs(10)).await;
+    assert_eq!(rest[0].timestamp, evs[3].timestamp);
+    assert_eq!(rest[0].previous_timestamp, Some(evs[2].timestamp), "previous timestamp survives pruning");
+    n.shutdown().await;
+}
