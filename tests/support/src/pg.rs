@@ -28,10 +28,36 @@ pub struct Server {
     /// Whether this harness started (and will remove) the cluster.
     pub owned: bool,
     /// The postmaster and its watchdog; they outlive this process's tests by design.
-    _processes: Vec<Child>,
+    processes: Vec<Child>,
+    /// Data and socket directory of a cluster we started.
+    dir: Option<PathBuf>,
 }
 
 impl Server {
+    /// Create database `name` and return its URL.
+    pub async fn create_database(&self, name: &str) -> Result<String, String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match create(&self.url("postgres"), name).await {
+                Ok(()) => return Ok(self.url(name)),
+                Err(e) if Instant::now() < deadline && e.as_db_error().is_none() => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(e) => return Err(format!("creating database {name}: {e}")),
+            }
+        }
+    }
+
+    /// Stop a cluster this harness started (immediate shutdown) and remove its files.
+    pub fn stop(&mut self) {
+        let Some(dir) = self.dir.take() else { return };
+        if let Some(pm) = self.processes.first_mut() {
+            let _ = Command::new("kill").args(["-QUIT", &pm.id().to_string()]).status();
+            let _ = pm.wait();
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     /// A URL for database `db` on this server.
     pub fn url(&self, db: &str) -> String {
         self.url_at(self.addr, db)
@@ -73,7 +99,8 @@ fn external(url: &str) -> Server {
         user: cfg.get_user().unwrap_or("postgres").to_string(),
         password: cfg.get_password().map(|p| String::from_utf8_lossy(p).into_owned()),
         owned: false,
-        _processes: Vec::new(),
+        processes: Vec::new(),
+        dir: None,
     }
 }
 
@@ -128,7 +155,8 @@ fn as_pg_user(program: &Path, ids: Option<(u32, u32)>) -> Command {
 // On the error paths the watchdog stays behind on purpose: it removes the half-started
 // cluster once this process exits.
 #[allow(clippy::zombie_processes)]
-fn start_cluster() -> Result<Server, String> {
+/// Start a throwaway cluster: temp data dir, free port, fsync off, as `postgres` when root.
+pub fn start_cluster() -> Result<Server, String> {
     let bin = pg_bin_dir()?;
     let ids = if is_root() {
         Some(user_ids("postgres").ok_or("running as root but there is no `postgres` user to run the server as")?)
@@ -174,7 +202,7 @@ fn start_cluster() -> Result<Server, String> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(Server { addr, user: "postgres".into(), password: None, owned: true, _processes: vec![child, watchdog] })
+    Ok(Server { addr, user: "postgres".into(), password: None, owned: true, processes: vec![child, watchdog], dir: Some(dir) })
 }
 
 /// A shell that waits for this process to end, then stops postgres and removes its files.

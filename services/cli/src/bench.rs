@@ -1,0 +1,278 @@
+//! `syncline bench`: sequencing throughput with 1 and 2 nodes, send→deliver latency at
+//! about half of the maximum throughput, and — on the same database, in the same run — the
+//! rate of plain batched inserts of equally sized rows, so the ratio can be read.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use syncline_coordination::timestamps::now_micros;
+use syncline_coordination::DbConfig;
+use syncline_proto::sequencer::sequencer_admin_service_client::SequencerAdminServiceClient;
+use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
+use syncline_proto::sequencer::{Envelope, RegisterMemberRequest, SendRequest, SubscribeRequest};
+use syncline_sequencer::{Sequencer, SequencerSettings};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::embedded::Database;
+
+/// Options of `syncline bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Benchmark against this database instead of a throwaway local cluster.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// Seconds per measured phase.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Payload bytes per event.
+    #[arg(long, default_value_t = 256)]
+    payload: usize,
+    /// Concurrent senders.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+}
+
+const RECEIVER: &str = "bench-receiver";
+
+/// Run every phase and print the table.
+pub async fn run(args: BenchArgs) -> Result<()> {
+    let phase = Duration::from_secs_f64(args.seconds);
+    let database = Database::open(args.database_url.clone(), "syncline_bench").await?;
+    println!("Syncline benchmark: {} B payloads, {:.0} s per phase, {} senders, {} cores", args.payload, args.seconds, args.concurrency, std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let base = plain::rows_per_second(&database.url, args.payload, phase).await.context("baseline")?;
+    let one = sequencing(&database.url, 1, &args, phase, None).await.context("1 node")?;
+    let two = sequencing(&database.url, 2, &args, phase, None).await.context("2 nodes")?;
+    let rate = (one.events_per_sec / 2.0).max(1.0);
+    let lat = sequencing(&database.url, 1, &args, phase, Some(rate)).await.context("latency")?;
+    println!();
+    println!("| measurement | result | vs baseline |");
+    println!("| --- | --- | --- |");
+    println!("| plain batched inserts (baseline: 4 connections, 100-row batches) | {:.0} rows/s | 1.00 |", base);
+    println!("| sequencer, 1 node | {:.0} events/s | {:.2} |", one.events_per_sec, one.events_per_sec / base);
+    println!("| sequencer, 2 nodes on one database | {:.0} events/s | {:.2} |", two.events_per_sec, two.events_per_sec / base);
+    println!(
+        "| send→deliver latency at {:.0} events/s | p50 {:.1} ms, p99 {:.1} ms | |",
+        lat.events_per_sec, lat.p50_ms, lat.p99_ms
+    );
+    println!("| (refused with RESOURCE_EXHAUSTED and retried: 1 node {}, 2 nodes {}) | | |", one.overloaded, two.overloaded);
+    Ok(())
+}
+
+mod plain {
+    //! The baseline: plain batched inserts, kept apart so Diesel's blanket query traits do
+    //! not shadow methods elsewhere.
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use anyhow::Result;
+    use diesel::ExpressionMethods;
+    use diesel_async::{AsyncPgConnection, RunQueryDsl};
+    use syncline_coordination::db::{self, SessionKind};
+    use syncline_coordination::DbConfig;
+
+    diesel::table! {
+        bench_plain (id) {
+            id -> BigInt,
+            node -> SmallInt,
+            content -> Binary,
+        }
+    }
+
+    /// Rows per second of plain 100-row batched inserts from 4 connections, each its own
+    /// transaction with synchronous commit, as the sequencer's writes are.
+    pub async fn rows_per_second(url: &str, payload: usize, phase: Duration) -> Result<f64> {
+        let cfg = DbConfig::new(url);
+        let mut c = db::connect(&cfg, SessionKind::Pooled).await?;
+        diesel::sql_query("drop table if exists bench_plain").execute(&mut c).await?;
+        diesel::sql_query("create table bench_plain (id bigint primary key, node smallint not null, content bytea not null)")
+            .execute(&mut c)
+            .await?;
+        let rows = Arc::new(AtomicU64::new(0));
+        let deadline = Instant::now() + phase;
+        let mut tasks = Vec::new();
+        for w in 0..4i64 {
+            let (cfg, rows) = (cfg.clone(), rows.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut c: AsyncPgConnection = db::connect(&cfg, SessionKind::Pooled).await?;
+                let content = vec![7u8; payload];
+                let mut next = w << 40;
+                while Instant::now() < deadline {
+                    let batch: Vec<_> = (0..100)
+                        .map(|i| (bench_plain::id.eq(next + i), bench_plain::node.eq(w as i16), bench_plain::content.eq(content.clone())))
+                        .collect();
+                    next += 100;
+                    diesel::insert_into(bench_plain::table).values(batch).execute(&mut c).await?;
+                    rows.fetch_add(100, Ordering::Relaxed);
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        diesel::sql_query("drop table bench_plain").execute(&mut c).await?;
+        Ok(AtomicU64::load(&rows, Ordering::Relaxed) as f64 / phase.as_secs_f64())
+    }
+}
+
+struct Sequencing {
+    events_per_sec: f64,
+    overloaded: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// Sequencer nodes in this process, each behind its own gRPC server.
+struct Cluster {
+    nodes: Vec<Sequencer>,
+    addrs: Vec<String>,
+    stop: CancellationToken,
+}
+
+impl Cluster {
+    async fn start(url: &str, n: usize) -> Result<Cluster> {
+        let stop = CancellationToken::new();
+        let mut nodes = Vec::new();
+        let mut addrs = Vec::new();
+        for i in 0..n {
+            let settings = SequencerSettings { name: format!("bench{i}"), queue_size: 10_000, ..Default::default() };
+            let seq = Sequencer::start(DbConfig::new(url), settings).await?;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            addrs.push(format!("http://{}", listener.local_addr()?));
+            let router = tonic::transport::Server::builder().add_service(seq.public_service()).add_service(seq.admin_service());
+            let s = stop.clone();
+            tokio::spawn(async move {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                let _ = router.serve_with_incoming_shutdown(incoming, s.cancelled_owned()).await;
+            });
+            nodes.push(seq);
+        }
+        let start = Instant::now();
+        while !nodes.iter().all(|s| s.health().serving) {
+            anyhow::ensure!(start.elapsed() < Duration::from_secs(30), "sequencers did not come online");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Cluster { nodes, addrs, stop })
+    }
+
+    async fn shutdown(self) {
+        self.stop.cancel();
+        for n in self.nodes {
+            n.shutdown().await;
+        }
+    }
+}
+
+/// Send as fast as possible (`rate` None) or at `rate` events/s, for `phase`; a subscriber
+/// on the first node measures delivery.
+async fn sequencing(url: &str, n: usize, args: &BenchArgs, phase: Duration, rate: Option<f64>) -> Result<Sequencing> {
+    let cluster = Cluster::start(url, n).await?;
+    let mut channels: Vec<Channel> = Vec::new();
+    for a in &cluster.addrs {
+        channels.push(Channel::from_shared(a.clone())?.connect().await?);
+    }
+    let mut admin = SequencerAdminServiceClient::new(channels[0].clone());
+    let run = rand::random::<u32>();
+    let senders: Vec<String> = (0..args.concurrency).map(|i| format!("bench-sender-{run}-{i}")).collect();
+    for m in senders.iter().map(String::as_str).chain([RECEIVER]) {
+        admin.register_member(RegisterMemberRequest { member: m.to_string() }).await?;
+    }
+    // Subscribe from now on, so earlier phases' events do not count.
+    let mut sub = SequencerServiceClient::new(channels[0].clone())
+        .subscribe(SubscribeRequest { member: RECEIVER.into(), after: Some(now_micros()) })
+        .await?
+        .into_inner();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let last_delivery = Arc::new(Mutex::new(Instant::now()));
+    let latencies = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (delivered, last_delivery, latencies, done) = (delivered.clone(), last_delivery.clone(), latencies.clone(), done.clone());
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                let Ok(Ok(Some(r))) = tokio::time::timeout(Duration::from_millis(200), sub.message()).await else { continue };
+                let ev = r.event.unwrap_or_default();
+                if let Some(env) = ev.envelopes.first() {
+                    if env.content.len() >= 8 {
+                        let sent = i64::from_le_bytes(env.content[..8].try_into().unwrap());
+                        latencies.lock().unwrap().push((now_micros() - sent) as f64 / 1000.0);
+                    }
+                }
+                delivered.fetch_add(1, Ordering::Relaxed);
+                *last_delivery.lock().unwrap() = Instant::now();
+            }
+        })
+    };
+    let accepted = Arc::new(AtomicU64::new(0));
+    let overloaded = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + phase;
+    let per_sender_interval = rate.map(|r| Duration::from_secs_f64(args.concurrency as f64 / r));
+    let mut tasks = Vec::new();
+    for (i, sender) in senders.iter().enumerate() {
+        let mut client = SequencerServiceClient::new(channels[i % channels.len()].clone());
+        let (sender, accepted, overloaded) = (sender.clone(), accepted.clone(), overloaded.clone());
+        let payload = args.payload.max(8);
+        tasks.push(tokio::spawn(async move {
+            let mut ticker = per_sender_interval.map(|d| {
+                let mut t = tokio::time::interval(d);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                t
+            });
+            let mut seq = 0u64;
+            while Instant::now() < deadline {
+                if let Some(t) = ticker.as_mut() {
+                    t.tick().await;
+                }
+                let mut content = vec![0u8; payload];
+                content[..8].copy_from_slice(&now_micros().to_le_bytes());
+                let req = SendRequest {
+                    sender: sender.clone(),
+                    message_id: format!("{seq}"),
+                    max_sequencing_time: now_micros() + 60_000_000,
+                    envelopes: vec![Envelope { recipients: vec![RECEIVER.into()], content }],
+                };
+                match client.send(req).await {
+                    Ok(_) => {
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                        seq += 1;
+                    }
+                    Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                        overloaded.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    Err(s) => return Err(anyhow::anyhow!("send failed: {s}")),
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let sent = accepted.load(Ordering::Relaxed);
+    let drain = Instant::now() + Duration::from_secs(60);
+    while delivered.load(Ordering::Relaxed) < sent && Instant::now() < drain {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    done.store(true, Ordering::Relaxed);
+    let _ = reader.await;
+    let got = delivered.load(Ordering::Relaxed);
+    anyhow::ensure!(got == sent, "{sent} sends accepted but {got} delivered");
+    let elapsed = last_delivery.lock().unwrap().duration_since(start).as_secs_f64();
+    let mut lat = latencies.lock().unwrap().clone();
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0.0);
+    let result = Sequencing {
+        events_per_sec: got as f64 / elapsed,
+        overloaded: overloaded.load(Ordering::Relaxed),
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    };
+    cluster.shutdown().await;
+    Ok(result)
+}
