@@ -20,7 +20,7 @@ use std::sync::Arc;
 use syncline_coordination::{db, Db, DbConfig};
 use syncline_proto::sequencer::sequencer_admin_service_server::SequencerAdminServiceServer;
 use syncline_proto::sequencer::sequencer_service_server::SequencerServiceServer;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -39,7 +39,7 @@ pub(crate) struct Inner {
     pub members: Members,
     pub queue: mpsc::Sender<writer::Submission>,
     pub writer: Arc<WriterShared>,
-    pub notify: watch::Receiver<u64>,
+    pub signals: notify::Signals,
     pub subscriptions: AtomicUsize,
     pub cancel: CancellationToken,
 }
@@ -61,7 +61,7 @@ impl Sequencer {
         let db = Db::new(db_config.clone())?;
         let cancel = CancellationToken::new();
         let (queue, rx) = mpsc::channel(settings.queue_size.max(1));
-        let (notify_tx, notify) = watch::channel(0);
+        let (signals, listener) = notify::spawn(db_config.clone(), cancel.clone());
         let shared = Arc::new(WriterShared::new());
         let inner = Arc::new(Inner {
             settings: settings.clone(),
@@ -69,14 +69,14 @@ impl Sequencer {
             members: Members::new(db.clone()),
             queue,
             writer: shared.clone(),
-            notify,
+            signals,
             subscriptions: AtomicUsize::new(0),
             cancel: cancel.clone(),
         });
         let writer_task = tokio::spawn(writer::run(db_config.clone(), settings.clone(), shared, rx, cancel.clone()));
         let tasks = vec![
             tokio::spawn(liveness::run(db, settings, cancel.clone())),
-            tokio::spawn(notify::listen(db_config, notify_tx, cancel.clone())),
+            listener,
         ];
         Ok(Sequencer { inner, writer_task, tasks })
     }

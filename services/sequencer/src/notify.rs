@@ -1,54 +1,192 @@
-//! Wake-ups for subscriptions: one `LISTEN` session per process turns watermark
-//! notifications into a counter on a watch channel, so readers re-read as soon as new
-//! events may be visible instead of polling.
+//! Wake-ups for subscriptions. One `LISTEN` session per process follows two channels:
+//! `syncline_events` (which members got events, up to which timestamp) and
+//! `syncline_watermarks` (some watermark moved). It keeps the visibility bound (the cap the
+//! reads use) and, per member, the newest event timestamp; a subscription re-reads only
+//! when it may have something new below the bound, so idle subscriptions cost nothing
+//! however often keep-alives move the watermarks.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use diesel_async::RunQueryDsl;
-use futures_util::StreamExt;
+use diesel::sql_types::{BigInt, Nullable};
+use diesel::QueryableByName;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use futures_util::{FutureExt, StreamExt};
 use syncline_coordination::db::{self, SessionKind};
 use syncline_coordination::error::DieselContext;
-use syncline_coordination::DbConfig;
+use syncline_coordination::events::BROADCAST;
+use syncline_coordination::{CoordError, DbConfig};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// The channel the writer's watermark trigger notifies on.
-pub const CHANNEL: &str = "syncline_watermarks";
+/// Channel of the watermark trigger.
+pub const WATERMARKS: &str = "syncline_watermarks";
+/// Channel of the events trigger.
+pub const EVENTS: &str = "syncline_events";
 
-/// Listen until cancelled, reconnecting after errors; every notification (and every
-/// reconnect, which may have missed some) bumps `tx`.
-pub(crate) async fn listen(cfg: DbConfig, tx: watch::Sender<u64>, cancel: CancellationToken) {
-    let mut backoff = Duration::from_millis(50);
-    while !cancel.is_cancelled() {
-        match session(&cfg, &tx, &cancel).await {
-            Ok(()) => return,
-            Err(e) => tracing::debug!(%e, "notification session ended; reconnecting"),
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(1));
+/// What readers need to decide whether to read.
+#[derive(Debug, Default)]
+pub(crate) struct Visibility {
+    /// The read bound: min over online watermarks, or max over all with none online.
+    cap: i64,
+    /// Newest event per member id (BROADCAST for broadcasts).
+    newest: HashMap<i32, i64>,
+    /// Newest event of any member, for notifications that did not list members and for
+    /// what happened while not listening.
+    newest_any: i64,
+}
+
+impl Visibility {
+    /// True when `member` may have events in `(cursor, cap]`.
+    pub fn may_have_news(&self, member: i32, cursor: i64) -> bool {
+        let newest = [self.newest.get(&member), self.newest.get(&BROADCAST), Some(&self.newest_any)]
+            .into_iter()
+            .flatten()
+            .copied()
+            .max()
+            .unwrap_or(i64::MIN);
+        newest > cursor && self.cap > cursor
     }
 }
 
-async fn session(
+/// Shared visibility state plus a counter bumped on every change.
+#[derive(Clone)]
+pub(crate) struct Signals {
+    pub state: Arc<RwLock<Visibility>>,
+    pub changed: watch::Receiver<u64>,
+}
+
+/// Start following notifications until cancelled, reconnecting after errors.
+pub(crate) fn spawn(cfg: DbConfig, cancel: CancellationToken) -> (Signals, tokio::task::JoinHandle<()>) {
+    let state = Arc::new(RwLock::new(Visibility { newest_any: i64::MAX, ..Default::default() }));
+    let (tx, changed) = watch::channel(0);
+    let signals = Signals { state: state.clone(), changed };
+    let task = tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(50);
+        while !cancel.is_cancelled() {
+            match follow(&cfg, &state, &tx, &cancel).await {
+                Ok(()) => return,
+                Err(e) => tracing::debug!(%e, "notification session ended; reconnecting"),
+            }
+            // While not listening, readers must not trust the state: read on every poll.
+            state.write().unwrap().newest_any = i64::MAX;
+            tx.send_modify(|n| *n += 1);
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    });
+    (signals, task)
+}
+
+#[derive(QueryableByName)]
+struct Bounds {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    cap: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    newest: Option<i64>,
+}
+
+async fn bounds(conn: &mut AsyncPgConnection) -> Result<Bounds, CoordError> {
+    diesel::sql_query(
+        "select coalesce((select min(watermark_ts) from sequencer_watermarks where online), \
+         (select max(watermark_ts) from sequencer_watermarks)) as cap, \
+         (select max(ts) from sequencer_events) as newest",
+    )
+    .get_result(conn)
+    .await
+    .during("reading the visibility bound")
+}
+
+async fn follow(
     cfg: &DbConfig,
+    state: &RwLock<Visibility>,
     tx: &watch::Sender<u64>,
     cancel: &CancellationToken,
-) -> Result<(), syncline_coordination::CoordError> {
-    let mut conn = db::connect(cfg, SessionKind::Lock).await?;
-    diesel::sql_query(format!("listen {CHANNEL}")).execute(&mut conn).await.during("listening")?;
+) -> Result<(), CoordError> {
+    let mut listen = db::connect(cfg, SessionKind::Lock).await?;
+    let mut query = db::connect(cfg, SessionKind::Pooled).await?;
+    diesel::sql_query(format!("listen {WATERMARKS}; listen {EVENTS}")).execute(&mut listen).await.during("listening")?;
+    // Anything written before we listened is covered by `newest_any`.
+    let b = bounds(&mut query).await?;
+    {
+        let mut st = state.write().unwrap();
+        st.cap = b.cap.unwrap_or(i64::MIN);
+        st.newest_any = b.newest.unwrap_or(i64::MIN);
+    }
     tx.send_modify(|n| *n += 1);
-    let mut stream = std::pin::pin!(conn.notifications_stream());
+    let mut stream = std::pin::pin!(listen.notifications_stream());
     loop {
-        tokio::select! {
+        let first = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            n = stream.next() => match n {
-                Some(Ok(_)) => tx.send_modify(|n| *n += 1),
-                Some(Err(e)) => return Err(syncline_coordination::CoordError::from_diesel("listening", e)),
-                None => return Err(syncline_coordination::CoordError::from_connection("listening", "connection closed")),
-            },
+            n = stream.next() => n,
+        };
+        // Take everything already queued, then refresh the bound once.
+        let mut batch = vec![first];
+        while let Some(n) = stream.next().now_or_never() {
+            batch.push(n);
         }
+        let mut watermark_moved = false;
+        for n in batch {
+            let n = match n {
+                Some(Ok(n)) => n,
+                Some(Err(e)) => return Err(CoordError::from_diesel("listening", e)),
+                None => return Err(CoordError::from_connection("listening", "connection closed")),
+            };
+            if n.channel == WATERMARKS {
+                watermark_moved = true;
+            } else if n.channel == EVENTS {
+                record_events(state, &n.payload);
+            }
+        }
+        if watermark_moved {
+            let cap = bounds(&mut query).await?.cap.unwrap_or(i64::MIN);
+            let mut st = state.write().unwrap();
+            st.cap = st.cap.max(cap);
+        }
+        tx.send_modify(|n| *n += 1);
+    }
+}
+
+/// Apply an events notification: "<max ts>|<ids>" or "<max ts>|*".
+fn record_events(state: &RwLock<Visibility>, payload: &str) {
+    let (ts, ids) = payload.split_once('|').unwrap_or((payload, "*"));
+    let Ok(ts) = ts.parse::<i64>() else { return };
+    let mut st = state.write().unwrap();
+    if ids == "*" {
+        st.newest_any = st.newest_any.max(ts);
+        return;
+    }
+    for id in ids.split(',').filter_map(|s| s.parse::<i32>().ok()) {
+        let e = st.newest.entry(id).or_insert(ts);
+        *e = (*e).max(ts);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_members_with_news_below_the_cap_read() {
+        let st = RwLock::new(Visibility { cap: 100, ..Default::default() });
+        record_events(&st, "90|1,2");
+        let v = st.read().unwrap();
+        assert!(v.may_have_news(1, 50));
+        assert!(v.may_have_news(2, 89));
+        assert!(!v.may_have_news(2, 90), "nothing newer than the cursor");
+        assert!(!v.may_have_news(3, 50), "no events for member 3");
+        drop(v);
+        record_events(&st, "120|-1");
+        let v = st.read().unwrap();
+        assert!(v.may_have_news(3, 50), "a broadcast reaches everyone");
+        assert!(!v.may_have_news(3, 100), "but not above the cap");
+        drop(v);
+        record_events(&st, "130|*");
+        st.write().unwrap().cap = 200;
+        assert!(st.read().unwrap().may_have_news(7, 125));
     }
 }

@@ -4,7 +4,6 @@
 //! into a bounded channel, so a slow subscriber only slows itself.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use diesel::{OptionalExtension, QueryDsl};
 use diesel_async::RunQueryDsl;
@@ -72,7 +71,7 @@ async fn stream(
     mut previous: Option<i64>,
     tx: &mpsc::Sender<Result<SubscribeResponse, Status>>,
 ) -> Result<(), Status> {
-    let mut wake = inner.notify.clone();
+    let mut wake = inner.signals.changed.clone();
     let limit = inner.settings.read_batch_size;
     let latency = metrics::histogram!("syncline_sequencer_read_latency_seconds", "node" => inner.settings.name.clone());
     loop {
@@ -97,12 +96,19 @@ async fn stream(
         if full {
             continue;
         }
-        let wait_start = Instant::now();
-        tokio::select! {
-            _ = inner.cancel.cancelled() => return Err(Status::unavailable(format!("sequencer {} is shutting down", inner.settings.name))),
-            _ = tx.closed() => return Ok(()),
-            r = wake.changed() => if r.is_err() { return Ok(()) },
-            _ = tokio::time::sleep(inner.settings.polling_interval.saturating_sub(wait_start.elapsed())) => {}
+        // Sleep until this member may have news below the bound, or the polling interval
+        // passes (the fallback if a notification was missed).
+        let deadline = tokio::time::Instant::now() + inner.settings.polling_interval;
+        loop {
+            tokio::select! {
+                _ = inner.cancel.cancelled() => return Err(Status::unavailable(format!("sequencer {} is shutting down", inner.settings.name))),
+                _ = tx.closed() => return Ok(()),
+                r = wake.changed() => if r.is_err() { return Ok(()) },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+            if inner.signals.state.read().unwrap().may_have_news(member.id, cursor) {
+                break;
+            }
         }
     }
 }

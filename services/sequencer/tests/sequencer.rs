@@ -344,3 +344,29 @@ async fn pruning_stops_at_the_slowest_acknowledgement() {
     assert_eq!(rest[0].previous_timestamp, Some(evs[2].timestamp), "previous timestamp survives pruning");
     n.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_are_woken_by_notifications_not_by_polling() {
+    let tdb = fresh_database().await;
+    let slow_poll = |s: &mut SequencerSettings| s.polling_interval = Duration::from_secs(60);
+    let a = Node::start(&tdb.url, "a", slow_poll).await;
+    let b = Node::start(&tdb.url, "b", slow_poll).await;
+    a.wait_serving().await;
+    b.wait_serving().await;
+    register(&a, &["alice", "bob", "carol"]).await;
+    let mut bob = b.client().await.subscribe(SubscribeRequest { member: "bob".into(), after: None }).await.unwrap().into_inner();
+    let mut carol = b.client().await.subscribe(SubscribeRequest { member: "carol".into(), after: None }).await.unwrap().into_inner();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..5 {
+        let start = Instant::now();
+        // Written by a, read through b: b learns of it from a's notifications.
+        a.client().await.send(send("alice", &format!("n{i}"), &["bob"], "x")).await.unwrap();
+        let ev = tokio::time::timeout(Duration::from_secs(5), bob.message()).await.expect("delivered without polling");
+        assert!(ev.unwrap().is_some());
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+    // carol got nothing and her stream stays quiet.
+    assert!(tokio::time::timeout(Duration::from_millis(300), carol.message()).await.is_err());
+    a.shutdown().await;
+    b.shutdown().await;
+}

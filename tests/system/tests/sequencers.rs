@@ -1,0 +1,324 @@
+//! Three `syncline daemon` sequencer processes on one real PostgreSQL: ordering, kill -9
+//! under load, a database cut through the fault proxy, idempotent sends, bad requests.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use syncline_proto::sequencer::sequencer_admin_service_client::SequencerAdminServiceClient;
+use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
+use syncline_proto::sequencer::{Envelope, Event, RegisterMemberRequest, SendRequest, SubscribeRequest};
+use syncline_system_tests::*;
+use syncline_testkit::{fresh_database, FaultProxy};
+use tonic::transport::Channel;
+use tonic::Code;
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64
+}
+
+struct Topology {
+    dir: TempDir,
+    storage: std::path::PathBuf,
+    nodes: Vec<SequencerAddrs>,
+    daemons: Vec<Option<Daemon>>,
+}
+
+impl Topology {
+    /// Three sequencers; node `via_proxy` (if any) reaches the database through `proxy_url`.
+    async fn start(db_url: &str, via_proxy: Option<(usize, String)>) -> Topology {
+        let dir = TempDir::new("syncline-seq");
+        let storage = write_file(dir.path(), "storage.toml", &format!("[storage]\nurl = \"{db_url}\"\n"));
+        let nodes: Vec<SequencerAddrs> = (1..=3).map(|i| SequencerAddrs::new(&format!("seq{i}"))).collect();
+        let mut t = Topology { dir, storage, nodes, daemons: Vec::new() };
+        for i in 0..3 {
+            let extra = match &via_proxy {
+                Some((p, url)) if *p == i => format!("storage = {{ url = \"{url}\" }}\n"),
+                _ => String::new(),
+            };
+            let cfg = write_file(t.dir.path(), &format!("seq{}.toml", i + 1), &t.nodes[i].toml(&extra));
+            let d = Daemon::start(t.dir.path(), &t.nodes[i].name, &[t.storage.clone(), cfg]);
+            t.daemons.push(Some(d));
+        }
+        for i in 0..3 {
+            t.wait_healthy(i).await;
+        }
+        t
+    }
+
+    async fn wait_healthy(&self, i: usize) {
+        let addr = self.nodes[i].health;
+        let log = self.daemons[i].as_ref().map(|d| d.log.clone());
+        let start = Instant::now();
+        while http_status(addr, "/health").await != Some(200) {
+            if start.elapsed() > Duration::from_secs(60) {
+                let log = log.map(|l| std::fs::read_to_string(l).unwrap_or_default()).unwrap_or_default();
+                panic!("{} did not become healthy:\n{log}", self.nodes[i].name);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn restart(&mut self, i: usize) {
+        let cfg = self.dir.path().join(format!("seq{}.toml", i + 1));
+        self.daemons[i] = Some(Daemon::start(self.dir.path(), &self.nodes[i].name, &[self.storage.clone(), cfg]));
+    }
+
+    async fn client(&self, i: usize) -> SequencerServiceClient<Channel> {
+        SequencerServiceClient::connect(self.nodes[i].public_url()).await.unwrap()
+    }
+
+    async fn register(&self, members: &[&str]) {
+        let mut admin = SequencerAdminServiceClient::connect(self.nodes[0].admin_url()).await.unwrap();
+        for m in members {
+            admin.register_member(RegisterMemberRequest { member: m.to_string() }).await.unwrap();
+        }
+    }
+}
+
+fn send(sender: &str, id: &str, to: &[&str], body: &[u8], mst_in: Duration) -> SendRequest {
+    SendRequest {
+        sender: sender.into(),
+        message_id: id.into(),
+        max_sequencing_time: now_micros() + mst_in.as_micros() as i64,
+        envelopes: vec![Envelope { recipients: to.iter().map(|s| s.to_string()).collect(), content: body.to_vec() }],
+    }
+}
+
+/// Everything a subscriber received, with arrival times.
+#[derive(Default)]
+struct Received {
+    events: Vec<(Event, Instant)>,
+}
+
+/// Subscribe `member` at node `i` and record events until dropped; on stream errors it
+/// reconnects (to the same node) from its last timestamp, as a client would.
+fn subscriber(addr: String, member: &'static str, sink: Arc<Mutex<Received>>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let after = sink.lock().unwrap().events.last().map(|(e, _)| e.timestamp);
+            let stream = async {
+                let mut c = SequencerServiceClient::connect(addr.clone()).await.ok()?;
+                Some(c.subscribe(SubscribeRequest { member: member.into(), after }).await.ok()?.into_inner())
+            }
+            .await;
+            let Some(mut stream) = stream else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            while let Ok(Some(r)) = stream.message().await {
+                sink.lock().unwrap().events.push((r.event.unwrap(), Instant::now()));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+fn check_chain(member: &str, events: &[(Event, Instant)]) {
+    for w in events.windows(2) {
+        assert!(w[1].0.timestamp > w[0].0.timestamp, "{member}: order broken or duplicate at {}", w[1].0.timestamp);
+        assert_eq!(w[1].0.previous_timestamp, Some(w[0].0.timestamp), "{member}: gap before {}", w[1].0.timestamp);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_spread_over_three_processes_reach_every_subscriber_once_in_one_order() {
+    let tdb = fresh_database().await;
+    let t = Topology::start(&tdb.url, None).await;
+    t.register(&["alice", "bob"]).await;
+    let sinks: Vec<Arc<Mutex<Received>>> = (0..3).map(|_| Arc::default()).collect();
+    let subs: Vec<_> = (0..3).map(|i| subscriber(t.nodes[i].public_url(), "bob", sinks[i].clone())).collect();
+    let n = 90;
+    for k in 0..n {
+        t.client(k % 3).await.send(send("alice", &format!("m{k}"), &["bob"], format!("{k}").as_bytes(), Duration::from_secs(30))).await.unwrap();
+    }
+    wait_for(Duration::from_secs(30), "every subscriber got every event", || {
+        let done = sinks.iter().all(|s| s.lock().unwrap().events.len() >= n);
+        async move { done }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let orders: Vec<Vec<i64>> = sinks.iter().map(|s| s.lock().unwrap().events.iter().map(|(e, _)| e.timestamp).collect()).collect();
+    for (i, o) in orders.iter().enumerate() {
+        assert_eq!(o.len(), n, "subscriber on seq{} got {} events", i + 1, o.len());
+        check_chain("bob", &sinks[i].lock().unwrap().events);
+    }
+    assert!(orders.windows(2).all(|w| w[0] == w[1]), "identical order on every node");
+    let bodies: HashSet<Vec<u8>> = sinks[0].lock().unwrap().events.iter().map(|(e, _)| e.envelopes[0].content.clone()).collect();
+    assert_eq!(bodies.len(), n, "each send exactly once");
+    subs.iter().for_each(|s| s.abort());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_pauses_other_readers_briefly_and_loses_nothing() {
+    let tdb = fresh_database().await;
+    let mut t = Topology::start(&tdb.url, None).await;
+    t.register(&["alice", "bob"]).await;
+    let sinks: Vec<Arc<Mutex<Received>>> = (0..3).map(|_| Arc::default()).collect();
+    let subs: Vec<_> = (0..3).map(|i| subscriber(t.nodes[i].public_url(), "bob", sinks[i].clone())).collect();
+
+    // Load: every 10 ms a new message, round-robin over the nodes. A send whose event has not
+    // shown up after 2 s is retried with the same message id on another node, before its
+    // max-sequencing-time: idempotent sends make that safe.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let urls: Vec<String> = t.nodes.iter().map(|n| n.public_url()).collect();
+    let sent: Arc<Mutex<BTreeMap<String, Instant>>> = Arc::default();
+    let load = {
+        let (stop, urls, sent, seen) = (stop.clone(), urls.clone(), sent.clone(), sinks[1].clone());
+        tokio::spawn(async move {
+            let mut k = 0usize;
+            let mut pending: HashMap<String, (Instant, usize)> = HashMap::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || !pending.is_empty() {
+                let delivered: HashSet<Vec<u8>> = seen.lock().unwrap().events.iter().map(|(e, _)| e.envelopes[0].content.clone()).collect();
+                pending.retain(|id, _| !delivered.contains(id.as_bytes()));
+                let mut jobs: Vec<(String, usize)> = pending
+                    .iter_mut()
+                    .filter(|(_, (at, _))| at.elapsed() > Duration::from_secs(2))
+                    .map(|(id, (at, node))| {
+                        *at = Instant::now();
+                        *node += 1;
+                        (id.clone(), *node)
+                    })
+                    .collect();
+                if !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let id = format!("m{k}");
+                    sent.lock().unwrap().insert(id.clone(), Instant::now());
+                    pending.insert(id.clone(), (Instant::now(), k));
+                    jobs.push((id, k));
+                    k += 1;
+                }
+                for (id, node) in jobs {
+                    for attempt in 0..3 {
+                        let url = &urls[(node + attempt) % urls.len()];
+                        let ok = async {
+                            let mut c = SequencerServiceClient::connect(url.clone()).await.ok()?;
+                            c.send(send("alice", &id, &["bob"], id.as_bytes(), Duration::from_secs(20))).await.ok()
+                        }
+                        .await;
+                        if ok.is_some() {
+                            break;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let killed_at = Instant::now();
+    t.daemons[0].as_mut().unwrap().kill9();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    t.restart(0);
+    t.wait_healthy(0).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::timeout(Duration::from_secs(60), load).await.expect("every send eventually delivered").unwrap();
+    let total = sent.lock().unwrap().len();
+    wait_for(Duration::from_secs(30), "all subscribers caught up", || {
+        let done = sinks.iter().all(|s| s.lock().unwrap().events.len() >= total);
+        async move { done }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reference: Vec<i64> = sinks[1].lock().unwrap().events.iter().map(|(e, _)| e.timestamp).collect();
+    for (i, sink) in sinks.iter().enumerate() {
+        let r = sink.lock().unwrap();
+        check_chain("bob", &r.events);
+        let ids: Vec<Vec<u8>> = r.events.iter().map(|(e, _)| e.envelopes[0].content.clone()).collect();
+        let unique: HashSet<&Vec<u8>> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "seq{}: a message was sequenced twice", i + 1);
+        assert_eq!(ids.len(), total, "seq{}: {} of {total} messages", i + 1, ids.len());
+        let ts: Vec<i64> = r.events.iter().map(|(e, _)| e.timestamp).collect();
+        assert_eq!(ts, reference, "seq{}: order differs", i + 1);
+    }
+    // The pause seen by subscribers of the surviving nodes around the kill.
+    for i in [1, 2] {
+        let r = sinks[i].lock().unwrap();
+        let arrivals: Vec<Instant> = r.events.iter().map(|(_, at)| *at).filter(|at| *at > killed_at - Duration::from_millis(500) && *at < killed_at + Duration::from_secs(3)).collect();
+        let mut gap = Duration::ZERO;
+        let mut prev = killed_at;
+        for at in arrivals.iter().filter(|at| **at >= killed_at) {
+            gap = gap.max(at.duration_since(prev));
+            prev = *at;
+        }
+        println!("seq{}: longest pause after kill -9: {gap:?}", i + 1);
+        assert!(gap < Duration::from_secs(2), "seq{}: readers paused {gap:?} after kill -9", i + 1);
+    }
+    subs.iter().for_each(|s| s.abort());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_cut_turns_one_node_not_serving_while_the_others_sequence() {
+    let tdb = fresh_database().await;
+    let proxy = FaultProxy::start(tdb.server_addr()).await;
+    let t = Topology::start(&tdb.url, Some((0, tdb.url_via(proxy.addr())))).await;
+    t.register(&["alice", "bob"]).await;
+    let health = async |i: usize| {
+        let mut c = tonic_health::pb::health_client::HealthClient::connect(t.nodes[i].public_url()).await.ok()?;
+        let r = c.check(tonic_health::pb::HealthCheckRequest { service: "syncline.sequencer.v1.SequencerService".into() }).await.ok()?;
+        Some(r.into_inner().status)
+    };
+    assert_eq!(health(0).await, Some(tonic_health::pb::health_check_response::ServingStatus::Serving as i32));
+    proxy.down();
+    let cut = Instant::now();
+    wait_for(Duration::from_secs(10), "seq1 /health 503", || async { http_status(t.nodes[0].health, "/health").await == Some(503) }).await;
+    println!("seq1 reported NOT_SERVING {:?} after the cut", cut.elapsed());
+    wait_for(Duration::from_secs(5), "seq1 gRPC NOT_SERVING", || async {
+        health(0).await == Some(tonic_health::pb::health_check_response::ServingStatus::NotServing as i32)
+    })
+    .await;
+    let sink: Arc<Mutex<Received>> = Arc::default();
+    let sub = subscriber(t.nodes[1].public_url(), "bob", sink.clone());
+    for k in 0..10 {
+        t.client(1 + k % 2).await.send(send("alice", &format!("c{k}"), &["bob"], b"x", Duration::from_secs(30))).await.unwrap();
+    }
+    wait_for(Duration::from_secs(10), "the others keep sequencing", || {
+        let n = sink.lock().unwrap().events.len();
+        async move { n >= 10 }
+    })
+    .await;
+    proxy.restore();
+    t.wait_healthy(0).await;
+    t.client(0).await.send(send("alice", "back", &["bob"], b"y", Duration::from_secs(30))).await.unwrap();
+    wait_for(Duration::from_secs(10), "seq1 sequences again", || {
+        let n = sink.lock().unwrap().events.len();
+        async move { n >= 11 }
+    })
+    .await;
+    sub.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_sends_and_clear_errors_across_processes() {
+    let tdb = fresh_database().await;
+    let t = Topology::start(&tdb.url, None).await;
+    t.register(&["alice", "bob"]).await;
+    let req = send("alice", "once", &["bob"], b"once", Duration::from_secs(30));
+    t.client(0).await.send(req.clone()).await.unwrap();
+    t.client(1).await.send(req.clone()).await.unwrap();
+    t.client(2).await.send(req).await.unwrap();
+    t.client(2).await.send(send("alice", "marker", &["bob"], b"marker", Duration::from_secs(30))).await.unwrap();
+    let sink: Arc<Mutex<Received>> = Arc::default();
+    let sub = subscriber(t.nodes[0].public_url(), "bob", sink.clone());
+    wait_for(Duration::from_secs(10), "two events", || {
+        let n = sink.lock().unwrap().events.len();
+        async move { n >= 2 }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let bodies: Vec<Vec<u8>> = sink.lock().unwrap().events.iter().map(|(e, _)| e.envelopes[0].content.clone()).collect();
+    assert_eq!(bodies, vec![b"once".to_vec(), b"marker".to_vec()]);
+    sub.abort();
+
+    let mut c = t.client(1).await;
+    let past = send("alice", "late", &["bob"], b"x", Duration::ZERO);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let e = c.send(past).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("in the past"), "{}", e.message());
+    let e = c.send(send("alice", "huge", &["bob"], &vec![0u8; 5 * 1024 * 1024], Duration::from_secs(30))).await.unwrap_err();
+    assert_eq!(e.code(), Code::OutOfRange, "{}", e.message());
+    assert!(e.message().contains("too large"), "{}", e.message());
+    let e = c.send(send("", "x", &["bob"], b"x", Duration::from_secs(30))).await.unwrap_err();
+    assert!(matches!(e.code(), Code::NotFound | Code::InvalidArgument), "{e:?}");
+}
