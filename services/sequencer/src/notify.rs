@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use diesel::sql_types::{BigInt, Nullable};
 use diesel::QueryableByName;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_util::{FutureExt, StreamExt};
 use syncline_coordination::db::{self, SessionKind};
 use syncline_coordination::error::DieselContext;
@@ -38,6 +38,11 @@ pub(crate) struct Visibility {
 }
 
 impl Visibility {
+    /// Nothing known: every check says "read".
+    fn unknown() -> Self {
+        Visibility { cap: i64::MAX, newest: HashMap::new(), newest_any: i64::MAX }
+    }
+
     /// True when `member` may have events in `(cursor, cap]`.
     pub fn may_have_news(&self, member: i32, cursor: i64) -> bool {
         let newest = [self.newest.get(&member), self.newest.get(&BROADCAST), Some(&self.newest_any)]
@@ -59,7 +64,7 @@ pub(crate) struct Signals {
 
 /// Start following notifications until cancelled, reconnecting after errors.
 pub(crate) fn spawn(cfg: DbConfig, cancel: CancellationToken) -> (Signals, tokio::task::JoinHandle<()>) {
-    let state = Arc::new(RwLock::new(Visibility { newest_any: i64::MAX, ..Default::default() }));
+    let state = Arc::new(RwLock::new(Visibility::unknown()));
     let (tx, changed) = watch::channel(0);
     let signals = Signals { state: state.clone(), changed };
     let task = tokio::spawn(async move {
@@ -70,7 +75,7 @@ pub(crate) fn spawn(cfg: DbConfig, cancel: CancellationToken) -> (Signals, tokio
                 Err(e) => tracing::debug!(%e, "notification session ended; reconnecting"),
             }
             // While not listening, readers must not trust the state: read on every poll.
-            state.write().unwrap().newest_any = i64::MAX;
+            *state.write().unwrap() = Visibility::unknown();
             tx.send_modify(|n| *n += 1);
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -109,13 +114,12 @@ async fn follow(
 ) -> Result<(), CoordError> {
     let mut listen = db::connect(cfg, SessionKind::Lock).await?;
     let mut query = db::connect(cfg, SessionKind::Pooled).await?;
-    diesel::sql_query(format!("listen {WATERMARKS}; listen {EVENTS}")).execute(&mut listen).await.during("listening")?;
+    listen.batch_execute(&format!("listen {WATERMARKS}; listen {EVENTS}")).await.during("listening")?;
     // Anything written before we listened is covered by `newest_any`.
     let b = bounds(&mut query).await?;
     {
         let mut st = state.write().unwrap();
-        st.cap = b.cap.unwrap_or(i64::MIN);
-        st.newest_any = b.newest.unwrap_or(i64::MIN);
+        *st = Visibility { cap: b.cap.unwrap_or(i64::MIN), newest: HashMap::new(), newest_any: b.newest.unwrap_or(i64::MIN) };
     }
     tx.send_modify(|n| *n += 1);
     let mut stream = std::pin::pin!(listen.notifications_stream());
