@@ -43,6 +43,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let database = Database::open(args.database_url.clone(), "syncline_bench").await?;
     println!("Syncline benchmark: {} B payloads, {:.0} s per phase, {} senders, {} cores", args.payload, args.seconds, args.concurrency, std::thread::available_parallelism().map_or(1, |n| n.get()));
     let base = plain::rows_per_second(&database.url, args.payload, phase).await.context("baseline")?;
+    let store = plain::store_events_per_second(&database.url, args.payload, phase).await.context("write path")?;
     let one = sequencing(&database.url, 1, &args, phase, None).await.context("1 node")?;
     let two = sequencing(&database.url, 2, &args, phase, None).await.context("2 nodes")?;
     let rate = (one.events_per_sec / 2.0).max(1.0);
@@ -51,8 +52,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     println!("| measurement | result | vs baseline |");
     println!("| --- | --- | --- |");
     println!("| plain batched inserts (baseline: 4 connections, 100-row batches) | {:.0} rows/s | 1.00 |", base);
-    println!("| sequencer, 1 node | {:.0} events/s | {:.2} |", one.events_per_sec, one.events_per_sec / base);
-    println!("| sequencer, 2 nodes on one database | {:.0} events/s | {:.2} |", two.events_per_sec, two.events_per_sec / base);
+    println!(
+        "| sequencer write path without gRPC (1 writer, 100-event batches: events, recipients, payloads, message-id claims, watermark) | {:.0} events/s | {:.2} |",
+        store, store / base
+    );
+    println!("| sequencer, 1 node (gRPC sends → subscriber) | {:.0} events/s | {:.2} |", one.events_per_sec, one.events_per_sec / base);
+    println!("| sequencer, 2 nodes on one database (gRPC sends → subscriber) | {:.0} events/s | {:.2} |", two.events_per_sec, two.events_per_sec / base);
     println!(
         "| send→deliver latency at {:.0} events/s | p50 {:.1} ms, p99 {:.1} ms | |",
         lat.events_per_sec, lat.p50_ms, lat.p99_ms
@@ -116,6 +121,53 @@ mod plain {
         }
         diesel::sql_query("drop table bench_plain").execute(&mut c).await?;
         Ok(AtomicU64::load(&rows, Ordering::Relaxed) as f64 / phase.as_secs_f64())
+    }
+
+    /// Events per second through the sequencer's own write path (no gRPC, no admission):
+    /// one writer appending 100-event batches on its lock session, then saving its watermark.
+    pub async fn store_events_per_second(url: &str, payload: usize, phase: Duration) -> Result<f64> {
+        use syncline_coordination::events::{self, EventKind, MessageIdClaim, NewEvent};
+        use syncline_coordination::timestamps::{now_micros, TimestampGenerator};
+        use syncline_coordination::{node_index, recovery, watermarks};
+        let cfg = DbConfig::new(url);
+        db::migrate(&cfg).await?;
+        let mut lease = node_index::acquire(&cfg, 10).await?;
+        let index = lease.index();
+        recovery::truncate(lease.conn(), index).await?;
+        let at = watermarks::go_online(lease.conn(), index, now_micros()).await?;
+        let mut gen = TimestampGenerator::new(index, 10)?;
+        gen.ensure_after(at);
+        let run = rand::random::<u32>() as i32 & 0xffff;
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < phase {
+            let batch: Vec<NewEvent> = (0..100)
+                .map(|i| {
+                    let ts = gen.generate();
+                    NewEvent {
+                        ts,
+                        kind: EventKind::Deliver,
+                        message_id: Some(format!("{n}-{i}")),
+                        sender: Some(1_000_000 + run),
+                        recipients: vec![1_000_000 + run, 2_000_000 + run],
+                        payload: Some(vec![7u8; payload]),
+                        error: None,
+                        claim: Some(MessageIdClaim {
+                            sender: 1_000_000 + run,
+                            message_id: format!("{n}-{i}"),
+                            max_sequencing_ts: now_micros() + 60_000_000,
+                        }),
+                    }
+                })
+                .collect();
+            events::append(lease.conn(), index, &batch).await?;
+            watermarks::save(lease.conn(), index, gen.last()).await?;
+            n += 100;
+        }
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        watermarks::go_offline(lease.conn(), index).await?;
+        lease.release().await?;
+        Ok(rate)
     }
 }
 

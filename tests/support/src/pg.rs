@@ -40,10 +40,11 @@ impl Server {
         loop {
             match create(&self.url("postgres"), name).await {
                 Ok(()) => return Ok(self.url(name)),
-                Err(e) if Instant::now() < deadline && e.as_db_error().is_none() => {
-                    tokio::time::sleep(Duration::from_millis(100)).await
+                Err(e) if Instant::now() < deadline && starting_up(&e) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(e) => {
+                    let detail = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string());
+                    return Err(format!("creating database {name}: {detail}"));
                 }
-                Err(e) => return Err(format!("creating database {name}: {e}")),
             }
         }
     }
@@ -269,6 +270,11 @@ pub async fn fresh_database() -> TestDb {
         }
     }
     TestDb { url: server.url(&name), name }
+}
+
+/// Errors that mean "not ready yet": no connection, or the server still starting.
+fn starting_up(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_none_or(|d| d.code() == &tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW)
 }
 
 async fn create(admin_url: &str, name: &str) -> Result<(), tokio_postgres::Error> {
