@@ -5,21 +5,14 @@
 
 use std::collections::HashSet;
 
-use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Binary, Bool, Integer, Nullable, SmallInt, Text};
 use diesel::QueryableByName;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use syncline_schema::tables::{
-    sequencer_event_recipients as r, sequencer_events as e, sequencer_message_ids as m, sequencer_payloads as p,
-};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::error::{DieselContext, Result};
 
 /// Recipient id meaning "every member".
 pub const BROADCAST: i32 = -1;
-
-/// Postgres accepts at most 65535 bind parameters per statement.
-const MAX_BINDS: usize = 60_000;
 
 /// Kind of a sequenced event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,123 +103,95 @@ pub struct Appended {
     pub duplicates: Vec<i64>,
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = e)]
-struct EventRow<'a> {
+// One statement, one round trip per batch: claim the message ids, keep the events whose
+// claim was won (or that have none), and write them with their recipient rows and payloads.
+// Columns travel as arrays (unnest), so the statement text — and its prepared plan — is the
+// same for every batch size. Recipient lists travel as array literals, one per event.
+const APPEND_SQL: &str = "
+with input as (
+  select * from unnest($1::bigint[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::bytea[], $7::text[],
+                       $8::integer[], $9::text[], $10::bigint[])
+    as t(ts, kind, message_id, sender, recipients, payload, error_message, claim_sender, claim_id, mst)
+),
+claimed as (
+  insert into sequencer_message_ids (sender, message_id, ts, node_index, max_sequencing_ts)
+  select claim_sender, claim_id, ts, $11, mst from input where mst is not null
+  on conflict do nothing
+  returning ts
+),
+kept as (
+  select * from input where mst is null or ts in (select ts from claimed)
+),
+written as (
+  insert into sequencer_events (ts, node_index, kind, message_id, sender, recipients, error_message)
+  select ts, $11, kind, message_id, sender, recipients::integer[], error_message from kept
+  returning ts, recipients
+),
+fanout as (
+  insert into sequencer_event_recipients (node_index, recipient_id, ts)
+  select $11, r, written.ts from written, unnest(written.recipients) r
+),
+bodies as (
+  insert into sequencer_payloads (ts, node_index, content)
+  select ts, $11, payload from kept where payload is not null
+)
+select ts from written";
+
+#[derive(QueryableByName)]
+struct Written {
+    #[diesel(sql_type = BigInt)]
     ts: i64,
-    node_index: i16,
-    kind: &'a str,
-    message_id: Option<&'a str>,
-    sender: Option<i32>,
-    recipients: &'a [i32],
-    error_message: Option<&'a str>,
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = r)]
-struct RecipientRow {
-    node_index: i16,
-    recipient_id: i32,
-    ts: i64,
-}
-
-#[derive(Insertable)]
-#[diesel(table_name = p)]
-struct PayloadRow<'a> {
-    ts: i64,
-    node_index: i16,
-    content: &'a [u8],
-}
-
-#[derive(Insertable)]
-#[diesel(table_name = m)]
-struct ClaimRow<'a> {
-    sender: i32,
-    message_id: &'a str,
-    ts: i64,
-    node_index: i16,
-    max_sequencing_ts: i64,
-}
-
-/// Append `events` written by node `index` in one transaction. Events must be in increasing
-/// timestamp order and above the node's watermark; the watermark is saved afterwards (see
-/// `watermarks::save`), so a crash in between leaves nothing visible.
+/// Append `events` written by node `index` in one transaction (one statement). Events must
+/// be in increasing timestamp order and above the node's watermark; the watermark is saved
+/// afterwards (see `watermarks::save`), so a crash in between leaves nothing visible.
+/// Recipient lists are stored sorted and without duplicates.
 pub async fn append(conn: &mut AsyncPgConnection, index: u32, events: &[NewEvent]) -> Result<Appended> {
-    let node_index = index as i16;
-    conn.transaction(async |c| {
-        // Claims first: the unique key makes a concurrent claim on another node wait for our
-        // commit and then lose, so a retried send is sequenced once.
-        let mut seen = HashSet::new();
-        let mut claims = Vec::new();
-        let mut duplicates = Vec::new();
-        for ev in events {
-            if let Some(cl) = &ev.claim {
-                if seen.insert((cl.sender, cl.message_id.as_str())) {
-                    claims.push(ClaimRow {
-                        sender: cl.sender,
-                        message_id: &cl.message_id,
-                        ts: ev.ts,
-                        node_index,
-                        max_sequencing_ts: cl.max_sequencing_ts,
-                    });
-                } else {
-                    duplicates.push(ev.ts);
-                }
+    // A message id repeated inside the batch: the first occurrence wins.
+    let mut seen = HashSet::new();
+    let mut duplicates = Vec::new();
+    let keep: Vec<&NewEvent> = events
+        .iter()
+        .filter(|ev| match &ev.claim {
+            Some(cl) if !seen.insert((cl.sender, cl.message_id.as_str())) => {
+                duplicates.push(ev.ts);
+                false
             }
-        }
-        let mut won: HashSet<i64> = HashSet::new();
-        for chunk in claims.chunks(MAX_BINDS / 5) {
-            let ts: Vec<i64> = diesel::insert_into(m::table)
-                .values(chunk)
-                .on_conflict_do_nothing()
-                .returning(m::ts)
-                .get_results(c)
-                .await?;
-            won.extend(ts);
-        }
-        let dup: HashSet<i64> = claims.iter().map(|cl| cl.ts).filter(|t| !won.contains(t)).collect();
-        duplicates.extend(dup.iter().copied());
-        let dup: HashSet<i64> = duplicates.iter().copied().collect();
-        let keep: Vec<&NewEvent> = events.iter().filter(|ev| !dup.contains(&ev.ts)).collect();
-
-        let rows: Vec<EventRow> = keep
-            .iter()
-            .map(|ev| EventRow {
-                ts: ev.ts,
-                node_index,
-                kind: ev.kind.as_str(),
-                message_id: ev.message_id.as_deref(),
-                sender: ev.sender,
-                recipients: &ev.recipients,
-                error_message: ev.error.as_deref(),
-            })
-            .collect();
-        for chunk in rows.chunks(MAX_BINDS / 7) {
-            diesel::insert_into(e::table).values(chunk).execute(c).await?;
-        }
-        let recipients: Vec<RecipientRow> = keep
-            .iter()
-            .flat_map(|ev| {
-                let mut ids = ev.recipients.clone();
-                ids.sort_unstable();
-                ids.dedup();
-                ids.into_iter().map(move |id| RecipientRow { node_index, recipient_id: id, ts: ev.ts })
-            })
-            .collect();
-        for chunk in recipients.chunks(MAX_BINDS / 3) {
-            diesel::insert_into(r::table).values(chunk).execute(c).await?;
-        }
-        let payloads: Vec<PayloadRow> = keep
-            .iter()
-            .filter_map(|ev| ev.payload.as_deref().map(|content| PayloadRow { ts: ev.ts, node_index, content }))
-            .collect();
-        for chunk in payloads.chunks(MAX_BINDS / 3) {
-            diesel::insert_into(p::table).values(chunk).execute(c).await?;
-        }
-        Ok::<_, diesel::result::Error>(Appended { written: keep.iter().map(|ev| ev.ts).collect(), duplicates })
-    })
-    .await
-    .during("appending events")
+            _ => true,
+        })
+        .collect();
+    if keep.is_empty() {
+        return Ok(Appended { written: Vec::new(), duplicates });
+    }
+    let recipients = |ev: &NewEvent| {
+        let mut ids = ev.recipients.clone();
+        ids.sort_unstable();
+        ids.dedup();
+        let list: Vec<String> = ids.iter().map(i32::to_string).collect();
+        format!("{{{}}}", list.join(","))
+    };
+    let rows: Vec<Written> = diesel::sql_query(APPEND_SQL)
+        .bind::<Array<BigInt>, _>(keep.iter().map(|ev| ev.ts).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(keep.iter().map(|ev| ev.kind.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(keep.iter().map(|ev| ev.message_id.as_deref()).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Integer>>, _>(keep.iter().map(|ev| ev.sender).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(keep.iter().map(|ev| recipients(ev)).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Binary>>, _>(keep.iter().map(|ev| ev.payload.as_deref()).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(keep.iter().map(|ev| ev.error.as_deref()).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Integer>>, _>(keep.iter().map(|ev| ev.claim.as_ref().map(|c| c.sender)).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(keep.iter().map(|ev| ev.claim.as_ref().map(|c| c.message_id.as_str())).collect::<Vec<_>>())
+        .bind::<Array<Nullable<BigInt>>, _>(keep.iter().map(|ev| ev.claim.as_ref().map(|c| c.max_sequencing_ts)).collect::<Vec<_>>())
+        .bind::<SmallInt, _>(index as i16)
+        .load(conn)
+        .await
+        .during("appending events")?;
+    let written: HashSet<i64> = rows.iter().map(|r| r.ts).collect();
+    duplicates.extend(keep.iter().map(|ev| ev.ts).filter(|ts| !written.contains(ts)));
+    duplicates.sort_unstable();
+    let mut written: Vec<i64> = written.into_iter().collect();
+    written.sort_unstable();
+    Ok(Appended { written, duplicates })
 }
 
 /// A page of a member's events.

@@ -97,7 +97,7 @@ async fn events_are_read_back_with_payloads_filtered_by_recipient() {
     let alice = events::read(&mut c, ALICE, 0, 100).await.unwrap();
     assert_eq!(alice.events.iter().map(|e| e.ts).collect::<Vec<_>>(), vec![1, 2, 3]);
     assert_eq!(alice.events[1].payload.as_deref(), Some(&b"payload 2"[..]));
-    assert_eq!(alice.events[2].recipients, vec![BOB, ALICE, CAROL]);
+    assert_eq!(alice.events[2].recipients, vec![ALICE, BOB, CAROL], "stored sorted, without duplicates");
     assert_eq!(alice.next_cursor, 100, "a partial page moves the cursor to the safe watermark");
     assert_eq!(ts_of(&mut c, BOB, 0, 100).await, vec![2, 3, 4]);
     assert_eq!(ts_of(&mut c, CAROL, 0, 100).await, vec![3]);

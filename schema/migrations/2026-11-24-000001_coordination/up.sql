@@ -25,7 +25,6 @@ create table sequencer_events (
   recipients integer[] not null,
   error_message text
 );
-create index sequencer_events_node_ts on sequencer_events (node_index, ts);
 
 -- Fan-out index: one row per member of an event, written in the event's transaction.
 create table sequencer_event_recipients (
@@ -38,12 +37,13 @@ create index sequencer_event_recipients_ts on sequencer_event_recipients (ts);
 
 -- Message bodies, keyed by the timestamp of the event that carries them and written in the
 -- same transaction, so that no payload exists without its event and truncation is exact.
+-- (Truncation deletes "ts > watermark" of one index: a short range of the primary key, so
+-- neither table needs an index on node_index.)
 create table sequencer_payloads (
   ts bigint primary key,
   node_index smallint not null,
   content bytea not null
 );
-create index sequencer_payloads_node_ts on sequencer_payloads (node_index, ts);
 
 -- Idempotent sends: a (sender, message id) pair is sequenced at most once. Claimed in the
 -- transaction that writes the event, removed with it by recovery truncation.
