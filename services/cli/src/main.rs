@@ -1,8 +1,13 @@
 //! `syncline`: run nodes (daemon), a complete HA topology (demo), remote administration
 //! (admin) and the benchmarks (bench).
 
+mod admin;
 mod bench;
+mod config;
+mod daemon;
 mod embedded;
+mod http;
+mod logging;
 
 use clap::{Parser, Subcommand};
 
@@ -15,6 +20,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the nodes of a configuration until SIGTERM or SIGINT.
+    Daemon(daemon::DaemonArgs),
+    /// Administer running nodes remotely.
+    Admin(admin::AdminArgs),
     /// Measure sequencing throughput and latency against a plain-insert baseline.
     Bench(bench::BenchArgs),
 }
@@ -23,6 +32,8 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Daemon(args) => daemon::run(args).await,
+        Command::Admin(args) => admin::run(args).await,
         Command::Bench(args) => bench::run(args).await,
     }
 }

@@ -17,7 +17,7 @@ mod writer;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-use syncline_coordination::{db, Db, DbConfig};
+use syncline_coordination::{Db, DbConfig};
 use syncline_proto::sequencer::sequencer_admin_service_server::SequencerAdminServiceServer;
 use syncline_proto::sequencer::sequencer_service_server::SequencerServiceServer;
 use tokio::sync::mpsc;
@@ -52,12 +52,12 @@ pub struct Sequencer {
 }
 
 impl Sequencer {
-    /// Migrate the schema and start the writer, the liveness check and the notification
-    /// listener. Returns at once; the writer goes online in the background (watch
-    /// [`health`](Self::health)). Fails only for a bad configuration or migration error.
+    /// Start the writer (which migrates the schema, then goes online), the liveness check
+    /// and the notification listener. Returns at once, also while the database is down:
+    /// everything retries until it is reachable (watch [`health`](Self::health)). Fails only
+    /// for a bad configuration.
     pub async fn start(db_config: DbConfig, settings: SequencerSettings) -> Result<Sequencer> {
         syncline_coordination::timestamps::validate(0, settings.total_node_count)?;
-        db::retry(&db_config.retry, "migrating", || db::migrate(&db_config)).await?;
         let db = Db::new(db_config.clone())?;
         let cancel = CancellationToken::new();
         let (queue, rx) = mpsc::channel(settings.queue_size.max(1));

@@ -108,6 +108,8 @@ struct Writer {
     rx: mpsc::Receiver<Submission>,
     /// Sends whose outcome was not confirmed; retried first.
     carry: Vec<Submission>,
+    /// Whether this process has applied the schema migrations.
+    migrated: bool,
 }
 
 /// Run the writer until `cancel`; then write what is queued, go offline and release the index.
@@ -119,7 +121,7 @@ pub(crate) async fn run(
     cancel: CancellationToken,
 ) {
     let span = tracing::info_span!("writer", node = %settings.name);
-    let mut w = Writer { db, settings, shared, rx, carry: Vec::new() };
+    let mut w = Writer { db, settings, shared, rx, carry: Vec::new(), migrated: false };
     w.run(cancel).instrument(span).await
 }
 
@@ -179,6 +181,10 @@ impl Writer {
 
     async fn try_join(&mut self) -> Result<(IndexLease, TimestampGenerator), CoordError> {
         let t = self.settings.write_timeout;
+        if !self.migrated {
+            timeout(t * 6, syncline_coordination::db::migrate(&self.db)).await?;
+            self.migrated = true;
+        }
         let mut lease = timeout(t, node_index::acquire(&self.db, self.settings.total_node_count)).await?;
         let index = lease.index();
         let mut gen = TimestampGenerator::new(index, self.settings.total_node_count)?;

@@ -254,7 +254,8 @@ async fn a_database_cut_turns_one_node_not_serving_while_the_others_sequence() {
     let t = Topology::start(&tdb.url, Some((0, tdb.url_via(proxy.addr())))).await;
     t.register(&["alice", "bob"]).await;
     let health = async |i: usize| {
-        let mut c = tonic_health::pb::health_client::HealthClient::connect(t.nodes[i].public_url()).await.ok()?;
+        let channel = Channel::from_shared(t.nodes[i].public_url()).ok()?.connect().await.ok()?;
+        let mut c = tonic_health::pb::health_client::HealthClient::new(channel);
         let r = c.check(tonic_health::pb::HealthCheckRequest { service: "syncline.sequencer.v1.SequencerService".into() }).await.ok()?;
         Some(r.into_inner().status)
     };

@@ -1,0 +1,530 @@
+//! Node configuration: TOML files merged in order (later files win, tables merge deeply),
+//! `${VAR}` / `${VAR:-default}` substitution, unknown keys refused. Errors name the file,
+//! the key and what is wrong.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::value::{Dict, Map};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::Deserialize;
+use syncline_coordination::DbConfig;
+use syncline_sequencer::SequencerSettings;
+
+/// A configuration problem, with where it is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// `${VAR}` names a variable that is not set and has no default.
+    #[error("{path}: environment variable {var} is not set (use ${{{var}:-default}} for a default)")]
+    UnsetVariable { path: PathBuf, var: String },
+    /// `${` without a closing brace.
+    #[error("{path}: unterminated ${{ at byte {at}")]
+    Unterminated { path: PathBuf, at: usize },
+    /// Not valid TOML.
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    /// A key is unknown, missing or of the wrong type.
+    #[error("{0}")]
+    Invalid(String),
+    /// Values that do not fit together.
+    #[error("{key}: {message}")]
+    Validation { key: String, message: String },
+}
+
+/// Database of a node.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `postgres://…` URL.
+    pub url: Option<String>,
+    /// Pooled connections.
+    #[serde(default = "defaults::pool_size")]
+    pub pool_size: u32,
+    /// Connection timeout.
+    #[serde(default = "defaults::connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Server-side statement timeout of pooled connections.
+    #[serde(default = "defaults::statement_timeout", with = "humantime_serde")]
+    pub statement_timeout: Duration,
+}
+
+impl StorageConfig {
+    /// The coordination crate's database settings for node `name`.
+    pub fn db_config(&self, name: &str) -> DbConfig {
+        let mut db = DbConfig::new(self.url.clone().unwrap_or_default());
+        db.pool_size = self.pool_size;
+        db.connect_timeout = self.connect_timeout;
+        db.statement_timeout = self.statement_timeout;
+        db.application_name = format!("syncline-{name}");
+        db
+    }
+}
+
+/// A gRPC listener.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Listen address.
+    pub address: SocketAddr,
+}
+
+/// Public API of a sequencer.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PublicApiConfig {
+    /// Listen address.
+    pub address: SocketAddr,
+    /// Largest accepted request, in bytes.
+    #[serde(default = "defaults::max_request_size")]
+    pub max_request_size: usize,
+}
+
+/// What `/health` answers 200 for.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum HealthCheck {
+    /// The node serves (sequencer: writer running and online).
+    #[default]
+    Ping,
+    /// The node serves and is the active replica of its group.
+    IsActive,
+}
+
+/// The HTTP health and metrics server.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Listen address.
+    pub address: SocketAddr,
+    /// What `/health` checks.
+    #[serde(default)]
+    pub check: HealthCheck,
+}
+
+/// An extra listener for `/metrics` only.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Listen address.
+    pub address: SocketAddr,
+}
+
+/// Sequencer HA parameters.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SequencerHaConfig {
+    /// `N` of timestamp partitioning (< 32, the same on every node).
+    pub total_node_count: u32,
+    /// Idle watermark advance.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive_interval: Duration,
+    /// Period of the liveness check.
+    #[serde(with = "humantime_serde")]
+    pub online_check_interval: Duration,
+    /// Watermark age after which a node is knocked offline.
+    #[serde(with = "humantime_serde")]
+    pub offline_duration: Duration,
+}
+
+/// Sequencer writer parameters.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WriterConfig {
+    /// Sends waiting for the writer.
+    pub queue_size: usize,
+    /// Most sends per transaction.
+    pub max_batch_size: usize,
+    /// Largest distance of a max-sequencing-time into the future.
+    #[serde(with = "humantime_serde")]
+    pub max_sequencing_horizon: Duration,
+}
+
+/// Sequencer reader parameters.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReaderConfig {
+    /// Events per read.
+    pub read_batch_size: u32,
+    /// Fallback re-read period when no notification arrives.
+    #[serde(with = "humantime_serde")]
+    pub polling_interval: Duration,
+}
+
+macro_rules! defaults_from_settings {
+    ($($t:ident { $($f:ident),* })*) => {$(
+        impl Default for $t {
+            fn default() -> Self {
+                let s = SequencerSettings::default();
+                $t { $($f: s.$f),* }
+            }
+        }
+    )*};
+}
+defaults_from_settings! {
+    SequencerHaConfig { total_node_count, keep_alive_interval, online_check_interval, offline_duration }
+    WriterConfig { queue_size, max_batch_size, max_sequencing_horizon }
+    ReaderConfig { read_batch_size, polling_interval }
+}
+
+/// One sequencer node.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SequencerNodeConfig {
+    /// Overrides of the default `[storage]`.
+    pub storage: Option<StorageOverride>,
+    /// Public gRPC API.
+    pub public_api: PublicApiConfig,
+    /// Admin gRPC API.
+    pub admin_api: ApiConfig,
+    /// Health and metrics HTTP server.
+    pub health: HealthConfig,
+    /// Optional extra metrics listener.
+    pub metrics: Option<MetricsConfig>,
+    /// HA parameters.
+    #[serde(default)]
+    pub high_availability: SequencerHaConfig,
+    /// Writer parameters.
+    #[serde(default)]
+    pub writer: WriterConfig,
+    /// Reader parameters.
+    #[serde(default)]
+    pub reader: ReaderConfig,
+}
+
+/// Per-node storage keys; unset ones come from `[storage]`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StorageOverride {
+    /// `postgres://…` URL.
+    pub url: Option<String>,
+    /// Pooled connections.
+    pub pool_size: Option<u32>,
+    /// Connection timeout.
+    #[serde(default, with = "humantime_serde")]
+    pub connect_timeout: Option<Duration>,
+    /// Statement timeout.
+    #[serde(default, with = "humantime_serde")]
+    pub statement_timeout: Option<Duration>,
+}
+
+impl SequencerNodeConfig {
+    /// The sequencer's settings for node `name`.
+    pub fn settings(&self, name: &str) -> SequencerSettings {
+        let (ha, w, r) = (&self.high_availability, &self.writer, &self.reader);
+        SequencerSettings {
+            name: name.to_string(),
+            total_node_count: ha.total_node_count,
+            keep_alive_interval: ha.keep_alive_interval,
+            online_check_interval: ha.online_check_interval,
+            offline_duration: ha.offline_duration,
+            polling_interval: r.polling_interval,
+            queue_size: w.queue_size,
+            max_batch_size: w.max_batch_size,
+            read_batch_size: r.read_batch_size,
+            max_request_size: self.public_api.max_request_size,
+            max_sequencing_horizon: w.max_sequencing_horizon,
+            ..SequencerSettings::default()
+        }
+    }
+
+    /// This node's storage: `[storage]` with the node's overrides applied.
+    pub fn storage(&self, default: &Option<StorageConfig>) -> StorageConfig {
+        let mut s = default.clone().unwrap_or(StorageConfig {
+            url: None,
+            pool_size: defaults::pool_size(),
+            connect_timeout: defaults::connect_timeout(),
+            statement_timeout: defaults::statement_timeout(),
+        });
+        if let Some(o) = &self.storage {
+            s.url = o.url.clone().or(s.url);
+            s.pool_size = o.pool_size.unwrap_or(s.pool_size);
+            s.connect_timeout = o.connect_timeout.unwrap_or(s.connect_timeout);
+            s.statement_timeout = o.statement_timeout.unwrap_or(s.statement_timeout);
+        }
+        s
+    }
+}
+
+/// A whole configuration: default storage and the nodes of this process.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Default storage of every node.
+    pub storage: Option<StorageConfig>,
+    /// Sequencer nodes by name.
+    #[serde(default)]
+    pub sequencers: BTreeMap<String, SequencerNodeConfig>,
+}
+
+/// Addresses of nodes to administer (`syncline admin`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteConfig {
+    /// Sequencers by name.
+    #[serde(default)]
+    pub sequencers: BTreeMap<String, RemoteNode>,
+}
+
+/// One node's admin address.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteNode {
+    /// `host:port` of its admin API.
+    pub admin_api: String,
+}
+
+mod defaults {
+    use std::time::Duration;
+    pub fn pool_size() -> u32 {
+        8
+    }
+    pub fn connect_timeout() -> Duration {
+        Duration::from_secs(3)
+    }
+    pub fn statement_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn max_request_size() -> usize {
+        4 * 1024 * 1024
+    }
+}
+
+/// Load and validate the node configuration from `paths`, merged in order.
+pub fn load(paths: &[PathBuf]) -> Result<Config, ConfigError> {
+    let config: Config = extract(paths)?;
+    validate(&config)?;
+    Ok(config)
+}
+
+/// Load a remote-administration configuration.
+pub fn load_remote(paths: &[PathBuf]) -> Result<RemoteConfig, ConfigError> {
+    extract(paths)
+}
+
+fn extract<T: serde::de::DeserializeOwned>(paths: &[PathBuf]) -> Result<T, ConfigError> {
+    let mut figment = Figment::new();
+    for path in paths {
+        let raw = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        let text = substitute(path, &raw, |v| std::env::var(v).ok())?;
+        toml::from_str::<toml::Value>(&text).map_err(|e| ConfigError::Syntax { path: path.clone(), message: e.to_string() })?;
+        figment = figment.merge(TomlFile { path: path.clone(), text });
+    }
+    figment.extract().map_err(|e| ConfigError::Invalid(describe(e)))
+}
+
+/// One figment error per line, each with its key and file.
+fn describe(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| {
+            let key = e.path.iter().filter(|k| k.as_str() != "default").cloned().collect::<Vec<_>>().join(".");
+            let file = e.metadata.as_ref().and_then(|m| m.source.as_ref()).map(|s| format!(" (in {s})")).unwrap_or_default();
+            if key.is_empty() {
+                format!("{}{file}", e.kind)
+            } else {
+                format!("{key}: {}{file}", e.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A TOML file as a figment provider whose errors name the file.
+struct TomlFile {
+    path: PathBuf,
+    text: String,
+}
+
+impl Provider for TomlFile {
+    fn metadata(&self) -> Metadata {
+        Metadata::from(self.path.display().to_string(), figment::Source::File(self.path.clone()))
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        use figment::providers::Format;
+        figment::providers::Toml::string(&self.text).data()
+    }
+}
+
+/// Replace `${VAR}` and `${VAR:-default}`; `$${` stands for a literal `${`.
+pub fn substitute(path: &Path, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if let Some(after) = tail.strip_prefix("$${") {
+            out.push_str("${");
+            rest = after;
+        } else if let Some(body) = tail.strip_prefix("${") {
+            let end = body.find('}').ok_or(ConfigError::Unterminated { path: path.to_path_buf(), at: text.len() - tail.len() })?;
+            let expr = &body[..end];
+            let (var, default) = match expr.split_once(":-") {
+                Some((v, d)) => (v, Some(d)),
+                None => (expr, None),
+            };
+            match (env(var), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => return Err(ConfigError::UnsetVariable { path: path.to_path_buf(), var: var.to_string() }),
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn validate(config: &Config) -> Result<(), ConfigError> {
+    let fail = |key: String, message: String| Err(ConfigError::Validation { key, message });
+    if config.sequencers.is_empty() {
+        return fail("sequencers".into(), "no node is configured".into());
+    }
+    let mut listeners: HashSet<SocketAddr> = HashSet::new();
+    for (name, node) in &config.sequencers {
+        let key = |k: &str| format!("sequencers.{name}.{k}");
+        let storage = node.storage(&config.storage);
+        match &storage.url {
+            None => return fail(key("storage.url"), "no database url (set [storage] url or this node's storage.url)".into()),
+            Some(u) if u.parse::<tokio_postgres::Config>().is_err() => {
+                return fail(key("storage.url"), format!("{u:?} is not a PostgreSQL connection string"))
+            }
+            _ => {}
+        }
+        let n = node.high_availability.total_node_count;
+        if !(1..32).contains(&n) {
+            return fail(key("high_availability.total_node_count"), format!("{n} is not between 1 and 31"));
+        }
+        if node.writer.queue_size == 0 || node.writer.max_batch_size == 0 {
+            return fail(key("writer"), "queue_size and max_batch_size must be positive".into());
+        }
+        let mut addrs = vec![("public_api.address", node.public_api.address), ("admin_api.address", node.admin_api.address), ("health.address", node.health.address)];
+        if let Some(m) = &node.metrics {
+            addrs.push(("metrics.address", m.address));
+        }
+        for (k, a) in addrs {
+            if a.port() != 0 && !listeners.insert(a) {
+                return fail(key(k), format!("{a} is already used by another listener"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn tmp() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("syncline-cfg-{}", rand::random::<u32>()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    const NODE: &str = r#"
+[sequencers.seq1]
+public_api = { address = "127.0.0.1:4001" }
+admin_api = { address = "127.0.0.1:4002" }
+health = { address = "127.0.0.1:4003" }
+"#;
+
+    #[test]
+    fn files_merge_in_order_and_tables_merge_deeply() {
+        let d = tmp();
+        let a = write(&d, "storage.toml", "[storage]\nurl = \"postgres://a@h/db\"\npool_size = 4\n");
+        let b = write(&d, "seq.toml", &format!("{NODE}[sequencers.seq1.high_availability]\ntotal_node_count = 5\n"));
+        let c = write(&d, "override.toml", "[storage]\npool_size = 16\n[sequencers.seq1.high_availability]\nkeep_alive_interval = \"20ms\"\n");
+        let cfg = load(&[a, b, c]).unwrap();
+        let s = cfg.storage.as_ref().unwrap();
+        assert_eq!((s.url.as_deref(), s.pool_size), (Some("postgres://a@h/db"), 16));
+        let ha = &cfg.sequencers["seq1"].high_availability;
+        assert_eq!(ha.total_node_count, 5, "kept from the earlier file");
+        assert_eq!(ha.keep_alive_interval, Duration::from_millis(20), "set by the later file");
+        assert_eq!(ha.offline_duration, Duration::from_secs(8), "default");
+        assert_eq!(cfg.sequencers["seq1"].health.check, HealthCheck::Ping);
+    }
+
+    #[test]
+    fn per_node_storage_overrides_the_default() {
+        let d = tmp();
+        let a = write(&d, "a.toml", &format!("[storage]\nurl = \"postgres://a@h/db\"\n{NODE}storage = {{ url = \"postgres://b@h/other\" }}\n"));
+        let cfg = load(&[a]).unwrap();
+        let s = cfg.sequencers["seq1"].storage(&cfg.storage);
+        assert_eq!(s.url.as_deref(), Some("postgres://b@h/other"));
+        assert_eq!(s.pool_size, 8);
+    }
+
+    #[test]
+    fn environment_variables_are_substituted() {
+        let p = Path::new("x.toml");
+        let env = |v: &str| (v == "PGPASS").then(|| "s3cret".to_string());
+        assert_eq!(substitute(p, "url = \"postgres://u:${PGPASS}@h\"", env).unwrap(), "url = \"postgres://u:s3cret@h\"");
+        assert_eq!(substitute(p, "port = ${PORT:-5432}", env).unwrap(), "port = 5432");
+        assert_eq!(substitute(p, "x = \"$${NOT}\" $5", env).unwrap(), "x = \"${NOT}\" $5");
+        let e = substitute(p, "url = \"${NOPE}\"", env).unwrap_err().to_string();
+        assert!(e.contains("x.toml") && e.contains("NOPE is not set"), "{e}");
+        assert!(substitute(p, "url = \"${OPEN", env).unwrap_err().to_string().contains("unterminated"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_key_and_file() {
+        let d = tmp();
+        let a = write(&d, "storage.toml", "[storage]\nurl = \"postgres://a@h/db\"\n");
+        let b = write(&d, "typo.toml", &format!("{NODE}[sequencers.seq1.high_availability]\ntotal_nodes = 3\n"));
+        let e = load(&[a, b.clone()]).unwrap_err().to_string();
+        assert!(e.contains("sequencers.seq1.high_availability") && e.contains("total_nodes"), "{e}");
+        assert!(e.contains(&b.display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_and_bad_values_are_explained() {
+        let d = tmp();
+        let a = write(&d, "a.toml", &format!("[storage]\nurl = \"postgres://a@h/db\"\n{NODE}[sequencers.seq1.high_availability]\ntotal_node_count = \"ten\"\n"));
+        let e = load(&[a]).unwrap_err().to_string();
+        assert!(e.contains("sequencers.seq1.high_availability.total_node_count"), "{e}");
+        let b = write(&d, "b.toml", &format!("[storage]\nurl = \"postgres://a@h/db\"\n{NODE}[sequencers.seq1.high_availability]\ntotal_node_count = 40\n"));
+        let e = load(&[b]).unwrap_err().to_string();
+        assert_eq!(e, "sequencers.seq1.high_availability.total_node_count: 40 is not between 1 and 31");
+        let c = write(&d, "c.toml", &format!("[storage]\nurl = \"postgres://a@h/db\"\n{NODE}[sequencers.seq1.writer]\nmax_sequencing_horizon = \"soon\"\n"));
+        assert!(load(&[c]).unwrap_err().to_string().contains("max_sequencing_horizon"));
+        let s = write(&d, "s.toml", "[storage\nurl = 1");
+        let e = load(std::slice::from_ref(&s)).unwrap_err().to_string();
+        assert!(e.starts_with(&s.display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn missing_storage_duplicate_addresses_and_empty_configs_are_refused() {
+        let d = tmp();
+        let a = write(&d, "a.toml", NODE);
+        let e = load(&[a]).unwrap_err().to_string();
+        assert!(e.contains("sequencers.seq1.storage.url") && e.contains("no database url"), "{e}");
+        let b = write(&d, "b.toml", &format!("[storage]\nurl = \"postgres://a@h/db\"\n{NODE}[sequencers.seq2]\npublic_api = {{ address = \"127.0.0.1:4001\" }}\nadmin_api = {{ address = \"127.0.0.1:5002\" }}\nhealth = {{ address = \"127.0.0.1:5003\" }}\n"));
+        let e = load(&[b]).unwrap_err().to_string();
+        assert!(e.contains("127.0.0.1:4001 is already used"), "{e}");
+        let c = write(&d, "c.toml", "[storage]\nurl = \"postgres://a@h/db\"\n");
+        assert!(load(&[c]).unwrap_err().to_string().contains("no node is configured"));
+        let e = load(&[d.join("missing.toml")]).unwrap_err().to_string();
+        assert!(e.contains("missing.toml"), "{e}");
+    }
+
+    #[test]
+    fn remote_configs_list_admin_addresses() {
+        let d = tmp();
+        let a = write(&d, "r.toml", "[sequencers.a]\nadmin_api = \"127.0.0.1:1\"\n[sequencers.b]\nadmin_api = \"127.0.0.1:2\"\n");
+        let r = load_remote(&[a]).unwrap();
+        assert_eq!(r.sequencers.len(), 2);
+    }
+}

@@ -1,0 +1,133 @@
+//! The node's HTTP server: `/health` (by check type), `/livez`, `/readyz`, `/metrics`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::HealthCheck;
+
+/// What a node reports about itself.
+pub trait NodeHealth: Send + Sync + 'static {
+    /// `Ok` while the node serves, `Err(reason)` otherwise.
+    fn serving(&self) -> Result<(), String>;
+    /// Whether this node is the active replica of its group (always true when not replicated).
+    fn active(&self) -> bool {
+        true
+    }
+    /// Component lines for the `/health` body.
+    fn components(&self) -> Vec<(String, String)>;
+}
+
+struct AppState {
+    check: HealthCheck,
+    node: Arc<dyn NodeHealth>,
+    metrics: PrometheusHandle,
+}
+
+#[derive(Deserialize)]
+struct HealthQuery {
+    check: Option<String>,
+}
+
+/// Serve on `addr` until `cancel`. Binding errors name the address.
+pub async fn serve(
+    addr: SocketAddr,
+    check: HealthCheck,
+    node: Arc<dyn NodeHealth>,
+    metrics: PrometheusHandle,
+    cancel: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (health server)"))?;
+    let app = Router::new()
+        .route("/health", get(health))
+        .route("/readyz", get(readyz))
+        .route("/livez", get(|| async { "OK\n" }))
+        .route("/metrics", get(metrics_text))
+        .with_state(Arc::new(AppState { check, node, metrics }));
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await {
+            tracing::error!(%e, "health server failed");
+        }
+    }))
+}
+
+/// Serve only `/metrics` on `addr` until `cancel`.
+pub async fn serve_metrics(addr: SocketAddr, metrics: PrometheusHandle, cancel: CancellationToken) -> Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (metrics)"))?;
+    let app = Router::new().route("/metrics", get(move || async move { metrics.render() }));
+    Ok(tokio::spawn(async move {
+        let _ = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await;
+    }))
+}
+
+fn verdict(node: &dyn NodeHealth, check: HealthCheck) -> Result<(), String> {
+    node.serving()?;
+    if check == HealthCheck::IsActive && !node.active() {
+        return Err("passive replica".into());
+    }
+    Ok(())
+}
+
+async fn health(State(st): State<Arc<AppState>>, Query(q): Query<HealthQuery>) -> impl IntoResponse {
+    let check = match q.check.as_deref() {
+        None => st.check,
+        Some("ping") => HealthCheck::Ping,
+        Some("is-active") => HealthCheck::IsActive,
+        Some(other) => return (StatusCode::BAD_REQUEST, format!("unknown check {other:?}: use ping or is-active\n")),
+    };
+    let mut body = String::new();
+    let code = match verdict(st.node.as_ref(), check) {
+        Ok(()) => {
+            body.push_str("SERVING\n");
+            StatusCode::OK
+        }
+        Err(reason) => {
+            body.push_str(&format!("NOT_SERVING: {reason}\n"));
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    };
+    for (name, state) in st.node.components() {
+        body.push_str(&format!("  {name}: {state}\n"));
+    }
+    (code, body)
+}
+
+async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+    match st.node.serving() {
+        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Err(r) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {r}\n")),
+    }
+}
+
+async fn metrics_text(State(st): State<Arc<AppState>>) -> String {
+    st.metrics.render()
+}
+
+/// Install the process-wide Prometheus recorder (once) and return its handle.
+pub fn metrics_handle() -> Result<PrometheusHandle> {
+    use std::sync::OnceLock;
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("seconds".into()),
+            &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+        )?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("batch_size".into()),
+            &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0],
+        )?
+        .install_recorder()?;
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
