@@ -5,6 +5,7 @@ mod admin;
 mod bench;
 mod config;
 mod daemon;
+mod demo;
 mod embedded;
 mod http;
 mod logging;
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run the nodes of a configuration until SIGTERM or SIGINT.
     Daemon(daemon::DaemonArgs),
+    /// Run a complete HA topology on a throwaway PostgreSQL, kill a node, show the outcome.
+    Demo(demo::DemoArgs),
     /// Administer running nodes remotely.
     Admin(admin::AdminArgs),
     /// Measure sequencing throughput and latency against a plain-insert baseline.
@@ -33,6 +36,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Daemon(args) => daemon::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
         Command::Admin(args) => admin::run(args).await,
         Command::Bench(args) => bench::run(args).await,
     }
