@@ -259,7 +259,11 @@ async fn a_database_cut_turns_one_node_not_serving_while_the_others_sequence() {
         let r = c.check(tonic_health::pb::HealthCheckRequest { service: "syncline.sequencer.v1.SequencerService".into() }).await.ok()?;
         Some(r.into_inner().status)
     };
-    assert_eq!(health(0).await, Some(tonic_health::pb::health_check_response::ServingStatus::Serving as i32));
+    // gRPC health follows the node's health within its 100 ms reporting tick.
+    wait_for(Duration::from_secs(5), "seq1 gRPC SERVING", || async {
+        health(0).await == Some(tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
+    })
+    .await;
     proxy.down();
     let cut = Instant::now();
     wait_for(Duration::from_secs(10), "seq1 /health 503", || async { http_status(t.nodes[0].health, "/health").await == Some(503) }).await;
