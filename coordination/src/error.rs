@@ -105,6 +105,13 @@ impl CoordError {
     }
 }
 
+/// Errors raised inside `transaction` closures (BEGIN/COMMIT included).
+impl From<diesel::result::Error> for CoordError {
+    fn from(e: diesel::result::Error) -> Self {
+        CoordError::from_diesel("running a transaction", e)
+    }
+}
+
 fn is_transient_message(msg: &str) -> bool {
     const TRANSIENT: &[&str] = &[
         "canceling statement due to statement timeout",

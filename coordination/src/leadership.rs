@@ -1,1 +1,491 @@
-//! Replica-group leadership (being written).
+//! Leader election for replica groups (mediator, participant) over a session-level advisory
+//! lock, with a fencing epoch.
+//!
+//! Every replica runs one [`Leadership`] task. A passive replica waits on a blocking
+//! `pg_advisory_lock` on a dedicated connection, so it takes over the moment the holder's
+//! session ends. On taking the lock it increments the group's epoch in the `leadership`
+//! table; writes of the active go through [`fenced`], which fails once a newer epoch exists,
+//! so a former active that lost its lock can never write again.
+//!
+//! The active confirms its lock session every `check_interval` (a heartbeat on that same
+//! session) and demotes itself when it could not confirm for `lease_timeout`. A session that
+//! hangs without dying (a network partition that keeps TCP open) would keep the lock; so
+//! passive replicas terminate the holder's backend once its heartbeat, by the database's
+//! clock, is older than `lease_timeout + takeover_grace` — by then the holder has demoted
+//! itself.
+
+use std::time::{Duration, Instant};
+
+use diesel::sql_types::{BigInt, Bool, Integer, Text};
+use diesel::QueryableByName;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use scoped_futures::ScopedFutureExt;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::db::{self, Db, SessionKind};
+use crate::error::{CoordError, DieselContext, Result};
+use crate::locks::{self, LockId};
+
+/// Timing of a replica group's leadership.
+#[derive(Clone, Debug)]
+pub struct LeadershipConfig {
+    /// The replica group (e.g. `mediator`, `participant1`); all its replicas use the same name.
+    pub group: String,
+    /// This replica's name, recorded as the holder.
+    pub replica: String,
+    /// How often the active confirms its lock session.
+    pub check_interval: Duration,
+    /// The active demotes itself when it could not confirm its session for this long.
+    pub lease_timeout: Duration,
+    /// Extra time passives give a silent holder (clock and network slack) before terminating
+    /// its session.
+    pub takeover_grace: Duration,
+}
+
+impl LeadershipConfig {
+    /// Defaults: check every 200 ms, lease 2 s, grace 1 s.
+    pub fn new(group: impl Into<String>, replica: impl Into<String>) -> Self {
+        LeadershipConfig {
+            group: group.into(),
+            replica: replica.into(),
+            check_interval: Duration::from_millis(200),
+            lease_timeout: Duration::from_secs(2),
+            takeover_grace: Duration::from_secs(1),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.group.is_empty() {
+            return Err(CoordError::InvalidConfig("leadership group name is empty".into()));
+        }
+        if self.check_interval.is_zero() || self.check_interval >= self.lease_timeout {
+            return Err(CoordError::InvalidConfig(format!(
+                "leadership check_interval ({:?}) must be positive and below lease_timeout ({:?})",
+                self.check_interval, self.lease_timeout
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Proof of leadership that every write of the active carries: group and epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    /// The replica group.
+    pub group: String,
+    /// The epoch this replica took over at.
+    pub epoch: i64,
+}
+
+/// Where a replica stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Not leading: waiting for the lock, or unable to reach the database.
+    Passive,
+    /// Leading under this fence.
+    Active(Fence),
+}
+
+impl Role {
+    /// True when active.
+    pub fn is_active(&self) -> bool {
+        matches!(self, Role::Active(_))
+    }
+
+    /// The fence, when active.
+    pub fn fence(&self) -> Option<&Fence> {
+        match self {
+            Role::Active(f) => Some(f),
+            Role::Passive => None,
+        }
+    }
+}
+
+/// The current leader of a group as the `leadership` table records it.
+#[derive(Clone, Debug, PartialEq, Eq, QueryableByName)]
+pub struct Leader {
+    /// Epoch of the latest takeover.
+    #[diesel(sql_type = BigInt)]
+    pub epoch: i64,
+    /// Replica name of the holder.
+    #[diesel(sql_type = Text)]
+    pub holder: String,
+    /// Backend pid of the holder's lock session.
+    #[diesel(sql_type = Integer)]
+    pub holder_pid: i32,
+    /// Last confirmed heartbeat (µs, database clock).
+    #[diesel(sql_type = BigInt)]
+    pub heartbeat_ts: i64,
+}
+
+/// The recorded leader of `group`, if it ever had one.
+pub async fn leader(conn: &mut AsyncPgConnection, group: &str) -> Result<Option<Leader>> {
+    let rows: Vec<Leader> = diesel::sql_query(
+        "select epoch, holder, holder_pid, heartbeat_ts from leadership where group_key = $1 and group_name = $2",
+    )
+    .bind::<BigInt, _>(LockId::leadership(group).key())
+    .bind::<Text, _>(group)
+    .load(conn)
+    .await
+    .during("reading the group leader")?;
+    Ok(rows.into_iter().next())
+}
+
+#[derive(QueryableByName)]
+struct Epoch {
+    #[diesel(sql_type = BigInt)]
+    epoch: i64,
+}
+
+/// Fail with `Fenced` unless `fence` is the group's current epoch. Call it inside the
+/// transaction that writes: the row lock it takes (`FOR SHARE`) makes a concurrent takeover
+/// wait until that transaction ends, so no write commits under an outdated epoch.
+pub async fn check_fence(conn: &mut AsyncPgConnection, fence: &Fence) -> Result<()> {
+    let rows: Vec<Epoch> = diesel::sql_query("select epoch from leadership where group_key = $1 for share")
+        .bind::<BigInt, _>(LockId::leadership(&fence.group).key())
+        .load(conn)
+        .await
+        .during("checking the fencing epoch")?;
+    let current = rows.into_iter().next().map(|r| r.epoch).unwrap_or(0);
+    if current != fence.epoch {
+        return Err(CoordError::Fenced { group: fence.group.clone(), epoch: fence.epoch, current });
+    }
+    Ok(())
+}
+
+/// Run `f` in a transaction that first checks `fence` (see [`check_fence`]): the write
+/// commits only while `fence` is the current epoch.
+pub async fn fenced<'a, T, F>(conn: &'a mut AsyncPgConnection, fence: &'a Fence, f: F) -> Result<T>
+where
+    F: for<'c> FnOnce(&'c mut AsyncPgConnection) -> scoped_futures::ScopedBoxFuture<'a, 'c, Result<T>> + Send + 'a,
+    T: Send + 'a,
+{
+    conn.transaction::<T, CoordError, _>(async move |c| {
+        check_fence(&mut *c, fence).await?;
+        f(c).await
+    })
+    .await
+}
+
+/// Handle to a replica's leadership task.
+pub struct Leadership {
+    role: watch::Receiver<Role>,
+    requests: mpsc::Sender<oneshot::Sender<Result<()>>>,
+    cancel: CancellationToken,
+    task: Option<JoinHandle<()>>,
+    group: String,
+}
+
+impl Leadership {
+    /// Start competing for leadership of `cfg.group`: `db` serves short statements (the
+    /// passive's watchdog), a dedicated lock session is opened from its configuration.
+    pub fn start(db: Db, cfg: LeadershipConfig) -> Result<Leadership> {
+        cfg.validate()?;
+        let (role_tx, role) = watch::channel(Role::Passive);
+        let (requests, rx) = mpsc::channel(4);
+        let cancel = CancellationToken::new();
+        let span = tracing::info_span!("leadership", group = %cfg.group, replica = %cfg.replica);
+        let group = cfg.group.clone();
+        let runner = Runner { db, cfg, role: role_tx, requests: rx, cancel: cancel.clone() };
+        let task = tokio::spawn(runner.run().instrument(span));
+        Ok(Leadership { role, requests, cancel, task: Some(task), group })
+    }
+
+    /// This replica's role now.
+    pub fn role(&self) -> Role {
+        self.role.borrow().clone()
+    }
+
+    /// A receiver that sees every role change (for the replica manager).
+    pub fn watch(&self) -> watch::Receiver<Role> {
+        self.role.clone()
+    }
+
+    /// Hand leadership over, only if another replica is waiting to take it; otherwise this
+    /// replica stays active and `NoStandby` says so. `NotActive` on a passive replica.
+    pub async fn set_passive(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        let gone = || CoordError::NotActive { group: self.group.clone() };
+        self.requests.send(tx).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Stop competing; an active replica demotes and releases the lock first.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Leadership {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+struct Runner {
+    db: Db,
+    cfg: LeadershipConfig,
+    role: watch::Sender<Role>,
+    requests: mpsc::Receiver<oneshot::Sender<Result<()>>>,
+    cancel: CancellationToken,
+}
+
+/// Why an active term ended.
+enum TermEnd {
+    /// Shutting down: release and stop.
+    Cancelled,
+    /// Handed over on request: wait for the lock again.
+    HandedOver,
+    /// Could not confirm the session, or someone else took over.
+    Lost,
+}
+
+impl Runner {
+    async fn run(mut self) {
+        let lock = LockId::leadership(&self.cfg.group);
+        let mut backoff = self.cfg.check_interval;
+        loop {
+            let Some(mut conn) = self.acquire(lock).await else {
+                break;
+            };
+            match self.take_over(&mut conn).await {
+                Ok(fence) => {
+                    backoff = self.cfg.check_interval;
+                    tracing::info!(epoch = fence.epoch, "active");
+                    metrics::gauge!("syncline_leadership_active", "group" => self.cfg.group.clone()).set(1.0);
+                    metrics::counter!("syncline_leadership_takeovers_total", "group" => self.cfg.group.clone()).increment(1);
+                    self.role.send_replace(Role::Active(fence.clone()));
+                    let end = self.lead(&mut conn, &fence).await;
+                    self.role.send_replace(Role::Passive);
+                    metrics::gauge!("syncline_leadership_active", "group" => self.cfg.group.clone()).set(0.0);
+                    match end {
+                        TermEnd::Cancelled => {
+                            release(conn, lock).await;
+                            tracing::info!("released leadership on shutdown");
+                            break;
+                        }
+                        TermEnd::HandedOver => {
+                            release(conn, lock).await;
+                            tracing::info!("handed leadership over");
+                        }
+                        // The session may be half-dead: drop it rather than talk to it.
+                        TermEnd::Lost => drop(conn),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%e, "could not record the takeover; retrying");
+                    drop(conn);
+                    if self.pause(backoff).await {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        self.role.send_replace(Role::Passive);
+    }
+
+    /// Wait for the lock as a passive replica; `None` when cancelled. Meanwhile the watchdog
+    /// runs and hand-over requests are answered with `NotActive`.
+    async fn acquire(&mut self, lock: LockId) -> Option<AsyncPgConnection> {
+        let mut backoff = self.cfg.check_interval;
+        loop {
+            let cfg = self.db.config().clone();
+            let attempt = async move {
+                let mut conn = db::connect(&cfg, SessionKind::Lock).await?;
+                locks::lock(&mut conn, lock).await?;
+                Ok::<_, CoordError>(conn)
+            };
+            tokio::pin!(attempt);
+            let watchdog = watchdog(&self.db, &self.cfg);
+            tokio::pin!(watchdog);
+            let outcome = loop {
+                tokio::select! {
+                    _ = self.cancel.cancelled() => return None,
+                    r = &mut attempt => break r,
+                    _ = &mut watchdog => unreachable!("the watchdog runs until dropped"),
+                    Some(reply) = self.requests.recv() => {
+                        let _ = reply.send(Err(CoordError::NotActive { group: self.cfg.group.clone() }));
+                    }
+                }
+            };
+            match outcome {
+                Ok(conn) => return Some(conn),
+                Err(e) => {
+                    tracing::warn!(%e, "waiting for leadership failed; reconnecting");
+                    if self.pause(backoff).await {
+                        return None;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// Record the takeover: the epoch goes up by one, the holder is this session.
+    async fn take_over(&self, conn: &mut AsyncPgConnection) -> Result<Fence> {
+        let lock = LockId::leadership(&self.cfg.group);
+        let rows: Vec<Epoch> = diesel::sql_query(
+            "insert into leadership as l (group_key, group_name, epoch, holder, holder_pid, acquired_ts, heartbeat_ts) \
+             values ($1, $2, 1, $3, pg_backend_pid(), syncline_now_micros(), syncline_now_micros()) \
+             on conflict (group_key) do update set epoch = l.epoch + 1, holder = excluded.holder, \
+               holder_pid = excluded.holder_pid, acquired_ts = excluded.acquired_ts, heartbeat_ts = excluded.heartbeat_ts \
+             where l.group_name = excluded.group_name \
+             returning l.epoch",
+        )
+        .bind::<BigInt, _>(lock.key())
+        .bind::<Text, _>(&self.cfg.group)
+        .bind::<Text, _>(&self.cfg.replica)
+        .load(conn)
+        .await
+        .during("recording a leadership takeover")?;
+        match rows.into_iter().next() {
+            Some(r) => Ok(Fence { group: self.cfg.group.clone(), epoch: r.epoch }),
+            None => Err(CoordError::InvalidConfig(format!(
+                "replica group name {:?} shares its lock id with another group in this database; rename one",
+                self.cfg.group
+            ))),
+        }
+    }
+
+    /// Lead until the term ends: heartbeat every `check_interval`, answer hand-over requests.
+    async fn lead(&mut self, conn: &mut AsyncPgConnection, fence: &Fence) -> TermEnd {
+        let mut confirmed = Instant::now();
+        let mut tick = tokio::time::interval(self.cfg.check_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => return TermEnd::Cancelled,
+                Some(reply) = self.requests.recv() => {
+                    match self.hand_over_possible(conn, confirmed).await {
+                        Ok(()) => {
+                            let _ = reply.send(Ok(()));
+                            return TermEnd::HandedOver;
+                        }
+                        Err(e) => {
+                            let lost = !matches!(e, CoordError::NoStandby { .. });
+                            let _ = reply.send(Err(e));
+                            if lost {
+                                return TermEnd::Lost;
+                            }
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    let left = self.cfg.lease_timeout.saturating_sub(confirmed.elapsed());
+                    match tokio::time::timeout(left, heartbeat(conn, fence)).await {
+                        Ok(Ok(true)) => confirmed = Instant::now(),
+                        Ok(Ok(false)) => {
+                            tracing::warn!(epoch = fence.epoch, "another replica took over; demoting");
+                            return TermEnd::Lost;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(%e, "lock session failed; demoting");
+                            return TermEnd::Lost;
+                        }
+                        Err(_) => {
+                            tracing::warn!(lease = ?self.cfg.lease_timeout, "could not confirm the lock session within the lease; demoting");
+                            return TermEnd::Lost;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `Ok` when another replica waits for the lock, `NoStandby` when none does.
+    async fn hand_over_possible(&self, conn: &mut AsyncPgConnection, confirmed: Instant) -> Result<()> {
+        let left = self.cfg.lease_timeout.saturating_sub(confirmed.elapsed());
+        let lock = LockId::leadership(&self.cfg.group);
+        let waiters = tokio::time::timeout(left, locks::waiters(conn, lock))
+            .await
+            .map_err(|_| CoordError::Timeout { during: "counting standby replicas".into(), after: left })??;
+        if waiters == 0 {
+            return Err(CoordError::NoStandby { group: self.cfg.group.clone() });
+        }
+        Ok(())
+    }
+
+    /// Sleep `d` unless cancelled first (true when cancelled).
+    async fn pause(&self, d: Duration) -> bool {
+        tokio::select! {
+            _ = self.cancel.cancelled() => true,
+            _ = tokio::time::sleep(d) => false,
+        }
+    }
+}
+
+#[derive(QueryableByName)]
+struct Flag {
+    #[diesel(sql_type = Bool)]
+    flag: bool,
+}
+
+/// Confirm on the lock session that it still holds the lock at `fence`'s epoch, and record
+/// the heartbeat. False when the epoch or holder changed.
+async fn heartbeat(conn: &mut AsyncPgConnection, fence: &Fence) -> Result<bool> {
+    let n = diesel::sql_query(
+        "update leadership set heartbeat_ts = syncline_now_micros() \
+         where group_key = $1 and epoch = $2 and holder_pid = pg_backend_pid()",
+    )
+    .bind::<BigInt, _>(LockId::leadership(&fence.group).key())
+    .bind::<BigInt, _>(fence.epoch)
+    .execute(conn)
+    .await
+    .during("leadership heartbeat")?;
+    Ok(n == 1)
+}
+
+/// While passive: every check interval, terminate the session of a holder whose heartbeat is
+/// older than lease + grace (it has demoted itself by then, but its session still holds the
+/// lock). Runs until dropped.
+async fn watchdog(db: &Db, cfg: &LeadershipConfig) {
+    let stale_after = (cfg.lease_timeout + cfg.takeover_grace).as_micros() as i64;
+    let key = LockId::leadership(&cfg.group).key();
+    let mut tick = tokio::time::interval(cfg.check_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let q = format!(
+            "select pg_terminate_backend(l.holder_pid) as flag from leadership l \
+             where l.group_key = $1 and syncline_now_micros() - l.heartbeat_ts > $2 \
+             and exists (select 1 from pg_locks k where {m} and k.granted and k.pid = l.holder_pid)",
+            m = locks::match_lock_sql("k")
+        );
+        let r = db
+            .run("terminating a silent leader", |c| {
+                let q = q.clone();
+                async move {
+                    diesel::sql_query(q)
+                        .bind::<BigInt, _>(key)
+                        .bind::<BigInt, _>(stale_after)
+                        .load::<Flag>(c)
+                        .await
+                        .during("terminating a silent leader")
+                }
+                .scope_boxed()
+            })
+            .await;
+        match r {
+            Ok(rows) if rows.iter().any(|r| r.flag) => {
+                tracing::warn!("terminated the session of a leader that stopped confirming its lease");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(%e, "leadership watchdog could not check the holder"),
+        }
+    }
+}
+
+/// Release the lock and close the session (closing alone would release it too).
+async fn release(mut conn: AsyncPgConnection, lock: LockId) {
+    let r = tokio::time::timeout(Duration::from_secs(1), locks::unlock(&mut conn, lock)).await;
+    if !matches!(r, Ok(Ok(true))) {
+        tracing::debug!("lock release did not confirm; closing the session releases it");
+    }
+}

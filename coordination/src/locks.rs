@@ -72,6 +72,12 @@ const MATCH_LOCK: &str = "l.locktype = 'advisory' and l.objsubid = 1 \
      and l.classid = ($1 >> 32)::oid and l.objid = ($1 & 4294967295)::oid \
      and l.database = (select oid from pg_database where datname = current_database())";
 
+/// SQL condition matching rows of `pg_locks` aliased `alias` to the lock whose key is bound
+/// as `$1`, in the current database.
+pub(crate) fn match_lock_sql(alias: &str) -> String {
+    MATCH_LOCK.replace("l.", &format!("{alias}."))
+}
+
 #[derive(QueryableByName)]
 struct Flag {
     #[diesel(sql_type = Bool)]

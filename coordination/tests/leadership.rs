@@ -1,0 +1,279 @@
+//! Replica-group leadership against a real PostgreSQL: takeover after a killed session, the
+//! fencing epoch, self-demotion behind a blackholed connection, latency below the lease,
+//! hand-over, and recovery from a full database outage with exactly one leader.
+
+use std::time::{Duration, Instant};
+
+use diesel::sql_types::{BigInt, Text};
+use diesel::QueryableByName;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use scoped_futures::ScopedFutureExt;
+use syncline_coordination::db::{self, SessionKind};
+use syncline_coordination::leadership::{self, Fence, Leadership, LeadershipConfig, Role};
+use syncline_coordination::locks::{self, LockId};
+use syncline_coordination::{CoordError, Db, DbConfig};
+use syncline_testkit::{fresh_database, FaultProxy, TestDb};
+
+const GROUP: &str = "mediator";
+
+async fn prepare(tdb: &TestDb) -> AsyncPgConnection {
+    db::migrate(&DbConfig::new(&tdb.url)).await.unwrap();
+    let mut c = db::connect(&DbConfig::new(&tdb.url), SessionKind::Pooled).await.unwrap();
+    diesel::sql_query("create table fenced_writes (epoch bigint not null, replica text not null)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c
+}
+
+fn replica(url: &str, name: &str) -> Leadership {
+    let mut cfg = DbConfig::new(url);
+    cfg.application_name = name.into();
+    Leadership::start(Db::new(cfg).unwrap(), LeadershipConfig::new(GROUP, name)).unwrap()
+}
+
+/// Wait until `l` is active (returns its fence) or fail after `limit`.
+async fn until_active(l: &Leadership, limit: Duration) -> Fence {
+    let mut w = l.watch();
+    let r = tokio::time::timeout(limit, w.wait_for(|r| r.is_active())).await;
+    match r {
+        Ok(Ok(role)) => role.fence().cloned().unwrap(),
+        _ => panic!("not active within {limit:?}"),
+    }
+}
+
+async fn until_passive(l: &Leadership, limit: Duration) {
+    let mut w = l.watch();
+    tokio::time::timeout(limit, w.wait_for(|r| !r.is_active()))
+        .await
+        .unwrap_or_else(|_| panic!("still active after {limit:?}"))
+        .unwrap();
+}
+
+async fn until_waiting(c: &mut AsyncPgConnection, n: i64) {
+    let start = Instant::now();
+    while locks::waiters(c, LockId::leadership(GROUP)).await.unwrap() != n {
+        assert!(start.elapsed() < Duration::from_secs(15), "never {n} replicas waiting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Write one row under `fence`.
+async fn write(c: &mut AsyncPgConnection, fence: &Fence, replica: &str) -> Result<(), CoordError> {
+    let replica = replica.to_string();
+    leadership::fenced(c, fence, |c| {
+        async move {
+            diesel::sql_query("insert into fenced_writes values ($1, $2)")
+                .bind::<BigInt, _>(fence.epoch)
+                .bind::<Text, _>(replica)
+                .execute(c)
+                .await
+                .map_err(|e| CoordError::from_diesel("test write", e))?;
+            Ok(())
+        }
+        .scope_boxed()
+    })
+    .await
+}
+
+#[derive(QueryableByName, Debug, PartialEq)]
+struct Row {
+    #[diesel(sql_type = BigInt)]
+    epoch: i64,
+    #[diesel(sql_type = Text)]
+    replica: String,
+}
+
+async fn rows(c: &mut AsyncPgConnection) -> Vec<(i64, String)> {
+    let r: Vec<Row> = diesel::sql_query("select epoch, replica from fenced_writes order by epoch, replica")
+        .load(c)
+        .await
+        .unwrap();
+    r.into_iter().map(|r| (r.epoch, r.replica)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_replica_leads_within_a_second_after_the_leaders_session_is_killed() {
+    let tdb = fresh_database().await;
+    let mut c = prepare(&tdb).await;
+    let a = replica(&tdb.url, "a");
+    let fa = until_active(&a, Duration::from_secs(10)).await;
+    assert_eq!(fa.epoch, 1);
+    let b = replica(&tdb.url, "b");
+    until_waiting(&mut c, 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!b.role().is_active(), "b leads while a holds the lock");
+    write(&mut c, &fa, "a").await.expect("the leader writes under its epoch");
+
+    let leader = leadership::leader(&mut c, GROUP).await.unwrap().unwrap();
+    assert_eq!((leader.epoch, leader.holder.as_str()), (1, "a"));
+    let killed = Instant::now();
+    diesel::sql_query("select pg_terminate_backend($1)")
+        .bind::<diesel::sql_types::Integer, _>(leader.holder_pid)
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let fb = until_active(&b, Duration::from_secs(5)).await;
+    let took = killed.elapsed();
+    println!("takeover after the leader's session was killed: {took:?}");
+    assert!(took < Duration::from_secs(1), "takeover took {took:?}");
+    assert_eq!(fb.epoch, 2);
+    until_passive(&a, Duration::from_secs(3)).await;
+
+    // The former leader's writes are rejected from now on, the new leader's accepted.
+    let e = write(&mut c, &fa, "a").await.unwrap_err();
+    assert!(matches!(e, CoordError::Fenced { epoch: 1, current: 2, .. }), "{e}");
+    assert!(e.to_string().contains("epoch 2"), "{e}");
+    write(&mut c, &fb, "b").await.unwrap();
+    assert_eq!(rows(&mut c).await, vec![(1, "a".to_string()), (2, "b".to_string())]);
+
+    // The former leader queues up again as the standby.
+    until_waiting(&mut c, 1).await;
+    let leader = leadership::leader(&mut c, GROUP).await.unwrap().unwrap();
+    assert_eq!((leader.epoch, leader.holder.as_str()), (2, "b"));
+    b.shutdown().await;
+    let fa2 = until_active(&a, Duration::from_secs(1)).await;
+    assert_eq!(fa2.epoch, 3);
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_leader_demotes_within_its_lease_and_a_passive_takes_over() {
+    let tdb = fresh_database().await;
+    let mut c = prepare(&tdb).await;
+    let proxy = FaultProxy::start(tdb.server_addr()).await;
+    let a = replica(&tdb.url_via(proxy.addr()), "a");
+    let fa = until_active(&a, Duration::from_secs(10)).await;
+    let b = replica(&tdb.url, "b");
+    until_waiting(&mut c, 1).await;
+
+    proxy.blackhole();
+    let cut = Instant::now();
+    let (mut wa, mut wb) = (a.watch(), b.watch());
+    tokio::time::timeout(Duration::from_secs(10), wa.wait_for(|r| !r.is_active())).await.unwrap().unwrap();
+    let demoted = cut.elapsed();
+    tokio::time::timeout(Duration::from_secs(20), wb.wait_for(|r| r.is_active())).await.unwrap().unwrap();
+    let taken = cut.elapsed();
+    println!("blackholed leader demoted after {demoted:?}, passive took over after {taken:?}");
+    let lease = LeadershipConfig::new(GROUP, "x").lease_timeout;
+    assert!(demoted <= lease + Duration::from_millis(1500), "demoted only after {demoted:?}");
+    assert!(demoted >= lease - Duration::from_millis(300), "demoted before its lease ran out: {demoted:?}");
+    assert!(demoted < taken, "both active at once: a demoted at {demoted:?}, b took over at {taken:?}");
+    let fb = b.role().fence().cloned().unwrap();
+    assert_eq!(fb.epoch, fa.epoch + 1);
+    let e = write(&mut c, &fa, "a").await.unwrap_err();
+    assert!(matches!(e, CoordError::Fenced { .. }), "{e}");
+
+    // When the network heals the former leader is a standby, not a second leader.
+    proxy.restore();
+    until_waiting(&mut c, 1).await;
+    assert!(!a.role().is_active());
+    assert!(b.role().is_active());
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_below_the_lease_keeps_the_leader() {
+    let tdb = fresh_database().await;
+    let mut c = prepare(&tdb).await;
+    let proxy = FaultProxy::start(tdb.server_addr()).await;
+    let a = replica(&tdb.url_via(proxy.addr()), "a");
+    let fa = until_active(&a, Duration::from_secs(10)).await;
+    let b = replica(&tdb.url, "b");
+    until_waiting(&mut c, 1).await;
+    proxy.latency(Duration::from_millis(300));
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        assert_eq!(a.role(), Role::Active(fa.clone()), "a lost leadership over 300 ms of latency");
+        assert!(!b.role().is_active());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proxy.restore();
+    let leader = leadership::leader(&mut c, GROUP).await.unwrap().unwrap();
+    assert_eq!((leader.epoch, leader.holder.as_str()), (fa.epoch, "a"));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_passive_hands_over_only_when_a_replica_waits() {
+    let tdb = fresh_database().await;
+    let mut c = prepare(&tdb).await;
+    let a = replica(&tdb.url, "a");
+    let fa = until_active(&a, Duration::from_secs(10)).await;
+    let e = a.set_passive().await.unwrap_err();
+    assert!(matches!(e, CoordError::NoStandby { .. }), "{e}");
+    assert!(e.to_string().contains("staying active"), "{e}");
+    assert_eq!(a.role(), Role::Active(fa.clone()), "a gave up leadership with nobody to take it");
+
+    let b = replica(&tdb.url, "b");
+    until_waiting(&mut c, 1).await;
+    let e = b.set_passive().await.unwrap_err();
+    assert!(matches!(e, CoordError::NotActive { .. }), "{e}");
+    let asked = Instant::now();
+    a.set_passive().await.expect("hand-over to the waiting replica");
+    let fb = until_active(&b, Duration::from_secs(5)).await;
+    println!("hand-over took {:?}", asked.elapsed());
+    assert!(asked.elapsed() < Duration::from_secs(1));
+    assert_eq!(fb.epoch, fa.epoch + 1);
+    assert!(!a.role().is_active());
+    until_waiting(&mut c, 1).await;
+    // And back again.
+    b.set_passive().await.unwrap();
+    let fa2 = until_active(&a, Duration::from_secs(5)).await;
+    assert_eq!(fa2.epoch, fb.epoch + 1);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_database_outage_exactly_one_replica_leads() {
+    let tdb = fresh_database().await;
+    let mut c = prepare(&tdb).await;
+    let proxy = FaultProxy::start(tdb.server_addr()).await;
+    let url = tdb.url_via(proxy.addr());
+    let rs: Vec<Leadership> = ["a", "b", "c"].iter().map(|n| replica(&url, n)).collect();
+    let active = |rs: &[Leadership]| rs.iter().filter(|r| r.role().is_active()).count();
+    let start = Instant::now();
+    while active(&rs) != 1 {
+        assert!(start.elapsed() < Duration::from_secs(10), "no leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    until_waiting(&mut c, 2).await;
+
+    proxy.down();
+    for r in &rs {
+        until_passive(r, Duration::from_secs(5)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(active(&rs), 0, "a replica leads without a database");
+    proxy.restore();
+    let start = Instant::now();
+    while active(&rs) != 1 {
+        assert!(active(&rs) <= 1, "two leaders after the outage");
+        assert!(start.elapsed() < Duration::from_secs(15), "no leader after the outage");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("leader again {:?} after restore", start.elapsed());
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        assert_eq!(active(&rs), 1, "leadership flapped after the outage");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let fence = rs.iter().find_map(|r| r.role().fence().cloned()).unwrap();
+    let leader = leadership::leader(&mut c, GROUP).await.unwrap().unwrap();
+    assert_eq!(leader.epoch, fence.epoch);
+    until_waiting(&mut c, 2).await;
+    for r in rs {
+        r.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn leadership_settings_are_validated() {
+    let mut cfg = LeadershipConfig::new(GROUP, "a");
+    cfg.check_interval = cfg.lease_timeout;
+    let e = Leadership::start(Db::new(DbConfig::new("postgres://x@127.0.0.1:1/x")).unwrap(), cfg).err().unwrap();
+    assert!(e.to_string().contains("check_interval"), "{e}");
+}
