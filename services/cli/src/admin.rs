@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use syncline_node::config::{self, RemoteConfig};
 use syncline_proto::admin::node_admin_service_client::NodeAdminServiceClient;
 use syncline_proto::admin::{HealthState, SetPassiveRequest, StatusRequest};
 use syncline_proto::sequencer::sequencer_admin_service_client::SequencerAdminServiceClient;
@@ -12,8 +13,6 @@ use syncline_proto::sequencer::{
     DisableMemberRequest, PruneRequest, PruningStatusRequest, RegisterMemberRequest, SequencerStatusRequest,
 };
 use tonic::transport::Channel;
-
-use crate::config::{self, RemoteConfig};
 
 /// Options of `syncline admin`.
 #[derive(clap::Args, Debug)]

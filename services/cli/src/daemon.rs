@@ -3,21 +3,18 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result};
-use metrics_exporter_prometheus::PrometheusHandle;
-use syncline_proto::admin::node_admin_service_server::{NodeAdminService, NodeAdminServiceServer};
-use syncline_proto::admin::{ComponentHealth, HealthState, SetPassiveRequest, SetPassiveResponse, StatusRequest, StatusResponse};
+use anyhow::{bail, Context, Result};
+use syncline_node::admin::NodeAdmin;
+use syncline_node::config::{self, Config, NodeKind, SequencerNodeConfig};
+use syncline_node::http::{self, NodeHealth, PrometheusHandle};
+use syncline_node::logging::{self, LogConfig};
 use syncline_sequencer::{Sequencer, WriterShared};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status};
-
-use crate::config::{self, Config, SequencerNodeConfig};
-use crate::http::{self, NodeHealth};
 
 /// Options of `syncline daemon`.
 #[derive(clap::Args, Debug)]
@@ -29,12 +26,33 @@ pub struct DaemonArgs {
     #[arg(long)]
     pub node: Vec<String>,
     #[command(flatten)]
-    pub log: crate::logging::LogArgs,
+    pub log: LogArgs,
+}
+
+/// Logging options shared by the commands that run nodes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LogArgs {
+    /// Write logs to this file (appending) instead of stdout.
+    #[arg(long)]
+    pub log_file_name: Option<PathBuf>,
+    /// Log as JSON lines.
+    #[arg(long)]
+    pub log_json: bool,
+    /// Log filter, e.g. `info` or `syncline_sequencer=debug,info`.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log_level: String,
+}
+
+impl LogArgs {
+    /// As the node runtime's logging settings.
+    pub fn config(&self) -> LogConfig {
+        LogConfig { file: self.log_file_name.clone(), json: self.log_json, filter: self.log_level.clone() }
+    }
 }
 
 /// Run until a signal arrives.
 pub async fn run(args: DaemonArgs) -> Result<()> {
-    crate::logging::init(&args.log)?;
+    logging::init(&args.log.config())?;
     let cfg = config::load(&args.config)?;
     let stop = CancellationToken::new();
     tokio::spawn(signals(stop.clone()));
@@ -50,17 +68,27 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
 
 /// Start the selected nodes of `cfg`.
 pub async fn start(cfg: &Config, only: &[String]) -> Result<Vec<RunningSequencer>> {
-    for name in only {
-        anyhow::ensure!(cfg.sequencers.contains_key(name), "node {name} is not in the configuration");
-    }
+    let selected = select(cfg, only)?;
     let metrics = http::metrics_handle()?;
     let mut nodes = Vec::new();
-    for (name, node) in &cfg.sequencers {
-        if only.is_empty() || only.contains(name) {
-            nodes.push(RunningSequencer::start(name, node, cfg, metrics.clone()).await.with_context(|| format!("starting sequencer {name}"))?);
-        }
+    for (name, node) in selected {
+        nodes.push(RunningSequencer::start(name, node, cfg, metrics.clone()).await.with_context(|| format!("starting sequencer {name}"))?);
     }
     Ok(nodes)
+}
+
+/// The nodes to run: those named in `only` (default: all). Only sequencers run in this version.
+fn select<'a>(cfg: &'a Config, only: &[String]) -> Result<Vec<(&'a str, &'a SequencerNodeConfig)>> {
+    for name in only {
+        anyhow::ensure!(cfg.kind_of(name).is_some(), "node {name} is not in the configuration");
+    }
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|n| n == name);
+    for (kind, name) in cfg.nodes().filter(|(_, n)| wanted(n)) {
+        if kind != NodeKind::Sequencer {
+            bail!("{kind} node {name}: {kind} nodes are not implemented yet in this version");
+        }
+    }
+    Ok(cfg.sequencers.iter().filter(|(n, _)| wanted(n)).map(|(n, c)| (n.as_str(), c)).collect())
 }
 
 async fn signals(stop: CancellationToken) {
@@ -135,7 +163,7 @@ impl RunningSequencer {
             .add_service(grpc_health)
             .add_service(reflection.clone())
             .add_service(seq.public_service());
-        let node_admin = NodeAdminServiceServer::new(NodeAdmin { name: name.to_string(), kind: "sequencer", started: Instant::now(), view });
+        let node_admin = NodeAdmin::new(name, NodeKind::Sequencer, view).into_service();
         let admin_router = tonic::transport::Server::builder()
             .add_service(reflection)
             .add_service(seq.admin_service())
@@ -164,43 +192,42 @@ impl RunningSequencer {
     }
 }
 
-/// `syncline.admin.v1.NodeAdminService` for a sequencer.
-struct NodeAdmin {
-    name: String,
-    kind: &'static str,
-    started: Instant,
-    view: Arc<SequencerHealthView>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-#[tonic::async_trait]
-impl NodeAdminService for NodeAdmin {
-    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
-        let serving = self.view.serving();
-        let health = ComponentHealth {
-            name: self.name.clone(),
-            state: if serving.is_ok() { HealthState::Ok } else { HealthState::Failed } as i32,
-            detail: serving.err().unwrap_or_else(|| "serving".into()),
-            components: self
-                .view
-                .components()
-                .into_iter()
-                .map(|(name, detail)| ComponentHealth { name, state: HealthState::Ok as i32, detail, components: vec![] })
-                .collect(),
-        };
-        Ok(Response::new(StatusResponse {
-            name: self.name.clone(),
-            kind: self.kind.into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            active: true,
-            uptime_seconds: self.started.elapsed().as_secs(),
-            health: Some(health),
-        }))
+    fn load(name: &str, text: &str) -> Config {
+        let dir = std::env::temp_dir().join(format!("syncline-daemon-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, format!("[storage]\nurl = \"postgres://a@h/db\"\n{text}")).unwrap();
+        config::load(&[path]).unwrap()
     }
 
-    async fn set_passive(&self, _: Request<SetPassiveRequest>) -> Result<Response<SetPassiveResponse>, Status> {
-        Err(Status::failed_precondition(format!(
-            "{} is a sequencer: all sequencers are active; set-passive applies to replicated nodes (mediators, participants)",
-            self.name
-        )))
+    fn node(table: &str, name: &str, port: u16) -> String {
+        format!(
+            "[{table}.{name}]\npublic_api = {{ address = \"127.0.0.1:{}\" }}\nadmin_api = {{ address = \"127.0.0.1:{}\" }}\nhealth = {{ address = \"127.0.0.1:{}\" }}\n",
+            port,
+            port + 1,
+            port + 2
+        )
+    }
+
+    fn names(cfg: &Config, only: &[&str]) -> Result<Vec<String>> {
+        let only: Vec<String> = only.iter().map(|s| s.to_string()).collect();
+        Ok(select(cfg, &only)?.into_iter().map(|(n, _)| n.to_string()).collect())
+    }
+
+    #[test]
+    fn only_sequencers_run_and_replicated_nodes_are_refused() {
+        let cfg = load("seq.toml", &format!("{}{}", node("sequencers", "s1", 5000), node("sequencers", "s2", 5010)));
+        assert_eq!(names(&cfg, &[]).unwrap(), ["s1", "s2"]);
+        assert_eq!(names(&cfg, &["s2"]).unwrap(), ["s2"]);
+        assert_eq!(names(&cfg, &["s3"]).unwrap_err().to_string(), "node s3 is not in the configuration");
+
+        let cfg = load("mixed.toml", &format!("{}{}{}", node("sequencers", "s1", 5000), node("mediators", "m1", 5010), node("participants", "p1", 5020)));
+        assert_eq!(names(&cfg, &[]).unwrap_err().to_string(), "mediator node m1: mediator nodes are not implemented yet in this version");
+        assert_eq!(names(&cfg, &["s1", "p1"]).unwrap_err().to_string(), "participant node p1: participant nodes are not implemented yet in this version");
+        assert_eq!(names(&cfg, &["s1"]).unwrap(), ["s1"], "replicated nodes that are not selected do not matter");
     }
 }

@@ -3,12 +3,9 @@
 
 mod admin;
 mod bench;
-mod config;
 mod daemon;
 mod demo;
 mod embedded;
-mod http;
-mod logging;
 
 use clap::{Parser, Subcommand};
 

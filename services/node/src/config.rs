@@ -2,7 +2,8 @@
 //! `${VAR}` / `${VAR:-default}` substitution, unknown keys refused. Errors name the file,
 //! the key and what is wrong.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,9 +32,50 @@ pub enum ConfigError {
     /// A key is unknown, missing or of the wrong type.
     #[error("{0}")]
     Invalid(String),
-    /// Values that do not fit together.
-    #[error("{key}: {message}")]
-    Validation { key: String, message: String },
+    /// Values that do not fit together; `file` is the file that set `key`, when one did.
+    #[error("{key}: {message}{}", in_file(file))]
+    Validation { key: String, message: String, file: Option<String> },
+}
+
+fn in_file(file: &Option<String>) -> String {
+    file.as_ref().map(|f| format!(" (in {f})")).unwrap_or_default()
+}
+
+/// The kinds of node a configuration declares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NodeKind {
+    /// A sequencer (active-active).
+    Sequencer,
+    /// A mediator (replicated, active-passive).
+    Mediator,
+    /// A participant (replicated, active-passive).
+    Participant,
+}
+
+impl NodeKind {
+    /// Lower-case name, as in logs and `syncline admin status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeKind::Sequencer => "sequencer",
+            NodeKind::Mediator => "mediator",
+            NodeKind::Participant => "participant",
+        }
+    }
+
+    /// The configuration table holding the nodes of this kind (`sequencers`, …).
+    pub fn table(self) -> &'static str {
+        match self {
+            NodeKind::Sequencer => "sequencers",
+            NodeKind::Mediator => "mediators",
+            NodeKind::Participant => "participants",
+        }
+    }
+}
+
+impl fmt::Display for NodeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Database of a node.
@@ -73,7 +115,7 @@ pub struct ApiConfig {
     pub address: SocketAddr,
 }
 
-/// Public API of a sequencer.
+/// Public gRPC API of a node.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PublicApiConfig {
@@ -88,10 +130,10 @@ pub struct PublicApiConfig {
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum HealthCheck {
-    /// The node serves (sequencer: writer running and online).
+    /// The node serves (sequencer: writer running and online). Default of sequencers.
     #[default]
     Ping,
-    /// The node serves and is the active replica of its group.
+    /// The node serves and is the active replica of its group. Default of mediators and participants.
     IsActive,
 }
 
@@ -234,20 +276,88 @@ impl SequencerNodeConfig {
 
     /// This node's storage: `[storage]` with the node's overrides applied.
     pub fn storage(&self, default: &Option<StorageConfig>) -> StorageConfig {
-        let mut s = default.clone().unwrap_or(StorageConfig {
-            url: None,
-            pool_size: defaults::pool_size(),
-            connect_timeout: defaults::connect_timeout(),
-            statement_timeout: defaults::statement_timeout(),
-        });
-        if let Some(o) = &self.storage {
-            s.url = o.url.clone().or(s.url);
-            s.pool_size = o.pool_size.unwrap_or(s.pool_size);
-            s.connect_timeout = o.connect_timeout.unwrap_or(s.connect_timeout);
-            s.statement_timeout = o.statement_timeout.unwrap_or(s.statement_timeout);
-        }
-        s
+        merged_storage(&self.storage, default)
     }
+}
+
+fn merged_storage(own: &Option<StorageOverride>, default: &Option<StorageConfig>) -> StorageConfig {
+    let mut s = default.clone().unwrap_or(StorageConfig {
+        url: None,
+        pool_size: defaults::pool_size(),
+        connect_timeout: defaults::connect_timeout(),
+        statement_timeout: defaults::statement_timeout(),
+    });
+    if let Some(o) = own {
+        s.url = o.url.clone().or(s.url);
+        s.pool_size = o.pool_size.unwrap_or(s.pool_size);
+        s.connect_timeout = o.connect_timeout.unwrap_or(s.connect_timeout);
+        s.statement_timeout = o.statement_timeout.unwrap_or(s.statement_timeout);
+    }
+    s
+}
+
+/// Leadership parameters of a replicated node (mediator, participant).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationConfig {
+    /// How long the active's lease lasts without renewal before a passive may take over.
+    #[serde(with = "humantime_serde")]
+    pub lease_timeout: Duration,
+    /// Period of lease renewal (active) and of the takeover check (passives); below `lease_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+    /// Time a new active waits after acquiring the lease before it serves.
+    #[serde(with = "humantime_serde")]
+    pub takeover_grace: Duration,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            lease_timeout: Duration::from_secs(2),
+            check_interval: Duration::from_millis(200),
+            takeover_grace: Duration::from_secs(1),
+        }
+    }
+}
+
+/// One replicated node: a mediator or a participant.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicatedNodeConfig {
+    /// Overrides of the default `[storage]`.
+    pub storage: Option<StorageOverride>,
+    /// Public gRPC API.
+    pub public_api: PublicApiConfig,
+    /// Admin gRPC API.
+    pub admin_api: ApiConfig,
+    /// Health and metrics HTTP server; `check` defaults to `is-active`.
+    #[serde(deserialize_with = "health_is_active_by_default")]
+    pub health: HealthConfig,
+    /// Optional extra metrics listener.
+    pub metrics: Option<MetricsConfig>,
+    /// Leadership parameters.
+    #[serde(default)]
+    pub replication: ReplicationConfig,
+}
+
+impl ReplicatedNodeConfig {
+    /// This node's storage: `[storage]` with the node's overrides applied.
+    pub fn storage(&self, default: &Option<StorageConfig>) -> StorageConfig {
+        merged_storage(&self.storage, default)
+    }
+}
+
+/// `health` of a replicated node: as [`HealthConfig`], but an unset `check` means `is-active`.
+fn health_is_active_by_default<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HealthConfig, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        address: SocketAddr,
+        check: Option<HealthCheck>,
+    }
+    let raw = Raw::deserialize(d)?;
+    Ok(HealthConfig { address: raw.address, check: raw.check.unwrap_or(HealthCheck::IsActive) })
 }
 
 /// A whole configuration: default storage and the nodes of this process.
@@ -259,6 +369,60 @@ pub struct Config {
     /// Sequencer nodes by name.
     #[serde(default)]
     pub sequencers: BTreeMap<String, SequencerNodeConfig>,
+    /// Mediator nodes by name.
+    #[serde(default)]
+    pub mediators: BTreeMap<String, ReplicatedNodeConfig>,
+    /// Participant nodes by name.
+    #[serde(default)]
+    pub participants: BTreeMap<String, ReplicatedNodeConfig>,
+}
+
+impl Config {
+    /// Kind and name of every node: sequencers, then mediators, then participants, each by name.
+    pub fn nodes(&self) -> impl Iterator<Item = (NodeKind, &str)> + '_ {
+        self.endpoints().map(|e| (e.kind, e.name))
+    }
+
+    /// The kind of node `name`, if the configuration declares it.
+    pub fn kind_of(&self, name: &str) -> Option<NodeKind> {
+        self.nodes().find(|(_, n)| *n == name).map(|(k, _)| k)
+    }
+
+    /// What validation needs of every node, in [`Config::nodes`] order.
+    fn endpoints(&self) -> impl Iterator<Item = Endpoints<'_>> + '_ {
+        let seq = self.sequencers.iter().map(|(name, n)| Endpoints {
+            kind: NodeKind::Sequencer,
+            name,
+            storage: &n.storage,
+            public_api: &n.public_api,
+            admin_api: &n.admin_api,
+            health: &n.health,
+            metrics: &n.metrics,
+        });
+        fn replicated(kind: NodeKind, nodes: &BTreeMap<String, ReplicatedNodeConfig>) -> impl Iterator<Item = Endpoints<'_>> {
+            nodes.iter().map(move |(name, n)| Endpoints {
+                kind,
+                name,
+                storage: &n.storage,
+                public_api: &n.public_api,
+                admin_api: &n.admin_api,
+                health: &n.health,
+                metrics: &n.metrics,
+            })
+        }
+        seq.chain(replicated(NodeKind::Mediator, &self.mediators)).chain(replicated(NodeKind::Participant, &self.participants))
+    }
+}
+
+/// The parts every kind of node has.
+struct Endpoints<'a> {
+    kind: NodeKind,
+    name: &'a str,
+    storage: &'a Option<StorageOverride>,
+    public_api: &'a PublicApiConfig,
+    admin_api: &'a ApiConfig,
+    health: &'a HealthConfig,
+    metrics: &'a Option<MetricsConfig>,
 }
 
 /// Addresses of nodes to administer (`syncline admin`).
@@ -296,17 +460,18 @@ mod defaults {
 
 /// Load and validate the node configuration from `paths`, merged in order.
 pub fn load(paths: &[PathBuf]) -> Result<Config, ConfigError> {
-    let config: Config = extract(paths)?;
-    validate(&config)?;
+    let figment = merge(paths)?;
+    let config: Config = extract(&figment)?;
+    validate(&config, &figment)?;
     Ok(config)
 }
 
 /// Load a remote-administration configuration.
 pub fn load_remote(paths: &[PathBuf]) -> Result<RemoteConfig, ConfigError> {
-    extract(paths)
+    extract(&merge(paths)?)
 }
 
-fn extract<T: serde::de::DeserializeOwned>(paths: &[PathBuf]) -> Result<T, ConfigError> {
+fn merge(paths: &[PathBuf]) -> Result<Figment, ConfigError> {
     let mut figment = Figment::new();
     for path in paths {
         let raw = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
@@ -314,6 +479,10 @@ fn extract<T: serde::de::DeserializeOwned>(paths: &[PathBuf]) -> Result<T, Confi
         toml::from_str::<toml::Value>(&text).map_err(|e| ConfigError::Syntax { path: path.clone(), message: e.to_string() })?;
         figment = figment.merge(TomlFile { path: path.clone(), text });
     }
+    Ok(figment)
+}
+
+fn extract<T: serde::de::DeserializeOwned>(figment: &Figment) -> Result<T, ConfigError> {
     figment.extract().map_err(|e| ConfigError::Invalid(describe(e)))
 }
 
@@ -382,15 +551,26 @@ pub fn substitute(path: &Path, text: &str, env: impl Fn(&str) -> Option<String>)
     Ok(out)
 }
 
-fn validate(config: &Config) -> Result<(), ConfigError> {
-    let fail = |key: String, message: String| Err(ConfigError::Validation { key, message });
-    if config.sequencers.is_empty() {
-        return fail("sequencers".into(), "no node is configured".into());
+fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigError> {
+    let fail = |key: String, message: String| {
+        let file = figment.find_metadata(&key).and_then(|m| m.source.as_ref()).map(|s| s.to_string());
+        Err(ConfigError::Validation { key, message, file })
+    };
+    if config.endpoints().next().is_none() {
+        return fail("sequencers".into(), "no node is configured (declare [sequencers.NAME], [mediators.NAME] or [participants.NAME])".into());
     }
-    let mut listeners: HashSet<SocketAddr> = HashSet::new();
-    for (name, node) in &config.sequencers {
-        let key = |k: &str| format!("sequencers.{name}.{k}");
-        let storage = node.storage(&config.storage);
+    let mut names: HashMap<&str, NodeKind> = HashMap::new();
+    let mut listeners: HashMap<SocketAddr, String> = HashMap::new();
+    for node in config.endpoints() {
+        let (kind, name) = (node.kind, node.name);
+        let key = |k: &str| format!("{}.{name}.{k}", kind.table());
+        if let Some(other) = names.insert(name, kind) {
+            return fail(
+                format!("{}.{name}", kind.table()),
+                format!("the name {name} is already used by {other} {name} (node names are unique across sequencers, mediators and participants)"),
+            );
+        }
+        let storage = merged_storage(node.storage, &config.storage);
         match &storage.url {
             None => return fail(key("storage.url"), "no database url (set [storage] url or this node's storage.url)".into()),
             Some(u) if u.parse::<tokio_postgres::Config>().is_err() => {
@@ -398,20 +578,42 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
             }
             _ => {}
         }
-        let n = node.high_availability.total_node_count;
-        if !(1..32).contains(&n) {
-            return fail(key("high_availability.total_node_count"), format!("{n} is not between 1 and 31"));
-        }
-        if node.writer.queue_size == 0 || node.writer.max_batch_size == 0 {
-            return fail(key("writer"), "queue_size and max_batch_size must be positive".into());
+        match kind {
+            NodeKind::Sequencer => {
+                let seq = &config.sequencers[name];
+                let n = seq.high_availability.total_node_count;
+                if !(1..32).contains(&n) {
+                    return fail(key("high_availability.total_node_count"), format!("{n} is not between 1 and 31"));
+                }
+                if seq.writer.queue_size == 0 || seq.writer.max_batch_size == 0 {
+                    return fail(key("writer"), "queue_size and max_batch_size must be positive".into());
+                }
+            }
+            NodeKind::Mediator | NodeKind::Participant => {
+                let nodes = if kind == NodeKind::Mediator { &config.mediators } else { &config.participants };
+                let r = &nodes[name].replication;
+                let show = |d: Duration| humantime_serde::re::humantime::format_duration(d).to_string();
+                if r.check_interval.is_zero() {
+                    return fail(key("replication.check_interval"), "must be positive".into());
+                }
+                if r.check_interval >= r.lease_timeout {
+                    return fail(
+                        key("replication.check_interval"),
+                        format!("{} must be shorter than lease_timeout ({})", show(r.check_interval), show(r.lease_timeout)),
+                    );
+                }
+            }
         }
         let mut addrs = vec![("public_api.address", node.public_api.address), ("admin_api.address", node.admin_api.address), ("health.address", node.health.address)];
-        if let Some(m) = &node.metrics {
+        if let Some(m) = node.metrics {
             addrs.push(("metrics.address", m.address));
         }
         for (k, a) in addrs {
-            if a.port() != 0 && !listeners.insert(a) {
-                return fail(key(k), format!("{a} is already used by another listener"));
+            if a.port() == 0 {
+                continue;
+            }
+            if let Some(other) = listeners.insert(a, key(k)) {
+                return fail(key(k), format!("{a} is already used by another listener ({other})"));
             }
         }
     }
@@ -440,6 +642,23 @@ public_api = { address = "127.0.0.1:4001" }
 admin_api = { address = "127.0.0.1:4002" }
 health = { address = "127.0.0.1:4003" }
 "#;
+
+    const MEDIATOR: &str = r#"
+[mediators.med1]
+public_api = { address = "127.0.0.1:4011" }
+admin_api = { address = "127.0.0.1:4012" }
+health = { address = "127.0.0.1:4013" }
+"#;
+
+    const PARTICIPANT: &str = r#"
+[participants.part1]
+public_api = { address = "127.0.0.1:4021", max_request_size = 1024 }
+admin_api = { address = "127.0.0.1:4022" }
+health = { address = "127.0.0.1:4023", check = "ping" }
+metrics = { address = "127.0.0.1:4024" }
+"#;
+
+    const STORAGE: &str = "[storage]\nurl = \"postgres://a@h/db\"\n";
 
     #[test]
     fn files_merge_in_order_and_tables_merge_deeply() {
@@ -496,8 +715,8 @@ health = { address = "127.0.0.1:4003" }
         let e = load(&[a]).unwrap_err().to_string();
         assert!(e.contains("sequencers.seq1.high_availability.total_node_count"), "{e}");
         let b = write(&d, "b.toml", &format!("[storage]\nurl = \"postgres://a@h/db\"\n{NODE}[sequencers.seq1.high_availability]\ntotal_node_count = 40\n"));
-        let e = load(&[b]).unwrap_err().to_string();
-        assert_eq!(e, "sequencers.seq1.high_availability.total_node_count: 40 is not between 1 and 31");
+        let e = load(std::slice::from_ref(&b)).unwrap_err().to_string();
+        assert_eq!(e, format!("sequencers.seq1.high_availability.total_node_count: 40 is not between 1 and 31 (in {})", b.display()));
         let c = write(&d, "c.toml", &format!("[storage]\nurl = \"postgres://a@h/db\"\n{NODE}[sequencers.seq1.writer]\nmax_sequencing_horizon = \"soon\"\n"));
         assert!(load(&[c]).unwrap_err().to_string().contains("max_sequencing_horizon"));
         let s = write(&d, "s.toml", "[storage\nurl = 1");
@@ -526,5 +745,85 @@ health = { address = "127.0.0.1:4003" }
         let a = write(&d, "r.toml", "[sequencers.a]\nadmin_api = \"127.0.0.1:1\"\n[sequencers.b]\nadmin_api = \"127.0.0.1:2\"\n");
         let r = load_remote(&[a]).unwrap();
         assert_eq!(r.sequencers.len(), 2);
+    }
+
+    #[test]
+    fn mediators_and_participants_are_replicated_nodes_with_defaults() {
+        let d = tmp();
+        let a = write(&d, "a.toml", &format!("{STORAGE}{NODE}{MEDIATOR}{PARTICIPANT}storage = {{ pool_size = 2 }}\n"));
+        let b = write(&d, "b.toml", "[participants.part1.replication]\nlease_timeout = \"5s\"\ncheck_interval = \"1s 500ms\"\ntakeover_grace = \"0s\"\n");
+        let cfg = load(&[a, b]).unwrap();
+        let m = &cfg.mediators["med1"];
+        assert_eq!(m.health.check, HealthCheck::IsActive, "replicated nodes check is-active by default");
+        assert_eq!(m.replication, ReplicationConfig { lease_timeout: Duration::from_secs(2), check_interval: Duration::from_millis(200), takeover_grace: Duration::from_secs(1) });
+        assert_eq!((m.public_api.max_request_size, m.metrics.as_ref()), (4 * 1024 * 1024, None));
+        let p = &cfg.participants["part1"];
+        assert_eq!(p.health.check, HealthCheck::Ping, "set explicitly");
+        assert_eq!(p.public_api.max_request_size, 1024);
+        assert_eq!(p.metrics.as_ref().map(|m| m.address.port()), Some(4024));
+        assert_eq!(p.replication, ReplicationConfig { lease_timeout: Duration::from_secs(5), check_interval: Duration::from_millis(1500), takeover_grace: Duration::ZERO });
+        let s = p.storage(&cfg.storage);
+        assert_eq!((s.url.as_deref(), s.pool_size), (Some("postgres://a@h/db"), 2));
+        assert_eq!(cfg.sequencers["seq1"].health.check, HealthCheck::Ping, "sequencers still default to ping");
+        let nodes: Vec<_> = cfg.nodes().collect();
+        assert_eq!(nodes, [(NodeKind::Sequencer, "seq1"), (NodeKind::Mediator, "med1"), (NodeKind::Participant, "part1")]);
+        assert_eq!((cfg.kind_of("part1"), cfg.kind_of("nope")), (Some(NodeKind::Participant), None));
+        // A configuration of replicated nodes only is complete.
+        let c = write(&d, "c.toml", &format!("{STORAGE}{MEDIATOR}"));
+        assert_eq!(load(&[c]).unwrap().nodes().count(), 1);
+    }
+
+    #[test]
+    fn unknown_keys_of_replicated_nodes_are_errors_naming_key_and_file() {
+        let d = tmp();
+        let a = write(&d, "a.toml", &format!("{STORAGE}{MEDIATOR}[mediators.med1.replication]\nlease = \"1s\"\n"));
+        let e = load(std::slice::from_ref(&a)).unwrap_err().to_string();
+        assert!(e.contains("mediators.med1.replication") && e.contains("lease") && e.contains(&a.display().to_string()), "{e}");
+        let b = write(&d, "b.toml", &format!("{STORAGE}{}", MEDIATOR.replace("4013\" }", "4013\", chek = \"ping\" }")));
+        let e = load(std::slice::from_ref(&b)).unwrap_err().to_string();
+        assert!(e.contains("mediators.med1.health") && e.contains("chek") && e.contains(&b.display().to_string()), "{e}");
+        let c = write(&d, "c.toml", &format!("{STORAGE}{}", PARTICIPANT.replace("\"ping\"", "\"alive\"")));
+        let e = load(&[c]).unwrap_err().to_string();
+        assert!(e.contains("participants.part1.health") && e.contains("alive"), "{e}");
+        let f = write(&d, "f.toml", &format!("{STORAGE}{PARTICIPANT}[participants.part1.replication]\ntakeover_grace = \"soon\"\n"));
+        let e = load(&[f]).unwrap_err().to_string();
+        assert!(e.contains("participants.part1.replication.takeover_grace"), "{e}");
+        let g = write(&d, "g.toml", &format!("{STORAGE}[observers.o1]\nadmin_api = {{ address = \"127.0.0.1:1\" }}\n"));
+        let e = load(&[g]).unwrap_err().to_string();
+        assert!(e.contains("observers"), "{e}");
+    }
+
+    #[test]
+    fn replication_timing_is_validated() {
+        let d = tmp();
+        let a = write(&d, "a.toml", &format!("{STORAGE}{PARTICIPANT}[participants.part1.replication]\nlease_timeout = \"1s\"\ncheck_interval = \"2s\"\n"));
+        let e = load(std::slice::from_ref(&a)).unwrap_err().to_string();
+        assert_eq!(e, format!("participants.part1.replication.check_interval: 2s must be shorter than lease_timeout (1s) (in {})", a.display()));
+        let b = write(&d, "b.toml", &format!("{STORAGE}{MEDIATOR}[mediators.med1.replication]\nlease_timeout = \"100ms\"\n"));
+        let e = load(&[b]).unwrap_err().to_string();
+        assert_eq!(e, "mediators.med1.replication.check_interval: 200ms must be shorter than lease_timeout (100ms)", "the default check_interval is set in no file");
+        let c = write(&d, "c.toml", &format!("{STORAGE}{MEDIATOR}[mediators.med1.replication]\ncheck_interval = \"0s\"\n"));
+        let e = load(&[c]).unwrap_err().to_string();
+        assert!(e.starts_with("mediators.med1.replication.check_interval: must be positive"), "{e}");
+    }
+
+    #[test]
+    fn names_and_addresses_are_unique_across_node_kinds_and_replicated_nodes_need_storage() {
+        let d = tmp();
+        let a = write(&d, "a.toml", &format!("{STORAGE}{NODE}{}", MEDIATOR.replace("4013", "4003")));
+        let e = load(&[a]).unwrap_err().to_string();
+        assert!(e.starts_with("mediators.med1.health.address: 127.0.0.1:4003 is already used by another listener (sequencers.seq1.health.address)"), "{e}");
+        let b = write(&d, "b.toml", &format!("{STORAGE}{}", PARTICIPANT.replace("4024", "4021")));
+        let e = load(&[b]).unwrap_err().to_string();
+        assert!(e.starts_with("participants.part1.metrics.address: 127.0.0.1:4021 is already used by another listener (participants.part1.public_api.address)"), "{e}");
+        let c = write(&d, "c.toml", &format!("{STORAGE}{NODE}{}", PARTICIPANT.replace("part1", "seq1")));
+        let e = load(&[c]).unwrap_err().to_string();
+        assert!(e.starts_with("participants.seq1: the name seq1 is already used by sequencer seq1"), "{e}");
+        let f = write(&d, "f.toml", MEDIATOR);
+        let e = load(&[f]).unwrap_err().to_string();
+        assert!(e.contains("mediators.med1.storage.url") && e.contains("no database url"), "{e}");
+        let g = write(&d, "g.toml", &format!("{MEDIATOR}storage = {{ url = \"not a url\" }}\n"));
+        let e = load(&[g]).unwrap_err().to_string();
+        assert!(e.contains("mediators.med1.storage.url") && e.contains("is not a PostgreSQL connection string"), "{e}");
     }
 }

@@ -3,17 +3,33 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use metrics_exporter_prometheus::PrometheusHandle;
+use metrics_exporter_prometheus::BuildError;
+/// The process-wide Prometheus registry's handle (renders `/metrics`).
+pub use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HealthCheck;
+
+/// A server that could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The listen address is taken or not ours.
+    #[error("cannot listen on {addr} ({what})")]
+    Bind { addr: SocketAddr, what: &'static str, source: std::io::Error },
+    /// The Prometheus recorder could not be set up.
+    #[error(transparent)]
+    Metrics(#[from] BuildError),
+}
+
+async fn bind(addr: SocketAddr, what: &'static str) -> Result<tokio::net::TcpListener, HttpError> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, what, source })
+}
 
 /// What a node reports about itself.
 pub trait NodeHealth: Send + Sync + 'static {
@@ -45,8 +61,8 @@ pub async fn serve(
     node: Arc<dyn NodeHealth>,
     metrics: PrometheusHandle,
     cancel: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (health server)"))?;
+) -> Result<tokio::task::JoinHandle<()>, HttpError> {
+    let listener = bind(addr, "health server").await?;
     let app = Router::new()
         .route("/health", get(health))
         .route("/readyz", get(readyz))
@@ -61,8 +77,8 @@ pub async fn serve(
 }
 
 /// Serve only `/metrics` on `addr` until `cancel`.
-pub async fn serve_metrics(addr: SocketAddr, metrics: PrometheusHandle, cancel: CancellationToken) -> Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (metrics)"))?;
+pub async fn serve_metrics(addr: SocketAddr, metrics: PrometheusHandle, cancel: CancellationToken) -> Result<tokio::task::JoinHandle<()>, HttpError> {
+    let listener = bind(addr, "metrics").await?;
     let app = Router::new().route("/metrics", get(move || async move { metrics.render() }));
     Ok(tokio::spawn(async move {
         let _ = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await;
@@ -113,7 +129,7 @@ async fn metrics_text(State(st): State<Arc<AppState>>) -> String {
 }
 
 /// Install the process-wide Prometheus recorder (once) and return its handle.
-pub fn metrics_handle() -> Result<PrometheusHandle> {
+pub fn metrics_handle() -> Result<PrometheusHandle, HttpError> {
     use std::sync::OnceLock;
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     if let Some(h) = HANDLE.get() {
@@ -130,4 +146,52 @@ pub fn metrics_handle() -> Result<PrometheusHandle> {
         )?
         .install_recorder()?;
     Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fake {
+        serving: bool,
+        active: bool,
+    }
+
+    impl NodeHealth for Fake {
+        fn serving(&self) -> Result<(), String> {
+            if self.serving {
+                Ok(())
+            } else {
+                Err("writer stopped".into())
+            }
+        }
+        fn active(&self) -> bool {
+            self.active
+        }
+        fn components(&self) -> Vec<(String, String)> {
+            vec![("writer".into(), "running".into())]
+        }
+    }
+
+    async fn get(check: HealthCheck, node: Fake, query: Option<&str>) -> (StatusCode, String) {
+        let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle();
+        let st = Arc::new(AppState { check, node: Arc::new(node), metrics });
+        let r = health(State(st), Query(HealthQuery { check: query.map(String::from) })).await.into_response();
+        let code = r.status();
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        (code, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn health_answers_by_check_type() {
+        let passive = || Fake { serving: true, active: false };
+        assert_eq!(get(HealthCheck::Ping, passive(), None).await, (StatusCode::OK, "SERVING\n  writer: running\n".into()));
+        let (code, body) = get(HealthCheck::IsActive, passive(), None).await;
+        assert_eq!((code, body.lines().next()), (StatusCode::SERVICE_UNAVAILABLE, Some("NOT_SERVING: passive replica")));
+        assert_eq!(get(HealthCheck::IsActive, passive(), Some("ping")).await.0, StatusCode::OK, "?check= overrides the configured check");
+        assert_eq!(get(HealthCheck::Ping, Fake { serving: true, active: true }, Some("is-active")).await.0, StatusCode::OK);
+        let (code, body) = get(HealthCheck::Ping, Fake { serving: false, active: true }, None).await;
+        assert_eq!((code, body.lines().next()), (StatusCode::SERVICE_UNAVAILABLE, Some("NOT_SERVING: writer stopped")));
+        assert_eq!(get(HealthCheck::Ping, passive(), Some("alive")).await.0, StatusCode::BAD_REQUEST);
+    }
 }

@@ -1,0 +1,1 @@
+//! Replica manager (being written).
