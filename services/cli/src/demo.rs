@@ -4,22 +4,21 @@
 //! was lost or duplicated and that every subscriber saw the same order.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use syncline_coordination::timestamps::now_micros;
 use syncline_proto::sequencer::sequencer_admin_service_client::SequencerAdminServiceClient;
 use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
-use syncline_proto::sequencer::{Envelope, RegisterMemberRequest, SendRequest, SubscribeRequest};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use syncline_proto::sequencer::{Envelope, RegisterMemberRequest, SendRequest};
 use tonic::transport::Channel;
 
 use crate::embedded::Database;
+use crate::procs::{follow, healthy, wait_healthy, Log, Node};
 
 /// Options of `syncline demo`.
 #[derive(clap::Args, Debug)]
@@ -38,106 +37,6 @@ pub struct DemoArgs {
 const NODES: usize = 3;
 const VICTIM: usize = 0;
 
-struct Node {
-    name: String,
-    public: SocketAddr,
-    admin: SocketAddr,
-    health: SocketAddr,
-    config: PathBuf,
-    child: Option<Child>,
-}
-
-impl Node {
-    fn url(&self) -> String {
-        format!("http://{}", self.public)
-    }
-
-    fn spawn(&mut self, dir: &Path, storage: &Path) -> Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{}.log", self.name)))?;
-        let child = Command::new(std::env::current_exe()?)
-            .arg("daemon")
-            .arg("--config")
-            .arg(format!("{},{}", storage.display(), self.config.display()))
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting a sequencer process")?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    fn kill9(&mut self) -> Option<u32> {
-        let mut c = self.child.take()?;
-        let pid = c.id();
-        let _ = c.kill();
-        let _ = c.wait();
-        Some(pid)
-    }
-
-    fn terminate(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.terminate();
-    }
-}
-
-fn free_addr() -> Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-async fn healthy(addr: SocketAddr) -> bool {
-    let probe = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.ok()?;
-        let mut buf = vec![0u8; 64];
-        let n = s.read(&mut buf).await.ok()?;
-        Some(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"))
-    };
-    tokio::time::timeout(Duration::from_millis(500), probe).await.ok().flatten().unwrap_or(false)
-}
-
-/// What one subscriber received: (timestamp, message id, arrival).
-type Log = Arc<Mutex<Vec<(i64, String, Instant)>>>;
-
-/// Follow `member` on one node, reconnecting from the last timestamp after failures.
-fn follow(url: String, member: &'static str, log: Log, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        while !stop.load(Ordering::Relaxed) {
-            let after = log.lock().unwrap().last().map(|(ts, _, _)| *ts);
-            let stream = async {
-                let mut c = SequencerServiceClient::connect(url.clone()).await.ok()?;
-                Some(c.subscribe(SubscribeRequest { member: member.into(), after }).await.ok()?.into_inner())
-            }
-            .await;
-            if let Some(mut s) = stream {
-                while let Ok(Some(r)) = s.message().await {
-                    let e = r.event.unwrap_or_default();
-                    let id = e.envelopes.first().map(|env| String::from_utf8_lossy(&env.content).into_owned()).unwrap_or_default();
-                    log.lock().unwrap().push((e.timestamp, id, Instant::now()));
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-}
-
 /// Run the demo.
 pub async fn run(args: DemoArgs) -> Result<()> {
     println!("Syncline demo: {NODES} active sequencer processes on one PostgreSQL database\n");
@@ -149,16 +48,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     std::fs::write(&storage, format!("[storage]\nurl = \"{}\"\n", db.url))?;
     let mut nodes = Vec::new();
     for i in 1..=NODES {
-        let name = format!("sequencer{i}");
-        let (public, admin, health) = (free_addr()?, free_addr()?, free_addr()?);
-        let config = dir.join(format!("{name}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "[sequencers.{name}]\npublic_api = {{ address = \"{public}\" }}\nadmin_api = {{ address = \"{admin}\" }}\nhealth = {{ address = \"{health}\", check = \"ping\" }}\n"
-            ),
-        )?;
-        nodes.push(Node { name, public, admin, health, config, child: None });
+        nodes.push(Node::configure(&dir, &format!("sequencer{i}"))?);
     }
     for n in &mut nodes {
         n.spawn(&dir, &storage)?;
@@ -177,17 +67,6 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     }
     drop(db);
     result
-}
-
-async fn wait_healthy(node: &Node, limit: Duration) -> Result<Duration> {
-    let start = Instant::now();
-    while !healthy(node.health).await {
-        if start.elapsed() > limit {
-            bail!("{} did not become healthy within {limit:?}", node.name);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(start.elapsed())
 }
 
 async fn workload(args: &DemoArgs, nodes: &mut [Node], dir: &Path, storage: &Path) -> Result<()> {

@@ -1,0 +1,155 @@
+//! Sequencer daemon processes started from this binary (demo and bench): spawn, kill -9,
+//! SIGTERM, health probes, and a reconnecting subscriber that records arrivals.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
+use syncline_proto::sequencer::SubscribeRequest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A `syncline daemon` process running one sequencer.
+pub struct Node {
+    /// Node name in the config.
+    pub name: String,
+    /// Public gRPC address.
+    pub public: SocketAddr,
+    /// Admin gRPC address.
+    pub admin: SocketAddr,
+    /// Health and metrics HTTP address.
+    pub health: SocketAddr,
+    /// The node's own config file.
+    pub config: PathBuf,
+    /// The running process, if any.
+    pub child: Option<Child>,
+}
+
+impl Node {
+    /// Write the node's config file into `dir` (free loopback ports); not started yet.
+    pub fn configure(dir: &Path, name: &str) -> Result<Node> {
+        let (public, admin, health) = (free_addr()?, free_addr()?, free_addr()?);
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[sequencers.{name}]\npublic_api = {{ address = \"{public}\" }}\nadmin_api = {{ address = \"{admin}\" }}\nhealth = {{ address = \"{health}\", check = \"ping\" }}\n"
+            ),
+        )?;
+        Ok(Node { name: name.to_string(), public, admin, health, config, child: None })
+    }
+
+    /// The public gRPC endpoint URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.public)
+    }
+
+    /// Start `syncline daemon` with the shared storage file and this node's config; logs go
+    /// to `dir/<name>.log`.
+    pub fn spawn(&mut self, dir: &Path, storage: &Path) -> Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{}.log", self.name)))?;
+        let child = Command::new(std::env::current_exe()?)
+            .arg("daemon")
+            .arg("--config")
+            .arg(format!("{},{}", storage.display(), self.config.display()))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting a sequencer process")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL the process; its pid.
+    pub fn kill9(&mut self) -> Option<u32> {
+        let mut c = self.child.take()?;
+        let pid = c.id();
+        let _ = c.kill();
+        let _ = c.wait();
+        Some(pid)
+    }
+
+    /// SIGTERM and wait up to 10 s (then SIGKILL).
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// A free loopback port.
+pub fn free_addr() -> Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// True when `addr` answers `GET /health` with 200 within 500 ms.
+pub async fn healthy(addr: SocketAddr) -> bool {
+    let probe = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.ok()?;
+        let mut buf = vec![0u8; 64];
+        let n = s.read(&mut buf).await.ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"))
+    };
+    tokio::time::timeout(Duration::from_millis(500), probe).await.ok().flatten().unwrap_or(false)
+}
+
+/// What one subscriber received: (timestamp, message id, arrival).
+pub type Log = Arc<Mutex<Vec<(i64, String, Instant)>>>;
+
+/// Follow `member` on one node, reconnecting from the last timestamp after failures.
+pub fn follow(url: String, member: &'static str, log: Log, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while !stop.load(Ordering::Relaxed) {
+            let after = log.lock().unwrap().last().map(|(ts, _, _)| *ts);
+            let stream = async {
+                let mut c = SequencerServiceClient::connect(url.clone()).await.ok()?;
+                Some(c.subscribe(SubscribeRequest { member: member.into(), after }).await.ok()?.into_inner())
+            }
+            .await;
+            if let Some(mut s) = stream {
+                while let Ok(Some(r)) = s.message().await {
+                    let e = r.event.unwrap_or_default();
+                    let id = e.envelopes.first().map(|env| String::from_utf8_lossy(&env.content).into_owned()).unwrap_or_default();
+                    log.lock().unwrap().push((e.timestamp, id, Instant::now()));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+
+/// Wait until `node` answers `/health` with 200; how long that took.
+pub async fn wait_healthy(node: &Node, limit: Duration) -> Result<Duration> {
+    let start = Instant::now();
+    while !healthy(node.health).await {
+        if start.elapsed() > limit {
+            bail!("{} did not become healthy within {limit:?}", node.name);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(start.elapsed())
+}
+
