@@ -1,0 +1,192 @@
+//! Real HAProxy with `ops/haproxy/sequencers.cfg` in front of three `syncline daemon`
+//! sequencers: clients that only know the HAProxy address keep sequencing while one node
+//! loses its database and another is killed with SIGKILL, and a node that recovers gets
+//! traffic again.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use syncline_proto::sequencer::sequencer_admin_service_client::SequencerAdminServiceClient;
+use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
+use syncline_proto::sequencer::{Envelope, RegisterMemberRequest, SendRequest, SubscribeRequest};
+use syncline_system_tests::*;
+use syncline_testkit::{fresh_database, FaultProxy};
+use tonic::transport::Channel;
+
+struct Haproxy(Child);
+
+impl Haproxy {
+    fn start(frontend: SocketAddr, nodes: &[SequencerAddrs], log: PathBuf) -> Haproxy {
+        let bin = ["/usr/sbin/haproxy", "/usr/local/sbin/haproxy"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .expect("haproxy is not installed: run ./dev test (it installs it) or apt-get install haproxy");
+        let cfg = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../ops/haproxy/sequencers.cfg");
+        let mut cmd = Command::new(bin);
+        cmd.arg("-db").arg("-f").arg(cfg).env("SEQ_FRONTEND", frontend.to_string());
+        for (i, n) in nodes.iter().enumerate() {
+            cmd.env(format!("SEQ{}", i + 1), n.public.to_string());
+            cmd.env(format!("SEQ{}_HEALTH", i + 1), n.health.port().to_string());
+        }
+        let out = std::fs::File::create(log).unwrap();
+        let child = cmd.stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out).spawn().expect("starting haproxy");
+        Haproxy(child)
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends accepted by one node so far, from its `/metrics`.
+async fn accepted(n: &SequencerAddrs) -> Option<u64> {
+    let text = http_get(n.health, "/metrics").await?;
+    Some(
+        text.lines()
+            .filter(|l| l.starts_with("syncline_sequencer_sends_total{") && l.contains("result=\"accepted\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64,
+    )
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64
+}
+
+/// Send `count` messages through HAProxy; every one must be accepted at the first attempt.
+async fn send_all(c: &mut SequencerServiceClient<Channel>, prefix: &str, count: usize, ids: &mut Vec<String>) {
+    for k in 0..count {
+        let id = format!("{prefix}-{k:03}");
+        let r = c
+            .send(SendRequest {
+                sender: "alice".into(),
+                message_id: id.clone(),
+                max_sequencing_time: now_micros() + 30_000_000,
+                envelopes: vec![Envelope { recipients: vec!["bob".into()], content: id.clone().into_bytes() }],
+            })
+            .await;
+        if let Err(s) = r {
+            panic!("send {id} through HAProxy failed: {s}");
+        }
+        ids.push(id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_routes_around_a_node_without_database_and_a_killed_node() {
+    let tdb = fresh_database().await;
+    let db_proxy = FaultProxy::start(tdb.server_addr()).await;
+    let dir = TempDir::new("syncline-haproxy");
+    let storage = write_file(dir.path(), "storage.toml", &format!("[storage]\nurl = \"{}\"\n", tdb.url));
+    let nodes: Vec<SequencerAddrs> = (1..=3).map(|i| SequencerAddrs::new(&format!("seq{i}"))).collect();
+    let mut daemons = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        // seq1 reaches the database through the fault proxy.
+        let extra = if i == 0 { format!("storage = {{ url = \"{}\" }}\n", tdb.url_via(db_proxy.addr())) } else { String::new() };
+        let cfg = write_file(dir.path(), &format!("{}.toml", n.name), &n.toml(&extra));
+        daemons.push(Some(Daemon::start(dir.path(), &n.name, &[storage.clone(), cfg])));
+    }
+    for n in &nodes {
+        wait_for(Duration::from_secs(60), &format!("{} healthy", n.name), || async { http_status(n.health, "/health").await == Some(200) }).await;
+    }
+    let frontend = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let _haproxy = Haproxy::start(frontend, &nodes, dir.path().join("haproxy.log"));
+    let url = format!("http://{frontend}");
+    let mut admin = SequencerAdminServiceClient::connect(nodes[1].admin_url()).await.unwrap();
+    for m in ["alice", "bob"] {
+        admin.register_member(RegisterMemberRequest { member: m.into() }).await.unwrap();
+    }
+    // HAProxy needs `rise 2` good checks per server before it routes to it.
+    wait_for(Duration::from_secs(15), "HAProxy accepting connections", || {
+        let url = url.clone();
+        async move { SequencerServiceClient::connect(url).await.is_ok() }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut client = SequencerServiceClient::connect(url.clone()).await.unwrap();
+    let c = &mut client;
+
+    // bob follows through HAProxy, resubscribing after the last event when a stream breaks.
+    let got: Arc<Mutex<Vec<(i64, String)>>> = Arc::default();
+    let follower = {
+        let (got, url) = (got.clone(), url.clone());
+        tokio::spawn(async move {
+            loop {
+                let after = got.lock().unwrap().last().map(|(ts, _)| *ts);
+                if let Ok(mut s) = SequencerServiceClient::connect(url.clone()).await {
+                    if let Ok(r) = s.subscribe(SubscribeRequest { member: "bob".into(), after }).await {
+                        let mut stream = r.into_inner();
+                        while let Ok(Some(m)) = stream.message().await {
+                            let e = m.event.unwrap_or_default();
+                            let id = String::from_utf8_lossy(&e.envelopes[0].content).into_owned();
+                            got.lock().unwrap().push((e.timestamp, id));
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    let mut ids = Vec::new();
+    let before: Vec<u64> = counts(&nodes).await;
+    send_all(c, "healthy", 30, &mut ids).await;
+    let after: Vec<u64> = counts(&nodes).await;
+    for i in 0..3 {
+        assert!(after[i] > before[i], "HAProxy sent nothing to {}", nodes[i].name);
+    }
+
+    // seq1 loses its database: /health turns 503 and HAProxy stops routing to it.
+    db_proxy.down();
+    wait_for(Duration::from_secs(10), "seq1 unhealthy", || async { http_status(nodes[0].health, "/health").await == Some(503) }).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seq1_before = accepted(&nodes[0]).await.unwrap();
+    send_all(c, "db-cut", 30, &mut ids).await;
+    assert_eq!(accepted(&nodes[0]).await.unwrap(), seq1_before, "HAProxy routed sends to a node without database");
+
+    // seq3 is killed: HAProxy's checks take it out, clients that only know HAProxy go on.
+    daemons[2].as_mut().unwrap().kill9();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    send_all(c, "killed", 30, &mut ids).await;
+
+    // seq1's database returns: it serves again and HAProxy routes to it again.
+    db_proxy.restore();
+    wait_for(Duration::from_secs(20), "seq1 healthy again", || async { http_status(nodes[0].health, "/health").await == Some(200) }).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seq1_before = accepted(&nodes[0]).await.unwrap();
+    send_all(c, "recovered", 30, &mut ids).await;
+    assert!(accepted(&nodes[0]).await.unwrap() > seq1_before, "HAProxy did not route to the recovered node");
+
+    // bob, through HAProxy, got every message once, in timestamp order.
+    let total = ids.len();
+    wait_for(Duration::from_secs(30), "bob received everything", || {
+        let n = got.lock().unwrap().len();
+        async move { n >= total }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    follower.abort();
+    let got = got.lock().unwrap().clone();
+    let ts: Vec<i64> = got.iter().map(|(t, _)| *t).collect();
+    assert!(ts.windows(2).all(|w| w[0] < w[1]), "events out of order or repeated");
+    let mut received: Vec<String> = got.into_iter().map(|(_, id)| id).collect();
+    received.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(received, expected, "messages lost or duplicated through HAProxy");
+}
+
+async fn counts(nodes: &[SequencerAddrs]) -> Vec<u64> {
+    let mut v = Vec::new();
+    for n in nodes {
+        v.push(accepted(n).await.unwrap_or(0));
+    }
+    v
+}
