@@ -187,3 +187,16 @@ pub(crate) fn sequencer_index_held_sql() -> String {
         role = (LockRole::SequencerIndex as u32) << 16,
     )
 }
+
+/// SQL condition on `pg_locks` alias `l`: a granted sequencer index lock held by another
+/// session in this database.
+pub(crate) fn other_sequencer_index_locks_sql() -> String {
+    format!(
+        "l.locktype = 'advisory' and l.objsubid = 1 and l.granted and l.pid <> pg_backend_pid() \
+         and l.classid = {prefix}::oid and l.objid between {lo}::oid and {hi}::oid \
+         and l.database = (select oid from pg_database where datname = current_database())",
+        prefix = LOCK_PREFIX,
+        lo = (LockRole::SequencerIndex as u32) << 16,
+        hi = ((LockRole::SequencerIndex as u32) << 16) + 31,
+    )
+}

@@ -3,7 +3,9 @@
 //! writer writes through that same session, so a process that lost the lock cannot write.
 
 use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel::sql_types::{BigInt, Integer};
+use diesel::QueryableByName;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use rand::seq::SliceRandom;
 use syncline_schema::tables::sequencer_watermarks as w;
 
@@ -44,11 +46,54 @@ pub async fn acquire(cfg: &DbConfig, total: u32) -> Result<IndexLease> {
     candidates.shuffle(&mut rand::rng());
     for index in candidates {
         if locks::try_lock(&mut conn, LockId::sequencer_index(index)).await? {
+            // Checked under the index lock, so a concurrent node with another N sees ours.
+            check_partitioning(&mut conn, total).await?;
             tracing::info!(index, total, "acquired sequencer node index");
             return Ok(IndexLease { index, total, conn });
         }
     }
     Err(CoordError::AllIndexesInUse { total })
+}
+
+#[derive(QueryableByName)]
+struct Partitioning {
+    #[diesel(sql_type = Integer)]
+    total_node_count: i32,
+    #[diesel(sql_type = BigInt)]
+    others: i64,
+}
+
+/// Record `total` as the database's total node count, or confirm it matches the recorded
+/// one. A different count is refused while any other sequencer holds an index (their
+/// timestamps would collide with ours); with none running it is changed.
+async fn check_partitioning(conn: &mut AsyncPgConnection, total: u32) -> Result<()> {
+    let q = format!(
+        "with ins as (insert into sequencer_partitioning (total_node_count) values ($1) on conflict do nothing returning total_node_count) \
+         select coalesce((select total_node_count from ins), (select total_node_count from sequencer_partitioning for update)) as total_node_count, \
+           (select count(*) from pg_locks l where {others}) as others",
+        others = locks::other_sequencer_index_locks_sql()
+    );
+    conn.transaction::<_, CoordError, _>(async |c| {
+        let p: Partitioning = diesel::sql_query(q).bind::<Integer, _>(total as i32).get_result(c).await.during("checking total_node_count")?;
+        if p.total_node_count as u32 == total {
+            return Ok(());
+        }
+        if p.others > 0 {
+            return Err(CoordError::InvalidConfig(format!(
+                "total_node_count {total} differs from {} used by the {} sequencer(s) running on this database; \
+                 use the same value on every sequencer (to change it, stop them all first)",
+                p.total_node_count, p.others
+            )));
+        }
+        diesel::sql_query("update sequencer_partitioning set total_node_count = $1")
+            .bind::<Integer, _>(total as i32)
+            .execute(c)
+            .await
+            .during("changing total_node_count")?;
+        tracing::warn!(from = p.total_node_count, to = total, "changed the sequencers' total_node_count (no other sequencer runs)");
+        Ok(())
+    })
+    .await
 }
 
 impl IndexLease {

@@ -426,6 +426,27 @@ async fn an_online_index_whose_holder_died_is_reclaimed() {
 }
 
 #[tokio::test]
+async fn every_sequencer_of_a_database_uses_the_same_total_node_count() {
+    let (cfg, _c) = setup().await;
+    let first = node_index::acquire(&cfg, 5).await.unwrap();
+    let err = node_index::acquire(&cfg, 10).await.unwrap_err();
+    assert!(matches!(err, CoordError::InvalidConfig(_)) && !err.is_retryable(), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("total_node_count 10 differs from 5"), "{msg}");
+    // The refused node did not keep an index.
+    let mut second = node_index::acquire(&cfg, 5).await.unwrap();
+    assert_ne!(second.index(), first.index());
+    second.check().await.unwrap();
+    // With every sequencer stopped, N may change.
+    first.release().await.unwrap();
+    second.release().await.unwrap();
+    let changed = node_index::acquire(&cfg, 10).await.expect("N changes while no sequencer runs");
+    let err = node_index::acquire(&cfg, 5).await.unwrap_err();
+    assert!(err.to_string().contains("total_node_count 5 differs from 10"), "{err}");
+    drop(changed);
+}
+
+#[tokio::test]
 async fn bad_partitions_are_rejected_before_touching_the_database() {
     let cfg = DbConfig::new("postgres://nobody@127.0.0.1:1/none");
     let err = node_index::acquire(&cfg, 32).await.unwrap_err();

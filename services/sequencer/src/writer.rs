@@ -166,7 +166,9 @@ impl Writer {
                 Ok(joined) => return Some(joined),
                 Err(e) => {
                     self.shared.set_down(format!("joining: {e}"));
-                    if backoff >= Duration::from_millis(500) {
+                    if !e.is_retryable() {
+                        tracing::error!(%e, "cannot go online until this is fixed; retrying");
+                    } else if backoff >= Duration::from_millis(500) {
                         tracing::warn!(%e, "cannot go online yet; retrying");
                     }
                 }
