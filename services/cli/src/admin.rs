@@ -67,7 +67,7 @@ async fn channel(addr: &str) -> Result<Channel> {
 /// Run one admin command.
 pub async fn run(args: AdminArgs) -> Result<()> {
     let remote = config::load_remote(&args.config)?;
-    anyhow::ensure!(!remote.sequencers.is_empty(), "the remote configuration lists no node");
+    anyhow::ensure!(remote.nodes().next().is_some(), "the remote configuration lists no node");
     match args.command {
         AdminCommand::Status => status(&remote).await,
         AdminCommand::SequencerStatus { node } => sequencer_status(&remote, node).await,
@@ -106,7 +106,7 @@ pub async fn run(args: AdminArgs) -> Result<()> {
             Ok(())
         }
         AdminCommand::SetPassive { node } => {
-            let addr = remote.sequencers.get(&node).map(|n| n.admin_api.clone()).ok_or_else(|| anyhow!("node {node} is not in the remote configuration"))?;
+            let addr = remote.node(&node).map(|n| n.admin_api.clone()).ok_or_else(|| anyhow!("node {node} is not in the remote configuration"))?;
             let mut c = NodeAdminServiceClient::new(channel(&addr).await?);
             c.set_passive(SetPassiveRequest {}).await.map_err(|s| anyhow!("{node}: {}", s.message()))?;
             println!("{node} handed over and is now passive");
@@ -135,7 +135,7 @@ async fn first_sequencer(remote: &RemoteConfig, name: Option<String>) -> Result<
 async fn status(remote: &RemoteConfig) -> Result<()> {
     println!("{:<16} {:<11} {:<8} {:<8} {:<10} {:<8} DETAIL", "NODE", "KIND", "VERSION", "ACTIVE", "HEALTH", "UPTIME");
     let mut unhealthy = 0;
-    for (name, node) in &remote.sequencers {
+    for (_, name, node) in remote.nodes() {
         let r = async {
             let mut c = NodeAdminServiceClient::new(channel(&node.admin_api).await?);
             anyhow::Ok(c.status(StatusRequest {}).await?.into_inner())
