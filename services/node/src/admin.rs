@@ -7,6 +7,9 @@ use syncline_proto::admin::node_admin_service_server::{NodeAdminService, NodeAdm
 use syncline_proto::admin::{ComponentHealth, HealthState, SetPassiveRequest, SetPassiveResponse, StatusRequest, StatusResponse};
 use tonic::{Request, Response, Status};
 
+use syncline_coordination::leadership::Leadership;
+use syncline_coordination::CoordError;
+
 use crate::config::NodeKind;
 use crate::http::NodeHealth;
 
@@ -16,12 +19,19 @@ pub struct NodeAdmin {
     kind: NodeKind,
     started: Instant,
     node: Arc<dyn NodeHealth>,
+    leadership: Option<Arc<Leadership>>,
 }
 
 impl NodeAdmin {
     /// The service of node `name` of `kind`, reporting what `node` says; uptime counts from now.
     pub fn new(name: impl Into<String>, kind: NodeKind, node: Arc<dyn NodeHealth>) -> Self {
-        NodeAdmin { name: name.into(), kind, started: Instant::now(), node }
+        NodeAdmin { name: name.into(), kind, started: Instant::now(), node, leadership: None }
+    }
+
+    /// A replicated node: `set_passive` hands its group's leadership over through `leadership`.
+    pub fn with_leadership(mut self, leadership: Arc<Leadership>) -> Self {
+        self.leadership = Some(leadership);
+        self
     }
 
     /// As a tonic service, to add to the admin API's router.
@@ -61,12 +71,19 @@ impl NodeAdminService for NodeAdmin {
     }
 
     async fn set_passive(&self, _: Request<SetPassiveRequest>) -> Result<Response<SetPassiveResponse>, Status> {
-        match self.kind {
-            NodeKind::Sequencer => Err(Status::failed_precondition(format!(
+        match (self.kind, &self.leadership) {
+            (NodeKind::Sequencer, _) => Err(Status::failed_precondition(format!(
                 "{} is a sequencer: all sequencers are active; set-passive applies to replicated nodes (mediators, participants)",
                 self.name
             ))),
-            kind => Err(Status::unimplemented(format!("{}: set-passive of a {kind} is not implemented yet in this version", self.name))),
+            (_, Some(l)) => match l.set_passive().await {
+                Ok(()) => Ok(Response::new(SetPassiveResponse {})),
+                Err(e @ (CoordError::NoStandby { .. } | CoordError::NotActive { .. })) => {
+                    Err(Status::failed_precondition(format!("{}: {e}", self.name)))
+                }
+                Err(e) => Err(Status::unavailable(format!("{}: {e}", self.name))),
+            },
+            (kind, None) => Err(Status::unimplemented(format!("{}: set-passive of a {kind} is not implemented yet in this version", self.name))),
         }
     }
 }

@@ -171,3 +171,47 @@ async fn services_that_fail_while_leading_are_restarted() {
     m.shutdown().await;
     l.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_passive_through_the_node_admin_api_hands_over_only_to_a_standby() {
+    use syncline_node::admin::NodeAdmin;
+    use syncline_node::NodeKind;
+    use syncline_proto::admin::node_admin_service_server::NodeAdminService;
+    use syncline_proto::admin::SetPassiveRequest;
+
+    struct Up;
+    impl syncline_node::NodeHealth for Up {
+        fn serving(&self) -> Result<(), String> {
+            Ok(())
+        }
+        fn active(&self) -> bool {
+            true
+        }
+        fn components(&self) -> Vec<(String, String)> {
+            vec![]
+        }
+    }
+    let tdb = fresh_database().await;
+    db::migrate(&DbConfig::new(&tdb.url)).await.unwrap();
+    let start = |name: &str| Arc::new(Leadership::start(syncline_coordination::Db::new(DbConfig::new(&tdb.url)).unwrap(), LeadershipConfig::new("participant1", name)).unwrap());
+    let a = start("a");
+    let mut w = a.watch();
+    tokio::time::timeout(Duration::from_secs(10), w.wait_for(|r| r.is_active())).await.unwrap().unwrap();
+    let admin = NodeAdmin::new("a", NodeKind::Participant, Arc::new(Up)).with_leadership(a.clone());
+    let e = admin.set_passive(tonic::Request::new(SetPassiveRequest {})).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(e.message().contains("no passive replica") && e.message().contains("staying active"), "{}", e.message());
+    assert!(a.role().is_active());
+
+    let b = start("b");
+    let mut c = db::connect(&DbConfig::new(&tdb.url), SessionKind::Pooled).await.unwrap();
+    let begun = Instant::now();
+    while syncline_coordination::locks::waiters(&mut c, syncline_coordination::locks::LockId::leadership("participant1")).await.unwrap() == 0 {
+        assert!(begun.elapsed() < Duration::from_secs(10), "b never waits");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    admin.set_passive(tonic::Request::new(SetPassiveRequest {})).await.expect("hand-over to b");
+    let mut w = b.watch();
+    tokio::time::timeout(Duration::from_secs(5), w.wait_for(|r| r.is_active())).await.unwrap().unwrap();
+    assert!(!a.role().is_active());
+}
