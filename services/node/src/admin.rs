@@ -92,26 +92,7 @@ impl NodeAdminService for NodeAdmin {
 mod tests {
     use super::*;
 
-    struct Fake {
-        serving: bool,
-        active: bool,
-    }
-
-    impl NodeHealth for Fake {
-        fn serving(&self) -> Result<(), String> {
-            if self.serving {
-                Ok(())
-            } else {
-                Err("database unreachable".into())
-            }
-        }
-        fn active(&self) -> bool {
-            self.active
-        }
-        fn components(&self) -> Vec<(String, String)> {
-            vec![("db".into(), "pool 3/8".into())]
-        }
-    }
+    use crate::test_support::Fake;
 
     #[tokio::test]
     async fn status_reports_health_role_and_components() {
@@ -119,8 +100,8 @@ mod tests {
         let st = admin.status(Request::new(StatusRequest {})).await.unwrap().into_inner();
         assert_eq!((st.name.as_str(), st.kind.as_str(), st.active), ("p1", "participant", false));
         let h = st.health.unwrap();
-        assert_eq!((h.state, h.detail.as_str()), (HealthState::Failed as i32, "database unreachable"));
-        assert_eq!((h.components[0].name.as_str(), h.components[0].detail.as_str()), ("db", "pool 3/8"));
+        assert_eq!((h.state, h.detail.as_str()), (HealthState::Failed as i32, "writer stopped"));
+        assert_eq!((h.components[0].name.as_str(), h.components[0].detail.as_str()), ("writer", "running"));
         let ok = NodeAdmin::new("s1", NodeKind::Sequencer, Arc::new(Fake { serving: true, active: true })).status_now();
         assert_eq!((ok.active, ok.health.unwrap().detail.as_str()), (true, "serving"));
     }

@@ -152,26 +152,7 @@ pub fn metrics_handle() -> Result<PrometheusHandle, HttpError> {
 mod tests {
     use super::*;
 
-    struct Fake {
-        serving: bool,
-        active: bool,
-    }
-
-    impl NodeHealth for Fake {
-        fn serving(&self) -> Result<(), String> {
-            if self.serving {
-                Ok(())
-            } else {
-                Err("writer stopped".into())
-            }
-        }
-        fn active(&self) -> bool {
-            self.active
-        }
-        fn components(&self) -> Vec<(String, String)> {
-            vec![("writer".into(), "running".into())]
-        }
-    }
+    use crate::test_support::Fake;
 
     async fn get(check: HealthCheck, node: Fake, query: Option<&str>) -> (StatusCode, String) {
         let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle();
