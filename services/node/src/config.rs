@@ -653,10 +653,26 @@ mod tests {
         p
     }
 
-    fn tmp() -> PathBuf {
+    /// A scratch directory, removed when dropped.
+    struct Tmp(PathBuf);
+
+    impl std::ops::Deref for Tmp {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Tmp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn tmp() -> Tmp {
         let d = std::env::temp_dir().join(format!("syncline-cfg-{}", rand::random::<u32>()));
         std::fs::create_dir_all(&d).unwrap();
-        d
+        Tmp(d)
     }
 
     const NODE: &str = r#"
@@ -861,6 +877,5 @@ metrics = { address = "127.0.0.1:4024" }
         let bad = write(&d, "bad.toml", "[mediators.m1]\nadmin = \"h2:2\"\n");
         let e = load_remote(&[bad]).unwrap_err().to_string();
         assert!(e.contains("admin"), "{e}");
-        let _ = std::fs::remove_dir_all(d);
     }
 }
