@@ -246,6 +246,31 @@ impl TestDb {
     }
 }
 
+/// On a server given by `DATABASE_URL` the test's database is dropped afterwards (a cluster
+/// of our own is removed whole when the test binary exits).
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let server = server();
+        if server.owned {
+            return;
+        }
+        let (admin_url, name) = (server.url("postgres"), self.name.clone());
+        // Drop may run inside a runtime; do the async work on a thread of its own.
+        let dropper = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async {
+                let (client, conn) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls).await.ok()?;
+                let driver = tokio::spawn(conn);
+                let r = client.batch_execute(&format!("drop database if exists \"{name}\" with (force)")).await;
+                drop(client);
+                let _ = driver.await;
+                r.ok()
+            })
+        });
+        let _ = dropper.join();
+    }
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Create a fresh, empty database for the calling test.
