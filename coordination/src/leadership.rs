@@ -254,7 +254,12 @@ impl Runner {
             let Some(mut conn) = self.acquire(lock).await else {
                 break;
             };
-            match self.take_over(&mut conn).await {
+            // A session that hangs here holds the lock without leading: give up on it.
+            let lease = self.cfg.lease_timeout;
+            let took = tokio::time::timeout(lease, self.take_over(&mut conn))
+                .await
+                .unwrap_or_else(|_| Err(CoordError::Timeout { during: "recording a leadership takeover".into(), after: lease }));
+            match took {
                 Ok(fence) => {
                     backoff = self.cfg.check_interval;
                     tracing::info!(epoch = fence.epoch, "active");

@@ -4,6 +4,8 @@
 //! leaving recipient rows behind (as Canton does) can make readers skip real events.
 
 use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool};
+use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use syncline_schema::tables::{
     sequencer_event_recipients as r, sequencer_events as e, sequencer_message_ids as m, sequencer_payloads as p,
@@ -11,6 +13,7 @@ use syncline_schema::tables::{
 };
 
 use crate::error::{DieselContext, Result};
+use crate::locks::LockId;
 
 /// What a truncation removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -31,34 +34,92 @@ pub struct Truncation {
 /// Mark index `index` offline and delete its rows past its watermark, in one transaction.
 /// The caller must hold the index lock, so that no writer of this index is running.
 pub async fn truncate(conn: &mut AsyncPgConnection, index: u32) -> Result<Truncation> {
-    let idx = index as i16;
     let t = conn
-        .transaction(async |c| {
-            let watermark: Option<i64> = diesel::update(w::table.filter(w::node_index.eq(index as i32)))
-                .set(w::online.eq(false))
-                .returning(w::watermark_ts)
-                .get_result(c)
-                .await
-                .optional()?;
-            let above = watermark.unwrap_or(i64::MIN);
-            let events = diesel::delete(e::table.filter(e::node_index.eq(idx).and(e::ts.gt(above))))
-                .execute(c)
-                .await?;
-            let recipients = diesel::delete(r::table.filter(r::node_index.eq(idx).and(r::ts.gt(above))))
-                .execute(c)
-                .await?;
-            let payloads = diesel::delete(p::table.filter(p::node_index.eq(idx).and(p::ts.gt(above))))
-                .execute(c)
-                .await?;
-            let message_ids = diesel::delete(m::table.filter(m::node_index.eq(idx).and(m::ts.gt(above))))
-                .execute(c)
-                .await?;
-            Ok::<_, diesel::result::Error>(Truncation { watermark, events, recipients, payloads, message_ids })
-        })
+        .transaction(async |c| truncate_rows(c, index).await)
         .await
         .during("truncating past the watermark")?;
-    if t.events + t.recipients + t.payloads + t.message_ids > 0 {
+    report(index, &t);
+    Ok(t)
+}
+
+/// Remove the tails of dead nodes: every offline index whose lock nobody holds has its rows
+/// past its watermark deleted, exactly as it would do itself when it came back. Without this
+/// a dead node's uncovered message-id claims would make a retry of those sends on another
+/// node look like a duplicate of an event no reader will ever see. Each index is swept
+/// under a transaction-level hold of its lock, so a node taking it meanwhile is never raced.
+pub async fn sweep_dead(conn: &mut AsyncPgConnection) -> Result<Vec<(u32, Truncation)>> {
+    let offline: Vec<i32> = w::table
+        .filter(w::online.eq(false))
+        .select(w::node_index)
+        .load(conn)
+        .await
+        .during("listing offline sequencer nodes")?;
+    let mut swept = Vec::new();
+    for index in offline.into_iter().map(|i| i as u32) {
+        let key = LockId::sequencer_index(index).key();
+        let t = conn
+            .transaction(async |c| {
+                let held: Vec<Flag> = diesel::sql_query("select pg_try_advisory_xact_lock($1) as flag")
+                    .bind::<BigInt, _>(key)
+                    .load(c)
+                    .await?;
+                if !held.iter().any(|f| f.flag) {
+                    return Ok(None); // alive (or being taken over): not ours to touch
+                }
+                let still_offline: Option<bool> = w::table
+                    .filter(w::node_index.eq(index as i32))
+                    .select(w::online)
+                    .first(c)
+                    .await
+                    .optional()?;
+                if still_offline != Some(false) {
+                    return Ok(None);
+                }
+                truncate_rows(c, index).await.map(Some)
+            })
+            .await
+            .during("sweeping a dead node's rows past its watermark")?;
+        if let Some(t) = t {
+            report(index, &t);
+            if t.removed_anything() {
+                swept.push((index, t));
+            }
+        }
+    }
+    Ok(swept)
+}
+
+#[derive(QueryableByName)]
+struct Flag {
+    #[diesel(sql_type = Bool)]
+    flag: bool,
+}
+
+async fn truncate_rows(c: &mut AsyncPgConnection, index: u32) -> Result<Truncation, diesel::result::Error> {
+    let idx = index as i16;
+    let watermark: Option<i64> = diesel::update(w::table.filter(w::node_index.eq(index as i32)))
+        .set(w::online.eq(false))
+        .returning(w::watermark_ts)
+        .get_result(c)
+        .await
+        .optional()?;
+    let above = watermark.unwrap_or(i64::MIN);
+    let events = diesel::delete(e::table.filter(e::node_index.eq(idx).and(e::ts.gt(above)))).execute(c).await?;
+    let recipients = diesel::delete(r::table.filter(r::node_index.eq(idx).and(r::ts.gt(above)))).execute(c).await?;
+    let payloads = diesel::delete(p::table.filter(p::node_index.eq(idx).and(p::ts.gt(above)))).execute(c).await?;
+    let message_ids = diesel::delete(m::table.filter(m::node_index.eq(idx).and(m::ts.gt(above)))).execute(c).await?;
+    Ok(Truncation { watermark, events, recipients, payloads, message_ids })
+}
+
+impl Truncation {
+    /// True when any row was removed.
+    pub fn removed_anything(&self) -> bool {
+        self.events + self.recipients + self.payloads + self.message_ids > 0
+    }
+}
+
+fn report(index: u32, t: &Truncation) {
+    if t.removed_anything() {
         tracing::info!(index, ?t, "removed rows written past the watermark");
     }
-    Ok(t)
 }

@@ -310,6 +310,38 @@ async fn truncation_removes_events_recipients_payloads_and_claims_past_the_water
 }
 
 #[tokio::test]
+async fn a_dead_nodes_uncovered_claims_do_not_block_a_retry_on_another_node() {
+    // Node 0 commits an event with a claim, then dies before its watermark covers it. The
+    // sender never sees the event and retries on node 1: it must be sequenced there.
+    let (cfg, mut c) = setup().await;
+    let mut live = hold(&cfg, &[1]).await;
+    online(&mut c, &[(0, 4), (1, 4)]).await;
+    let dead = hold(&cfg, &[0]).await;
+    let claimed = |mut e: NewEvent| {
+        e.claim = Some(MessageIdClaim { sender: ALICE, message_id: "retry-me".into(), max_sequencing_ts: 1 << 40 });
+        e
+    };
+    events::append(&mut c, 0, &[claimed(deliver(10, ALICE, &[BOB]))]).await.unwrap();
+    // Alive but stalled: its lock is held, so the sweep leaves it alone.
+    offline::mark_offline(&mut c, 1 << 40, Duration::from_secs(8)).await.unwrap();
+    online(&mut c, &[(1, 4)]).await;
+    assert!(recovery::sweep_dead(&mut c).await.unwrap().is_empty(), "a live node's rows were swept");
+    assert_eq!(count(&mut c, "select count(*) as n from sequencer_events where node_index = 0").await, 1);
+    drop(dead); // now it is dead
+    offline::mark_lock_lost(&mut c).await.unwrap();
+    let swept = recovery::sweep_dead(&mut c).await.unwrap();
+    assert_eq!(swept.len(), 1, "{swept:?}");
+    assert_eq!((swept[0].0, swept[0].1.events, swept[0].1.message_ids), (0, 1, 1));
+    let again = events::append(&mut c, 1, &[claimed(deliver(11, ALICE, &[BOB]))]).await.unwrap();
+    assert_eq!(again.written, vec![11], "the retry was taken for a duplicate of an invisible event");
+    watermarks::save(&mut c, 1, 20).await.unwrap();
+    assert_eq!(ts_of(&mut c, BOB, 0, 10).await, vec![11]);
+    // Sweeping again finds nothing; the index stays free for the next node.
+    assert!(recovery::sweep_dead(&mut c).await.unwrap().is_empty());
+    assert!(locks::try_lock(&mut live[0], LockId::sequencer_index(0)).await.unwrap());
+}
+
+#[tokio::test]
 async fn truncating_an_index_that_never_had_a_watermark_removes_all_its_rows() {
     let (_cfg, mut c) = setup().await;
     online(&mut c, &[(1, 10)]).await;

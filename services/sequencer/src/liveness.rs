@@ -1,5 +1,6 @@
 //! The periodic check every sequencer runs: knock offline the nodes whose index lock is no
-//! longer held (crashed) or whose watermark is too old (stalled), expire message-id claims
+//! longer held (crashed) or whose watermark is too old (stalled), sweep dead nodes' rows past
+//! their watermarks, expire message-id claims
 //! whose max-sequencing-time is long past, and publish the safe-watermark lag.
 
 use std::time::Duration;
@@ -9,7 +10,7 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use syncline_coordination::error::DieselContext;
 use syncline_coordination::timestamps::now_micros;
-use syncline_coordination::{offline, watermarks, Db};
+use syncline_coordination::{offline, recovery, watermarks, Db};
 use syncline_schema::tables::sequencer_message_ids as m;
 use tokio_util::sync::CancellationToken;
 
@@ -30,10 +31,18 @@ pub(crate) async fn run(db: Db, settings: SequencerSettings, cancel: Cancellatio
         }
         n += 1;
         let offline_duration = settings.offline_duration;
+        // Every ~30 s also sweep nodes that died while nobody was checking.
+        let every = (Duration::from_secs(30).as_millis() / settings.online_check_interval.as_millis().max(1)).max(1);
+        let sweep_due = n.is_multiple_of(every as u64);
         let r = db
             .run("checking sequencer liveness", |c| {
                 async move {
-                    offline::mark_offline(c, now_micros(), offline_duration).await?;
+                    let knocked = offline::mark_offline(c, now_micros(), offline_duration).await?;
+                    // A dead node's uncovered claims must not turn retries elsewhere into
+                    // "duplicates" of events nobody will ever read.
+                    if !knocked.is_empty() || sweep_due {
+                        recovery::sweep_dead(c).await?;
+                    }
                     watermarks::safe(c).await
                 }
                 .scope_boxed()
@@ -49,8 +58,7 @@ pub(crate) async fn run(db: Db, settings: SequencerSettings, cancel: Cancellatio
             Err(e) => tracing::debug!(%e, "liveness check failed"),
         }
         // Every ~30 s: drop claims nobody can retry any more.
-        let every = (Duration::from_secs(30).as_millis() / settings.online_check_interval.as_millis().max(1)).max(1);
-        if n.is_multiple_of(every as u64) {
+        if sweep_due {
             let cutoff = now_micros() - CLAIM_GRACE_MICROS;
             let r = db
                 .run("expiring message-id claims", |c| {

@@ -189,6 +189,11 @@ impl Writer {
         }
         let mut lease = timeout(t, node_index::acquire(&self.db, self.settings.total_node_count)).await?;
         let index = lease.index();
+        // If this node's previous session died mid-write on another index, the sends it
+        // carries may hold claims there; free them before sequencing the carry here.
+        if let Err(e) = timeout(t, recovery::sweep_dead(lease.conn())).await {
+            tracing::warn!(%e, "could not sweep dead nodes' rows; continuing");
+        }
         let mut gen = TimestampGenerator::new(index, self.settings.total_node_count)?;
         self.rejoin(&mut lease, &mut gen).await?;
         Ok((lease, gen))
