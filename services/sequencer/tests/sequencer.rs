@@ -370,3 +370,53 @@ async fn subscribers_are_woken_by_notifications_not_by_polling() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_holds_up_nobody_and_loses_nothing() {
+    let tdb = fresh_database().await;
+    let a = Node::start(&tdb.url, "a", |_| {}).await;
+    a.wait_serving().await;
+    let fast: Vec<String> = (0..10).map(|i| format!("fast{i}")).collect();
+    let mut members: Vec<&str> = fast.iter().map(String::as_str).collect();
+    members.extend(["alice", "slow"]);
+    register(&a, &members).await;
+    // The slow member subscribes and then does not read: its server-side buffer, the HTTP/2
+    // window and the socket fill up long before the sends end (600 × 4 KiB).
+    let mut slow = a.client().await.subscribe(SubscribeRequest { member: "slow".into(), after: None }).await.unwrap().into_inner();
+    const N: usize = 600;
+    let body = "x".repeat(4096);
+    let readers: Vec<_> = fast
+        .iter()
+        .map(|m| {
+            let (m, addr) = (m.clone(), a.addr);
+            tokio::spawn(async move {
+                let mut c = SequencerServiceClient::connect(format!("http://{addr}")).await.unwrap();
+                let mut s = c.subscribe(SubscribeRequest { member: m.clone(), after: None }).await.unwrap().into_inner();
+                let mut n = 0;
+                while n < N {
+                    match tokio::time::timeout(Duration::from_secs(60), s.message()).await {
+                        Ok(Ok(Some(_))) => n += 1,
+                        other => panic!("{m}: stalled after {n} of {N} events: {other:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut to: Vec<&str> = fast.iter().map(String::as_str).collect();
+    to.push("slow");
+    let mut c = a.client().await;
+    for i in 0..N {
+        c.send(send("alice", &format!("m{i}"), &to, &body)).await.unwrap();
+    }
+    for r in readers {
+        r.await.expect("every fast subscriber got every event while the slow one did not read");
+    }
+    // The slow one, reading at last, gets everything in order.
+    let mut prev = None;
+    for n in 0..N {
+        let ev = tokio::time::timeout(Duration::from_secs(30), slow.message()).await.unwrap().unwrap().unwrap().event.unwrap();
+        assert_eq!(ev.previous_timestamp, prev, "slow: gap before event {n}");
+        prev = Some(ev.timestamp);
+    }
+    a.shutdown().await;
+}
