@@ -19,7 +19,19 @@ use crate::{offline, timestamps};
 pub struct IndexLease {
     index: u32,
     total: u32,
+    backend_pid: i32,
     conn: AsyncPgConnection,
+}
+
+/// Where a lease lived: its index and the backend of its session. A process that lost its
+/// session (a timeout, a broken connection) passes it to [`acquire_after`], which ends that
+/// session if the server still keeps it and takes the same index back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PreviousLease {
+    /// The index held.
+    pub index: u32,
+    /// The backend pid of the session that held it.
+    pub backend_pid: i32,
 }
 
 impl std::fmt::Debug for IndexLease {
@@ -32,8 +44,19 @@ impl std::fmt::Debug for IndexLease {
 /// picked at random among those to spread concurrent starts. Fails with the retryable
 /// `AllIndexesInUse` when there is none.
 pub async fn acquire(cfg: &DbConfig, total: u32) -> Result<IndexLease> {
+    acquire_after(cfg, total, None).await
+}
+
+/// Like [`acquire`], for a process that held `previous` and lost track of its session: a
+/// session the server still keeps (it has not noticed the client is gone) is terminated, so
+/// its lock cannot keep the index — and the rows it left past the watermark — out of reach;
+/// then that index is tried first, and truncated by the caller's recovery as usual.
+pub async fn acquire_after(cfg: &DbConfig, total: u32, previous: Option<PreviousLease>) -> Result<IndexLease> {
     timestamps::validate(0, total)?;
     let mut conn = db::connect(cfg, SessionKind::Lock).await?;
+    if let Some(p) = previous {
+        end_lost_session(&mut conn, p).await?;
+    }
     // Nodes whose session died still look online; free their indexes first.
     offline::mark_lock_lost(&mut conn).await?;
     let online: Vec<i32> = w::table
@@ -44,15 +67,43 @@ pub async fn acquire(cfg: &DbConfig, total: u32) -> Result<IndexLease> {
         .during("reading online sequencer nodes")?;
     let mut candidates: Vec<u32> = (0..total).filter(|i| !online.contains(&(*i as i32))).collect();
     candidates.shuffle(&mut rand::rng());
+    if let Some(p) = previous {
+        if let Some(at) = candidates.iter().position(|i| *i == p.index) {
+            candidates.swap(0, at);
+        }
+    }
     for index in candidates {
         if locks::try_lock(&mut conn, LockId::sequencer_index(index)).await? {
             // Checked under the index lock, so a concurrent node with another N sees ours.
             check_partitioning(&mut conn, total).await?;
-            tracing::info!(index, total, "acquired sequencer node index");
-            return Ok(IndexLease { index, total, conn });
+            let backend_pid = locks::backend_pid(&mut conn).await?;
+            tracing::info!(index, total, backend_pid, "acquired sequencer node index");
+            return Ok(IndexLease { index, total, backend_pid, conn });
         }
     }
     Err(CoordError::AllIndexesInUse { total })
+}
+
+/// Terminate `p`'s session if it still holds `p.index`, and wait until its lock is gone.
+async fn end_lost_session(conn: &mut AsyncPgConnection, p: PreviousLease) -> Result<()> {
+    let id = LockId::sequencer_index(p.index);
+    if locks::holder_pid(conn, id).await? != Some(p.backend_pid) {
+        return Ok(());
+    }
+    tracing::warn!(index = p.index, backend_pid = p.backend_pid, "our previous session still holds the index; terminating it");
+    diesel::sql_query("select pg_terminate_backend($1)")
+        .bind::<Integer, _>(p.backend_pid)
+        .execute(conn)
+        .await
+        .during("terminating our previous session")?;
+    let start = std::time::Instant::now();
+    while locks::holder_pid(conn, id).await? == Some(p.backend_pid) {
+        if start.elapsed() > std::time::Duration::from_secs(5) {
+            return Err(CoordError::Timeout { during: "ending our previous session".into(), after: start.elapsed() });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Ok(())
 }
 
 #[derive(QueryableByName)]
@@ -67,14 +118,20 @@ struct Partitioning {
 /// one. A different count is refused while any other sequencer holds an index (their
 /// timestamps would collide with ours); with none running it is changed.
 async fn check_partitioning(conn: &mut AsyncPgConnection, total: u32) -> Result<()> {
+    // Two statements: the select's fresh snapshot sees a row another node inserted while
+    // our insert waited on it (one statement's snapshot would not).
     let q = format!(
-        "with ins as (insert into sequencer_partitioning (total_node_count) values ($1) on conflict do nothing returning total_node_count) \
-         select coalesce((select total_node_count from ins), (select total_node_count from sequencer_partitioning for update)) as total_node_count, \
-           (select count(*) from pg_locks l where {others}) as others",
+        "select total_node_count, (select count(*) from pg_locks l where {others}) as others \
+         from sequencer_partitioning for update",
         others = locks::other_sequencer_index_locks_sql()
     );
     conn.transaction::<_, CoordError, _>(async |c| {
-        let p: Partitioning = diesel::sql_query(q).bind::<Integer, _>(total as i32).get_result(c).await.during("checking total_node_count")?;
+        diesel::sql_query("insert into sequencer_partitioning (total_node_count) values ($1) on conflict do nothing")
+            .bind::<Integer, _>(total as i32)
+            .execute(c)
+            .await
+            .during("recording total_node_count")?;
+        let p: Partitioning = diesel::sql_query(q).get_result(c).await.during("checking total_node_count")?;
         if p.total_node_count as u32 == total {
             return Ok(());
         }
@@ -100,6 +157,11 @@ impl IndexLease {
     /// The owned index.
     pub fn index(&self) -> u32 {
         self.index
+    }
+
+    /// Index and session of this lease, for [`acquire_after`] should the session be lost.
+    pub fn previous(&self) -> PreviousLease {
+        PreviousLease { index: self.index, backend_pid: self.backend_pid }
     }
 
     /// The total node count the index was allocated under.

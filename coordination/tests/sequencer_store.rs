@@ -437,6 +437,26 @@ async fn five_nodes_starting_together_get_indexes_0_to_4_once_and_a_sixth_is_ref
 }
 
 #[tokio::test]
+async fn a_process_that_lost_its_session_ends_it_and_gets_its_index_back() {
+    let (cfg, mut c) = setup().await;
+    let mut lost = node_index::acquire(&cfg, 5).await.unwrap();
+    let previous = lost.previous();
+    watermarks::go_online(lost.conn(), previous.index, 5).await.unwrap();
+    // The process gave up on that session, but the server still keeps it (and its lock).
+    let mut again = node_index::acquire_after(&cfg, 5, Some(previous)).await.unwrap();
+    assert_eq!(again.index(), previous.index, "the previous index is taken back");
+    again.check().await.unwrap();
+    assert!(lost.check().await.is_err(), "the lost session survived");
+    assert_ne!(again.previous().backend_pid, previous.backend_pid);
+    // Its row went offline on the way (the lock was gone), ready for recovery.
+    assert!(!watermarks::get(&mut c, previous.index).await.unwrap().unwrap().online);
+    // A stale record of a session that is gone changes nothing.
+    drop(again);
+    let third = node_index::acquire_after(&cfg, 5, Some(previous)).await.unwrap();
+    assert_eq!(third.index(), previous.index);
+}
+
+#[tokio::test]
 async fn an_online_index_whose_holder_died_is_reclaimed() {
     let (cfg, _c) = setup().await;
     let mut lease = node_index::acquire(&cfg, 1).await.unwrap();

@@ -110,6 +110,8 @@ struct Writer {
     carry: Vec<Submission>,
     /// Whether this process has applied the schema migrations.
     migrated: bool,
+    /// The lease this process held last, to end its session if the server still keeps it.
+    previous: Option<node_index::PreviousLease>,
 }
 
 /// Run the writer until `cancel`; then write what is queued, go offline and release the index.
@@ -121,7 +123,7 @@ pub(crate) async fn run(
     cancel: CancellationToken,
 ) {
     let span = tracing::info_span!("writer", node = %settings.name);
-    let mut w = Writer { db, settings, shared, rx, carry: Vec::new(), migrated: false };
+    let mut w = Writer { db, settings, shared, rx, carry: Vec::new(), migrated: false, previous: None };
     w.run(cancel).instrument(span).await
 }
 
@@ -187,7 +189,8 @@ impl Writer {
             timeout(t * 6, syncline_coordination::db::migrate(&self.db)).await?;
             self.migrated = true;
         }
-        let mut lease = timeout(t, node_index::acquire(&self.db, self.settings.total_node_count)).await?;
+        let mut lease = timeout(t, node_index::acquire_after(&self.db, self.settings.total_node_count, self.previous)).await?;
+        self.previous = Some(lease.previous());
         let index = lease.index();
         // If this node's previous session died mid-write on another index, the sends it
         // carries may hold claims there; free them before sequencing the carry here.
