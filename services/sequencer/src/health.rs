@@ -38,7 +38,8 @@ pub fn check(writer: &WriterShared, settings: &SequencerSettings) -> SequencerHe
     SequencerHealth { serving: true, detail: "running".into() }
 }
 
-/// Keep `reporter` (gRPC health) in step with the node's health until cancelled.
+/// Keep `reporter` (gRPC health) and the `syncline_sequencer_serving` gauge in step with
+/// the node's health until cancelled.
 pub async fn report_grpc(
     reporter: HealthReporter,
     writer: Arc<WriterShared>,
@@ -46,8 +47,10 @@ pub async fn report_grpc(
     cancel: CancellationToken,
 ) {
     let mut last = None;
+    let gauge = metrics::gauge!("syncline_sequencer_serving", "node" => settings.name.clone());
     loop {
         let serving = check(&writer, &settings).serving;
+        gauge.set(if serving { 1.0 } else { 0.0 });
         if last != Some(serving) {
             let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
             reporter.set_service_status(SERVICE_NAME, status).await;

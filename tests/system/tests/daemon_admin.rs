@@ -56,7 +56,14 @@ async fn daemons_from_config_files_are_administered_remotely() {
     assert!(ok && out.contains("alice"), "{out}");
     // Metrics are served on the health port.
     let metrics = http_get(a.health, "/metrics").await.unwrap();
-    assert!(metrics.contains("syncline_sequencer_watermark_delay_seconds"), "{metrics}");
+    for name in [
+        "syncline_sequencer_watermark_delay_seconds",
+        "syncline_sequencer_safe_watermark_lag_seconds",
+        "syncline_sequencer_node_index",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics:\n{metrics}");
+    }
+    assert!(metrics.contains("syncline_sequencer_serving{node=\"seqa\"} 1"), "{metrics}");
 
     // A clean stop takes its nodes offline; status then reports them unreachable.
     let st = d2.terminate();
