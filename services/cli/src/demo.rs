@@ -80,7 +80,7 @@ async fn workload(args: &DemoArgs, nodes: &mut [Node], dir: &Path, storage: &Pat
     }
     let stop = Arc::new(AtomicBool::new(false));
     let logs: Vec<Log> = (0..NODES).map(|_| Log::default()).collect();
-    let followers: Vec<_> = nodes.iter().zip(&logs).map(|(n, l)| follow(n.url(), "bob", l.clone(), stop.clone())).collect();
+    let followers: Vec<_> = nodes.iter().zip(&logs).map(|(n, l)| follow(n.url(), "bob".into(), l.clone(), stop.clone())).collect();
 
     // alice sends to bob round-robin over the nodes. A send that fails is tried on the next
     // node; a message not delivered after 2 s is sent again with the same message id, which

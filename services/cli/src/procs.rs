@@ -119,13 +119,13 @@ pub async fn healthy(addr: SocketAddr) -> bool {
 pub type Log = Arc<Mutex<Vec<(i64, String, Instant)>>>;
 
 /// Follow `member` on one node, reconnecting from the last timestamp after failures.
-pub fn follow(url: String, member: &'static str, log: Log, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+pub fn follow(url: String, member: String, log: Log, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while !stop.load(Ordering::Relaxed) {
             let after = log.lock().unwrap().last().map(|(ts, _, _)| *ts);
             let stream = async {
                 let mut c = SequencerServiceClient::connect(url.clone()).await.ok()?;
-                Some(c.subscribe(SubscribeRequest { member: member.into(), after }).await.ok()?.into_inner())
+                Some(c.subscribe(SubscribeRequest { member: member.clone(), after }).await.ok()?.into_inner())
             }
             .await;
             if let Some(mut s) = stream {
