@@ -20,9 +20,18 @@ pub fn syncline_bin() -> PathBuf {
     bin
 }
 
-/// A free loopback port.
+/// A free loopback port, never one this test binary handed out before (the kernel may offer
+/// a just-released port again, and two daemons given one port would race for it).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Addresses of one sequencer process.
