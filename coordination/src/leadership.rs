@@ -16,7 +16,7 @@
 
 use std::time::{Duration, Instant};
 
-use diesel::sql_types::{BigInt, Bool, Integer, Text};
+use diesel::sql_types::{BigInt, Integer, Text};
 use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use scoped_futures::ScopedFutureExt;
@@ -426,12 +426,6 @@ impl Runner {
     }
 }
 
-#[derive(QueryableByName)]
-struct Flag {
-    #[diesel(sql_type = Bool)]
-    flag: bool,
-}
-
 /// Confirm on the lock session that it still holds the lock at `fence`'s epoch, and record
 /// the heartbeat. False when the epoch or holder changed.
 async fn heartbeat(conn: &mut AsyncPgConnection, fence: &Fence) -> Result<bool> {
@@ -453,16 +447,16 @@ async fn heartbeat(conn: &mut AsyncPgConnection, fence: &Fence) -> Result<bool> 
 async fn watchdog(db: &Db, cfg: &LeadershipConfig) {
     let stale_after = (cfg.lease_timeout + cfg.takeover_grace).as_micros() as i64;
     let key = LockId::leadership(&cfg.group).key();
+    let q = format!(
+        "select pg_terminate_backend(l.holder_pid) as flag from leadership l \
+         where l.group_key = $1 and syncline_now_micros() - l.heartbeat_ts > $2 \
+         and exists (select 1 from pg_locks k where {m} and k.granted and k.pid = l.holder_pid)",
+        m = locks::match_lock_sql("k")
+    );
     let mut tick = tokio::time::interval(cfg.check_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let q = format!(
-            "select pg_terminate_backend(l.holder_pid) as flag from leadership l \
-             where l.group_key = $1 and syncline_now_micros() - l.heartbeat_ts > $2 \
-             and exists (select 1 from pg_locks k where {m} and k.granted and k.pid = l.holder_pid)",
-            m = locks::match_lock_sql("k")
-        );
         let r = db
             .run("terminating a silent leader", |c| {
                 let q = q.clone();
@@ -470,7 +464,7 @@ async fn watchdog(db: &Db, cfg: &LeadershipConfig) {
                     diesel::sql_query(q)
                         .bind::<BigInt, _>(key)
                         .bind::<BigInt, _>(stale_after)
-                        .load::<Flag>(c)
+                        .load::<locks::Flag>(c)
                         .await
                         .during("terminating a silent leader")
                 }

@@ -68,9 +68,15 @@ impl LockId {
 }
 
 // pg_locks shows a bigint key as classid = high half, objid = low half, objsubid = 1.
-const MATCH_LOCK: &str = "l.locktype = 'advisory' and l.objsubid = 1 \
-     and l.classid = ($1 >> 32)::oid and l.objid = ($1 & 4294967295)::oid \
-     and l.database = (select oid from pg_database where datname = current_database())";
+// A Syncline-style advisory lock row of this database (alias `l`).
+macro_rules! advisory_here {
+    () => {
+        "l.locktype = 'advisory' and l.objsubid = 1 \
+         and l.database = (select oid from pg_database where datname = current_database())"
+    };
+}
+const ADVISORY_HERE: &str = advisory_here!();
+const MATCH_LOCK: &str = concat!(advisory_here!(), " and l.classid = ($1 >> 32)::oid and l.objid = ($1 & 4294967295)::oid");
 
 /// SQL condition matching rows of `pg_locks` aliased `alias` to the lock whose key is bound
 /// as `$1`, in the current database.
@@ -78,10 +84,11 @@ pub(crate) fn match_lock_sql(alias: &str) -> String {
     MATCH_LOCK.replace("l.", &format!("{alias}."))
 }
 
+/// A one-boolean row (`select … as flag`).
 #[derive(QueryableByName)]
-struct Flag {
+pub(crate) struct Flag {
     #[diesel(sql_type = Bool)]
-    flag: bool,
+    pub(crate) flag: bool,
 }
 
 #[derive(QueryableByName)]
@@ -103,6 +110,17 @@ pub async fn try_lock(conn: &mut AsyncPgConnection, id: LockId) -> Result<bool> 
         .get_result(conn)
         .await
         .during("trying an advisory lock")?;
+    Ok(r.flag)
+}
+
+/// Try to take `id` until the end of the current transaction; false if another session
+/// holds it (session- and transaction-level holds of one key exclude each other).
+pub async fn try_xact_lock(conn: &mut AsyncPgConnection, id: LockId) -> Result<bool> {
+    let r: Flag = diesel::sql_query("select pg_try_advisory_xact_lock($1) as flag")
+        .bind::<BigInt, _>(id.key())
+        .get_result(conn)
+        .await
+        .during("trying a transaction advisory lock")?;
     Ok(r.flag)
 }
 
@@ -180,9 +198,8 @@ pub async fn waiters(conn: &mut AsyncPgConnection, id: LockId) -> Result<i64> {
 /// sequencer index lock of the row's `node_index` column (`w` alias).
 pub(crate) fn sequencer_index_held_sql() -> String {
     format!(
-        "exists (select 1 from pg_locks l where l.locktype = 'advisory' and l.objsubid = 1 \
-         and l.granted and l.classid = {prefix}::oid and l.objid = ({role} + w.node_index)::oid \
-         and l.database = (select oid from pg_database where datname = current_database()))",
+        "exists (select 1 from pg_locks l where {ADVISORY_HERE} \
+         and l.granted and l.classid = {prefix}::oid and l.objid = ({role} + w.node_index)::oid)",
         prefix = LOCK_PREFIX,
         role = (LockRole::SequencerIndex as u32) << 16,
     )
@@ -192,9 +209,8 @@ pub(crate) fn sequencer_index_held_sql() -> String {
 /// session in this database.
 pub(crate) fn other_sequencer_index_locks_sql() -> String {
     format!(
-        "l.locktype = 'advisory' and l.objsubid = 1 and l.granted and l.pid <> pg_backend_pid() \
-         and l.classid = {prefix}::oid and l.objid between {lo}::oid and {hi}::oid \
-         and l.database = (select oid from pg_database where datname = current_database())",
+        "{ADVISORY_HERE} and l.granted and l.pid <> pg_backend_pid() \
+         and l.classid = {prefix}::oid and l.objid between {lo}::oid and {hi}::oid",
         prefix = LOCK_PREFIX,
         lo = (LockRole::SequencerIndex as u32) << 16,
         hi = ((LockRole::SequencerIndex as u32) << 16) + 31,

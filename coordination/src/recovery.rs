@@ -4,16 +4,14 @@
 //! leaving recipient rows behind (as Canton does) can make readers skip real events.
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool};
-use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use syncline_schema::tables::{
     sequencer_event_recipients as r, sequencer_events as e, sequencer_message_ids as m, sequencer_payloads as p,
     sequencer_watermarks as w,
 };
 
-use crate::error::{DieselContext, Result};
-use crate::locks::LockId;
+use crate::error::{CoordError, DieselContext, Result};
+use crate::locks::{self, LockId};
 
 /// What a truncation removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -56,14 +54,9 @@ pub async fn sweep_dead(conn: &mut AsyncPgConnection) -> Result<Vec<(u32, Trunca
         .during("listing offline sequencer nodes")?;
     let mut swept = Vec::new();
     for index in offline.into_iter().map(|i| i as u32) {
-        let key = LockId::sequencer_index(index).key();
         let t = conn
-            .transaction(async |c| {
-                let held: Vec<Flag> = diesel::sql_query("select pg_try_advisory_xact_lock($1) as flag")
-                    .bind::<BigInt, _>(key)
-                    .load(c)
-                    .await?;
-                if !held.iter().any(|f| f.flag) {
+            .transaction::<_, CoordError, _>(async |c| {
+                if !locks::try_xact_lock(c, LockId::sequencer_index(index)).await? {
                     return Ok(None); // alive (or being taken over): not ours to touch
                 }
                 let still_offline: Option<bool> = w::table
@@ -75,10 +68,9 @@ pub async fn sweep_dead(conn: &mut AsyncPgConnection) -> Result<Vec<(u32, Trunca
                 if still_offline != Some(false) {
                     return Ok(None);
                 }
-                truncate_rows(c, index).await.map(Some)
+                truncate_rows(c, index).await.map(Some).during("sweeping a dead node's rows past its watermark")
             })
-            .await
-            .during("sweeping a dead node's rows past its watermark")?;
+            .await?;
         if let Some(t) = t {
             report(index, &t);
             if t.removed_anything() {
@@ -87,12 +79,6 @@ pub async fn sweep_dead(conn: &mut AsyncPgConnection) -> Result<Vec<(u32, Trunca
         }
     }
     Ok(swept)
-}
-
-#[derive(QueryableByName)]
-struct Flag {
-    #[diesel(sql_type = Bool)]
-    flag: bool,
 }
 
 async fn truncate_rows(c: &mut AsyncPgConnection, index: u32) -> Result<Truncation, diesel::result::Error> {

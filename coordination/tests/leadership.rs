@@ -58,6 +58,16 @@ async fn until_waiting(c: &mut AsyncPgConnection, n: i64) {
     }
 }
 
+/// Replica `a` leads through a fault proxy, `b` (direct) waits as its standby.
+async fn leader_via_proxy_and_standby(tdb: &TestDb, c: &mut AsyncPgConnection) -> (FaultProxy, Leadership, Fence, Leadership) {
+    let proxy = FaultProxy::start(tdb.server_addr()).await;
+    let a = replica(&tdb.url_via(proxy.addr()), "a");
+    let fa = until_active(&a, Duration::from_secs(10)).await;
+    let b = replica(&tdb.url, "b");
+    until_waiting(c, 1).await;
+    (proxy, a, fa, b)
+}
+
 /// Write one row under `fence`.
 async fn write(c: &mut AsyncPgConnection, fence: &Fence, replica: &str) -> Result<(), CoordError> {
     let replica = replica.to_string();
@@ -141,11 +151,7 @@ async fn a_waiting_replica_leads_within_a_second_after_the_leaders_session_is_ki
 async fn a_blackholed_leader_demotes_within_its_lease_and_a_passive_takes_over() {
     let tdb = fresh_database().await;
     let mut c = prepare(&tdb).await;
-    let proxy = FaultProxy::start(tdb.server_addr()).await;
-    let a = replica(&tdb.url_via(proxy.addr()), "a");
-    let fa = until_active(&a, Duration::from_secs(10)).await;
-    let b = replica(&tdb.url, "b");
-    until_waiting(&mut c, 1).await;
+    let (proxy, a, fa, b) = leader_via_proxy_and_standby(&tdb, &mut c).await;
 
     proxy.blackhole();
     let cut = Instant::now();
@@ -177,11 +183,7 @@ async fn a_blackholed_leader_demotes_within_its_lease_and_a_passive_takes_over()
 async fn latency_below_the_lease_keeps_the_leader() {
     let tdb = fresh_database().await;
     let mut c = prepare(&tdb).await;
-    let proxy = FaultProxy::start(tdb.server_addr()).await;
-    let a = replica(&tdb.url_via(proxy.addr()), "a");
-    let fa = until_active(&a, Duration::from_secs(10)).await;
-    let b = replica(&tdb.url, "b");
-    until_waiting(&mut c, 1).await;
+    let (proxy, a, fa, b) = leader_via_proxy_and_standby(&tdb, &mut c).await;
     proxy.latency(Duration::from_millis(300));
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until {

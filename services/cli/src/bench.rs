@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use crate::embedded::Database;
-use crate::procs::{follow, wait_healthy, Log, Node};
+use crate::procs::{follow, wait_healthy, Log, Node, Senders};
 
 /// Options of `syncline bench`.
 #[derive(clap::Args, Debug)]
@@ -397,8 +397,7 @@ async fn measure_kill(nodes: &mut [Node]) -> Result<KillPause> {
     let log = Log::default();
     let stop = Arc::new(AtomicBool::new(false));
     let follower = follow(nodes[1].url(), member.clone(), log.clone(), stop.clone());
-    let urls: Vec<String> = nodes.iter().map(Node::url).collect();
-    let mut clients: Vec<Option<SequencerServiceClient<Channel>>> = vec![None; urls.len()];
+    let mut senders = Senders::new(nodes);
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / KILL_RATE));
     let start = Instant::now();
     let mut killed_at = None;
@@ -410,26 +409,8 @@ async fn measure_kill(nodes: &mut [Node]) -> Result<KillPause> {
             nodes[0].kill9();
             killed_at = Some(Instant::now());
         }
-        let id = format!("k{k:07}");
-        for attempt in 0..urls.len() {
-            let i = (k + attempt) % urls.len();
-            if clients[i].is_none() {
-                clients[i] = SequencerServiceClient::connect(urls[i].clone()).await.ok();
-            }
-            let Some(c) = clients[i].as_mut() else { continue };
-            let req = SendRequest {
-                sender: sender.clone(),
-                message_id: id.clone(),
-                max_sequencing_time: now_micros() + 30_000_000,
-                envelopes: vec![Envelope { recipients: vec![member.clone()], content: id.clone().into_bytes() }],
-            };
-            match c.send(req).await {
-                Ok(_) => {
-                    accepted += 1;
-                    break;
-                }
-                Err(_) => clients[i] = None,
-            }
+        if senders.send(k, &sender, &member, &format!("k{k:07}"), Duration::from_secs(30)).await {
+            accepted += 1;
         }
         k += 1;
     }

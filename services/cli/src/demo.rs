@@ -11,14 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use syncline_coordination::timestamps::now_micros;
 use syncline_proto::sequencer::sequencer_admin_service_client::SequencerAdminServiceClient;
-use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
-use syncline_proto::sequencer::{Envelope, RegisterMemberRequest, SendRequest};
-use tonic::transport::Channel;
+use syncline_proto::sequencer::RegisterMemberRequest;
 
 use crate::embedded::Database;
-use crate::procs::{follow, healthy, wait_healthy, Log, Node};
+use crate::procs::{follow, healthy, wait_healthy, Log, Node, Senders};
 
 /// Options of `syncline demo`.
 #[derive(clap::Args, Debug)]
@@ -85,15 +82,14 @@ async fn workload(args: &DemoArgs, nodes: &mut [Node], dir: &Path, storage: &Pat
     // alice sends to bob round-robin over the nodes. A send that fails is tried on the next
     // node; a message not delivered after 2 s is sent again with the same message id, which
     // the sequencers never sequence twice.
-    let urls: Vec<String> = nodes.iter().map(Node::url).collect();
+    let mut senders = Senders::new(nodes);
     let sent = Arc::new(AtomicU64::new(0));
     let retried = Arc::new(AtomicU64::new(0));
     let sending = Arc::new(AtomicBool::new(true));
     let sender = {
-        let (urls, sent, retried, sending, seen) = (urls.clone(), sent.clone(), retried.clone(), sending.clone(), logs[1].clone());
+        let (sent, retried, sending, seen) = (sent.clone(), retried.clone(), sending.clone(), logs[1].clone());
         let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
         tokio::spawn(async move {
-            let mut clients: Vec<Option<SequencerServiceClient<Channel>>> = vec![None; urls.len()];
             let mut pending: HashMap<String, (Instant, usize)> = HashMap::new();
             let mut k = 0usize;
             let mut tick = tokio::time::interval(interval);
@@ -120,23 +116,7 @@ async fn workload(args: &DemoArgs, nodes: &mut [Node], dir: &Path, storage: &Pat
                     sent.fetch_add(1, Ordering::Relaxed);
                 }
                 for (id, node) in jobs {
-                    for attempt in 0..urls.len() {
-                        let i = (node + attempt) % urls.len();
-                        if clients[i].is_none() {
-                            clients[i] = SequencerServiceClient::connect(urls[i].clone()).await.ok();
-                        }
-                        let Some(c) = clients[i].as_mut() else { continue };
-                        let req = SendRequest {
-                            sender: "alice".into(),
-                            message_id: id.clone(),
-                            max_sequencing_time: now_micros() + 20_000_000,
-                            envelopes: vec![Envelope { recipients: vec!["bob".into()], content: id.clone().into_bytes() }],
-                        };
-                        match c.send(req).await {
-                            Ok(_) => break,
-                            Err(_) => clients[i] = None,
-                        }
-                    }
+                    senders.send(node, "alice", "bob", &id, Duration::from_secs(20)).await;
                 }
             }
         })

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
-use syncline_proto::sequencer::SubscribeRequest;
+use syncline_coordination::timestamps::now_micros;
+use syncline_proto::sequencer::{Envelope, SendRequest, SubscribeRequest};
+use tonic::transport::Channel;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A `syncline daemon` process running one sequencer.
@@ -113,6 +115,44 @@ pub async fn healthy(addr: SocketAddr) -> bool {
         Some(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"))
     };
     tokio::time::timeout(Duration::from_millis(500), probe).await.ok().flatten().unwrap_or(false)
+}
+
+/// Sends over several sequencer nodes: each send starts at a given node and moves on to the
+/// next when a node fails, reconnecting lazily.
+pub struct Senders {
+    urls: Vec<String>,
+    clients: Vec<Option<SequencerServiceClient<Channel>>>,
+}
+
+impl Senders {
+    /// Senders to the public APIs of `nodes`.
+    pub fn new(nodes: &[Node]) -> Senders {
+        let urls: Vec<String> = nodes.iter().map(Node::url).collect();
+        Senders { clients: vec![None; urls.len()], urls }
+    }
+
+    /// Send message `id` from `sender` to `to` (its body is the id), trying node `first`
+    /// (modulo the node count) and then the others; true once a node accepted it.
+    pub async fn send(&mut self, first: usize, sender: &str, to: &str, id: &str, mst_in: Duration) -> bool {
+        for attempt in 0..self.urls.len() {
+            let i = (first + attempt) % self.urls.len();
+            if self.clients[i].is_none() {
+                self.clients[i] = SequencerServiceClient::connect(self.urls[i].clone()).await.ok();
+            }
+            let Some(c) = self.clients[i].as_mut() else { continue };
+            let req = SendRequest {
+                sender: sender.into(),
+                message_id: id.into(),
+                max_sequencing_time: now_micros() + mst_in.as_micros() as i64,
+                envelopes: vec![Envelope { recipients: vec![to.into()], content: id.as_bytes().to_vec() }],
+            };
+            match c.send(req).await {
+                Ok(_) => return true,
+                Err(_) => self.clients[i] = None,
+            }
+        }
+        false
+    }
 }
 
 /// What one subscriber received: (timestamp, message id, arrival).

@@ -24,6 +24,8 @@ pub(crate) async fn run(db: Db, settings: SequencerSettings, cancel: Cancellatio
     let mut tick = tokio::time::interval(settings.online_check_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut n: u64 = 0;
+    // Every ~30 s: sweep nodes that died while nobody was checking, and expire claims.
+    let every = (Duration::from_secs(30).as_millis() / settings.online_check_interval.as_millis().max(1)).max(1) as u64;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -31,9 +33,7 @@ pub(crate) async fn run(db: Db, settings: SequencerSettings, cancel: Cancellatio
         }
         n += 1;
         let offline_duration = settings.offline_duration;
-        // Every ~30 s also sweep nodes that died while nobody was checking.
-        let every = (Duration::from_secs(30).as_millis() / settings.online_check_interval.as_millis().max(1)).max(1);
-        let sweep_due = n.is_multiple_of(every as u64);
+        let sweep_due = n.is_multiple_of(every);
         let r = db
             .run("checking sequencer liveness", |c| {
                 async move {
@@ -57,7 +57,7 @@ pub(crate) async fn run(db: Db, settings: SequencerSettings, cancel: Cancellatio
             }
             Err(e) => tracing::debug!(%e, "liveness check failed"),
         }
-        // Every ~30 s: drop claims nobody can retry any more.
+        // Drop claims nobody can retry any more.
         if sweep_due {
             let cutoff = now_micros() - CLAIM_GRACE_MICROS;
             let r = db
