@@ -257,3 +257,20 @@ where
         .notify(|e, delay| tracing::debug!(%e, ?delay, what, "retrying after a transaction conflict"))
         .await
 }
+
+#[derive(diesel::QueryableByName)]
+struct SettingRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    value: String,
+}
+
+/// The value of a server setting (`current_setting(name)`) for this session.
+pub async fn setting(conn: &mut AsyncPgConnection, name: &str) -> Result<String> {
+    use diesel_async::RunQueryDsl;
+    let row: SettingRow = diesel::sql_query("select current_setting($1) as value")
+        .bind::<diesel::sql_types::Text, _>(name)
+        .get_result(conn)
+        .await
+        .map_err(|e| CoordError::from_diesel(&format!("reading the setting {name}"), e))?;
+    Ok(row.value)
+}

@@ -49,6 +49,25 @@ pub struct MessageIdClaim {
     pub message_id: String,
     /// The send's max-sequencing-time (µs): the claim can be dropped after it.
     pub max_sequencing_ts: i64,
+    /// Digest of what the send carried, to tell a resend from another send reusing the id.
+    pub digest: Vec<u8>,
+}
+
+/// The claim already held on a (sender, message id), as [`claims`] finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExistingClaim {
+    /// Sender member id.
+    pub sender: i32,
+    /// The sender's message id.
+    pub message_id: String,
+    /// Timestamp of the event that holds the claim.
+    pub ts: i64,
+    /// Digest of what that send carried (`None` for claims older than digests).
+    pub digest: Option<Vec<u8>>,
+    /// True when the event is at or below its node's watermark: committed, visible, and never
+    /// truncated. An uncovered claim may still vanish with its node's tail, so it is no proof
+    /// that the send was sequenced.
+    pub covered: bool,
 }
 
 /// An event to append.
@@ -98,9 +117,10 @@ pub struct StoredEvent {
 pub struct Appended {
     /// Timestamps of the events written.
     pub written: Vec<i64>,
-    /// Timestamps of the events skipped because their (sender, message id) was already
-    /// sequenced (here or on another node).
-    pub duplicates: Vec<i64>,
+    /// Timestamps of the events not written because their (sender, message id) is already
+    /// claimed (earlier in the batch, or by an event here or on another node). Whether that
+    /// claim proves the send sequenced is for [`claims`] to say once it is covered.
+    pub conflicts: Vec<i64>,
 }
 
 // One statement, one round trip per batch: claim the message ids, keep the events whose
@@ -110,12 +130,12 @@ pub struct Appended {
 const APPEND_SQL: &str = "
 with input as (
   select * from unnest($1::bigint[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::bytea[], $7::text[],
-                       $8::integer[], $9::text[], $10::bigint[])
-    as t(ts, kind, message_id, sender, recipients, payload, error_message, claim_sender, claim_id, mst)
+                       $8::integer[], $9::text[], $10::bigint[], $12::bytea[])
+    as t(ts, kind, message_id, sender, recipients, payload, error_message, claim_sender, claim_id, mst, digest)
 ),
 claimed as (
-  insert into sequencer_message_ids (sender, message_id, ts, node_index, max_sequencing_ts)
-  select claim_sender, claim_id, ts, $11, mst from input where mst is not null
+  insert into sequencer_message_ids (sender, message_id, ts, node_index, max_sequencing_ts, digest)
+  select claim_sender, claim_id, ts, $11, mst, digest from input where mst is not null
   on conflict do nothing
   returning ts
 ),
@@ -148,21 +168,21 @@ struct Written {
 /// afterwards (see `watermarks::save`), so a crash in between leaves nothing visible.
 /// Recipient lists are stored sorted and without duplicates.
 pub async fn append(conn: &mut AsyncPgConnection, index: u32, events: &[NewEvent]) -> Result<Appended> {
-    // A message id repeated inside the batch: the first occurrence wins.
+    // A message id repeated inside the batch: the first occurrence claims it.
     let mut seen = HashSet::new();
-    let mut duplicates = Vec::new();
+    let mut conflicts = Vec::new();
     let keep: Vec<&NewEvent> = events
         .iter()
         .filter(|ev| match &ev.claim {
             Some(cl) if !seen.insert((cl.sender, cl.message_id.as_str())) => {
-                duplicates.push(ev.ts);
+                conflicts.push(ev.ts);
                 false
             }
             _ => true,
         })
         .collect();
     if keep.is_empty() {
-        return Ok(Appended { written: Vec::new(), duplicates });
+        return Ok(Appended { written: Vec::new(), conflicts });
     }
     let recipients = |ev: &NewEvent| {
         let mut ids = ev.recipients.clone();
@@ -183,15 +203,55 @@ pub async fn append(conn: &mut AsyncPgConnection, index: u32, events: &[NewEvent
         .bind::<Array<Nullable<Text>>, _>(keep.iter().map(|ev| ev.claim.as_ref().map(|c| c.message_id.as_str())).collect::<Vec<_>>())
         .bind::<Array<Nullable<BigInt>>, _>(keep.iter().map(|ev| ev.claim.as_ref().map(|c| c.max_sequencing_ts)).collect::<Vec<_>>())
         .bind::<SmallInt, _>(index as i16)
+        .bind::<Array<Nullable<Binary>>, _>(keep.iter().map(|ev| ev.claim.as_ref().map(|c| c.digest.as_slice())).collect::<Vec<_>>())
         .load(conn)
         .await
         .during("appending events")?;
     let written: HashSet<i64> = rows.iter().map(|r| r.ts).collect();
-    duplicates.extend(keep.iter().map(|ev| ev.ts).filter(|ts| !written.contains(ts)));
-    duplicates.sort_unstable();
+    conflicts.extend(keep.iter().map(|ev| ev.ts).filter(|ts| !written.contains(ts)));
+    conflicts.sort_unstable();
     let mut written: Vec<i64> = written.into_iter().collect();
     written.sort_unstable();
-    Ok(Appended { written, duplicates })
+    Ok(Appended { written, conflicts })
+}
+
+#[derive(QueryableByName)]
+struct ClaimRow {
+    #[diesel(sql_type = Integer)]
+    sender: i32,
+    #[diesel(sql_type = Text)]
+    message_id: String,
+    #[diesel(sql_type = BigInt)]
+    ts: i64,
+    #[diesel(sql_type = Nullable<Binary>)]
+    digest: Option<Vec<u8>>,
+    #[diesel(sql_type = Bool)]
+    covered: bool,
+}
+
+// Claim and watermark from one snapshot: "covered" is final once seen, since a watermark
+// never moves back and truncation only removes rows above it.
+const CLAIMS_SQL: &str = "
+select m.sender, m.message_id, m.ts, m.digest, coalesce(m.ts <= w.watermark_ts, false) as covered
+  from unnest($1::integer[], $2::text[]) as c(sender, message_id)
+  join sequencer_message_ids m on m.sender = c.sender and m.message_id = c.message_id
+  left join sequencer_watermarks w on w.node_index = m.node_index";
+
+/// The claims currently held on the given (sender, message id) pairs (absent: unclaimed).
+pub async fn claims(conn: &mut AsyncPgConnection, keys: &[(i32, &str)]) -> Result<Vec<ExistingClaim>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<ClaimRow> = diesel::sql_query(CLAIMS_SQL)
+        .bind::<Array<Integer>, _>(keys.iter().map(|k| k.0).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(keys.iter().map(|k| k.1).collect::<Vec<_>>())
+        .load(conn)
+        .await
+        .during("reading message-id claims")?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ExistingClaim { sender: r.sender, message_id: r.message_id, ts: r.ts, digest: r.digest, covered: r.covered })
+        .collect())
 }
 
 /// A page of a member's events.

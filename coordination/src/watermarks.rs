@@ -3,7 +3,7 @@
 //! minimum over online nodes.
 
 use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use scoped_futures::ScopedFutureExt;
 use syncline_schema::tables::sequencer_watermarks as w;
 
@@ -78,20 +78,20 @@ pub async fn safe(conn: &mut AsyncPgConnection) -> Result<Option<i64>> {
         .during("reading the safe watermark")
 }
 
-/// Put node `index` online at `max(all watermarks, at)` and return that watermark. Runs
-/// SERIALIZABLE (retried on 40001) so that no larger watermark can appear between reading
-/// the maximum and writing ours: the node never produces a timestamp a reader has passed.
-/// The caller must hold the index lock and have truncated the index first (`recovery`).
+/// Put node `index` online at `max(all watermarks, at)` and return that watermark.
+///
+/// The table is locked against every other writer of watermarks (SHARE ROW EXCLUSIVE
+/// conflicts with the ROW EXCLUSIVE of `save`'s update and with itself) before the maximum
+/// is read, so no larger watermark can commit between reading the maximum and writing ours.
+/// Without it a concurrent `save` could let readers pass a timestamp this node then writes
+/// below (SERIALIZABLE alone does not help: `save` runs READ COMMITTED). The caller must hold
+/// the index lock and have truncated the index first (`recovery`).
 pub async fn go_online(conn: &mut AsyncPgConnection, index: u32, at: i64) -> Result<i64> {
     retry_conflicts(conn, "going online", |conn| {
         async move {
-        conn.build_transaction()
-            .serializable()
-            .run(async |c| {
-                let max: Option<i64> = w::table
-                    .select(diesel::dsl::max(w::watermark_ts))
-                    .get_result(c)
-                    .await?;
+            conn.transaction(async |c| {
+                diesel::sql_query("lock table sequencer_watermarks in share row exclusive mode").execute(c).await?;
+                let max = highest_in(c).await?;
                 let at = max.map_or(at, |m| m.max(at));
                 diesel::insert_into(w::table)
                     .values((w::node_index.eq(index as i32), w::watermark_ts.eq(at), w::online.eq(true)))
@@ -108,6 +108,15 @@ pub async fn go_online(conn: &mut AsyncPgConnection, index: u32, at: i64) -> Res
         .scope_boxed()
     })
     .await
+}
+
+/// The highest watermark of any node (online or not), if any node ever had one.
+pub async fn highest(conn: &mut AsyncPgConnection) -> Result<Option<i64>> {
+    highest_in(conn).await.during("reading the highest watermark")
+}
+
+async fn highest_in(conn: &mut AsyncPgConnection) -> Result<Option<i64>, diesel::result::Error> {
+    w::table.select(diesel::dsl::max(w::watermark_ts)).get_result(conn).await
 }
 
 /// Mark node `index` offline (clean shutdown): readers stop waiting for it at once.

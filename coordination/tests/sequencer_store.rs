@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use diesel::sql_types::BigInt;
 use diesel::QueryableByName;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use syncline_coordination::db::{self, SessionKind};
 use syncline_coordination::events::{self, EventKind, MessageIdClaim, NewEvent, BROADCAST};
 use syncline_coordination::locks::{self, LockId};
@@ -250,6 +250,28 @@ async fn going_online_starts_at_the_maximum_of_now_and_all_watermarks() {
 }
 
 #[tokio::test]
+async fn going_online_waits_for_a_watermark_save_in_flight_and_starts_above_it() {
+    // A save of node 0's watermark is in flight (row updated, not committed) while node 1
+    // goes online. If node 1 read the maximum without waiting for it, it would go online
+    // below 500, readers would pass 500 once the save commits, and node 1 would then write
+    // events below what they passed: skipped forever.
+    let (cfg, mut c) = setup().await;
+    online(&mut c, &[(0, 100)]).await;
+    let mut saver = db::connect(&cfg, SessionKind::Pooled).await.unwrap();
+    saver.batch_execute("begin; update sequencer_watermarks set watermark_ts = 500 where node_index = 0").await.unwrap();
+    let joining = tokio::spawn(async move {
+        let mut c = db::connect(&cfg, SessionKind::Pooled).await.unwrap();
+        watermarks::go_online(&mut c, 1, 200).await.unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let early = joining.is_finished();
+    saver.batch_execute("commit").await.unwrap();
+    let at = joining.await.unwrap();
+    assert!(at >= 500, "went online at {at}, below the watermark 500 committed meanwhile (finished early: {early})");
+    assert!(watermarks::safe(&mut c).await.unwrap().unwrap() >= 500);
+}
+
+#[tokio::test]
 async fn many_nodes_going_online_at_once_all_get_a_watermark_at_or_above_every_other() {
     let (cfg, _c) = setup().await;
     let tasks: Vec<_> = (0..8u32)
@@ -290,7 +312,7 @@ async fn truncation_removes_events_recipients_payloads_and_claims_past_the_water
     let (_cfg, mut c) = setup().await;
     online(&mut c, &[(0, 4), (1, 100)]).await;
     let claimed = |mut e: NewEvent| {
-        e.claim = Some(MessageIdClaim { sender: ALICE, message_id: format!("m{}", e.ts), max_sequencing_ts: 1 << 40 });
+        e.claim = Some(MessageIdClaim { sender: ALICE, message_id: format!("m{}", e.ts), max_sequencing_ts: 1 << 40, digest: vec![] });
         e
     };
     events::append(&mut c, 0, &[claimed(deliver(1, ALICE, &[BOB])), claimed(deliver(6, ALICE, &[BOB]))]).await.unwrap();
@@ -318,7 +340,7 @@ async fn a_dead_nodes_uncovered_claims_do_not_block_a_retry_on_another_node() {
     online(&mut c, &[(0, 4), (1, 4)]).await;
     let dead = hold(&cfg, &[0]).await;
     let claimed = |mut e: NewEvent| {
-        e.claim = Some(MessageIdClaim { sender: ALICE, message_id: "retry-me".into(), max_sequencing_ts: 1 << 40 });
+        e.claim = Some(MessageIdClaim { sender: ALICE, message_id: "retry-me".into(), max_sequencing_ts: 1 << 40, digest: vec![] });
         e
     };
     events::append(&mut c, 0, &[claimed(deliver(10, ALICE, &[BOB]))]).await.unwrap();
@@ -374,13 +396,13 @@ async fn a_message_id_is_sequenced_once_across_nodes_and_batches() {
     online(&mut c, &[(0, 0), (1, 0)]).await;
     let claimed = |ts: i64, id: &str| {
         let mut e = deliver(ts, ALICE, &[BOB]);
-        e.claim = Some(MessageIdClaim { sender: ALICE, message_id: id.into(), max_sequencing_ts: 1 << 40 });
+        e.claim = Some(MessageIdClaim { sender: ALICE, message_id: id.into(), max_sequencing_ts: 1 << 40, digest: vec![] });
         e
     };
     let a = events::append(&mut c, 0, &[claimed(10, "x"), claimed(20, "x"), claimed(30, "y")]).await.unwrap();
-    assert_eq!((a.written, a.duplicates), (vec![10, 30], vec![20]));
+    assert_eq!((a.written, a.conflicts), (vec![10, 30], vec![20]));
     let b = events::append(&mut c, 1, &[claimed(11, "x"), claimed(21, "z")]).await.unwrap();
-    assert_eq!((b.written, b.duplicates), (vec![21], vec![11]));
+    assert_eq!((b.written, b.conflicts), (vec![21], vec![11]));
     // Two nodes racing on the same id: exactly one wins.
     let mut tasks = Vec::new();
     for (i, ts) in [(0u32, 40i64), (1, 41)] {

@@ -55,6 +55,7 @@ pub mod tables {
             ts -> BigInt,
             node_index -> SmallInt,
             max_sequencing_ts -> BigInt,
+            digest -> Nullable<Binary>,
         }
     }
 

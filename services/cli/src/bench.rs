@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use crate::embedded::Database;
-use crate::procs::{follow, wait_healthy, Log, Node, Senders};
+use crate::procs::{follow, wait_healthy, Log, Node, SendOutcome, Senders};
 
 /// Options of `syncline bench`.
 #[derive(clap::Args, Debug)]
@@ -172,6 +172,7 @@ mod plain {
                             sender: 1_000_000 + run,
                             message_id: format!("{n}-{i}"),
                             max_sequencing_ts: now_micros() + 60_000_000,
+                            digest: Vec::new(),
                         }),
                     }
                 })
@@ -397,11 +398,11 @@ async fn measure_kill(nodes: &mut [Node]) -> Result<KillPause> {
     let log = Log::default();
     let stop = Arc::new(AtomicBool::new(false));
     let follower = follow(nodes[1].url(), member.clone(), log.clone(), stop.clone());
-    let mut senders = Senders::new(nodes);
+    let senders = Senders::new(nodes);
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / KILL_RATE));
     let start = Instant::now();
     let mut killed_at = None;
-    let mut accepted = 0usize;
+    let mut sends = tokio::task::JoinSet::new();
     let mut k = 0usize;
     while start.elapsed() < Duration::from_secs(5) {
         tick.tick().await;
@@ -409,15 +410,20 @@ async fn measure_kill(nodes: &mut [Node]) -> Result<KillPause> {
             nodes[0].kill9();
             killed_at = Some(Instant::now());
         }
-        if senders.send(k, &sender, &member, &format!("k{k:07}"), Duration::from_secs(30)).await {
-            accepted += 1;
-        }
+        let (senders, sender, member) = (senders.clone(), sender.clone(), member.clone());
+        sends.spawn(async move { senders.send(k, &sender, &member, &format!("k{k:07}"), Duration::from_secs(30)).await });
         k += 1;
     }
-    // Sends accepted by the killed node but not yet committed are lost to the client (it saw
-    // "accepted" only); count what was delivered, and require no duplicates.
+    // Every OK'd send must be delivered (OK means sequenced); sends that got no answer were
+    // resent on the other node by `Senders`.
+    let mut sequenced = 0usize;
+    while let Some(outcome) = sends.join_next().await {
+        if matches!(outcome?, SendOutcome::Sequenced { .. }) {
+            sequenced += 1;
+        }
+    }
     let drain = Instant::now();
-    while log.lock().unwrap().len() < accepted && drain.elapsed() < Duration::from_secs(5) {
+    while log.lock().unwrap().len() < sequenced && drain.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -425,6 +431,7 @@ async fn measure_kill(nodes: &mut [Node]) -> Result<KillPause> {
     let log = log.lock().unwrap().clone();
     let ids: std::collections::HashSet<&String> = log.iter().map(|(_, id, _)| id).collect();
     anyhow::ensure!(ids.len() == log.len(), "a message was delivered twice");
+    anyhow::ensure!(ids.len() >= sequenced, "{} of {sequenced} OK'd sends were never delivered", sequenced - ids.len());
     let killed = killed_at.context("the kill never happened")?;
     let gap_in = |from: Instant, to: Instant| {
         let mut prev = from;

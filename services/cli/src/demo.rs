@@ -15,7 +15,7 @@ use syncline_proto::sequencer::sequencer_admin_service_client::SequencerAdminSer
 use syncline_proto::sequencer::RegisterMemberRequest;
 
 use crate::embedded::Database;
-use crate::procs::{follow, healthy, wait_healthy, Log, Node, Senders};
+use crate::procs::{follow, healthy, wait_healthy, Log, Node, SendOutcome, Senders};
 
 /// Options of `syncline demo`.
 #[derive(clap::Args, Debug)]
@@ -79,46 +79,35 @@ async fn workload(args: &DemoArgs, nodes: &mut [Node], dir: &Path, storage: &Pat
     let logs: Vec<Log> = (0..NODES).map(|_| Log::default()).collect();
     let followers: Vec<_> = nodes.iter().zip(&logs).map(|(n, l)| follow(n.url(), "bob".into(), l.clone(), stop.clone())).collect();
 
-    // alice sends to bob round-robin over the nodes. A send that fails is tried on the next
-    // node; a message not delivered after 2 s is sent again with the same message id, which
-    // the sequencers never sequence twice.
-    let mut senders = Senders::new(nodes);
+    // alice sends to bob round-robin over the nodes, many sends in flight. An OK means
+    // sequenced and durable, so an OK'd message is never sent again; only a send that got no
+    // answer (its node was killed, say) is resent unchanged on the next node.
+    let senders = Senders::new(nodes);
     let sent = Arc::new(AtomicU64::new(0));
-    let retried = Arc::new(AtomicU64::new(0));
+    let outcomes: Outcomes = Arc::default();
     let sending = Arc::new(AtomicBool::new(true));
     let sender = {
-        let (sent, retried, sending, seen) = (sent.clone(), retried.clone(), sending.clone(), logs[1].clone());
+        let (sent, sending, outcomes) = (sent.clone(), sending.clone(), outcomes.clone());
         let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
         tokio::spawn(async move {
-            let mut pending: HashMap<String, (Instant, usize)> = HashMap::new();
-            let mut k = 0usize;
+            let in_flight = Arc::new(tokio::sync::Semaphore::new(256));
+            let mut tasks = tokio::task::JoinSet::new();
             let mut tick = tokio::time::interval(interval);
-            while sending.load(Ordering::Relaxed) || !pending.is_empty() {
+            let mut k = 0usize;
+            while sending.load(Ordering::Relaxed) {
                 tick.tick().await;
-                if pending.len() > 64 || !sending.load(Ordering::Relaxed) {
-                    let delivered: HashSet<String> = seen.lock().unwrap().iter().map(|(_, id, _)| id.clone()).collect();
-                    pending.retain(|id, _| !delivered.contains(id));
-                }
-                let mut jobs: Vec<(String, usize)> = Vec::new();
-                for (id, (at, node)) in pending.iter_mut() {
-                    if at.elapsed() > Duration::from_secs(2) {
-                        *at = Instant::now();
-                        *node += 1;
-                        jobs.push((id.clone(), *node));
-                        retried.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                if sending.load(Ordering::Relaxed) {
-                    let id = format!("msg-{k:06}");
-                    pending.insert(id.clone(), (Instant::now(), k));
-                    jobs.push((id, k));
-                    k += 1;
-                    sent.fetch_add(1, Ordering::Relaxed);
-                }
-                for (id, node) in jobs {
-                    senders.send(node, "alice", "bob", &id, Duration::from_secs(20)).await;
-                }
+                let permit = in_flight.clone().acquire_owned().await.expect("never closed");
+                let (senders, outcomes) = (senders.clone(), outcomes.clone());
+                let id = format!("msg-{k:06}");
+                tasks.spawn(async move {
+                    let outcome = senders.send(k, "alice", "bob", &id, Duration::from_secs(20)).await;
+                    outcomes.lock().unwrap().insert(id, outcome);
+                    drop(permit);
+                });
+                k += 1;
+                sent.fetch_add(1, Ordering::Relaxed);
             }
+            while tasks.join_next().await.is_some() {}
         })
     };
 
@@ -166,8 +155,9 @@ async fn workload(args: &DemoArgs, nodes: &mut [Node], dir: &Path, storage: &Pat
         }
     }
     sending.store(false, Ordering::Relaxed);
-    tokio::time::timeout(Duration::from_secs(60), sender).await.context("waiting for the last messages")??;
-    let expected = sent.load(Ordering::Relaxed) as usize;
+    tokio::time::timeout(Duration::from_secs(60), sender).await.context("waiting for the last sends")??;
+    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
+    let expected = outcomes.values().filter(|o| matches!(o, SendOutcome::Sequenced { .. })).count();
     let settle = Instant::now();
     while logs.iter().any(|l| l.lock().unwrap().len() < expected) && settle.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -175,26 +165,42 @@ async fn workload(args: &DemoArgs, nodes: &mut [Node], dir: &Path, storage: &Pat
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     followers.iter().for_each(|f| f.abort());
-    report(&logs, nodes, expected, retried.load(Ordering::Relaxed), killed_at, rejoin, start.elapsed())
+    report(&logs, nodes, &outcomes, killed_at, rejoin, start.elapsed())
 }
 
-fn report(logs: &[Log], nodes: &[Node], expected: usize, retried: u64, killed_at: Option<Instant>, rejoin: Duration, elapsed: Duration) -> Result<()> {
+/// How each message's send ended, by message id.
+type Outcomes = Arc<std::sync::Mutex<HashMap<String, SendOutcome>>>;
+
+fn report(logs: &[Log], nodes: &[Node], outcomes: &HashMap<String, SendOutcome>, killed_at: Option<Instant>, rejoin: Duration, elapsed: Duration) -> Result<()> {
     println!("\nWhat happened");
+    // The timestamp each OK carried: the event must be delivered at exactly that timestamp.
+    let sequenced: HashMap<&str, i64> = outcomes
+        .iter()
+        .filter_map(|(id, o)| match o {
+            SendOutcome::Sequenced { timestamp, .. } => Some((id.as_str(), *timestamp)),
+            _ => None,
+        })
+        .collect();
+    let expected = sequenced.len();
+    let unconfirmed = outcomes.len() - expected;
+    let resends: u32 = outcomes.values().map(|o| if let SendOutcome::Sequenced { resends, .. } = o { *resends } else { 0 }).sum();
     let reference: Vec<i64> = logs[1].lock().unwrap().iter().map(|(ts, _, _)| *ts).collect();
-    let mut ok = true;
+    let mut ok = unconfirmed == 0;
     for (n, log) in nodes.iter().zip(logs) {
         let log = log.lock().unwrap();
         let ids: Vec<&String> = log.iter().map(|(_, id, _)| id).collect();
         let unique: HashSet<&&String> = ids.iter().collect();
         let ts: Vec<i64> = log.iter().map(|(ts, _, _)| *ts).collect();
         let same = ts == reference;
-        let good = ids.len() == expected && unique.len() == expected && same;
+        // Every OK'd message, at the timestamp its OK named; nothing else.
+        let at_ok_ts = log.iter().filter(|(ts, id, _)| sequenced.get(id.as_str()) == Some(ts)).count();
+        let good = ids.len() == expected && unique.len() == expected && at_ok_ts == expected && same;
         ok &= good;
         println!(
-            "  subscriber on {:<11} {} of {expected} messages, {} duplicates, order {}",
+            "  subscriber on {:<11} {at_ok_ts} of {expected} OK'd messages at their OK's timestamp, {} duplicates, {} unexpected, order {}",
             n.name,
-            unique.len(),
             ids.len() - unique.len(),
+            log.len() - at_ok_ts,
             if same { "identical to the others" } else { "DIFFERENT" }
         );
     }
@@ -214,10 +220,13 @@ fn report(logs: &[Log], nodes: &[Node], expected: usize, retried: u64, killed_at
         }
     }
     println!("  {} restarted and rejoined in {:.0} ms", nodes[VICTIM].name, rejoin.as_secs_f64() * 1000.0);
-    println!("  sends retried with the same message id: {retried} (never sequenced twice)");
+    println!("  sends that got no answer and were resent unchanged on another node: {resends} (never sequenced twice)");
+    if unconfirmed > 0 {
+        println!("  sends that no node confirmed: {unconfirmed}");
+    }
     println!("  throughput: {:.0} messages/s over {:.1} s", expected as f64 / elapsed.as_secs_f64(), elapsed.as_secs_f64());
     if !ok {
-        bail!("a subscriber missed, duplicated or reordered messages");
+        bail!("a send went unconfirmed, or a subscriber missed, duplicated or reordered messages");
     }
     println!("  nothing lost, nothing duplicated, one order for every subscriber ✔");
     Ok(())

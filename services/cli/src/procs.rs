@@ -117,42 +117,81 @@ pub async fn healthy(addr: SocketAddr) -> bool {
     tokio::time::timeout(Duration::from_millis(500), probe).await.ok().flatten().unwrap_or(false)
 }
 
-/// Sends over several sequencer nodes: each send starts at a given node and moves on to the
-/// next when a node fails, reconnecting lazily.
+/// How a send over [`Senders`] ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// A node answered OK: sequenced at `timestamp`, after `resends` attempts that got no
+    /// answer (each resent, with the same message id, on the next node).
+    Sequenced { timestamp: i64, resends: u32 },
+    /// A node refused it for good (the status message).
+    Refused(String),
+    /// No node answered before the max-sequencing-time.
+    Unconfirmed,
+}
+
+/// Sends over several sequencer nodes: each send starts at a given node and, while it gets no
+/// answer, is resent unchanged (same message id and max-sequencing-time) on the next one.
+/// Cheap to clone; clients are shared and reconnected lazily.
+#[derive(Clone)]
 pub struct Senders {
-    urls: Vec<String>,
-    clients: Vec<Option<SequencerServiceClient<Channel>>>,
+    urls: Arc<Vec<String>>,
+    clients: Arc<Mutex<Vec<Option<SequencerServiceClient<Channel>>>>>,
 }
 
 impl Senders {
     /// Senders to the public APIs of `nodes`.
     pub fn new(nodes: &[Node]) -> Senders {
         let urls: Vec<String> = nodes.iter().map(Node::url).collect();
-        Senders { clients: vec![None; urls.len()], urls }
+        Senders { clients: Arc::new(Mutex::new(vec![None; urls.len()])), urls: Arc::new(urls) }
     }
 
-    /// Send message `id` from `sender` to `to` (its body is the id), trying node `first`
-    /// (modulo the node count) and then the others; true once a node accepted it.
-    pub async fn send(&mut self, first: usize, sender: &str, to: &str, id: &str, mst_in: Duration) -> bool {
-        for attempt in 0..self.urls.len() {
-            let i = (first + attempt) % self.urls.len();
-            if self.clients[i].is_none() {
-                self.clients[i] = SequencerServiceClient::connect(self.urls[i].clone()).await.ok();
+    async fn client(&self, i: usize) -> Option<SequencerServiceClient<Channel>> {
+        if let Some(c) = self.clients.lock().unwrap()[i].clone() {
+            return Some(c);
+        }
+        let connect = SequencerServiceClient::connect(self.urls[i].clone());
+        let c = tokio::time::timeout(Duration::from_secs(1), connect).await.ok()?.ok()?;
+        self.clients.lock().unwrap()[i] = Some(c.clone());
+        Some(c)
+    }
+
+    /// Send message `id` from `sender` to `to` (its body is the id), starting at node `first`
+    /// (modulo the node count) until a node answers.
+    pub async fn send(&self, first: usize, sender: &str, to: &str, id: &str, mst_in: Duration) -> SendOutcome {
+        let req = SendRequest {
+            sender: sender.into(),
+            message_id: id.into(),
+            max_sequencing_time: now_micros() + mst_in.as_micros() as i64,
+            envelopes: vec![Envelope { recipients: vec![to.into()], content: id.as_bytes().to_vec() }],
+        };
+        let mut resends = 0u32;
+        for attempt in 0.. {
+            if now_micros() > req.max_sequencing_time {
+                break;
             }
-            let Some(c) = self.clients[i].as_mut() else { continue };
-            let req = SendRequest {
-                sender: sender.into(),
-                message_id: id.into(),
-                max_sequencing_time: now_micros() + mst_in.as_micros() as i64,
-                envelopes: vec![Envelope { recipients: vec![to.into()], content: id.as_bytes().to_vec() }],
-            };
-            match c.send(req).await {
-                Ok(_) => return true,
-                Err(_) => self.clients[i] = None,
+            let i = (first + attempt) % self.urls.len();
+            if attempt > 0 && i == first % self.urls.len() {
+                tokio::time::sleep(Duration::from_millis(100)).await; // every node failed: pause
+            }
+            let Some(mut c) = self.client(i).await else { continue };
+            match tokio::time::timeout(Duration::from_secs(5), c.send(req.clone())).await {
+                Ok(Ok(r)) => return SendOutcome::Sequenced { timestamp: r.into_inner().timestamp, resends },
+                Ok(Err(s)) if is_final(s.code()) => return SendOutcome::Refused(s.message().to_string()),
+                _ => {
+                    // No answer (unavailable, overloaded, cut off): the outcome is unknown.
+                    self.clients.lock().unwrap()[i] = None;
+                    resends += 1;
+                }
             }
         }
-        false
+        SendOutcome::Unconfirmed
     }
+}
+
+/// Answers that a resend cannot change.
+fn is_final(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(code, InvalidArgument | NotFound | PermissionDenied | AlreadyExists | FailedPrecondition | OutOfRange)
 }
 
 /// What one subscriber received: (timestamp, message id, arrival).

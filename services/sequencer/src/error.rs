@@ -33,6 +33,15 @@ pub enum SequencerError {
     /// The writer is not running (starting, recovering or stopping).
     #[error("sequencer {node} is not accepting sends: {reason}")]
     Unavailable { node: String, reason: String },
+    /// The (sender, message id) was already used for a send with other content.
+    #[error("message id {message_id:?} of {sender} was already used for a different send (sequenced at {ts}); use a new message id for new content")]
+    AlreadyExists { sender: String, message_id: String, ts: i64 },
+    /// The max-sequencing-time passed before the send could be sequenced: it never will be.
+    #[error("message id {message_id:?} was not sequenced: its max_sequencing_time {mst} passed first")]
+    NotSequenced { message_id: String, mst: i64 },
+    /// The node could not confirm the send yet; it may still be sequenced exactly once.
+    #[error("sequencer {node} could not confirm message id {message_id:?} yet ({reason}); resend it with the same message id, on any sequencer, to learn its outcome")]
+    OutcomeUnknown { node: String, message_id: String, reason: String },
     /// The requested events were pruned.
     #[error("events up to {lower_bound} have been pruned; cannot read from {requested}")]
     Pruned { requested: i64, lower_bound: i64 },
@@ -54,6 +63,9 @@ impl From<SequencerError> for Status {
             SequencerError::DeadlinePassed { .. } => Code::InvalidArgument,
             SequencerError::Overloaded { .. } => Code::ResourceExhausted,
             SequencerError::Unavailable { .. } => Code::Unavailable,
+            SequencerError::AlreadyExists { .. } => Code::AlreadyExists,
+            SequencerError::NotSequenced { .. } => Code::FailedPrecondition,
+            SequencerError::OutcomeUnknown { .. } => Code::Unavailable,
             SequencerError::Pruned { .. } => Code::OutOfRange,
             SequencerError::UnsafePruning { .. } => Code::FailedPrecondition,
         };

@@ -121,8 +121,13 @@ impl Sequencer {
     pub async fn shutdown(self) {
         self.inner.cancel.cancel();
         let _ = self.writer_task.await;
+        // Background tasks stop at their next cancellation point; one stuck on a database
+        // that does not answer is aborted rather than holding the shutdown up.
         for t in self.tasks {
-            let _ = t.await;
+            let abort = t.abort_handle();
+            if tokio::time::timeout(std::time::Duration::from_secs(2), t).await.is_err() {
+                abort.abort();
+            }
         }
     }
 }

@@ -10,13 +10,17 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use syncline_coordination::error::DieselContext;
 use syncline_coordination::timestamps::now_micros;
-use syncline_coordination::{watermarks, Db};
+use syncline_coordination::{watermarks, CoordError, Db};
 use syncline_schema::tables::sequencer_members as m;
 
 use crate::error::{Result, SequencerError};
 
 /// How long a cached enabled flag is trusted.
 const ENABLED_TTL: Duration = Duration::from_secs(1);
+
+/// How long a send waits for a member refresh before it uses what the cache has: a database
+/// that does not answer must not hold sends up.
+const REFRESH_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Longest accepted member name.
 pub const MAX_MEMBER_NAME: usize = 255;
@@ -83,14 +87,25 @@ impl Members {
         Ok(member)
     }
 
-    /// The member called `name`, if registered.
+    /// The member called `name`, if registered. A cached entry older than its TTL is
+    /// refreshed; when the database does not answer in time the cached entry is used.
     pub async fn lookup(&self, name: &str) -> Result<Option<Member>> {
-        if let Some((member, at)) = self.by_name.read().unwrap().get(name) {
+        let cached = self.by_name.read().unwrap().get(name).cloned();
+        if let Some((member, at)) = &cached {
             if at.elapsed() < ENABLED_TTL {
                 return Ok(Some(member.clone()));
             }
         }
-        self.lookup_fresh(name).await
+        let fresh = tokio::time::timeout(REFRESH_TIMEOUT, self.lookup_fresh(name)).await.unwrap_or_else(|_| {
+            Err(CoordError::Timeout { during: format!("looking up member {name}"), after: REFRESH_TIMEOUT }.into())
+        });
+        match (fresh, cached) {
+            (Err(e), Some((member, _))) => {
+                tracing::debug!(%e, member = name, "member refresh failed; using the cached entry");
+                Ok(Some(member))
+            }
+            (fresh, _) => fresh,
+        }
     }
 
     /// The member called `name`, read from the database.

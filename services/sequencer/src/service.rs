@@ -5,17 +5,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use prost::Message;
-use syncline_coordination::timestamps::now_micros;
 use syncline_proto::sequencer::sequencer_service_server::SequencerService;
 use syncline_proto::sequencer::{
     AcknowledgeRequest, AcknowledgeResponse, Batch, SendRequest, SendResponse, SubscribeRequest, SubscribeResponse,
 };
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::oneshot;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::error::{Result, SequencerError};
-use crate::writer::Submission;
+use crate::writer::{SendResult, Submission};
 use crate::{pruning, reader, Inner};
 
 /// Longest accepted message id.
@@ -28,8 +29,20 @@ pub struct PublicApi {
 }
 
 impl PublicApi {
-    /// Validate and enqueue a send.
-    async fn admit(&self, req: SendRequest) -> Result<()> {
+    /// Validate a send, queue it, and wait for the writer's answer: its timestamp once it is
+    /// committed and covered by the watermark.
+    async fn sequence(&self, req: SendRequest) -> Result<i64> {
+        let outcome = self.admit(req).await?;
+        outcome.await.unwrap_or_else(|_| {
+            Err(SequencerError::Unavailable {
+                node: self.inner.settings.name.clone(),
+                reason: "the writer stopped before it could confirm this send; resend it with the same message id".into(),
+            })
+        })
+    }
+
+    /// Validate and enqueue a send; the receiver gets its outcome.
+    async fn admit(&self, req: SendRequest) -> Result<oneshot::Receiver<SendResult>> {
         let inner = &self.inner;
         let size = req.encoded_len();
         if size > inner.settings.max_request_size {
@@ -47,7 +60,11 @@ impl PublicApi {
         if let Some(i) = req.envelopes.iter().position(|e| e.recipients.is_empty()) {
             return Err(SequencerError::InvalidRequest(format!("envelope {i} has no recipients")));
         }
-        let now = now_micros();
+        // Refuse at once while not serving: no database round trip that could hang.
+        if !inner.writer.is_running() {
+            return Err(SequencerError::Unavailable { node: inner.settings.name.clone(), reason: inner.writer.detail() });
+        }
+        let now = inner.settings.now();
         if req.max_sequencing_time < now {
             return Err(SequencerError::DeadlinePassed { mst: req.max_sequencing_time, now });
         }
@@ -59,9 +76,6 @@ impl PublicApi {
             )));
         }
         let sender = inner.members.require_enabled(&req.sender).await?;
-        if !inner.writer.is_running() {
-            return Err(SequencerError::Unavailable { node: inner.settings.name.clone(), reason: inner.writer.detail() });
-        }
         let names: BTreeSet<&str> = req.envelopes.iter().flat_map(|e| e.recipients.iter().map(String::as_str)).collect();
         let mut recipients = vec![sender.id];
         let mut unknown = Vec::new();
@@ -74,17 +88,22 @@ impl PublicApi {
         recipients.sort_unstable();
         recipients.dedup();
         let payload = Batch { envelopes: req.envelopes }.encode_to_vec();
+        let digest = Sha256::digest(&payload).to_vec();
+        let (reply, outcome) = oneshot::channel();
         let sub = Submission {
             sender: sender.id,
+            sender_name: sender.member,
             message_id: req.message_id,
             max_sequencing_ts: req.max_sequencing_time,
             recipients,
             unknown,
             payload,
+            digest,
             accepted_at: Instant::now(),
+            reply: Some(reply),
         };
         match inner.queue.try_send(sub) {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(outcome),
             Err(TrySendError::Full(_)) => {
                 Err(SequencerError::Overloaded { node: inner.settings.name.clone(), pending: inner.settings.queue_size })
             }
@@ -96,10 +115,10 @@ impl PublicApi {
     }
 }
 
-fn count_send(inner: &Inner, r: &Result<()>) {
+fn count_send(inner: &Inner, r: &Result<i64>) {
     let node = inner.settings.name.clone();
     match r {
-        Ok(()) => metrics::counter!("syncline_sequencer_sends_total", "node" => node, "result" => "accepted").increment(1),
+        Ok(_) => metrics::counter!("syncline_sequencer_sends_total", "node" => node, "result" => "sequenced").increment(1),
         Err(e) => {
             let reason = match e {
                 SequencerError::Overloaded { .. } => "overloaded",
@@ -109,22 +128,23 @@ fn count_send(inner: &Inner, r: &Result<()>) {
                 SequencerError::UnknownMember(_) => "unknown_sender",
                 SequencerError::MemberDisabled(_) => "disabled_sender",
                 SequencerError::InvalidRequest(_) => "invalid",
+                SequencerError::AlreadyExists { .. } => "message_id_reused",
+                SequencerError::NotSequenced { .. } => "max_sequencing_time",
+                SequencerError::OutcomeUnknown { .. } => "unconfirmed",
                 _ => "error",
             };
             metrics::counter!("syncline_sequencer_sends_total", "node" => node, "result" => "rejected", "reason" => reason)
                 .increment(1)
         }
     }
-    metrics::gauge!("syncline_sequencer_queue_depth", "node" => inner.settings.name.clone())
-        .set((inner.settings.queue_size - inner.queue.capacity()) as f64);
 }
 
 #[tonic::async_trait]
 impl SequencerService for PublicApi {
     async fn send(&self, request: Request<SendRequest>) -> Result<Response<SendResponse>, Status> {
-        let r = self.admit(request.into_inner()).await;
+        let r = self.sequence(request.into_inner()).await;
         count_send(&self.inner, &r);
-        r.map(|()| Response::new(SendResponse {})).map_err(Status::from)
+        r.map(|timestamp| Response::new(SendResponse { timestamp })).map_err(Status::from)
     }
 
     type SubscribeStream = ReceiverStream<Result<SubscribeResponse, Status>>;

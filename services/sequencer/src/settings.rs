@@ -29,6 +29,14 @@ pub struct SequencerSettings {
     pub max_sequencing_horizon: Duration,
     /// A database write that takes longer counts as a lost connection.
     pub write_timeout: Duration,
+    /// A node whose clock is behind the highest watermark waits at most this long for its
+    /// clock to catch up before going online (then it goes online ahead of its clock).
+    pub max_clock_wait: Duration,
+    /// Accept a database whose `synchronous_commit` is `off`, which can lose committed (and
+    /// already delivered) events when PostgreSQL crashes. Only for throwaway test databases.
+    pub allow_unsafe_commit: bool,
+    /// Shift of this node's clock in microseconds (tests simulate a skewed host with it).
+    pub clock_offset_micros: i64,
 }
 
 impl Default for SequencerSettings {
@@ -46,11 +54,19 @@ impl Default for SequencerSettings {
             max_request_size: 4 * 1024 * 1024,
             max_sequencing_horizon: Duration::from_secs(3600),
             write_timeout: Duration::from_secs(5),
+            max_clock_wait: Duration::from_secs(10),
+            allow_unsafe_commit: false,
+            clock_offset_micros: 0,
         }
     }
 }
 
 impl SequencerSettings {
+    /// This node's clock in microseconds since the epoch (the wall clock plus the offset).
+    pub fn now(&self) -> i64 {
+        syncline_coordination::timestamps::now_micros() + self.clock_offset_micros
+    }
+
     /// How long after its last watermark write the node stops reporting healthy.
     pub fn health_stale_after(&self) -> Duration {
         (self.keep_alive_interval * 20).max(Duration::from_secs(1)).min(self.offline_duration)

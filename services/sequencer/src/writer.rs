@@ -1,27 +1,41 @@
 //! The writer: one task per process that owns a node index, assigns partitioned timestamps,
 //! commits batches of sends as large as the backlog allows (group commit) through the
-//! session holding the index lock, then advances the watermark. Sends of a batch that could
-//! not be confirmed are kept and retried after recovery; message-id claims make the retry
+//! session holding the index lock, then advances the watermark, and only then answers each
+//! send: OK with its timestamp means committed and covered. Sends of a batch that could not
+//! be confirmed are kept and retried after recovery; message-id claims make the retry
 //! idempotent, so nothing accepted is lost or sequenced twice.
+//!
+//! A send whose (sender, message id) is already claimed is answered from that claim once
+//! the claim is covered by its node's watermark (OK with the claim's timestamp, or
+//! ALREADY_EXISTS for other content). An uncovered claim proves nothing — its node may be
+//! dead and its tail about to be truncated — so such a send stays pending and is tried again
+//! until the claim is covered or gone.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use syncline_coordination::events::{self, EventKind, MessageIdClaim, NewEvent};
+use syncline_coordination::db::{self, SessionKind};
+use syncline_coordination::events::{self, EventKind, ExistingClaim, MessageIdClaim, NewEvent};
 use syncline_coordination::node_index::{self, IndexLease};
-use syncline_coordination::timestamps::{now_micros, TimestampGenerator};
+use syncline_coordination::timestamps::TimestampGenerator;
 use syncline_coordination::{recovery, watermarks, CoordError, DbConfig};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::error::SequencerError;
 use crate::settings::SequencerSettings;
 
+/// The writer's answer to one send: its timestamp, or why not.
+pub(crate) type SendResult = Result<i64, SequencerError>;
+
 /// A send accepted into the queue.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct Submission {
     pub sender: i32,
+    /// The sender's name, for error messages.
+    pub sender_name: String,
     pub message_id: String,
     pub max_sequencing_ts: i64,
     /// Sender and every recipient, as member ids.
@@ -30,7 +44,20 @@ pub(crate) struct Submission {
     pub unknown: Vec<String>,
     /// The encoded `Batch`.
     pub payload: Vec<u8>,
+    /// Digest of the payload, stored with the message-id claim.
+    pub digest: Vec<u8>,
     pub accepted_at: Instant,
+    /// Where the outcome goes; taken once answered (a send may be answered "unknown" and
+    /// still be sequenced later, which a resend then learns from its claim).
+    pub reply: Option<oneshot::Sender<SendResult>>,
+}
+
+impl Submission {
+    fn answer(&mut self, result: SendResult) {
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(result); // the client may have gone away
+        }
+    }
 }
 
 /// What the writer is doing, shared with the API and health checks.
@@ -106,7 +133,8 @@ struct Writer {
     settings: SequencerSettings,
     shared: Arc<WriterShared>,
     rx: mpsc::Receiver<Submission>,
-    /// Sends whose outcome was not confirmed; retried first.
+    /// Sends whose outcome is not known yet (a failed write, or a claim not covered yet);
+    /// retried with the next batch.
     carry: Vec<Submission>,
     /// Whether this process has applied the schema migrations.
     migrated: bool,
@@ -136,6 +164,14 @@ enum Outcome {
     Stop,
 }
 
+/// How one send of a written batch ended.
+enum Resolution {
+    /// Answered (OK with a timestamp, or a final error).
+    Done(SendResult),
+    /// Not known yet: try again with the next batch.
+    Pending,
+}
+
 impl Writer {
     async fn run(&mut self, cancel: CancellationToken) {
         while !cancel.is_cancelled() {
@@ -153,7 +189,53 @@ impl Writer {
             // Closing the session releases the index; `join` backs off if the database is down.
             drop(lease);
         }
+        // Cancelled while not online: nothing more can be written by this process.
         self.shared.set_down("stopped");
+        self.rx.close();
+        let reason = "the node stopped before it could sequence this send";
+        self.give_up(reason);
+    }
+
+    /// Answer every send still held (carried or queued) with "outcome unknown".
+    fn give_up(&mut self, reason: &str) {
+        let mut rest = std::mem::take(&mut self.carry);
+        while let Ok(s) = self.rx.try_recv() {
+            rest.push(s);
+        }
+        if !rest.is_empty() {
+            tracing::warn!(unanswered = rest.len(), "{reason}");
+        }
+        for mut sub in rest {
+            let e = self.unknown(&sub, reason);
+            sub.answer(Err(e));
+        }
+    }
+
+    fn unknown(&self, sub: &Submission, reason: &str) -> SequencerError {
+        SequencerError::OutcomeUnknown {
+            node: self.settings.name.clone(),
+            message_id: sub.message_id.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Answer "outcome unknown" to held sends that waited longer than a write may take, so
+    /// that clients do not hang while the database is away (or another node's claim stays
+    /// unconfirmed); they stay held and are still sequenced (once) when that resolves.
+    /// `drain` also takes the queued sends, which nobody writes while the node is down.
+    fn answer_overdue(&mut self, drain: bool) {
+        if drain {
+            while let Ok(s) = self.rx.try_recv() {
+                self.carry.push(s);
+            }
+        }
+        let after = self.settings.write_timeout;
+        let reason = format!("not confirmed within {after:?}: {}", self.shared.detail());
+        let node = self.settings.name.clone();
+        for sub in self.carry.iter_mut().filter(|s| s.reply.is_some() && s.accepted_at.elapsed() >= after) {
+            let e = SequencerError::OutcomeUnknown { node: node.clone(), message_id: sub.message_id.clone(), reason: reason.clone() };
+            sub.answer(Err(e));
+        }
     }
 
     /// Acquire an index, truncate it past its watermark and go online (retried until it
@@ -164,7 +246,12 @@ impl Writer {
             if cancel.is_cancelled() {
                 return None;
             }
-            match self.try_join().await {
+            let attempt = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return None,
+                r = self.try_join(cancel) => r,
+            };
+            match attempt {
                 Ok(joined) => return Some(joined),
                 Err(e) => {
                     self.shared.set_down(format!("joining: {e}"));
@@ -175,6 +262,7 @@ impl Writer {
                     }
                 }
             }
+            self.answer_overdue(true);
             tokio::select! {
                 _ = cancel.cancelled() => return None,
                 _ = tokio::time::sleep(backoff) => {}
@@ -183,7 +271,7 @@ impl Writer {
         }
     }
 
-    async fn try_join(&mut self) -> Result<(IndexLease, TimestampGenerator), CoordError> {
+    async fn try_join(&mut self, cancel: &CancellationToken) -> Result<(IndexLease, TimestampGenerator), CoordError> {
         let t = self.settings.write_timeout;
         if !self.migrated {
             timeout(t * 6, syncline_coordination::db::migrate(&self.db)).await?;
@@ -191,15 +279,43 @@ impl Writer {
         }
         let mut lease = timeout(t, node_index::acquire_after(&self.db, self.settings.total_node_count, self.previous)).await?;
         self.previous = Some(lease.previous());
-        let index = lease.index();
-        // If this node's previous session died mid-write on another index, the sends it
-        // carries may hold claims there; free them before sequencing the carry here.
-        if let Err(e) = timeout(t, recovery::sweep_dead(lease.conn())).await {
+        timeout(t, check_commit_mode(lease.conn(), self.settings.allow_unsafe_commit)).await?;
+        // Free dead nodes' uncovered claims early, so that sends colliding with them are not
+        // held until the periodic sweep. Done on a connection of its own: a sweep cut short
+        // by the timeout must not leave the lock session inside a transaction.
+        if let Err(e) = timeout(t, sweep_dead(&self.db, t)).await {
             tracing::warn!(%e, "could not sweep dead nodes' rows; continuing");
         }
-        let mut gen = TimestampGenerator::new(index, self.settings.total_node_count)?;
+        self.wait_for_clock(lease.conn(), cancel).await?;
+        let mut gen = TimestampGenerator::with_clock(lease.index(), self.settings.total_node_count, node_clock(&self.settings))?;
         self.rejoin(&mut lease, &mut gen).await?;
         Ok((lease, gen))
+    }
+
+    /// A node whose clock is behind the highest watermark waits (bounded) for its clock to
+    /// get there, rather than going online with timestamps ahead of its own clock: those
+    /// would hold the safe watermark, and so every reader, back until its clock caught up.
+    async fn wait_for_clock(&self, conn: &mut diesel_async::AsyncPgConnection, cancel: &CancellationToken) -> Result<(), CoordError> {
+        let highest = timeout(self.settings.write_timeout, watermarks::highest(conn)).await?;
+        let Some(highest) = highest else { return Ok(()) };
+        let behind = highest - self.settings.now();
+        if behind <= 0 {
+            return Ok(());
+        }
+        let behind = Duration::from_micros(behind as u64);
+        let wait = behind.min(self.settings.max_clock_wait);
+        tracing::warn!(behind_ms = behind.as_millis() as u64, wait_ms = wait.as_millis() as u64,
+            "this node's clock is behind the highest sequencer watermark; waiting before going online");
+        self.shared.set_down(format!("waiting {} ms for the clock to reach the highest watermark", wait.as_millis()));
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+        if behind > wait {
+            tracing::error!(behind_ms = behind.as_millis() as u64,
+                "clock still behind the highest watermark after max_clock_wait; going online ahead of it (check NTP on this host)");
+        }
+        Ok(())
     }
 
     /// Truncate past the watermark and go online on the lease we hold.
@@ -207,7 +323,7 @@ impl Writer {
         let t = self.settings.write_timeout;
         let index = lease.index();
         let truncated = timeout(t, recovery::truncate(lease.conn(), index)).await?;
-        let online_at = timeout(t, watermarks::go_online(lease.conn(), index, now_micros())).await?;
+        let online_at = timeout(t, watermarks::go_online(lease.conn(), index, self.settings.now())).await?;
         gen.ensure_after(online_at);
         self.shared.set_up(index, online_at);
         metrics::gauge!("syncline_sequencer_node_index", "node" => self.settings.name.clone()).set(index as f64);
@@ -216,16 +332,24 @@ impl Writer {
     }
 
     async fn step(&mut self, lease: &mut IndexLease, gen: &mut TimestampGenerator, cancel: &CancellationToken) -> Outcome {
-        let batch = if self.carry.is_empty() {
-            match self.collect(cancel).await {
-                Some(b) => b,
-                None => return Outcome::Stop,
+        let mut batch = std::mem::take(&mut self.carry);
+        // Held sends are retried with the next batch; the wait for news bounds how often.
+        match self.collect(cancel, batch.len()).await {
+            Some(more) => batch.extend(more),
+            None => {
+                self.carry = batch;
+                return Outcome::Stop;
             }
-        } else {
-            std::mem::take(&mut self.carry)
-        };
-        match timeout(self.settings.write_timeout, self.write(lease, gen, &batch)).await {
-            Ok(()) => Outcome::Continue,
+        }
+        self.publish_queue_depth();
+        match timeout(self.settings.write_timeout, self.write(lease, gen, &mut batch)).await {
+            Ok(()) => {
+                self.carry = batch; // what is still pending
+                if !self.carry.is_empty() {
+                    self.answer_overdue(false);
+                }
+                Outcome::Continue
+            }
             Err(CoordError::MarkedOffline { .. }) => {
                 tracing::warn!("marked offline by another node; recovering in place");
                 self.shared.set_down("marked offline; recovering");
@@ -239,6 +363,7 @@ impl Writer {
                 }
             }
             Err(e) => {
+                // The lock session may be anywhere (even inside a transaction): give it up.
                 tracing::warn!(%e, pending = batch.len(), "write failed; rejoining");
                 self.shared.set_down(format!("write failed: {e}"));
                 self.carry = batch;
@@ -247,9 +372,13 @@ impl Writer {
         }
     }
 
-    /// Wait up to a keep-alive interval for a first send, then take whatever else is queued.
-    /// `None` once cancelled.
-    async fn collect(&mut self, cancel: &CancellationToken) -> Option<Vec<Submission>> {
+    fn publish_queue_depth(&self) {
+        metrics::gauge!("syncline_sequencer_queue_depth", "node" => self.settings.name.clone()).set(self.rx.len() as f64);
+    }
+
+    /// Wait up to a keep-alive interval for a first send, then take whatever else is queued
+    /// (up to a batch with the `held` sends already taken). `None` once cancelled.
+    async fn collect(&mut self, cancel: &CancellationToken, held: usize) -> Option<Vec<Submission>> {
         let mut batch = Vec::new();
         tokio::select! {
             biased;
@@ -257,10 +386,10 @@ impl Writer {
             first = tokio::time::timeout(self.settings.keep_alive_interval, self.rx.recv()) => match first {
                 Ok(Some(s)) => batch.push(s),
                 Ok(None) => return None,
-                Err(_) => return Some(batch), // idle: a keep-alive
+                Err(_) => return Some(batch), // idle: a keep-alive (and a retry of held sends)
             }
         }
-        while batch.len() < self.settings.max_batch_size {
+        while held + batch.len() < self.settings.max_batch_size {
             match self.rx.try_recv() {
                 Ok(s) => batch.push(s),
                 Err(_) => break,
@@ -269,55 +398,114 @@ impl Writer {
         Some(batch)
     }
 
-    /// Commit `batch` (possibly empty: a keep-alive) and the watermark covering it.
-    async fn write(&self, lease: &mut IndexLease, gen: &mut TimestampGenerator, batch: &[Submission]) -> Result<(), CoordError> {
+    /// Commit `batch` (possibly empty: a keep-alive) and the watermark covering it, then
+    /// answer every send whose outcome is known and leave in `batch` those still pending.
+    /// On error nothing was answered and `batch` is unchanged.
+    async fn write(&self, lease: &mut IndexLease, gen: &mut TimestampGenerator, batch: &mut Vec<Submission>) -> Result<(), CoordError> {
         let name = &self.settings.name;
         let index = lease.index();
         let mut events = Vec::with_capacity(batch.len());
-        let mut late = 0u64;
-        for sub in batch {
+        // Per send: the timestamp it was tried at, and whether it was late.
+        let mut tried = Vec::with_capacity(batch.len());
+        for sub in batch.iter() {
             let ts = gen.generate();
-            if ts > sub.max_sequencing_ts {
-                late += 1;
-                tracing::debug!(sender = sub.sender, message_id = %sub.message_id, ts, mst = sub.max_sequencing_ts, "max sequencing time exceeded; dropped");
-                continue;
+            let late = ts > sub.max_sequencing_ts;
+            if !late {
+                events.push(to_event(ts, sub));
             }
-            events.push(to_event(ts, sub));
-        }
-        if late > 0 {
-            metrics::counter!("syncline_sequencer_dropped_total", "node" => name.clone(), "reason" => "max_sequencing_time").increment(late);
+            tried.push((ts, late));
         }
         if batch.is_empty() {
             gen.generate(); // a fresh timestamp for the keep-alive watermark
         }
-        let mut duplicates = 0;
+        let mut conflicts = Vec::new();
         if !events.is_empty() {
-            let appended = events::append(lease.conn(), index, &events).await?;
-            duplicates = appended.duplicates.len();
+            conflicts = events::append(lease.conn(), index, &events).await?.conflicts;
         }
         let watermark = gen.last();
         watermarks::save(lease.conn(), index, watermark).await?;
         self.shared.wrote(watermark);
-        if !batch.is_empty() {
-            let written = (events.len() - duplicates) as u64;
-            metrics::counter!("syncline_sequencer_events_written_total", "node" => name.clone()).increment(written);
-            metrics::histogram!("syncline_sequencer_batch_size", "node" => name.clone()).record(batch.len() as f64);
-            if duplicates > 0 {
-                metrics::counter!("syncline_sequencer_dropped_total", "node" => name.clone(), "reason" => "duplicate")
-                    .increment(duplicates as u64);
-            }
-            let now = Instant::now();
-            for sub in batch {
-                metrics::histogram!("syncline_sequencer_write_latency_seconds", "node" => name.clone())
-                    .record(now.duration_since(sub.accepted_at).as_secs_f64());
+
+        // Everything written is now covered. Sends that hit a claim, and late ones (a resend
+        // of a send sequenced before), are answered from the claims as they stand now.
+        let unresolved: Vec<usize> =
+            (0..batch.len()).filter(|&i| tried[i].1 || conflicts.binary_search(&tried[i].0).is_ok()).collect();
+        let found = if unresolved.is_empty() {
+            Ok(Vec::new())
+        } else {
+            let keys: Vec<(i32, &str)> = unresolved.iter().map(|&i| (batch[i].sender, batch[i].message_id.as_str())).collect();
+            events::claims(lease.conn(), &keys).await
+        };
+        let found = found.unwrap_or_else(|e| {
+            tracing::warn!(%e, "could not read message-id claims; those sends stay pending");
+            Vec::new()
+        });
+        let mut stats = Stats::default();
+        let mut still_pending = Vec::new();
+        for (i, mut sub) in std::mem::take(batch).into_iter().enumerate() {
+            let (ts, late) = tried[i];
+            let resolution = if !late && conflicts.binary_search(&ts).is_err() {
+                stats.written += 1;
+                Resolution::Done(Ok(ts))
+            } else {
+                let claim = found.iter().find(|c| c.sender == sub.sender && c.message_id == sub.message_id);
+                self.resolve(&sub, claim, late, &mut stats)
+            };
+            match resolution {
+                Resolution::Done(result) => {
+                    metrics::histogram!("syncline_sequencer_write_latency_seconds", "node" => name.clone())
+                        .record(sub.accepted_at.elapsed().as_secs_f64());
+                    sub.answer(result);
+                }
+                Resolution::Pending => still_pending.push(sub),
             }
         }
+        *batch = still_pending;
+        stats.publish(name, tried.len());
         metrics::gauge!("syncline_sequencer_watermark_delay_seconds", "node" => name.clone())
-            .set((now_micros() - watermark) as f64 / 1e6);
+            .set((self.settings.now() - watermark) as f64 / 1e6);
         Ok(())
     }
 
-    /// Clean shutdown: refuse new sends, write what is queued, go offline, release the index.
+    /// The outcome of a send that was not written: from the claim on its message id.
+    fn resolve(&self, sub: &Submission, claim: Option<&ExistingClaim>, late: bool, stats: &mut Stats) -> Resolution {
+        match claim {
+            Some(c) if c.covered => {
+                if c.digest.as_ref().is_none_or(|d| *d == sub.digest) {
+                    stats.resent += 1;
+                    Resolution::Done(Ok(c.ts))
+                } else {
+                    stats.refused += 1;
+                    Resolution::Done(Err(SequencerError::AlreadyExists {
+                        sender: sub.sender_name.clone(),
+                        message_id: sub.message_id.clone(),
+                        ts: c.ts,
+                    }))
+                }
+            }
+            None if late => {
+                stats.late += 1;
+                tracing::debug!(sender = sub.sender, message_id = %sub.message_id, mst = sub.max_sequencing_ts, "max sequencing time exceeded; dropped");
+                Resolution::Done(Err(SequencerError::NotSequenced {
+                    message_id: sub.message_id.clone(),
+                    mst: sub.max_sequencing_ts,
+                }))
+            }
+            // Claimed by an event its node has not covered: it may yet be covered, or be
+            // truncated with a dead node's tail. Neither answer is known.
+            Some(_) if late => {
+                stats.late += 1;
+                Resolution::Done(Err(self.unknown(sub, "its max_sequencing_time passed while another node's claim on its message id was unconfirmed")))
+            }
+            _ => {
+                stats.pending += 1;
+                Resolution::Pending
+            }
+        }
+    }
+
+    /// Clean shutdown: refuse new sends, write what is held and queued, answer what could not
+    /// be written, remove our uncovered tail, go offline, release the index.
     async fn stop(&mut self, mut lease: IndexLease, gen: &mut TimestampGenerator) {
         self.shared.set_down("shutting down");
         self.rx.close();
@@ -325,20 +513,104 @@ impl Writer {
         while let Ok(s) = self.rx.try_recv() {
             rest.push(s);
         }
-        for chunk in rest.chunks(self.settings.max_batch_size.max(1)) {
-            if let Err(e) = timeout(self.settings.write_timeout, self.write(&mut lease, gen, chunk)).await {
-                tracing::warn!(%e, lost = chunk.len(), "could not write queued sends while shutting down");
-                break;
+        let chunk_size = self.settings.max_batch_size.max(1);
+        let mut failed = None;
+        while !rest.is_empty() {
+            let mut chunk: Vec<Submission> = rest.drain(..rest.len().min(chunk_size)).collect();
+            match timeout(self.settings.write_timeout, self.write(&mut lease, gen, &mut chunk)).await {
+                // Sends still pending on another node's claim: that node's fate decides.
+                Ok(()) => self.carry.extend(chunk),
+                Err(e) => {
+                    self.carry.extend(chunk);
+                    failed = Some(e);
+                    break;
+                }
             }
         }
-        let index = lease.index();
-        match timeout(self.settings.write_timeout, watermarks::go_offline(lease.conn(), index)).await {
-            Ok(()) => tracing::info!(index, "offline"),
-            Err(e) => tracing::warn!(%e, "could not go offline cleanly; others will notice the released lock"),
+        self.carry.extend(rest);
+        if let Some(e) = &failed {
+            tracing::warn!(%e, "could not write every held send while shutting down");
         }
-        let _ = lease.release().await;
+        self.give_up("the node shut down before it could confirm this send");
+        if failed.is_none() {
+            // Truncate marks the index offline and removes anything it wrote past the
+            // watermark, so nobody else has to wait for a sweep to free those claims.
+            let index = lease.index();
+            match timeout(self.settings.write_timeout, recovery::truncate(lease.conn(), index)).await {
+                Ok(_) => {
+                    tracing::info!(index, "offline");
+                    let _ = tokio::time::timeout(self.settings.write_timeout, lease.release()).await;
+                }
+                // Dropping the lease closes its session, which releases the index.
+                Err(e) => tracing::warn!(%e, "could not go offline cleanly; others will notice the released lock"),
+            }
+        }
         self.shared.set_down("stopped");
     }
+}
+
+/// Counts of one written batch, for the metrics.
+#[derive(Default)]
+struct Stats {
+    written: u64,
+    resent: u64,
+    refused: u64,
+    late: u64,
+    pending: u64,
+}
+
+impl Stats {
+    fn publish(&self, name: &str, batch: usize) {
+        let node = name.to_string();
+        if batch == 0 {
+            return;
+        }
+        metrics::counter!("syncline_sequencer_events_written_total", "node" => node.clone()).increment(self.written);
+        metrics::histogram!("syncline_sequencer_batch_size", "node" => node.clone()).record(batch as f64);
+        for (reason, n) in [("duplicate", self.resent), ("message_id_reused", self.refused), ("max_sequencing_time", self.late)] {
+            if n > 0 {
+                metrics::counter!("syncline_sequencer_dropped_total", "node" => node.clone(), "reason" => reason).increment(n);
+            }
+        }
+        if self.pending > 0 {
+            metrics::counter!("syncline_sequencer_sends_held_total", "node" => node).increment(self.pending);
+        }
+    }
+}
+
+/// Refuse a database that acknowledges commits before they are durable: after a crash it
+/// would forget events that readers have already been given.
+async fn check_commit_mode(conn: &mut diesel_async::AsyncPgConnection, allow_unsafe: bool) -> Result<(), CoordError> {
+    let value = db::setting(conn, "synchronous_commit").await?;
+    if value == "off" && !allow_unsafe {
+        return Err(CoordError::InvalidConfig(
+            "the database runs with synchronous_commit = off, which can lose committed events (already delivered to \
+             subscribers) when PostgreSQL crashes; set synchronous_commit = on for the sequencer's database or role \
+             (ALTER DATABASE … SET synchronous_commit = on), or set allow_unsafe_commit = true on a throwaway test database"
+                .into(),
+        ));
+    }
+    if value == "off" {
+        tracing::warn!("synchronous_commit is off: a PostgreSQL crash can lose delivered events (allowed by allow_unsafe_commit)");
+    }
+    Ok(())
+}
+
+/// Sweep dead nodes' tails on a session of its own (dropped afterwards, whatever happened).
+/// The server bounds its statements too: a backend left waiting on a row lock after we gave
+/// up would hold a table lock that keeps every node from going online.
+async fn sweep_dead(cfg: &DbConfig, within: Duration) -> Result<(), CoordError> {
+    let mut cfg = cfg.clone();
+    cfg.statement_timeout = within;
+    let mut conn = db::connect(&cfg, SessionKind::Pooled).await?;
+    recovery::sweep_dead(&mut conn).await?;
+    Ok(())
+}
+
+/// This node's clock for its timestamp generator.
+fn node_clock(settings: &SequencerSettings) -> impl Fn() -> i64 + Send + Sync + 'static {
+    let offset = settings.clock_offset_micros;
+    move || syncline_coordination::timestamps::now_micros() + offset
 }
 
 fn to_event(ts: i64, sub: &Submission) -> NewEvent {
@@ -346,6 +618,7 @@ fn to_event(ts: i64, sub: &Submission) -> NewEvent {
         sender: sub.sender,
         message_id: sub.message_id.clone(),
         max_sequencing_ts: sub.max_sequencing_ts,
+        digest: sub.digest.clone(),
     });
     if sub.unknown.is_empty() {
         NewEvent {

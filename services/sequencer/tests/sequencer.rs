@@ -175,14 +175,21 @@ async fn the_same_message_id_sent_to_two_nodes_is_sequenced_once() {
         async { a.client().await.send(req.clone()).await },
         async { b.client().await.send(req.clone()).await }
     );
-    ra.unwrap();
-    rb.unwrap();
-    // A later retry on a is deduplicated too.
-    a.client().await.send(req.clone()).await.unwrap();
-    a.client().await.send(send("alice", "other", &["bob"], "twice")).await.unwrap();
+    let (ta, tb) = (ra.unwrap().into_inner().timestamp, rb.unwrap().into_inner().timestamp);
+    assert_eq!(ta, tb, "both answers name the one timestamp it was sequenced at");
+    // A later resend on a is answered from the claim too.
+    assert_eq!(a.client().await.send(req.clone()).await.unwrap().into_inner().timestamp, ta);
+    // The same id with other content is refused, clearly, on either node.
+    for n in [&a, &b] {
+        let reused = n.client().await.send(send("alice", "retry-me", &["bob"], "different")).await.unwrap_err();
+        assert_eq!(reused.code(), Code::AlreadyExists, "{reused:?}");
+        assert!(reused.message().contains("retry-me") && reused.message().contains("different send"), "{}", reused.message());
+    }
+    let other = a.client().await.send(send("alice", "other", &["bob"], "twice")).await.unwrap().into_inner().timestamp;
     let evs = collect(&b, "bob", None, 2, Duration::from_secs(20)).await;
     let bodies: Vec<&[u8]> = evs.iter().map(|e| e.envelopes[0].content.as_slice()).collect();
     assert_eq!(bodies, vec![&b"once"[..], &b"twice"[..]]);
+    assert_eq!((evs[0].timestamp, evs[1].timestamp), (ta, other), "delivered at the timestamps the OKs named");
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -242,8 +249,10 @@ async fn a_node_cut_from_the_database_stops_serving_while_others_keep_sequencing
     b.client().await.send(send("alice", "during", &["bob"], "x")).await.unwrap();
     let ev = tokio::time::timeout(Duration::from_secs(5), sub.message()).await.expect("b delivers during a's outage");
     assert_eq!(ev.unwrap().unwrap().event.unwrap().envelopes[0].content, b"x");
+    let asked = Instant::now();
     let refused = a.client().await.send(send("alice", "to-a", &["bob"], "y")).await.unwrap_err();
-    assert!(matches!(refused.code(), Code::Unavailable | Code::NotFound), "{refused:?}");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(asked.elapsed() < Duration::from_secs(1), "a node that does not serve refuses at once, took {:?}", asked.elapsed());
     proxy.restore();
     wait_until(Duration::from_secs(20), || a.seq().health().serving).await;
     a.client().await.send(send("alice", "after", &["bob"], "z")).await.unwrap();
@@ -254,7 +263,7 @@ async fn a_node_cut_from_the_database_stops_serving_while_others_keep_sequencing
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sends_accepted_during_a_database_stall_are_delivered_after_it() {
+async fn sends_held_during_a_database_stall_are_answered_and_sequenced_once_after_it() {
     let tdb = fresh_database().await;
     let proxy = FaultProxy::start(tdb.server_addr()).await;
     let n = Node::start(&tdb.url_via(proxy.addr()), "s", |s| {
@@ -265,26 +274,51 @@ async fn sends_accepted_during_a_database_stall_are_delivered_after_it() {
     n.wait_serving().await;
     register(&n, &["alice", "bob"]).await;
     // Warm the member cache: admission then needs no database.
-    n.client().await.send(send("alice", "warm", &["bob"], "warm")).await.unwrap();
+    let warm = n.client().await.send(send("alice", "warm", &["bob"], "warm")).await.unwrap().into_inner().timestamp;
     tokio::time::sleep(Duration::from_millis(300)).await;
     proxy.blackhole();
-    let mut c = n.client().await;
-    let mut accepted = vec!["warm".to_string()];
+    let stalled = Instant::now();
+    let sends: Vec<_> = (0..40)
+        .map(|i| {
+            let addr = n.addr;
+            tokio::spawn(async move {
+                let mut c = SequencerServiceClient::connect(format!("http://{addr}")).await.unwrap();
+                let id = format!("s{i:02}");
+                (id.clone(), c.send(send("alice", &id, &["bob"], &id)).await)
+            })
+        })
+        .collect();
+    let mut held = Vec::new();
     let mut overloaded = 0;
-    for i in 0..60 {
-        match c.send(send("alice", &format!("s{i}"), &["bob"], &format!("s{i}"))).await {
-            Ok(_) => accepted.push(format!("s{i}")),
+    for s in sends {
+        let (id, r) = s.await.unwrap();
+        match r {
+            Ok(ok) => panic!("{id} answered OK ({}) while the database was unreachable", ok.into_inner().timestamp),
             Err(e) if e.code() == Code::ResourceExhausted => overloaded += 1,
-            Err(e) if e.code() == Code::Unavailable => break,
-            Err(e) => panic!("{e:?}"),
+            Err(e) if e.code() == Code::Unavailable && e.message().contains("same message id") => held.push(id),
+            Err(e) if e.code() == Code::Unavailable => {} // refused: the writer was already down
+            Err(e) => panic!("{id}: {e:?}"),
         }
     }
+    println!("held {}, overloaded {overloaded}, every send answered after {:?}", held.len(), stalled.elapsed());
     assert!(overloaded > 0, "a full queue refuses with RESOURCE_EXHAUSTED");
+    assert!(!held.is_empty(), "queued sends are answered 'outcome unknown' instead of hanging");
     proxy.restore();
     n.wait_serving().await;
-    let got = collect(&n, "bob", None, accepted.len(), Duration::from_secs(30)).await;
+    // The held sends are sequenced after the stall without any resend, once each.
+    let got = collect(&n, "bob", None, 1 + held.len(), Duration::from_secs(30)).await;
     let bodies: Vec<String> = got.iter().map(|e| String::from_utf8(e.envelopes[0].content.clone()).unwrap()).collect();
-    assert_eq!(bodies, accepted, "every accepted send is delivered once, in order");
+    let mut expected = vec!["warm".to_string()];
+    expected.extend(held.iter().cloned());
+    let mut sorted = bodies.clone();
+    sorted[1..].sort();
+    assert_eq!(sorted, expected, "every held send delivered once");
+    assert_eq!(got[0].timestamp, warm);
+    // A resend of a held send learns the timestamp it was sequenced at.
+    let first = &got[1];
+    let id = String::from_utf8(first.envelopes[0].content.clone()).unwrap();
+    let again = n.client().await.send(send("alice", &id, &["bob"], &id)).await.unwrap().into_inner().timestamp;
+    assert_eq!(again, first.timestamp);
     n.shutdown().await;
 }
 
@@ -419,4 +453,216 @@ async fn a_subscriber_that_stops_reading_holds_up_nobody_and_loses_nothing() {
         prev = Some(ev.timestamp);
     }
     a.shutdown().await;
+}
+
+/// The digest a sequencer stores with the claim of `req` (sha256 of its encoded envelopes).
+fn digest_of(req: &SendRequest) -> (Vec<u8>, Vec<u8>) {
+    use prost::Message;
+    use sha2::Digest;
+    let payload = syncline_proto::sequencer::Batch { envelopes: req.envelopes.clone() }.encode_to_vec();
+    (sha2::Sha256::digest(&payload).to_vec(), payload)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_colliding_with_an_unconfirmed_claim_is_held_until_that_claim_is_covered_or_truncated() {
+    use syncline_coordination::events::{self, EventKind, MessageIdClaim, NewEvent};
+    use syncline_coordination::locks::{self, LockId};
+    use syncline_coordination::{db, watermarks};
+    let tdb = fresh_database().await;
+    let cfg = DbConfig::new(&tdb.url);
+    db::migrate(&cfg).await.unwrap();
+    // A frozen node: it holds index 3 and wrote two sends past its watermark (claims not yet
+    // covered), then stopped making progress. Its client, hearing nothing, resends to `a`.
+    let mut frozen = db::connect(&cfg, db::SessionKind::Lock).await.unwrap();
+    assert!(locks::try_lock(&mut frozen, LockId::sequencer_index(3)).await.unwrap());
+    let wm = now_micros();
+    watermarks::go_online(&mut frozen, 3, wm).await.unwrap();
+    let covered_later = send("alice", "covered-later", &["bob"], "one");
+    let dies = send("alice", "dies", &["bob"], "two");
+    let a = Node::start(&tdb.url, "a", |_| {}).await;
+    a.wait_serving().await;
+    register(&a, &["alice", "bob"]).await;
+    let members: HashMap<String, i32> = {
+        use diesel_async::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct M {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            member: String,
+            #[diesel(sql_type = diesel::sql_types::Integer)]
+            id: i32,
+        }
+        let rows: Vec<M> = diesel::sql_query("select member, id from sequencer_members").load(&mut frozen).await.unwrap();
+        rows.into_iter().map(|m| (m.member, m.id)).collect()
+    };
+    let (alice, bob) = (members["alice"], members["bob"]);
+    let uncovered: Vec<NewEvent> = [(&covered_later, 1000), (&dies, 2000)]
+        .iter()
+        .map(|(req, off)| {
+            let (digest, payload) = digest_of(req);
+            NewEvent {
+                ts: wm + off - (wm + off).rem_euclid(4) + 3,
+                kind: EventKind::Deliver,
+                message_id: Some(req.message_id.clone()),
+                sender: Some(alice),
+                recipients: vec![alice, bob],
+                payload: Some(payload),
+                error: None,
+                claim: Some(MessageIdClaim {
+                    sender: alice,
+                    message_id: req.message_id.clone(),
+                    max_sequencing_ts: req.max_sequencing_time,
+                    digest,
+                }),
+            }
+        })
+        .collect();
+    let written = events::append(&mut frozen, 3, &uncovered).await.unwrap().written;
+    assert_eq!(written.len(), 2);
+    let resend = |req: SendRequest| {
+        let addr = a.addr;
+        tokio::spawn(async move {
+            let mut c = SequencerServiceClient::connect(format!("http://{addr}")).await.unwrap();
+            c.send(req).await.map(|r| r.into_inner().timestamp)
+        })
+    };
+    let (r1, r2) = (resend(covered_later.clone()), resend(dies.clone()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!r1.is_finished() && !r2.is_finished(), "an unconfirmed claim is no proof: neither resend may be answered yet");
+    // The frozen node wakes up long enough to cover its first event, then dies: its
+    // uncovered tail (the second claim) is truncated by the survivors.
+    watermarks::save(&mut frozen, 3, written[0]).await.unwrap();
+    let t1 = tokio::time::timeout(Duration::from_secs(10), r1).await.expect("answered once covered").unwrap().unwrap();
+    assert_eq!(t1, written[0], "the resend learns the timestamp of the covered event");
+    drop(frozen);
+    let t2 = tokio::time::timeout(Duration::from_secs(20), r2).await.expect("answered once the dead tail is gone").unwrap().unwrap();
+    assert_ne!(t2, written[1], "sequenced anew, not taken for its truncated twin");
+    let evs = collect(&a, "bob", None, 2, Duration::from_secs(20)).await;
+    let got: Vec<(i64, &[u8])> = evs.iter().map(|e| (e.timestamp, e.envelopes[0].content.as_slice())).collect();
+    assert_eq!(got, vec![(t1, &b"one"[..]), (t2, &b"two"[..])], "each delivered once, at the timestamp its OK named");
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_clock_is_behind_waits_for_it_and_never_writes_below_what_readers_passed() {
+    let tdb = fresh_database().await;
+    let a = Node::start(&tdb.url, "a", |_| {}).await;
+    a.wait_serving().await;
+    register(&a, &["alice", "bob"]).await;
+    let mut sub = a.client().await.subscribe(SubscribeRequest { member: "bob".into(), after: None }).await.unwrap().into_inner();
+    let started = Instant::now();
+    let b = Node::start(&tdb.url, "b", |s| s.clock_offset_micros = -3_000_000).await;
+    b.wait_serving().await;
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(2500), "b went online {waited:?} after start, ahead of its own clock");
+    // With b online (and readers held to its slower clock, as the safe watermark must be),
+    // sends through either node all reach bob, in one gap-free order, at their OK's timestamp.
+    let mut oks = Vec::new();
+    for i in 0..6 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        oks.push(node.client().await.send(send("alice", &format!("k{i}"), &["bob"], "x")).await.unwrap().into_inner().timestamp);
+    }
+    let mut prev = None;
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        let ev = tokio::time::timeout(Duration::from_secs(20), sub.message()).await.expect("delivered").unwrap().unwrap().event.unwrap();
+        assert_eq!(ev.previous_timestamp, prev, "a gap in bob's stream");
+        prev = Some(ev.timestamp);
+        got.push(ev.timestamp);
+    }
+    oks.sort();
+    assert_eq!(got, oks);
+    let late = b.client().await.subscribe(SubscribeRequest { member: "bob".into(), after: None }).await.unwrap().into_inner();
+    drop(late);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_that_times_out_does_not_keep_the_writer_from_going_online() {
+    use diesel_async::SimpleAsyncConnection;
+    use syncline_coordination::{db, watermarks};
+    let tdb = fresh_database().await;
+    let cfg = DbConfig::new(&tdb.url);
+    db::migrate(&cfg).await.unwrap();
+    let mut c = db::connect(&cfg, db::SessionKind::Pooled).await.unwrap();
+    // A dead node (offline, no lock holder) whose row another session keeps locked: the sweep
+    // at join blocks on it until the writer's timeout cuts it short.
+    watermarks::go_online(&mut c, 3, 1).await.unwrap();
+    watermarks::go_offline(&mut c, 3).await.unwrap();
+    c.batch_execute("begin; select * from sequencer_watermarks where node_index = 3 for update").await.unwrap();
+    let a = Node::start(&tdb.url, "a", |s| s.write_timeout = Duration::from_secs(1)).await;
+    wait_until(Duration::from_secs(6), || a.seq().health().serving).await;
+    c.batch_execute("commit").await.unwrap();
+    register(&a, &["alice", "bob"]).await;
+    a.client().await.send(send("alice", "m", &["bob"], "x")).await.unwrap();
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_can_lose_commits_is_refused_with_a_clear_reason() {
+    use diesel_async::SimpleAsyncConnection;
+    use syncline_coordination::db;
+    let tdb = fresh_database().await;
+    let cfg = DbConfig::new(&tdb.url);
+    let mut c = db::connect(&cfg, db::SessionKind::Pooled).await.unwrap();
+    let name = tdb.url.rsplit('/').next().unwrap().split('?').next().unwrap().to_string();
+    c.batch_execute(&format!("alter database \"{name}\" set synchronous_commit = off")).await.unwrap();
+    let refused = Node::start(&tdb.url, "a", |_| {}).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let h = refused.seq().health();
+    assert!(!h.serving);
+    assert!(h.detail.contains("synchronous_commit"), "{}", h.detail);
+    refused.shutdown().await;
+    let allowed = Node::start(&tdb.url, "b", |s| s.allow_unsafe_commit = true).await;
+    allowed.wait_serving().await;
+    allowed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_answers_every_held_send_and_loses_nothing_it_confirmed() {
+    let tdb = fresh_database().await;
+    let proxy = FaultProxy::start(tdb.server_addr()).await;
+    let a = Node::start(&tdb.url_via(proxy.addr()), "a", |s| s.write_timeout = Duration::from_secs(1)).await;
+    let b = Node::start(&tdb.url, "b", |_| {}).await;
+    a.wait_serving().await;
+    b.wait_serving().await;
+    register(&b, &["alice", "bob"]).await;
+    a.client().await.send(send("alice", "warm", &["bob"], "warm")).await.unwrap();
+    // Sends in flight on a; its database goes away; then a is stopped (SIGTERM's path).
+    let sends: Vec<_> = (0..50)
+        .map(|i| {
+            let addr = a.addr;
+            tokio::spawn(async move {
+                let mut c = SequencerServiceClient::connect(format!("http://{addr}")).await.unwrap();
+                let id = format!("t{i:02}");
+                if i == 25 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                (id.clone(), c.send(send("alice", &id, &["bob"], &id)).await)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    proxy.blackhole();
+    let stopping = Instant::now();
+    a.shutdown().await;
+    println!("a shut down in {:?}", stopping.elapsed());
+    let mut confirmed = HashMap::new();
+    for s in sends {
+        let (id, r) = tokio::time::timeout(Duration::from_secs(15), s).await.expect("every send is answered").unwrap();
+        match r {
+            Ok(ok) => {
+                confirmed.insert(id, ok.into_inner().timestamp);
+            }
+            Err(e) => assert!(matches!(e.code(), Code::Unavailable | Code::ResourceExhausted), "{id}: {e:?}"),
+        }
+    }
+    // Everything a confirmed is delivered (through b), at the timestamp it named.
+    proxy.restore();
+    let evs = collect(&b, "bob", None, 1 + confirmed.len(), Duration::from_secs(30)).await;
+    for e in &evs[1..] {
+        let id = String::from_utf8(e.envelopes[0].content.clone()).unwrap();
+        assert_eq!(confirmed.get(&id), Some(&e.timestamp), "{id} delivered but not confirmed, or at another timestamp");
+    }
+    b.shutdown().await;
 }

@@ -1,0 +1,1 @@
+alter table sequencer_message_ids drop column digest;
