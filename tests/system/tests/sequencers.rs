@@ -1,7 +1,7 @@
 //! Three `syncline daemon` sequencer processes on one real PostgreSQL: ordering, kill -9
 //! under load, a database cut through the fault proxy, idempotent sends, bad requests.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -157,51 +157,54 @@ async fn kill_9_under_load_pauses_other_readers_briefly_and_loses_nothing() {
     let sinks: Vec<Arc<Mutex<Received>>> = (0..3).map(|_| Arc::default()).collect();
     let subs: Vec<_> = (0..3).map(|i| subscriber(t.nodes[i].public_url(), "bob", sinks[i].clone())).collect();
 
-    // Load: every 10 ms a new message, round-robin over the nodes. A send whose event has not
-    // shown up after 2 s is retried with the same message id on another node, before its
-    // max-sequencing-time: idempotent sends make that safe.
+    // Load: every 10 ms a new message, round-robin over the nodes, each send on its own task.
+    // An OK means sequenced: an OK'd send is never sent again. Only a send that got no answer
+    // (its node died under it) is resent, unchanged, on the next node.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let urls: Vec<String> = t.nodes.iter().map(|n| n.public_url()).collect();
-    let sent: Arc<Mutex<BTreeMap<String, Instant>>> = Arc::default();
+    let oks: Arc<Mutex<BTreeMap<String, i64>>> = Arc::default();
+    let resends = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let load = {
-        let (stop, urls, sent, seen) = (stop.clone(), urls.clone(), sent.clone(), sinks[1].clone());
+        let (stop, urls, oks, resends) = (stop.clone(), urls.clone(), oks.clone(), resends.clone());
         tokio::spawn(async move {
+            let mut tasks = tokio::task::JoinSet::new();
             let mut k = 0usize;
-            let mut pending: HashMap<String, (Instant, usize)> = HashMap::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) || !pending.is_empty() {
-                let delivered: HashSet<Vec<u8>> = seen.lock().unwrap().events.iter().map(|(e, _)| e.envelopes[0].content.clone()).collect();
-                pending.retain(|id, _| !delivered.contains(id.as_bytes()));
-                let mut jobs: Vec<(String, usize)> = pending
-                    .iter_mut()
-                    .filter(|(_, (at, _))| at.elapsed() > Duration::from_secs(2))
-                    .map(|(id, (at, node))| {
-                        *at = Instant::now();
-                        *node += 1;
-                        (id.clone(), *node)
-                    })
-                    .collect();
-                if !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let id = format!("m{k}");
-                    sent.lock().unwrap().insert(id.clone(), Instant::now());
-                    pending.insert(id.clone(), (Instant::now(), k));
-                    jobs.push((id, k));
-                    k += 1;
-                }
-                for (id, node) in jobs {
-                    for attempt in 0..3 {
-                        let url = &urls[(node + attempt) % urls.len()];
-                        let ok = async {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (urls, oks, resends) = (urls.clone(), oks.clone(), resends.clone());
+                tasks.spawn(async move {
+                    let id = format!("m{k:05}");
+                    let req = send("alice", &id, &["bob"], id.as_bytes(), Duration::from_secs(20));
+                    for attempt in 0..60 {
+                        let url = &urls[(k + attempt) % urls.len()];
+                        let answer = async {
                             let mut c = SequencerServiceClient::connect(url.clone()).await.ok()?;
-                            c.send(send("alice", &id, &["bob"], id.as_bytes(), Duration::from_secs(20))).await.ok()
+                            Some(tokio::time::timeout(Duration::from_secs(5), c.send(req.clone())).await.ok()?)
                         }
                         .await;
-                        if ok.is_some() {
-                            break;
+                        match answer {
+                            Some(Ok(r)) => {
+                                oks.lock().unwrap().insert(id, r.into_inner().timestamp);
+                                return;
+                            }
+                            Some(Err(e)) if e.code() != Code::Unavailable && e.code() != Code::ResourceExhausted => {
+                                panic!("{id} refused: {e:?}")
+                            }
+                            _ => {
+                                // No answer: the next attempt is a resend.
+                                resends.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
                         }
                     }
-                }
+                    panic!("{id}: no node answered");
+                });
+                k += 1;
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
+            while let Some(r) = tasks.join_next().await {
+                r.expect("every send is answered OK by some node");
+            }
+            k
         })
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -212,8 +215,10 @@ async fn kill_9_under_load_pauses_other_readers_briefly_and_loses_nothing() {
     t.wait_healthy(0).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    tokio::time::timeout(Duration::from_secs(60), load).await.expect("every send eventually delivered").unwrap();
-    let total = sent.lock().unwrap().len();
+    let total = tokio::time::timeout(Duration::from_secs(60), load).await.expect("every send answered").unwrap();
+    let oks = oks.lock().unwrap().clone();
+    assert_eq!(oks.len(), total);
+    println!("{total} sends OK'd; {} resends after no answer", resends.load(std::sync::atomic::Ordering::Relaxed));
     wait_for(Duration::from_secs(30), "all subscribers caught up", || {
         let done = sinks.iter().all(|s| s.lock().unwrap().events.len() >= total);
         async move { done }
@@ -230,6 +235,10 @@ async fn kill_9_under_load_pauses_other_readers_briefly_and_loses_nothing() {
         assert_eq!(ids.len(), total, "seq{}: {} of {total} messages", i + 1, ids.len());
         let ts: Vec<i64> = r.events.iter().map(|(e, _)| e.timestamp).collect();
         assert_eq!(ts, reference, "seq{}: order differs", i + 1);
+        for (e, _) in &r.events {
+            let id = String::from_utf8(e.envelopes[0].content.clone()).unwrap();
+            assert_eq!(oks.get(&id), Some(&e.timestamp), "seq{}: {id} delivered at another timestamp than its OK named", i + 1);
+        }
     }
     // The pause seen by subscribers of the surviving nodes around the kill.
     for i in [1, 2] {
