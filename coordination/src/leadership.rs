@@ -446,12 +446,13 @@ async fn heartbeat(conn: &mut AsyncPgConnection, fence: &Fence) -> Result<bool> 
 /// lock). Runs until dropped.
 async fn watchdog(db: &Db, cfg: &LeadershipConfig) {
     let stale_after = (cfg.lease_timeout + cfg.takeover_grace).as_micros() as i64;
-    let key = LockId::leadership(&cfg.group).key();
+    let lock = LockId::leadership(&cfg.group);
+    let key = lock.key();
     let q = format!(
         "select pg_terminate_backend(l.holder_pid) as flag from leadership l \
          where l.group_key = $1 and syncline_now_micros() - l.heartbeat_ts > $2 \
          and exists (select 1 from pg_locks k where {m} and k.granted and k.pid = l.holder_pid)",
-        m = locks::match_lock_sql("k")
+        m = locks::match_lock_sql("k", lock)
     );
     let mut tick = tokio::time::interval(cfg.check_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -1,6 +1,7 @@
 //! Replica-group leadership against a real PostgreSQL: takeover after a killed session, the
 //! fencing epoch, self-demotion behind a blackholed connection, latency below the lease,
-//! hand-over, and recovery from a full database outage with exactly one leader.
+//! hand-over, recovery from a full database outage with exactly one leader, and distinct
+//! locks for groups whose former 16-bit lock ids collided.
 
 use std::time::{Duration, Instant};
 
@@ -27,9 +28,13 @@ async fn prepare(tdb: &TestDb) -> AsyncPgConnection {
 }
 
 fn replica(url: &str, name: &str) -> Leadership {
+    replica_of(url, GROUP, name)
+}
+
+fn replica_of(url: &str, group: &str, name: &str) -> Leadership {
     let mut cfg = DbConfig::new(url);
     cfg.application_name = name.into();
-    Leadership::start(Db::new(cfg).unwrap(), LeadershipConfig::new(GROUP, name)).unwrap()
+    Leadership::start(Db::new(cfg).unwrap(), LeadershipConfig::new(group, name)).unwrap()
 }
 
 /// Wait until `l` is active (returns its fence) or fail after `limit`.
@@ -278,4 +283,53 @@ async fn leadership_settings_are_validated() {
     cfg.check_interval = cfg.lease_timeout;
     let e = Leadership::start(Db::new(DbConfig::new("postgres://x@127.0.0.1:1/x")).unwrap(), cfg).err().unwrap();
     assert!(e.to_string().contains("check_interval"), "{e}");
+}
+
+/// FNV-1a folded to 16 bits: how leadership lock ids were derived before the two-key form.
+fn old_16_bit_lock_index(group: &str) -> u16 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in group.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    ((h >> 16) ^ (h & 0xffff)) as u16
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_whose_16_bit_lock_ids_collided_lead_independently() {
+    let mut seen = std::collections::HashMap::new();
+    let (g1, g2) = (0..100_000)
+        .map(|i| format!("participant{i}"))
+        .find_map(|g| seen.insert(old_16_bit_lock_index(&g), g.clone()).map(|other| (other, g)))
+        .expect("a 16-bit collision among 100000 names");
+    assert_ne!(LockId::leadership(&g1), LockId::leadership(&g2), "{g1} and {g2} share a lock");
+
+    let tdb = fresh_database().await;
+    let mut c = prepare(&tdb).await;
+    let (r1, r2) = (replica_of(&tdb.url, &g1, "a"), replica_of(&tdb.url, &g2, "b"));
+    let f1 = until_active(&r1, Duration::from_secs(10)).await;
+    let f2 = until_active(&r2, Duration::from_secs(10)).await;
+    assert_eq!((f1.epoch, f2.epoch), (1, 1));
+
+    // pg_locks lookups find each group's own two-key lock.
+    for (g, name) in [(&g1, "a"), (&g2, "b")] {
+        let leader = leadership::leader(&mut c, g).await.unwrap().unwrap();
+        assert_eq!(leader.holder, name);
+        assert_eq!(locks::holder_pid(&mut c, LockId::leadership(g)).await.unwrap(), Some(leader.holder_pid));
+    }
+    let s1 = replica_of(&tdb.url, &g1, "a2");
+    let start = Instant::now();
+    while locks::waiters(&mut c, LockId::leadership(&g1)).await.unwrap() != 1 {
+        assert!(start.elapsed() < Duration::from_secs(15), "the standby of {g1} never waits");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(locks::waiters(&mut c, LockId::leadership(&g2)).await.unwrap(), 0);
+    // The standby of g1 takes over from g1's leader only.
+    r1.set_passive().await.unwrap();
+    let f3 = until_active(&s1, Duration::from_secs(5)).await;
+    assert_eq!((f3.group.as_str(), f3.epoch), (g1.as_str(), 2));
+    assert_eq!(r2.role(), Role::Active(f2));
+    for r in [r1, r2, s1] {
+        r.shutdown().await;
+    }
 }
