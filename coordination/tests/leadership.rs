@@ -1,7 +1,8 @@
 //! Replica-group leadership against a real PostgreSQL: takeover after a killed session, the
 //! fencing epoch, self-demotion behind a blackholed connection, latency below the lease,
-//! hand-over, recovery from a full database outage with exactly one leader, and distinct
-//! locks for groups whose former 16-bit lock ids collided.
+//! hand-over, recovery from a full database outage with exactly one leader, fenced
+//! transactions that neither stall the heartbeat nor (partitioned) the next takeover, and
+//! distinct locks for groups whose former 16-bit lock ids collided.
 
 use std::time::{Duration, Instant};
 
@@ -283,6 +284,164 @@ async fn leadership_settings_are_validated() {
     cfg.check_interval = cfg.lease_timeout;
     let e = Leadership::start(Db::new(DbConfig::new("postgres://x@127.0.0.1:1/x")).unwrap(), cfg).err().unwrap();
     assert!(e.to_string().contains("check_interval"), "{e}");
+}
+
+/// Sleep `n` times `step` on the server, each in its own statement, inside one fenced
+/// transaction that also writes a row.
+async fn long_fenced_write(c: &mut AsyncPgConnection, fence: &Fence, replica: &str, n: u32, step: Duration) -> Result<(), CoordError> {
+    let replica = replica.to_string();
+    leadership::fenced(c, fence, |c| {
+        async move {
+            diesel::sql_query("insert into fenced_writes values ($1, $2)")
+                .bind::<BigInt, _>(fence.epoch)
+                .bind::<Text, _>(replica)
+                .execute(c)
+                .await
+                .map_err(|e| CoordError::from_diesel("test write", e))?;
+            for _ in 0..n {
+                diesel::sql_query(format!("select pg_sleep({})", step.as_secs_f64()))
+                    .execute(c)
+                    .await
+                    .map_err(|e| CoordError::from_diesel("sleeping in a fenced transaction", e))?;
+            }
+            Ok(())
+        }
+        .scope_boxed()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_transaction_longer_than_the_lease_keeps_the_leader() {
+    let tdb = fresh_database().await;
+    let mut c = prepare(&tdb).await;
+    let a = replica(&tdb.url, "a");
+    let fa = until_active(&a, Duration::from_secs(10)).await;
+    let b = replica(&tdb.url, "b");
+    until_waiting(&mut c, 1).await;
+    let lease = LeadershipConfig::new(GROUP, "x").lease_timeout;
+    assert_eq!(lease, Duration::from_secs(2), "the test assumes the default lease");
+
+    // 3 s in one fenced transaction, in steps below the step timeout (half the lease).
+    let mut w = db::connect(&DbConfig::new(&tdb.url), SessionKind::Pooled).await.unwrap();
+    let fence = fa.clone();
+    let started = Instant::now();
+    let txn = tokio::spawn(async move { long_fenced_write(&mut w, &fence, "a", 6, Duration::from_millis(500)).await });
+    while !txn.is_finished() {
+        assert_eq!(a.role(), Role::Active(fa.clone()), "a lost leadership {:?} into a fenced transaction", started.elapsed());
+        assert!(!b.role().is_active(), "b took over during a's fenced transaction");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    txn.await.unwrap().expect("the long fenced transaction commits");
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    // The leader kept confirming its lease all along, and still does.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(a.role(), Role::Active(fa.clone()));
+    assert!(!b.role().is_active());
+    let leader = leadership::leader(&mut c, GROUP).await.unwrap().unwrap();
+    assert_eq!((leader.epoch, leader.holder.as_str()), (fa.epoch, "a"));
+    assert_eq!(rows(&mut c).await, vec![(fa.epoch, "a".to_string())]);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fenced_transactions_are_bounded_by_the_server() {
+    let tdb = fresh_database().await;
+    let mut c = prepare(&tdb).await;
+    let a = replica(&tdb.url, "a");
+    let fa = until_active(&a, Duration::from_secs(10)).await;
+    assert_eq!(fa.step_timeout, LeadershipConfig::new(GROUP, "a").lease_timeout / 2);
+    let over = fa.step_timeout + Duration::from_millis(500);
+
+    // One statement longer than the step timeout is cancelled, and nothing commits.
+    let mut w = db::connect(&DbConfig::new(&tdb.url), SessionKind::Pooled).await.unwrap();
+    let e = long_fenced_write(&mut w, &fa, "a", 1, over).await.unwrap_err();
+    assert!(e.to_string().contains("statement timeout"), "{e}");
+
+    // A pause longer than the step timeout inside the transaction: the server ends it.
+    let mut w = db::connect(&DbConfig::new(&tdb.url), SessionKind::Pooled).await.unwrap();
+    let r = leadership::fenced(&mut w, &fa, |c| {
+        async move {
+            diesel::sql_query("insert into fenced_writes values (1, 'idle')")
+                .execute(c)
+                .await
+                .map_err(|e| CoordError::from_diesel("test write", e))?;
+            tokio::time::sleep(over).await;
+            diesel::sql_query("insert into fenced_writes values (1, 'after the pause')")
+                .execute(c)
+                .await
+                .map_err(|e| CoordError::from_diesel("test write after a pause", e))?;
+            Ok(())
+        }
+        .scope_boxed()
+    })
+    .await;
+    assert!(r.is_err(), "a fenced transaction idled past its step timeout and committed");
+    assert_eq!(rows(&mut c).await, vec![]);
+
+    // Within the bounds, it commits; and the bounds end with the transaction.
+    let mut w = db::connect(&DbConfig::new(&tdb.url), SessionKind::Pooled).await.unwrap();
+    write(&mut w, &fa, "a").await.unwrap();
+    diesel::sql_query(format!("select pg_sleep({})", over.as_secs_f64())).execute(&mut w).await.unwrap();
+    assert_eq!(rows(&mut c).await, vec![(fa.epoch, "a".to_string())]);
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_blackholed_inside_a_fenced_transaction_is_replaced_within_lease_and_grace() {
+    let tdb = fresh_database().await;
+    let mut c = prepare(&tdb).await;
+    let (proxy, a, fa, b) = leader_via_proxy_and_standby(&tdb, &mut c).await;
+
+    // a's writer, on the same network path as a, is inside a fenced transaction (holding
+    // the fence row) when the network goes.
+    let mut w = db::connect(&DbConfig::new(tdb.url_via(proxy.addr())), SessionKind::Pooled).await.unwrap();
+    let (inside_tx, inside) = tokio::sync::oneshot::channel();
+    let go = std::sync::Arc::new(tokio::sync::Notify::new());
+    let go2 = go.clone();
+    let fence = fa.clone();
+    let writer = tokio::spawn(async move {
+        leadership::fenced(&mut w, &fence, |c| {
+            async move {
+                diesel::sql_query("insert into fenced_writes values ($1, 'partitioned')")
+                    .bind::<BigInt, _>(fence.epoch)
+                    .execute(c)
+                    .await
+                    .map_err(|e| CoordError::from_diesel("test write", e))?;
+                let _ = inside_tx.send(());
+                go2.notified().await;
+                diesel::sql_query("select 1").execute(c).await.map_err(|e| CoordError::from_diesel("test read", e))?;
+                Ok(())
+            }
+            .scope_boxed()
+        })
+        .await
+    });
+    inside.await.unwrap();
+
+    proxy.blackhole();
+    let cut = Instant::now();
+    go.notify_one();
+    let cfg = LeadershipConfig::new(GROUP, "x");
+    let fb = until_active(&b, Duration::from_secs(40)).await;
+    let taken = cut.elapsed();
+    println!("leader blackholed inside a fenced transaction replaced after {taken:?}");
+    assert!(!a.role().is_active(), "two leaders");
+    let limit = cfg.lease_timeout + cfg.takeover_grace + Duration::from_secs(3);
+    assert!(taken < limit, "takeover took {taken:?}, more than lease + grace + slack ({limit:?})");
+    assert_eq!(fb.epoch, fa.epoch + 1);
+
+    // The partitioned transaction never commits, and a's epoch is fenced off.
+    let e = write(&mut c, &fa, "a").await.unwrap_err();
+    assert!(matches!(e, CoordError::Fenced { .. }), "{e}");
+    write(&mut c, &fb, "b").await.unwrap();
+    proxy.restore();
+    let r = tokio::time::timeout(Duration::from_secs(10), writer).await.expect("the partitioned writer never returned").unwrap();
+    assert!(r.is_err(), "the partitioned fenced transaction committed");
+    assert_eq!(rows(&mut c).await, vec![(fb.epoch, "b".to_string())]);
+    a.shutdown().await;
+    b.shutdown().await;
 }
 
 /// FNV-1a folded to 16 bits: how leadership lock ids were derived before the two-key form.
