@@ -366,13 +366,16 @@ impl Runner {
     }
 
     /// Record the takeover: the epoch goes up by one (waiting for fenced transactions of the
-    /// previous epoch to end), the holder is this session, and its heartbeat starts now.
+    /// previous epoch to end), the holder is this session, and its heartbeat starts now. A
+    /// group's first row continues from any row of the same name under an older lock id
+    /// (before leadership locks used the two-key form), so epochs never go backwards.
     async fn take_over(&self, conn: &mut AsyncPgConnection) -> Result<Fence> {
         let lock = LockId::leadership(&self.cfg.group);
         let rows: Vec<Epoch> = diesel::sql_query(
             "with t as ( \
                insert into leadership as l (group_key, group_name, epoch, holder, holder_pid, acquired_ts, heartbeat_ts) \
-               values ($1, $2, 1, $3, pg_backend_pid(), syncline_now_micros(), syncline_now_micros()) \
+               values ($1, $2, 1 + coalesce((select max(epoch) from leadership where group_name = $2), 0), \
+                 $3, pg_backend_pid(), syncline_now_micros(), syncline_now_micros()) \
                on conflict (group_key) do update set epoch = l.epoch + 1, holder = excluded.holder, \
                  holder_pid = excluded.holder_pid, acquired_ts = excluded.acquired_ts, heartbeat_ts = excluded.heartbeat_ts \
                where l.group_name = excluded.group_name \

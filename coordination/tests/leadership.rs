@@ -492,3 +492,23 @@ async fn groups_whose_16_bit_lock_ids_collided_lead_independently() {
         r.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn epochs_continue_from_a_row_under_the_former_lock_id() {
+    let tdb = fresh_database().await;
+    let mut c = prepare(&tdb).await;
+    // What a group's row looked like under its former 16-bit lock id.
+    let old_key = ((locks::LOCK_PREFIX as i64) << 32) | (3 << 16) | i64::from(old_16_bit_lock_index(GROUP));
+    assert_ne!(old_key, LockId::leadership(GROUP).key());
+    diesel::sql_query("insert into leadership values ($1, $2, 7, 'old', 0, 0, 0)")
+        .bind::<BigInt, _>(old_key)
+        .bind::<Text, _>(GROUP)
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let a = replica(&tdb.url, "a");
+    let fa = until_active(&a, Duration::from_secs(10)).await;
+    assert_eq!(fa.epoch, 8, "the epoch went back after the lock id changed");
+    write(&mut c, &fa, "a").await.unwrap();
+    a.shutdown().await;
+}
