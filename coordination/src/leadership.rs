@@ -13,6 +13,12 @@
 //! passive replicas terminate the holder's backend once its heartbeat, by the database's
 //! clock, is older than `lease_timeout + takeover_grace` — by then the holder has demoted
 //! itself.
+//!
+//! Fenced transactions share-lock the group's `leadership` row, so a takeover waits until
+//! they end; the heartbeat lives in its own row (`leadership_heartbeat`) so that they never
+//! delay it. Each statement of a fenced transaction, and each pause between its statements,
+//! is bounded by the server (`SET LOCAL`) to half the lease: a leader partitioned inside one
+//! cannot hold up the next takeover beyond the lease.
 
 use std::time::{Duration, Instant};
 
@@ -57,6 +63,14 @@ impl LeadershipConfig {
         }
     }
 
+    /// Bound on each statement of a fenced transaction and each pause between them: half
+    /// the lease, so the server has ended a partitioned leader's transaction before the
+    /// watchdog (lease + grace) lets a passive take over, and a takeover, which may wait
+    /// for `lease_timeout`, outlasts one step of a transaction it has to wait for.
+    pub fn step_timeout(&self) -> Duration {
+        (self.lease_timeout / 2).max(Duration::from_millis(1))
+    }
+
     fn validate(&self) -> Result<()> {
         if self.group.is_empty() {
             return Err(CoordError::InvalidConfig("leadership group name is empty".into()));
@@ -78,6 +92,9 @@ pub struct Fence {
     pub group: String,
     /// The epoch this replica took over at.
     pub epoch: i64,
+    /// Longest a statement of a fenced transaction may run, and longest the transaction may
+    /// sit idle between statements ([`LeadershipConfig::step_timeout`]).
+    pub step_timeout: Duration,
 }
 
 /// Where a replica stands.
@@ -124,7 +141,9 @@ pub struct Leader {
 /// The recorded leader of `group`, if it ever had one.
 pub async fn leader(conn: &mut AsyncPgConnection, group: &str) -> Result<Option<Leader>> {
     let rows: Vec<Leader> = diesel::sql_query(
-        "select epoch, holder, holder_pid, heartbeat_ts from leadership where group_key = $1 and group_name = $2",
+        "select l.epoch, l.holder, l.holder_pid, coalesce(h.heartbeat_ts, l.heartbeat_ts) as heartbeat_ts \
+         from leadership l left join leadership_heartbeat h on h.group_key = l.group_key and h.epoch = l.epoch \
+         where l.group_key = $1 and l.group_name = $2",
     )
     .bind::<BigInt, _>(LockId::leadership(group).key())
     .bind::<Text, _>(group)
@@ -140,15 +159,27 @@ struct Epoch {
     epoch: i64,
 }
 
-/// Fail with `Fenced` unless `fence` is the group's current epoch. Call it inside the
+/// Fail with `Fenced` unless `fence` is the group's current epoch. Call it first inside the
 /// transaction that writes: the row lock it takes (`FOR SHARE`) makes a concurrent takeover
-/// wait until that transaction ends, so no write commits under an outdated epoch.
+/// wait until that transaction ends, so no write commits under an outdated epoch. It also
+/// bounds the rest of the transaction (`SET LOCAL statement_timeout` and
+/// `idle_in_transaction_session_timeout` to `fence.step_timeout`), so the server ends the
+/// transaction of a stuck or partitioned writer, and releases the row, in time.
 pub async fn check_fence(conn: &mut AsyncPgConnection, fence: &Fence) -> Result<()> {
-    let rows: Vec<Epoch> = diesel::sql_query("select epoch from leadership where group_key = $1 for share")
-        .bind::<BigInt, _>(LockId::leadership(&fence.group).key())
-        .load(conn)
-        .await
-        .during("checking the fencing epoch")?;
+    let step = fence.step_timeout.as_millis().max(1).to_string();
+    // One round trip: the settings apply from the next statement on, and are undone at the
+    // end of the transaction.
+    let rows: Vec<Epoch> = diesel::sql_query(
+        "select l.epoch from leadership l, \
+           (select set_config('statement_timeout', $2, true), \
+                   set_config('idle_in_transaction_session_timeout', $2, true)) bounds \
+         where l.group_key = $1 for share of l",
+    )
+    .bind::<BigInt, _>(LockId::leadership(&fence.group).key())
+    .bind::<Text, _>(step)
+    .load(conn)
+    .await
+    .during("checking the fencing epoch")?;
     let current = rows.into_iter().next().map(|r| r.epoch).unwrap_or(0);
     if current != fence.epoch {
         return Err(CoordError::Fenced { group: fence.group.clone(), epoch: fence.epoch, current });
@@ -157,7 +188,8 @@ pub async fn check_fence(conn: &mut AsyncPgConnection, fence: &Fence) -> Result<
 }
 
 /// Run `f` in a transaction that first checks `fence` (see [`check_fence`]): the write
-/// commits only while `fence` is the current epoch.
+/// commits only while `fence` is the current epoch. Each statement of `f`, and each pause
+/// between them, must stay below `fence.step_timeout`, or the server aborts the transaction.
 pub async fn fenced<'a, T, F>(conn: &'a mut AsyncPgConnection, fence: &'a Fence, f: F) -> Result<T>
 where
     F: for<'c> FnOnce(&'c mut AsyncPgConnection) -> scoped_futures::ScopedBoxFuture<'a, 'c, Result<T>> + Send + 'a,
@@ -333,16 +365,26 @@ impl Runner {
         }
     }
 
-    /// Record the takeover: the epoch goes up by one, the holder is this session.
+    /// Record the takeover: the epoch goes up by one (waiting for fenced transactions of the
+    /// previous epoch to end), the holder is this session, and its heartbeat starts now. A
+    /// group's first row continues from any row of the same name under an older lock id
+    /// (before leadership locks used the two-key form), so epochs never go backwards.
     async fn take_over(&self, conn: &mut AsyncPgConnection) -> Result<Fence> {
         let lock = LockId::leadership(&self.cfg.group);
         let rows: Vec<Epoch> = diesel::sql_query(
-            "insert into leadership as l (group_key, group_name, epoch, holder, holder_pid, acquired_ts, heartbeat_ts) \
-             values ($1, $2, 1, $3, pg_backend_pid(), syncline_now_micros(), syncline_now_micros()) \
-             on conflict (group_key) do update set epoch = l.epoch + 1, holder = excluded.holder, \
-               holder_pid = excluded.holder_pid, acquired_ts = excluded.acquired_ts, heartbeat_ts = excluded.heartbeat_ts \
-             where l.group_name = excluded.group_name \
-             returning l.epoch",
+            "with t as ( \
+               insert into leadership as l (group_key, group_name, epoch, holder, holder_pid, acquired_ts, heartbeat_ts) \
+               values ($1, $2, 1 + coalesce((select max(epoch) from leadership where group_name = $2), 0), \
+                 $3, pg_backend_pid(), syncline_now_micros(), syncline_now_micros()) \
+               on conflict (group_key) do update set epoch = l.epoch + 1, holder = excluded.holder, \
+                 holder_pid = excluded.holder_pid, acquired_ts = excluded.acquired_ts, heartbeat_ts = excluded.heartbeat_ts \
+               where l.group_name = excluded.group_name \
+               returning l.group_key, l.epoch) \
+             insert into leadership_heartbeat as h (group_key, epoch, holder_pid, heartbeat_ts) \
+             select group_key, epoch, pg_backend_pid(), syncline_now_micros() from t \
+             on conflict (group_key) do update set epoch = excluded.epoch, holder_pid = excluded.holder_pid, \
+               heartbeat_ts = excluded.heartbeat_ts \
+             returning h.epoch",
         )
         .bind::<BigInt, _>(lock.key())
         .bind::<Text, _>(&self.cfg.group)
@@ -351,7 +393,7 @@ impl Runner {
         .await
         .during("recording a leadership takeover")?;
         match rows.into_iter().next() {
-            Some(r) => Ok(Fence { group: self.cfg.group.clone(), epoch: r.epoch }),
+            Some(r) => Ok(Fence { group: self.cfg.group.clone(), epoch: r.epoch, step_timeout: self.cfg.step_timeout() }),
             None => Err(CoordError::InvalidConfig(format!(
                 "replica group name {:?} shares its lock id with another group in this database; rename one",
                 self.cfg.group
@@ -427,10 +469,11 @@ impl Runner {
 }
 
 /// Confirm on the lock session that it still holds the lock at `fence`'s epoch, and record
-/// the heartbeat. False when the epoch or holder changed.
+/// the heartbeat. False when the epoch or holder changed. Its own row: fenced transactions,
+/// which share-lock the `leadership` row, never delay it.
 async fn heartbeat(conn: &mut AsyncPgConnection, fence: &Fence) -> Result<bool> {
     let n = diesel::sql_query(
-        "update leadership set heartbeat_ts = syncline_now_micros() \
+        "update leadership_heartbeat set heartbeat_ts = syncline_now_micros() \
          where group_key = $1 and epoch = $2 and holder_pid = pg_backend_pid()",
     )
     .bind::<BigInt, _>(LockId::leadership(&fence.group).key())
@@ -446,12 +489,13 @@ async fn heartbeat(conn: &mut AsyncPgConnection, fence: &Fence) -> Result<bool> 
 /// lock). Runs until dropped.
 async fn watchdog(db: &Db, cfg: &LeadershipConfig) {
     let stale_after = (cfg.lease_timeout + cfg.takeover_grace).as_micros() as i64;
-    let key = LockId::leadership(&cfg.group).key();
+    let lock = LockId::leadership(&cfg.group);
+    let key = lock.key();
     let q = format!(
-        "select pg_terminate_backend(l.holder_pid) as flag from leadership l \
-         where l.group_key = $1 and syncline_now_micros() - l.heartbeat_ts > $2 \
-         and exists (select 1 from pg_locks k where {m} and k.granted and k.pid = l.holder_pid)",
-        m = locks::match_lock_sql("k")
+        "select pg_terminate_backend(h.holder_pid) as flag from leadership_heartbeat h \
+         where h.group_key = $1 and syncline_now_micros() - h.heartbeat_ts > $2 \
+         and exists (select 1 from pg_locks k where {m} and k.granted and k.pid = h.holder_pid)",
+        m = locks::match_lock_sql("k", lock)
     );
     let mut tick = tokio::time::interval(cfg.check_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

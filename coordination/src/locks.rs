@@ -1,5 +1,7 @@
 //! Namespaced session-level advisory locks and what `pg_locks` says about them.
 
+use diesel::pg::Pg;
+use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
 use diesel::sql_types::{BigInt, Bool, Integer};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -22,17 +24,21 @@ pub enum LockRole {
     Leadership = 3,
 }
 
-/// A Syncline advisory lock: prefix, role and index packed into one bigint key.
+/// A Syncline advisory lock. Migration and sequencer index locks use the single bigint key
+/// form (prefix, role and a 16-bit index packed into one key); leadership locks use the
+/// two-key form `(int4, int4)` with key1 = [`LOCK_PREFIX`] and key2 = a full 32-bit hash of
+/// the group name, so that distinct groups practically never share a lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LockId {
     role: LockRole,
-    index: u16,
+    // Below 2^16 for single-key locks; the whole second key for two-key locks.
+    index: u32,
 }
 
 impl LockId {
     /// The lock for `role` and `index`.
     pub fn new(role: LockRole, index: u16) -> Self {
-        LockId { role, index }
+        LockId { role, index: u32::from(index) }
     }
 
     /// The migration lock.
@@ -45,30 +51,68 @@ impl LockId {
         LockId::new(LockRole::SequencerIndex, index as u16)
     }
 
-    /// The leadership lock of the replica group called `group` (a stable 16-bit hash).
+    /// The leadership lock of the replica group called `group` (two-key form, key2 = the
+    /// 32-bit FNV-1a hash of the name: stable across builds and platforms).
     pub fn leadership(group: &str) -> Self {
-        // FNV-1a folded to 16 bits: stable across builds and platforms.
         let mut h: u32 = 0x811c_9dc5;
         for b in group.bytes() {
             h ^= u32::from(b);
             h = h.wrapping_mul(0x0100_0193);
         }
-        LockId::new(LockRole::Leadership, ((h >> 16) ^ (h & 0xffff)) as u16)
+        LockId { role: LockRole::Leadership, index: h }
     }
 
-    /// The low 32 bits of the key, as `pg_locks.objid` shows them.
+    // Only leadership locks need more than 16 bits of index.
+    fn two_key(&self) -> bool {
+        self.role == LockRole::Leadership
+    }
+
+    /// `pg_locks.classid` of this lock: the prefix.
+    pub fn classid(&self) -> u32 {
+        LOCK_PREFIX
+    }
+
+    /// `pg_locks.objid` of this lock: the low half of the bigint key, or the second key.
     pub fn objid(&self) -> u32 {
-        ((self.role as u32) << 16) | u32::from(self.index)
+        if self.two_key() {
+            self.index
+        } else {
+            ((self.role as u32) << 16) | self.index
+        }
     }
 
-    /// The bigint key passed to `pg_advisory_lock`.
+    /// `pg_locks.objsubid` of this lock: 1 for the bigint form, 2 for the two-key form.
+    pub fn objsubid(&self) -> i16 {
+        if self.two_key() {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// `classid` and `objid` packed into one bigint: the key passed to `pg_advisory_lock` for
+    /// single-key locks, and for leadership locks the group's key in the `leadership` table.
     pub fn key(&self) -> i64 {
-        ((LOCK_PREFIX as i64) << 32) | i64::from(self.objid())
+        (i64::from(self.classid()) << 32) | i64::from(self.objid())
+    }
+
+    /// `select {func}(<this lock's key arguments>) {rest}` with the keys bound.
+    fn call(&self, func: &str, rest: &str) -> BoxedSqlQuery<'static, Pg, SqlQuery> {
+        if self.two_key() {
+            // int4 arguments: the keys' bit patterns, as pg_locks shows them unsigned.
+            diesel::sql_query(format!("select {func}($1, $2) {rest}"))
+                .into_boxed()
+                .bind::<Integer, _>(self.classid() as i32)
+                .bind::<Integer, _>(self.objid() as i32)
+        } else {
+            diesel::sql_query(format!("select {func}($1) {rest}")).into_boxed().bind::<BigInt, _>(self.key())
+        }
     }
 }
 
-// pg_locks shows a bigint key as classid = high half, objid = low half, objsubid = 1.
-// A Syncline-style advisory lock row of this database (alias `l`).
+// pg_locks shows a bigint key as classid = high half, objid = low half, objsubid = 1, and a
+// two-key lock as classid = key1, objid = key2, objsubid = 2.
+// A Syncline-style single-key advisory lock row of this database (alias `l`).
 macro_rules! advisory_here {
     () => {
         "l.locktype = 'advisory' and l.objsubid = 1 \
@@ -76,12 +120,18 @@ macro_rules! advisory_here {
     };
 }
 const ADVISORY_HERE: &str = advisory_here!();
-const MATCH_LOCK: &str = concat!(advisory_here!(), " and l.classid = ($1 >> 32)::oid and l.objid = ($1 & 4294967295)::oid");
 
-/// SQL condition matching rows of `pg_locks` aliased `alias` to the lock whose key is bound
-/// as `$1`, in the current database.
-pub(crate) fn match_lock_sql(alias: &str) -> String {
-    MATCH_LOCK.replace("l.", &format!("{alias}."))
+/// SQL condition matching rows of `pg_locks` aliased `alias` to lock `id` (either form) in
+/// the current database. The ids are inlined: they are integers computed here.
+pub(crate) fn match_lock_sql(alias: &str, id: LockId) -> String {
+    format!(
+        "{a}.locktype = 'advisory' and {a}.database = (select oid from pg_database where datname = current_database()) \
+         and {a}.classid = {c}::oid and {a}.objid = {o}::oid and {a}.objsubid = {s}",
+        a = alias,
+        c = id.classid(),
+        o = id.objid(),
+        s = id.objsubid(),
+    )
 }
 
 /// A one-boolean row (`select … as flag`).
@@ -105,8 +155,8 @@ struct Count {
 
 /// Try to take `id` exclusively for this session; false if another session holds it.
 pub async fn try_lock(conn: &mut AsyncPgConnection, id: LockId) -> Result<bool> {
-    let r: Flag = diesel::sql_query("select pg_try_advisory_lock($1) as flag")
-        .bind::<BigInt, _>(id.key())
+    let r: Flag = id
+        .call("pg_try_advisory_lock", "as flag")
         .get_result(conn)
         .await
         .during("trying an advisory lock")?;
@@ -116,8 +166,8 @@ pub async fn try_lock(conn: &mut AsyncPgConnection, id: LockId) -> Result<bool> 
 /// Try to take `id` until the end of the current transaction; false if another session
 /// holds it (session- and transaction-level holds of one key exclude each other).
 pub async fn try_xact_lock(conn: &mut AsyncPgConnection, id: LockId) -> Result<bool> {
-    let r: Flag = diesel::sql_query("select pg_try_advisory_xact_lock($1) as flag")
-        .bind::<BigInt, _>(id.key())
+    let r: Flag = id
+        .call("pg_try_advisory_xact_lock", "as flag")
         .get_result(conn)
         .await
         .during("trying a transaction advisory lock")?;
@@ -126,8 +176,7 @@ pub async fn try_xact_lock(conn: &mut AsyncPgConnection, id: LockId) -> Result<b
 
 /// Wait until `id` can be taken exclusively for this session (queues behind other waiters).
 pub async fn lock(conn: &mut AsyncPgConnection, id: LockId) -> Result<()> {
-    diesel::sql_query("select pg_advisory_lock($1)")
-        .bind::<BigInt, _>(id.key())
+    id.call("pg_advisory_lock", "")
         .execute(conn)
         .await
         .during("waiting for an advisory lock")?;
@@ -136,8 +185,8 @@ pub async fn lock(conn: &mut AsyncPgConnection, id: LockId) -> Result<()> {
 
 /// Release `id` if this session holds it; false if it did not.
 pub async fn unlock(conn: &mut AsyncPgConnection, id: LockId) -> Result<bool> {
-    let r: Flag = diesel::sql_query("select pg_advisory_unlock($1) as flag")
-        .bind::<BigInt, _>(id.key())
+    let r: Flag = id
+        .call("pg_advisory_unlock", "as flag")
         .get_result(conn)
         .await
         .during("releasing an advisory lock")?;
@@ -155,9 +204,8 @@ pub async fn backend_pid(conn: &mut AsyncPgConnection) -> Result<i32> {
 
 /// The backend pid of the session holding `id`, if any.
 pub async fn holder_pid(conn: &mut AsyncPgConnection, id: LockId) -> Result<Option<i32>> {
-    let q = format!("select l.pid as pid from pg_locks l where {MATCH_LOCK} and l.granted limit 1");
+    let q = format!("select l.pid as pid from pg_locks l where {} and l.granted limit 1", match_lock_sql("l", id));
     let r: Option<Pid> = diesel::sql_query(q)
-        .bind::<BigInt, _>(id.key())
         .get_result(conn)
         .await
         .map(Some)
@@ -172,11 +220,11 @@ pub async fn holder_pid(conn: &mut AsyncPgConnection, id: LockId) -> Result<Opti
 /// True when this very session holds `id`.
 pub async fn held_by_me(conn: &mut AsyncPgConnection, id: LockId) -> Result<bool> {
     let q = format!(
-        "select exists (select 1 from pg_locks l where {MATCH_LOCK} and l.granted \
-         and l.pid = pg_backend_pid()) as flag"
+        "select exists (select 1 from pg_locks l where {} and l.granted \
+         and l.pid = pg_backend_pid()) as flag",
+        match_lock_sql("l", id)
     );
     let r: Flag = diesel::sql_query(q)
-        .bind::<BigInt, _>(id.key())
         .get_result(conn)
         .await
         .during("checking an advisory lock")?;
@@ -185,9 +233,8 @@ pub async fn held_by_me(conn: &mut AsyncPgConnection, id: LockId) -> Result<bool
 
 /// How many sessions are queued waiting for `id`.
 pub async fn waiters(conn: &mut AsyncPgConnection, id: LockId) -> Result<i64> {
-    let q = format!("select count(*) as n from pg_locks l where {MATCH_LOCK} and not l.granted");
+    let q = format!("select count(*) as n from pg_locks l where {} and not l.granted", match_lock_sql("l", id));
     let r: Count = diesel::sql_query(q)
-        .bind::<BigInt, _>(id.key())
         .get_result(conn)
         .await
         .during("counting advisory lock waiters")?;

@@ -1,6 +1,8 @@
 //! Replica-group leadership against a real PostgreSQL: takeover after a killed session, the
 //! fencing epoch, self-demotion behind a blackholed connection, latency below the lease,
-//! hand-over, and recovery from a full database outage with exactly one leader.
+//! hand-over, recovery from a full database outage with exactly one leader, fenced
+//! transactions that neither stall the heartbeat nor (partitioned) the next takeover, and
+//! distinct locks for groups whose former 16-bit lock ids collided.
 
 use std::time::{Duration, Instant};
 
@@ -27,9 +29,13 @@ async fn prepare(tdb: &TestDb) -> AsyncPgConnection {
 }
 
 fn replica(url: &str, name: &str) -> Leadership {
+    replica_of(url, GROUP, name)
+}
+
+fn replica_of(url: &str, group: &str, name: &str) -> Leadership {
     let mut cfg = DbConfig::new(url);
     cfg.application_name = name.into();
-    Leadership::start(Db::new(cfg).unwrap(), LeadershipConfig::new(GROUP, name)).unwrap()
+    Leadership::start(Db::new(cfg).unwrap(), LeadershipConfig::new(group, name)).unwrap()
 }
 
 /// Wait until `l` is active (returns its fence) or fail after `limit`.
@@ -278,4 +284,231 @@ async fn leadership_settings_are_validated() {
     cfg.check_interval = cfg.lease_timeout;
     let e = Leadership::start(Db::new(DbConfig::new("postgres://x@127.0.0.1:1/x")).unwrap(), cfg).err().unwrap();
     assert!(e.to_string().contains("check_interval"), "{e}");
+}
+
+/// Sleep `n` times `step` on the server, each in its own statement, inside one fenced
+/// transaction that also writes a row.
+async fn long_fenced_write(c: &mut AsyncPgConnection, fence: &Fence, replica: &str, n: u32, step: Duration) -> Result<(), CoordError> {
+    let replica = replica.to_string();
+    leadership::fenced(c, fence, |c| {
+        async move {
+            diesel::sql_query("insert into fenced_writes values ($1, $2)")
+                .bind::<BigInt, _>(fence.epoch)
+                .bind::<Text, _>(replica)
+                .execute(c)
+                .await
+                .map_err(|e| CoordError::from_diesel("test write", e))?;
+            for _ in 0..n {
+                diesel::sql_query(format!("select pg_sleep({})", step.as_secs_f64()))
+                    .execute(c)
+                    .await
+                    .map_err(|e| CoordError::from_diesel("sleeping in a fenced transaction", e))?;
+            }
+            Ok(())
+        }
+        .scope_boxed()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_transaction_longer_than_the_lease_keeps_the_leader() {
+    let tdb = fresh_database().await;
+    let mut c = prepare(&tdb).await;
+    let a = replica(&tdb.url, "a");
+    let fa = until_active(&a, Duration::from_secs(10)).await;
+    let b = replica(&tdb.url, "b");
+    until_waiting(&mut c, 1).await;
+    let lease = LeadershipConfig::new(GROUP, "x").lease_timeout;
+    assert_eq!(lease, Duration::from_secs(2), "the test assumes the default lease");
+
+    // 3 s in one fenced transaction, in steps below the step timeout (half the lease).
+    let mut w = db::connect(&DbConfig::new(&tdb.url), SessionKind::Pooled).await.unwrap();
+    let fence = fa.clone();
+    let started = Instant::now();
+    let txn = tokio::spawn(async move { long_fenced_write(&mut w, &fence, "a", 6, Duration::from_millis(500)).await });
+    while !txn.is_finished() {
+        assert_eq!(a.role(), Role::Active(fa.clone()), "a lost leadership {:?} into a fenced transaction", started.elapsed());
+        assert!(!b.role().is_active(), "b took over during a's fenced transaction");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    txn.await.unwrap().expect("the long fenced transaction commits");
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    // The leader kept confirming its lease all along, and still does.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(a.role(), Role::Active(fa.clone()));
+    assert!(!b.role().is_active());
+    let leader = leadership::leader(&mut c, GROUP).await.unwrap().unwrap();
+    assert_eq!((leader.epoch, leader.holder.as_str()), (fa.epoch, "a"));
+    assert_eq!(rows(&mut c).await, vec![(fa.epoch, "a".to_string())]);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fenced_transactions_are_bounded_by_the_server() {
+    let tdb = fresh_database().await;
+    let mut c = prepare(&tdb).await;
+    let a = replica(&tdb.url, "a");
+    let fa = until_active(&a, Duration::from_secs(10)).await;
+    assert_eq!(fa.step_timeout, LeadershipConfig::new(GROUP, "a").lease_timeout / 2);
+    let over = fa.step_timeout + Duration::from_millis(500);
+
+    // One statement longer than the step timeout is cancelled, and nothing commits.
+    let mut w = db::connect(&DbConfig::new(&tdb.url), SessionKind::Pooled).await.unwrap();
+    let e = long_fenced_write(&mut w, &fa, "a", 1, over).await.unwrap_err();
+    assert!(e.to_string().contains("statement timeout"), "{e}");
+
+    // A pause longer than the step timeout inside the transaction: the server ends it.
+    let mut w = db::connect(&DbConfig::new(&tdb.url), SessionKind::Pooled).await.unwrap();
+    let r = leadership::fenced(&mut w, &fa, |c| {
+        async move {
+            diesel::sql_query("insert into fenced_writes values (1, 'idle')")
+                .execute(c)
+                .await
+                .map_err(|e| CoordError::from_diesel("test write", e))?;
+            tokio::time::sleep(over).await;
+            diesel::sql_query("insert into fenced_writes values (1, 'after the pause')")
+                .execute(c)
+                .await
+                .map_err(|e| CoordError::from_diesel("test write after a pause", e))?;
+            Ok(())
+        }
+        .scope_boxed()
+    })
+    .await;
+    assert!(r.is_err(), "a fenced transaction idled past its step timeout and committed");
+    assert_eq!(rows(&mut c).await, vec![]);
+
+    // Within the bounds, it commits; and the bounds end with the transaction.
+    let mut w = db::connect(&DbConfig::new(&tdb.url), SessionKind::Pooled).await.unwrap();
+    write(&mut w, &fa, "a").await.unwrap();
+    diesel::sql_query(format!("select pg_sleep({})", over.as_secs_f64())).execute(&mut w).await.unwrap();
+    assert_eq!(rows(&mut c).await, vec![(fa.epoch, "a".to_string())]);
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_blackholed_inside_a_fenced_transaction_is_replaced_within_lease_and_grace() {
+    let tdb = fresh_database().await;
+    let mut c = prepare(&tdb).await;
+    let (proxy, a, fa, b) = leader_via_proxy_and_standby(&tdb, &mut c).await;
+
+    // a's writer, on the same network path as a, is inside a fenced transaction (holding
+    // the fence row) when the network goes.
+    let mut w = db::connect(&DbConfig::new(tdb.url_via(proxy.addr())), SessionKind::Pooled).await.unwrap();
+    let (inside_tx, inside) = tokio::sync::oneshot::channel();
+    let go = std::sync::Arc::new(tokio::sync::Notify::new());
+    let go2 = go.clone();
+    let fence = fa.clone();
+    let writer = tokio::spawn(async move {
+        leadership::fenced(&mut w, &fence, |c| {
+            async move {
+                diesel::sql_query("insert into fenced_writes values ($1, 'partitioned')")
+                    .bind::<BigInt, _>(fence.epoch)
+                    .execute(c)
+                    .await
+                    .map_err(|e| CoordError::from_diesel("test write", e))?;
+                let _ = inside_tx.send(());
+                go2.notified().await;
+                diesel::sql_query("select 1").execute(c).await.map_err(|e| CoordError::from_diesel("test read", e))?;
+                Ok(())
+            }
+            .scope_boxed()
+        })
+        .await
+    });
+    inside.await.unwrap();
+
+    proxy.blackhole();
+    let cut = Instant::now();
+    go.notify_one();
+    let cfg = LeadershipConfig::new(GROUP, "x");
+    let fb = until_active(&b, Duration::from_secs(40)).await;
+    let taken = cut.elapsed();
+    println!("leader blackholed inside a fenced transaction replaced after {taken:?}");
+    assert!(!a.role().is_active(), "two leaders");
+    let limit = cfg.lease_timeout + cfg.takeover_grace + Duration::from_secs(3);
+    assert!(taken < limit, "takeover took {taken:?}, more than lease + grace + slack ({limit:?})");
+    assert_eq!(fb.epoch, fa.epoch + 1);
+
+    // The partitioned transaction never commits, and a's epoch is fenced off.
+    let e = write(&mut c, &fa, "a").await.unwrap_err();
+    assert!(matches!(e, CoordError::Fenced { .. }), "{e}");
+    write(&mut c, &fb, "b").await.unwrap();
+    proxy.restore();
+    let r = tokio::time::timeout(Duration::from_secs(10), writer).await.expect("the partitioned writer never returned").unwrap();
+    assert!(r.is_err(), "the partitioned fenced transaction committed");
+    assert_eq!(rows(&mut c).await, vec![(fb.epoch, "b".to_string())]);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// FNV-1a folded to 16 bits: how leadership lock ids were derived before the two-key form.
+fn old_16_bit_lock_index(group: &str) -> u16 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in group.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    ((h >> 16) ^ (h & 0xffff)) as u16
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_whose_16_bit_lock_ids_collided_lead_independently() {
+    let mut seen = std::collections::HashMap::new();
+    let (g1, g2) = (0..100_000)
+        .map(|i| format!("participant{i}"))
+        .find_map(|g| seen.insert(old_16_bit_lock_index(&g), g.clone()).map(|other| (other, g)))
+        .expect("a 16-bit collision among 100000 names");
+    assert_ne!(LockId::leadership(&g1), LockId::leadership(&g2), "{g1} and {g2} share a lock");
+
+    let tdb = fresh_database().await;
+    let mut c = prepare(&tdb).await;
+    let (r1, r2) = (replica_of(&tdb.url, &g1, "a"), replica_of(&tdb.url, &g2, "b"));
+    let f1 = until_active(&r1, Duration::from_secs(10)).await;
+    let f2 = until_active(&r2, Duration::from_secs(10)).await;
+    assert_eq!((f1.epoch, f2.epoch), (1, 1));
+
+    // pg_locks lookups find each group's own two-key lock.
+    for (g, name) in [(&g1, "a"), (&g2, "b")] {
+        let leader = leadership::leader(&mut c, g).await.unwrap().unwrap();
+        assert_eq!(leader.holder, name);
+        assert_eq!(locks::holder_pid(&mut c, LockId::leadership(g)).await.unwrap(), Some(leader.holder_pid));
+    }
+    let s1 = replica_of(&tdb.url, &g1, "a2");
+    let start = Instant::now();
+    while locks::waiters(&mut c, LockId::leadership(&g1)).await.unwrap() != 1 {
+        assert!(start.elapsed() < Duration::from_secs(15), "the standby of {g1} never waits");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(locks::waiters(&mut c, LockId::leadership(&g2)).await.unwrap(), 0);
+    // The standby of g1 takes over from g1's leader only.
+    r1.set_passive().await.unwrap();
+    let f3 = until_active(&s1, Duration::from_secs(5)).await;
+    assert_eq!((f3.group.as_str(), f3.epoch), (g1.as_str(), 2));
+    assert_eq!(r2.role(), Role::Active(f2));
+    for r in [r1, r2, s1] {
+        r.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn epochs_continue_from_a_row_under_the_former_lock_id() {
+    let tdb = fresh_database().await;
+    let mut c = prepare(&tdb).await;
+    // What a group's row looked like under its former 16-bit lock id.
+    let old_key = ((locks::LOCK_PREFIX as i64) << 32) | (3 << 16) | i64::from(old_16_bit_lock_index(GROUP));
+    assert_ne!(old_key, LockId::leadership(GROUP).key());
+    diesel::sql_query("insert into leadership values ($1, $2, 7, 'old', 0, 0, 0)")
+        .bind::<BigInt, _>(old_key)
+        .bind::<Text, _>(GROUP)
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let a = replica(&tdb.url, "a");
+    let fa = until_active(&a, Duration::from_secs(10)).await;
+    assert_eq!(fa.epoch, 8, "the epoch went back after the lock id changed");
+    write(&mut c, &fa, "a").await.unwrap();
+    a.shutdown().await;
 }

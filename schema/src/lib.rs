@@ -73,6 +73,16 @@ pub mod tables {
     }
 
     diesel::table! {
+        /// The active's heartbeat per replica group, apart from the fenced `leadership` row.
+        leadership_heartbeat (group_key) {
+            group_key -> BigInt,
+            epoch -> BigInt,
+            holder_pid -> Integer,
+            heartbeat_ts -> BigInt,
+        }
+    }
+
+    diesel::table! {
         /// Registered sequencer members.
         sequencer_members (id) {
             id -> Integer,

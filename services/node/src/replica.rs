@@ -20,6 +20,9 @@ pub enum ServiceState {
     Active { epoch: i64 },
     /// Leading, but the services stopped with an error and are being restarted.
     Restarting { epoch: i64, error: String },
+    /// No longer leading under `epoch` (demoted or shutting down); its services are still
+    /// stopping. Not active: requests must already go to the new leader.
+    Stopping { epoch: i64 },
 }
 
 impl ServiceState {
@@ -80,6 +83,8 @@ impl ReplicaManager {
                     };
                     match ended {
                         None => {
+                            // Not active from this moment, however long the services take.
+                            state_tx.send_replace(ServiceState::Stopping { epoch });
                             stop.cancel();
                             if tokio::time::timeout(STOP_TIMEOUT, &mut service).await.is_err() {
                                 tracing::warn!(timeout = ?STOP_TIMEOUT, "active-only services did not stop in time; aborted");

@@ -1,5 +1,6 @@
 //! The replica manager on real PostgreSQL leadership: active-only services run on exactly the
-//! leader, stop on demotion, restart after failing, and every write they make is fenced.
+//! leader, stop on demotion, restart after failing, and every write they make is fenced; and
+//! on a hand-held role channel: it reports not-active the moment leadership is lost.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use syncline_coordination::db::{self, SessionKind};
-use syncline_coordination::leadership::{self, Leadership, LeadershipConfig};
+use syncline_coordination::leadership::{self, Fence, Leadership, LeadershipConfig, Role};
 use syncline_coordination::{CoordError, DbConfig};
 use syncline_node::replica::{ReplicaManager, ServiceState};
 use syncline_testkit::fresh_database;
@@ -214,4 +215,64 @@ async fn set_passive_through_the_node_admin_api_hands_over_only_to_a_standby() {
     let mut w = b.watch();
     tokio::time::timeout(Duration::from_secs(5), w.wait_for(|r| r.is_active())).await.unwrap().unwrap();
     assert!(!a.role().is_active());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_manager_reports_not_active_the_moment_leadership_is_lost() {
+    let (role, role_rx) = tokio::sync::watch::channel(Role::Passive);
+    let running = Arc::new(AtomicBool::new(false));
+    let flag = running.clone();
+    // Services that take their time to stop (say, flushing a batch).
+    let stopping_takes = Duration::from_secs(3);
+    let m = ReplicaManager::spawn("m1", role_rx, move |_fence, stop| {
+        let flag = flag.clone();
+        async move {
+            flag.store(true, Ordering::SeqCst);
+            stop.cancelled().await;
+            tokio::time::sleep(stopping_takes).await;
+            flag.store(false, Ordering::SeqCst);
+            Ok(())
+        }
+    });
+    let is_running = || AtomicBool::load(&running, Ordering::SeqCst);
+    let fence = |epoch| Fence { group: "mediator".into(), epoch, step_timeout: Duration::from_secs(1) };
+    let mut w = m.watch();
+    let moment = Duration::from_millis(1);
+
+    role.send_replace(Role::Active(fence(1)));
+    tokio::time::timeout(Duration::from_secs(1), w.wait_for(|s| s.is_active())).await.unwrap().unwrap();
+    while !is_running() {
+        tokio::time::sleep(moment).await;
+    }
+
+    // Demoted: not active at once, while the services are still stopping.
+    role.send_replace(Role::Passive);
+    let demoted = tokio::time::Instant::now();
+    let s = tokio::time::timeout(moment, w.wait_for(|s| !s.is_active()))
+        .await
+        .expect("the manager still reports active after the demotion")
+        .unwrap()
+        .clone();
+    assert_eq!(s, ServiceState::Stopping { epoch: 1 });
+    assert!(is_running(), "the test needs services that are still stopping");
+    tokio::time::timeout(Duration::from_secs(10), w.wait_for(|s| *s == ServiceState::Passive)).await.unwrap().unwrap();
+    assert!(demoted.elapsed() >= stopping_takes, "the manager did not wait for the services to stop");
+    assert!(!is_running());
+
+    // The same on shutdown.
+    role.send_replace(Role::Active(fence(2)));
+    tokio::time::timeout(Duration::from_secs(2), w.wait_for(|s| *s == ServiceState::Active { epoch: 2 })).await.unwrap().unwrap();
+    while !is_running() {
+        tokio::time::sleep(moment).await;
+    }
+    let shutdown = tokio::spawn(m.shutdown());
+    let s = tokio::time::timeout(moment, w.wait_for(|s| !s.is_active()))
+        .await
+        .expect("the manager still reports active while shutting down")
+        .unwrap()
+        .clone();
+    assert_eq!(s, ServiceState::Stopping { epoch: 2 });
+    assert!(is_running());
+    shutdown.await.unwrap();
+    assert!(!is_running(), "shutdown returned before the services stopped");
 }
