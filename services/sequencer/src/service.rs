@@ -8,10 +8,9 @@ use prost::Message;
 use syncline_coordination::timestamps::now_micros;
 use syncline_proto::sequencer::sequencer_service_server::SequencerService;
 use syncline_proto::sequencer::{
-    AcknowledgeRequest, AcknowledgeResponse, Batch, SendRequest, SendResponse, SubscribeRequest, SubscribeResponse,
+    AcknowledgeRequest, AcknowledgeResponse, Batch, SendRequest, SendResponse, SubscribeRequest,
 };
 use tokio::sync::mpsc::error::TrySendError;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::error::{Result, SequencerError};
@@ -127,13 +126,12 @@ impl SequencerService for PublicApi {
         r.map(|()| Response::new(SendResponse {})).map_err(Status::from)
     }
 
-    type SubscribeStream = ReceiverStream<Result<SubscribeResponse, Status>>;
+    type SubscribeStream = reader::Subscription;
 
     async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
         let req = request.into_inner();
         let member = self.inner.members.require_enabled(&req.member).await?;
-        let rx = reader::subscribe(self.inner.clone(), member, req.after).await?;
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(reader::subscribe(self.inner.clone(), member, req.after).await?))
     }
 
     async fn acknowledge(&self, request: Request<AcknowledgeRequest>) -> Result<Response<AcknowledgeResponse>, Status> {
