@@ -113,12 +113,12 @@ pub struct RunningSequencer {
 
 struct SequencerHealthView {
     writer: Arc<WriterShared>,
-    settings: syncline_sequencer::SequencerSettings,
+    probe: syncline_sequencer::HealthProbe,
 }
 
 impl NodeHealth for SequencerHealthView {
     fn serving(&self) -> Result<(), String> {
-        let h = syncline_sequencer::health::check(&self.writer, &self.settings);
+        let h = self.probe.check();
         if h.serving {
             Ok(())
         } else {
@@ -128,11 +128,13 @@ impl NodeHealth for SequencerHealthView {
 
     fn components(&self) -> Vec<(String, String)> {
         let index = self.writer.node_index().map_or("none".to_string(), |i| i.to_string());
-        vec![
+        let mut c = vec![
             ("writer".into(), self.writer.detail()),
             ("node_index".into(), index),
             ("last_watermark_write".into(), format!("{} ms ago", self.writer.since_last_write().as_millis())),
-        ]
+        ];
+        c.extend(self.probe.components());
+        c
     }
 }
 
@@ -148,13 +150,13 @@ impl RunningSequencer {
         let db = node.storage(&cfg.storage).db_config(name);
         let seq = Sequencer::start(db, settings.clone()).await?;
         let servers = CancellationToken::new();
-        let view = Arc::new(SequencerHealthView { writer: seq.writer().clone(), settings: settings.clone() });
+        let view = Arc::new(SequencerHealthView { writer: seq.writer().clone(), probe: seq.health_probe() });
         let mut tasks = vec![http::serve(node.health.address, node.health.check, view.clone(), metrics.clone(), servers.clone()).await?];
         if let Some(m) = &node.metrics {
             tasks.push(http::serve_metrics(m.address, metrics, servers.clone()).await?);
         }
         let (reporter, grpc_health) = tonic_health::server::health_reporter();
-        tasks.push(tokio::spawn(syncline_sequencer::health::report_grpc(reporter, seq.writer().clone(), settings, servers.clone())));
+        tasks.push(tokio::spawn(syncline_sequencer::health::report_grpc(reporter, seq.health_probe(), servers.clone())));
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(syncline_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

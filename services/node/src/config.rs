@@ -195,6 +195,10 @@ pub struct ReaderConfig {
     /// Fallback re-read period when no notification arrives.
     #[serde(with = "humantime_serde")]
     pub polling_interval: Duration,
+    /// Bytes of events buffered per subscription for a slow client (default 8 MiB).
+    pub subscription_buffer_bytes: usize,
+    /// Subscriptions served at once; beyond it RESOURCE_EXHAUSTED (default 1000).
+    pub max_subscriptions: usize,
 }
 
 macro_rules! defaults_from_settings {
@@ -210,7 +214,7 @@ macro_rules! defaults_from_settings {
 defaults_from_settings! {
     SequencerHaConfig { total_node_count, keep_alive_interval, online_check_interval, offline_duration }
     WriterConfig { queue_size, max_batch_size, max_sequencing_horizon }
-    ReaderConfig { read_batch_size, polling_interval }
+    ReaderConfig { read_batch_size, polling_interval, subscription_buffer_bytes, max_subscriptions }
 }
 
 /// One sequencer node.
@@ -268,6 +272,8 @@ impl SequencerNodeConfig {
             queue_size: w.queue_size,
             max_batch_size: w.max_batch_size,
             read_batch_size: r.read_batch_size,
+            subscription_buffer_bytes: r.subscription_buffer_bytes,
+            max_subscriptions: r.max_subscriptions,
             max_request_size: self.public_api.max_request_size,
             max_sequencing_horizon: w.max_sequencing_horizon,
             ..SequencerSettings::default()

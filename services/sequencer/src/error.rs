@@ -30,6 +30,9 @@ pub enum SequencerError {
     /// The writer's queue is full; retry later or on another sequencer.
     #[error("sequencer {node} is overloaded: {pending} sends already queued; retry later")]
     Overloaded { node: String, pending: usize },
+    /// The node serves as many subscriptions as it is configured for.
+    #[error("sequencer {node} already serves its maximum of {max} subscriptions; subscribe at another sequencer or retry later")]
+    TooManySubscriptions { node: String, max: usize },
     /// The writer is not running (starting, recovering or stopping).
     #[error("sequencer {node} is not accepting sends: {reason}")]
     Unavailable { node: String, reason: String },
@@ -62,6 +65,7 @@ impl From<SequencerError> for Status {
             SequencerError::TooLarge { .. } => Code::OutOfRange,
             SequencerError::DeadlinePassed { .. } => Code::InvalidArgument,
             SequencerError::Overloaded { .. } => Code::ResourceExhausted,
+            SequencerError::TooManySubscriptions { .. } => Code::ResourceExhausted,
             SequencerError::Unavailable { .. } => Code::Unavailable,
             SequencerError::AlreadyExists { .. } => Code::AlreadyExists,
             SequencerError::NotSequenced { .. } => Code::FailedPrecondition,

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use admin::AdminApi;
 pub use error::{Result, SequencerError};
-pub use health::SequencerHealth;
+pub use health::{HealthProbe, SequencerHealth};
 pub use members::Members;
 pub use service::PublicApi;
 pub use settings::SequencerSettings;
@@ -41,6 +41,7 @@ pub(crate) struct Inner {
     pub writer: Arc<WriterShared>,
     pub signals: notify::Signals,
     pub subscriptions: AtomicUsize,
+    pub readers: reader::ReaderStatus,
     pub cancel: CancellationToken,
 }
 
@@ -71,6 +72,7 @@ impl Sequencer {
             writer: shared.clone(),
             signals,
             subscriptions: AtomicUsize::new(0),
+            readers: reader::ReaderStatus::default(),
             cancel: cancel.clone(),
         });
         let writer_task = tokio::spawn(writer::run(db_config.clone(), settings.clone(), shared, rx, cancel.clone()));
@@ -94,7 +96,12 @@ impl Sequencer {
 
     /// Whether this node serves, and why not.
     pub fn health(&self) -> SequencerHealth {
-        health::check(&self.inner.writer, &self.inner.settings)
+        self.health_probe().check()
+    }
+
+    /// A handle that computes this node's health, for health endpoints.
+    pub fn health_probe(&self) -> HealthProbe {
+        HealthProbe { inner: self.inner.clone() }
     }
 
     /// The writer's state.

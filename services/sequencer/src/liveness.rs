@@ -19,11 +19,34 @@ use crate::settings::SequencerSettings;
 /// Claims are kept this long past their max-sequencing-time, against clock skew.
 const CLAIM_GRACE_MICROS: i64 = 60_000_000;
 
+/// The safe-watermark lag. When the watermark cannot be read (query failed, or no node online)
+/// the lag keeps growing from the last one known, so that a lag alert fires exactly then.
+struct Lag {
+    last_safe: i64,
+}
+
+impl Lag {
+    /// Before the first reading, the lag counts from `started`.
+    fn new(started: i64) -> Self {
+        Lag { last_safe: started }
+    }
+
+    /// The lag in seconds at `now`, given this check's safe watermark (if any).
+    fn observe(&mut self, safe: Option<i64>, now: i64) -> f64 {
+        if let Some(safe) = safe {
+            self.last_safe = safe;
+        }
+        (now - self.last_safe).max(0) as f64 / 1e6
+    }
+}
+
 /// Run until cancelled.
 pub(crate) async fn run(db: Db, settings: SequencerSettings, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(settings.online_check_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut n: u64 = 0;
+    let mut lag = Lag::new(now_micros());
+    let lag_gauge = metrics::gauge!("syncline_sequencer_safe_watermark_lag_seconds", "node" => settings.name.clone());
     // Every ~30 s: sweep nodes that died while nobody was checking, and expire claims.
     let every = (Duration::from_secs(30).as_millis() / settings.online_check_interval.as_millis().max(1)).max(1) as u64;
     loop {
@@ -48,15 +71,14 @@ pub(crate) async fn run(db: Db, settings: SequencerSettings, cancel: Cancellatio
                 .scope_boxed()
             })
             .await;
-        match r {
-            Ok(safe) => {
-                if let Some(safe) = safe {
-                    metrics::gauge!("syncline_sequencer_safe_watermark_lag_seconds", "node" => settings.name.clone())
-                        .set((now_micros() - safe) as f64 / 1e6);
-                }
+        let safe = match r {
+            Ok(safe) => safe,
+            Err(e) => {
+                tracing::debug!(%e, "liveness check failed");
+                None
             }
-            Err(e) => tracing::debug!(%e, "liveness check failed"),
-        }
+        };
+        lag_gauge.set(lag.observe(safe, now_micros()));
         // Drop claims nobody can retry any more.
         if sweep_due {
             let cutoff = now_micros() - CLAIM_GRACE_MICROS;
@@ -75,5 +97,21 @@ pub(crate) async fn run(db: Db, settings: SequencerSettings, cancel: Cancellatio
                 tracing::debug!(%e, "claim expiry failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Lag;
+
+    #[test]
+    fn the_lag_keeps_growing_while_the_safe_watermark_is_unknown() {
+        let mut lag = Lag::new(0);
+        assert_eq!(lag.observe(None, 2_000_000), 2.0, "never read: counts from the start");
+        assert_eq!(lag.observe(Some(9_000_000), 10_000_000), 1.0);
+        // Query failed or no node online: the lag grows from the last known watermark.
+        assert_eq!(lag.observe(None, 15_000_000), 6.0);
+        assert_eq!(lag.observe(None, 20_000_000), 11.0);
+        assert_eq!(lag.observe(Some(19_900_000), 20_000_000), 0.1);
     }
 }

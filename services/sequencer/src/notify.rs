@@ -6,8 +6,8 @@
 //! however often keep-alives move the watermarks.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use diesel::sql_types::{BigInt, Nullable};
 use diesel::QueryableByName;
@@ -19,6 +19,7 @@ use syncline_coordination::events::BROADCAST;
 use syncline_coordination::{CoordError, DbConfig};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Channel of the watermark trigger.
 pub const WATERMARKS: &str = "syncline_watermarks";
@@ -60,30 +61,69 @@ impl Visibility {
 pub(crate) struct Signals {
     pub state: Arc<RwLock<Visibility>>,
     pub changed: watch::Receiver<u64>,
+    pub listener: Arc<ListenerStatus>,
+}
+
+/// Whether the `LISTEN` session is up, for health: since when, and why not.
+#[derive(Debug)]
+pub struct ListenerStatus {
+    inner: Mutex<(bool, Instant, String)>,
+}
+
+impl ListenerStatus {
+    fn new() -> Self {
+        ListenerStatus { inner: Mutex::new((false, Instant::now(), "connecting".into())) }
+    }
+
+    fn set(&self, listening: bool, why: String) {
+        let mut st = self.inner.lock().unwrap();
+        if st.0 != listening {
+            st.1 = Instant::now();
+        }
+        st.0 = listening;
+        st.2 = why;
+    }
+
+    /// `None` while listening; otherwise for how long it has not been, and the last reason.
+    pub fn down_for(&self) -> Option<(Duration, String)> {
+        let st = self.inner.lock().unwrap();
+        (!st.0).then(|| (st.1.elapsed(), st.2.clone()))
+    }
 }
 
 /// Start following notifications until cancelled, reconnecting after errors.
 pub(crate) fn spawn(cfg: DbConfig, cancel: CancellationToken) -> (Signals, tokio::task::JoinHandle<()>) {
     let state = Arc::new(RwLock::new(Visibility::unknown()));
     let (tx, changed) = watch::channel(0);
-    let signals = Signals { state: state.clone(), changed };
-    let task = tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(50);
-        while !cancel.is_cancelled() {
-            match follow(&cfg, &state, &tx, &cancel).await {
-                Ok(()) => return,
-                Err(e) => tracing::debug!(%e, "notification session ended; reconnecting"),
+    let listener = Arc::new(ListenerStatus::new());
+    let signals = Signals { state: state.clone(), changed, listener: listener.clone() };
+    let task = tokio::spawn(
+        async move {
+            let mut backoff = Duration::from_millis(50);
+            while !cancel.is_cancelled() {
+                let e = match follow(&cfg, &state, &tx, &listener, &cancel).await {
+                    Ok(()) => return,
+                    Err(e) => e,
+                };
+                // A session that was listening reconnects at once; one that keeps failing
+                // to connect backs off.
+                if listener.down_for().is_none() {
+                    backoff = Duration::from_millis(50);
+                }
+                tracing::warn!(error = %e, "notification session lost; reconnecting");
+                listener.set(false, e.to_string());
+                // While not listening, readers must not trust the state: read on every poll.
+                *state.write().unwrap() = Visibility::unknown();
+                tx.send_modify(|n| *n += 1);
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
             }
-            // While not listening, readers must not trust the state: read on every poll.
-            *state.write().unwrap() = Visibility::unknown();
-            tx.send_modify(|n| *n += 1);
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(1));
         }
-    });
+        .instrument(tracing::info_span!("notification_listener")),
+    );
     (signals, task)
 }
 
@@ -110,6 +150,7 @@ async fn follow(
     cfg: &DbConfig,
     state: &RwLock<Visibility>,
     tx: &watch::Sender<u64>,
+    listener: &ListenerStatus,
     cancel: &CancellationToken,
 ) -> Result<(), CoordError> {
     let mut listen = db::connect(cfg, SessionKind::Lock).await?;
@@ -121,21 +162,20 @@ async fn follow(
         let mut st = state.write().unwrap();
         *st = Visibility { cap: b.cap.unwrap_or(i64::MIN), newest: HashMap::new(), newest_any: b.newest.unwrap_or(i64::MIN) };
     }
+    listener.set(true, "listening".into());
+    tracing::debug!("listening for notifications");
     tx.send_modify(|n| *n += 1);
     let mut stream = std::pin::pin!(listen.notifications_stream());
     loop {
-        let first = tokio::select! {
+        let mut next = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             n = stream.next() => n,
         };
-        // Take everything already queued, then refresh the bound once.
-        let mut batch = vec![first];
-        while let Some(n) = stream.next().now_or_never() {
-            batch.push(n);
-        }
+        // Take everything already queued, then refresh the bound once. The stream is never
+        // polled again once it has ended or failed (it panics if polled after its end).
         let mut watermark_moved = false;
-        for n in batch {
-            let n = match n {
+        loop {
+            let n = match next {
                 Some(Ok(n)) => n,
                 Some(Err(e)) => return Err(CoordError::from_diesel("listening", e)),
                 None => return Err(CoordError::from_connection("listening", "connection closed")),
@@ -144,6 +184,10 @@ async fn follow(
                 watermark_moved = true;
             } else if n.channel == EVENTS {
                 record_events(state, &n.payload);
+            }
+            match stream.next().now_or_never() {
+                Some(n) => next = n,
+                None => break,
             }
         }
         if watermark_moved {

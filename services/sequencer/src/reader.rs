@@ -1,20 +1,28 @@
 //! Subscriptions: each member gets its events in timestamp order, never past the safe
 //! watermark, each carrying the member's previous event timestamp. A subscription task
 //! re-reads when notified of a watermark advance (or after the polling interval) and pushes
-//! into a bounded channel, so a slow subscriber only slows itself.
+//! into a queue bounded in bytes, so a slow subscriber only slows itself and costs the node
+//! a bounded amount of memory. A stream the server ends always ends with an error status.
 
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
 
-use diesel::{OptionalExtension, QueryDsl};
+use diesel::sql_types::{BigInt, Integer};
+use diesel::{OptionalExtension, QueryDsl, QueryableByName};
 use diesel_async::RunQueryDsl;
+use futures_util::Stream;
 use prost::Message;
 use scoped_futures::ScopedFutureExt;
-use syncline_coordination::events::{self, EventKind, StoredEvent};
 use syncline_coordination::error::DieselContext;
+use syncline_coordination::events::{self, EventKind, Page, StoredEvent};
 use syncline_coordination::timestamps::now_micros;
+use syncline_coordination::CoordError;
 use syncline_proto::sequencer::{Batch, DeliverError, Event, SubscribeResponse};
 use syncline_schema::tables::sequencer_lower_bound as lb;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 use tracing::Instrument;
 
@@ -23,15 +31,100 @@ use crate::members::Member;
 use crate::pruning;
 use crate::Inner;
 
-/// Events buffered per subscription before the reader waits for the client.
+/// Most events queued per subscription, whatever their size (the byte budget is the other bound).
 const BUFFER: usize = 256;
 
-/// Start streaming `member`'s events after `after` (default: its registration).
-pub(crate) async fn subscribe(
+/// A response in a subscription's queue, holding its share of the byte budget until the
+/// client's stream takes it.
+struct Queued {
+    item: Result<SubscribeResponse, Status>,
+    _bytes: Option<OwnedSemaphorePermit>,
+}
+
+/// The stream a subscriber reads. If the reader stops without saying why (it cannot, short
+/// of a bug), the stream still ends with UNAVAILABLE: a server-side end is never an OK.
+pub struct Subscription {
+    rx: mpsc::Receiver<Queued>,
+    ended: bool,
+}
+
+impl Stream for Subscription {
+    type Item = Result<SubscribeResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let next = std::task::ready!(self.rx.poll_recv(cx));
+        Poll::Ready(Some(match next {
+            // The permit drops here: the transport holds at most this one event further.
+            Some(q) => {
+                self.ended = q.item.is_err();
+                q.item
+            }
+            None => {
+                self.ended = true;
+                Err(Status::unavailable("the subscription ended on the server; subscribe again"))
+            }
+        }))
+    }
+}
+
+/// How the node's subscription reads fare, for health.
+#[derive(Debug, Default)]
+pub struct ReaderStatus {
+    /// The last failed read (when, why) unless a read succeeded after it.
+    failing: Mutex<Option<(Instant, String)>>,
+}
+
+impl ReaderStatus {
+    fn succeeded(&self) {
+        let mut f = self.failing.lock().unwrap();
+        if f.is_some() {
+            *f = None;
+        }
+    }
+
+    fn failed(&self, why: String) {
+        self.failing.lock().unwrap().get_or_insert((Instant::now(), String::new())).1 = why;
+    }
+
+    /// Since when reads fail (no read succeeded since), and the last error.
+    pub fn failing(&self) -> Option<(Instant, String)> {
+        self.failing.lock().unwrap().clone()
+    }
+}
+
+/// A taken subscription slot; gives it back when dropped.
+struct Slot {
     inner: Arc<Inner>,
-    member: Member,
-    after: Option<i64>,
-) -> Result<mpsc::Receiver<Result<SubscribeResponse, Status>>> {
+    gauge: metrics::Gauge,
+}
+
+impl Slot {
+    /// Take a slot, or refuse when the node serves its maximum already.
+    fn take(inner: &Arc<Inner>) -> Result<Slot> {
+        let max = inner.settings.max_subscriptions;
+        inner
+            .subscriptions
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .map_err(|_| SequencerError::TooManySubscriptions { node: inner.settings.name.clone(), max })?;
+        let gauge = metrics::gauge!("syncline_sequencer_subscriptions", "node" => inner.settings.name.clone());
+        gauge.increment(1.0);
+        Ok(Slot { inner: inner.clone(), gauge })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.inner.subscriptions.fetch_sub(1, Ordering::AcqRel);
+        self.gauge.decrement(1.0);
+    }
+}
+
+/// Start streaming `member`'s events after `after` (default: its registration).
+pub(crate) async fn subscribe(inner: Arc<Inner>, member: Member, after: Option<i64>) -> Result<Subscription> {
+    let slot = Slot::take(&inner)?;
     let cursor = after.unwrap_or(member.registered_ts).max(member.registered_ts);
     let lower_bound: Option<i64> = inner
         .db
@@ -49,44 +142,58 @@ pub(crate) async fn subscribe(
     let span = tracing::info_span!("subscription", node = %inner.settings.name, member = %member.member);
     tokio::spawn(
         async move {
-            let gauge = metrics::gauge!("syncline_sequencer_subscriptions", "node" => inner.settings.name.clone());
-            gauge.increment(1.0);
-            inner.subscriptions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if let Err(status) = stream(&inner, &member, cursor, previous, &tx).await {
-                let _ = tx.send(Err(status)).await;
+            if let Err(status) = stream(&slot.inner, &member, cursor, previous, &tx).await {
+                tracing::info!(code = ?status.code(), message = status.message(), "subscription ended by the server");
+                // A full queue means a client that does not read; it gets the end-of-stream
+                // UNAVAILABLE of `Subscription` once it drains the queue.
+                let _ = tx.try_send(Queued { item: Err(status), _bytes: None });
             }
-            inner.subscriptions.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            gauge.decrement(1.0);
+            drop(slot);
         }
         .instrument(span),
     );
-    Ok(rx)
+    Ok(Subscription { rx, ended: false })
 }
 
-/// Page through events until the client goes away or the node shuts down.
+/// Page through events until the client goes away (`Ok`) or the server cannot go on (`Err`).
 async fn stream(
     inner: &Inner,
     member: &Member,
     mut cursor: i64,
     mut previous: Option<i64>,
-    tx: &mpsc::Sender<Result<SubscribeResponse, Status>>,
+    tx: &mpsc::Sender<Queued>,
 ) -> Result<(), Status> {
+    let node = &inner.settings.name;
     let mut wake = inner.signals.changed.clone();
-    let limit = inner.settings.read_batch_size;
-    let latency = metrics::histogram!("syncline_sequencer_read_latency_seconds", "node" => inner.settings.name.clone());
+    let budget = inner.settings.subscription_buffer_bytes.clamp(1, u32::MAX as usize);
+    let queue_bytes = Arc::new(Semaphore::new(budget));
+    let latency = metrics::histogram!("syncline_sequencer_read_latency_seconds", "node" => node.clone());
+    let shutting_down = || Status::unavailable(format!("sequencer {node} is shutting down"));
     loop {
         wake.borrow_and_update();
-        let id = member.id;
-        let page = inner
-            .db
-            .run("reading events", |c| async move { events::read(c, id, cursor, limit).await }.scope_boxed())
-            .await
-            .map_err(|e| Status::unavailable(format!("sequencer {} cannot read events: {e}", inner.settings.name)))?;
+        let (page, limit) = match read_page(inner, member.id, cursor).await {
+            Ok(read) => {
+                inner.readers.succeeded();
+                read
+            }
+            Err(e) => {
+                inner.readers.failed(e.to_string());
+                return Err(Status::unavailable(format!("sequencer {node} cannot read events: {e}")));
+            }
+        };
+        // A full (or cut) page: more may follow at once.
         let full = page.events.len() as u32 >= limit;
         for ev in page.events {
             let ts = ev.ts;
-            let event = to_proto(inner, member, ev, previous).await?;
-            if tx.send(Ok(SubscribeResponse { event: Some(event) })).await.is_err() {
+            let response = SubscribeResponse { event: Some(to_proto(inner, member, ev, previous).await?) };
+            // An event larger than the whole budget takes all of it, so it travels alone.
+            let bytes = response.encoded_len().clamp(1, budget) as u32;
+            let permit = tokio::select! {
+                p = queue_bytes.clone().acquire_many_owned(bytes) => p.expect("the semaphore is never closed"),
+                _ = tx.closed() => return Ok(()),
+                _ = inner.cancel.cancelled() => return Err(shutting_down()),
+            };
+            if tx.send(Queued { item: Ok(response), _bytes: Some(permit) }).await.is_err() {
                 return Ok(()); // client gone
             }
             latency.record((now_micros() - ts).max(0) as f64 / 1e6);
@@ -101,9 +208,12 @@ async fn stream(
         let deadline = tokio::time::Instant::now() + inner.settings.polling_interval;
         loop {
             tokio::select! {
-                _ = inner.cancel.cancelled() => return Err(Status::unavailable(format!("sequencer {} is shutting down", inner.settings.name))),
+                _ = inner.cancel.cancelled() => return Err(shutting_down()),
                 _ = tx.closed() => return Ok(()),
-                r = wake.changed() => if r.is_err() { return Ok(()) },
+                r = wake.changed() => if r.is_err() {
+                    // Only at shutdown: the listener task owns the sender and reconnects by itself.
+                    return Err(Status::unavailable(format!("sequencer {node} stopped following notifications")));
+                },
                 _ = tokio::time::sleep_until(deadline) => break,
             }
             if inner.signals.state.read().unwrap().may_have_news(member.id, cursor) {
@@ -111,6 +221,86 @@ async fn stream(
             }
         }
     }
+}
+
+/// Sizes of the events the next `events::read` returns, in the same order: the same rows
+/// (the member's own and broadcast rows up to the cap; an offline node's only up to its own
+/// watermark). Run in the read's snapshot, it lets the page be cut to the byte budget
+/// before any payload is loaded. Keep in step with `events::read`.
+const SIZES_SQL: &str = "
+with wm as (select node_index, watermark_ts, online from sequencer_watermarks),
+bound as (select coalesce((select min(watermark_ts) from wm where online),
+                          (select max(watermark_ts) from wm)) as cap),
+hits as (
+  select distinct x.ts from wm cross join bound cross join lateral (
+    (select r.ts from sequencer_event_recipients r
+      where r.node_index = wm.node_index and r.recipient_id = $1 and r.ts > $2 and r.ts <= bound.cap
+        and (wm.online or r.ts <= wm.watermark_ts)
+      order by r.ts limit $3)
+    union all
+    (select r.ts from sequencer_event_recipients r
+      where r.node_index = wm.node_index and r.recipient_id = -1 and r.ts > $2 and r.ts <= bound.cap
+        and (wm.online or r.ts <= wm.watermark_ts)
+      order by r.ts limit $3)
+  ) x
+  order by x.ts limit $3
+)
+select coalesce(octet_length(p.content), 0)::bigint as size
+  from hits left join sequencer_payloads p on p.ts = hits.ts
+ order by hits.ts";
+
+#[derive(QueryableByName)]
+struct Size {
+    #[diesel(sql_type = BigInt)]
+    size: i64,
+}
+
+/// Read the next page after `cursor`: at most `read_batch_size` events and, when that many
+/// could exceed the byte budget, only as many as fit in it (at least one). Returns the page
+/// and the limit it was read with.
+async fn read_page(inner: &Inner, member: i32, cursor: i64) -> Result<(Page, u32), CoordError> {
+    let batch = inner.settings.read_batch_size.max(1);
+    let budget = inner.settings.subscription_buffer_bytes;
+    if (batch as usize).saturating_mul(inner.settings.max_request_size) <= budget {
+        let page = inner.db.run("reading events", |c| async move { events::read(c, member, cursor, batch).await }.scope_boxed());
+        return Ok((page.await?, batch));
+    }
+    inner
+        .db
+        .run("reading events", |c| {
+            async move {
+                c.build_transaction()
+                    .repeatable_read()
+                    .read_only()
+                    .run(async |c| {
+                        let sizes: Vec<Size> = diesel::sql_query(SIZES_SQL)
+                            .bind::<Integer, _>(member)
+                            .bind::<BigInt, _>(cursor)
+                            .bind::<BigInt, _>(i64::from(batch))
+                            .load(c)
+                            .await
+                            .during("sizing a page of events")?;
+                        let limit = fitting(sizes.iter().map(|s| s.size), budget, batch);
+                        Ok((events::read(c, member, cursor, limit).await?, limit))
+                    })
+                    .await
+            }
+            .scope_boxed()
+        })
+        .await
+}
+
+/// How many events of `sizes` (in order) to read: all `batch` if they fit in `budget`, else
+/// the longest prefix that fits, but at least one.
+fn fitting(sizes: impl Iterator<Item = i64>, budget: usize, batch: u32) -> u32 {
+    let mut total: u64 = 0;
+    for (i, size) in sizes.enumerate() {
+        total += size.max(0) as u64;
+        if total > budget as u64 {
+            return (i as u32).max(1);
+        }
+    }
+    batch
 }
 
 /// Shape a stored event for `member`: its envelopes only, the message id only for the sender.
@@ -143,4 +333,17 @@ async fn to_proto(inner: &Inner, member: &Member, ev: StoredEvent, previous: Opt
         }
     }
     Ok(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fitting;
+
+    #[test]
+    fn pages_are_cut_to_the_byte_budget() {
+        assert_eq!(fitting([10, 10, 10].into_iter(), 100, 100), 100, "all fit: a full read");
+        assert_eq!(fitting([40, 40, 40].into_iter(), 100, 100), 2);
+        assert_eq!(fitting([400, 1].into_iter(), 100, 100), 1, "an oversized event still goes, alone");
+        assert_eq!(fitting(std::iter::empty(), 100, 7), 7);
+    }
 }

@@ -7,12 +7,11 @@ use std::time::Instant;
 use prost::Message;
 use syncline_proto::sequencer::sequencer_service_server::SequencerService;
 use syncline_proto::sequencer::{
-    AcknowledgeRequest, AcknowledgeResponse, Batch, SendRequest, SendResponse, SubscribeRequest, SubscribeResponse,
+    AcknowledgeRequest, AcknowledgeResponse, Batch, SendRequest, SendResponse, SubscribeRequest,
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::oneshot;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::error::{Result, SequencerError};
@@ -147,13 +146,12 @@ impl SequencerService for PublicApi {
         r.map(|timestamp| Response::new(SendResponse { timestamp })).map_err(Status::from)
     }
 
-    type SubscribeStream = ReceiverStream<Result<SubscribeResponse, Status>>;
+    type SubscribeStream = reader::Subscription;
 
     async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
         let req = request.into_inner();
         let member = self.inner.members.require_enabled(&req.member).await?;
-        let rx = reader::subscribe(self.inner.clone(), member, req.after).await?;
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(reader::subscribe(self.inner.clone(), member, req.after).await?))
     }
 
     async fn acknowledge(&self, request: Request<AcknowledgeRequest>) -> Result<Response<AcknowledgeResponse>, Status> {

@@ -23,6 +23,14 @@ pub struct SequencerSettings {
     pub max_batch_size: usize,
     /// Events per read of a subscription.
     pub read_batch_size: u32,
+    /// Bytes of events one subscription holds for a slow client: its queue holds at most this
+    /// much, and so does a page read from the database (a page is cut shorter to fit). An event
+    /// larger than this is still delivered, alone. Per subscription the node holds at most
+    /// about twice this, plus one event in the transport.
+    pub subscription_buffer_bytes: usize,
+    /// Subscriptions this node serves at once; beyond it a subscribe is refused with
+    /// RESOURCE_EXHAUSTED.
+    pub max_subscriptions: usize,
     /// Largest accepted send, in bytes.
     pub max_request_size: usize,
     /// Largest distance of a max-sequencing-time into the future.
@@ -51,6 +59,9 @@ impl Default for SequencerSettings {
             queue_size: 1000,
             max_batch_size: 500,
             read_batch_size: 100,
+            // With the defaults: 1000 × (2 × 8 MiB + one 4 MiB event) bounds subscription memory.
+            subscription_buffer_bytes: 8 * 1024 * 1024,
+            max_subscriptions: 1000,
             max_request_size: 4 * 1024 * 1024,
             max_sequencing_horizon: Duration::from_secs(3600),
             write_timeout: Duration::from_secs(5),

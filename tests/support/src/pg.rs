@@ -31,6 +31,15 @@ pub struct Server {
     processes: Vec<Child>,
     /// Data and socket directory of a cluster we started.
     dir: Option<PathBuf>,
+    /// How to start the postmaster again, for a cluster we started.
+    launch: Option<Launch>,
+}
+
+/// What starting the postmaster of a cluster we own takes.
+#[derive(Debug, Clone)]
+struct Launch {
+    bin: PathBuf,
+    ids: Option<(u32, u32)>,
 }
 
 impl Server {
@@ -57,6 +66,36 @@ impl Server {
             let _ = pm.wait();
         }
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Stop the postmaster of a cluster this harness started, as a crash would (immediate
+    /// shutdown: every session is cut), keeping its files for [`start_again`](Self::start_again).
+    pub fn kill_postmaster(&mut self) -> Result<(), String> {
+        if self.launch.is_none() {
+            return Err("not a cluster this harness started".into());
+        }
+        let pm = self.processes.first_mut().ok_or("no postmaster")?;
+        let _ = Command::new("kill").args(["-QUIT", &pm.id().to_string()]).status();
+        pm.wait().map_err(|e| format!("waiting for the postmaster: {e}"))?;
+        Ok(())
+    }
+
+    /// Start the postmaster of a cluster stopped by [`kill_postmaster`](Self::kill_postmaster)
+    /// again, on the same port and data, and wait until it accepts connections.
+    pub fn start_again(&mut self) -> Result<(), String> {
+        let (Some(launch), Some(dir)) = (self.launch.clone(), self.dir.clone()) else {
+            return Err("not a cluster this harness started".into());
+        };
+        let (child, watchdog) = launch_postmaster(&launch, &dir, self.addr.port())?;
+        self.processes = vec![child, watchdog];
+        Ok(())
+    }
+
+    /// Crash and restart the server, down for about `down`.
+    pub fn restart(&mut self, down: Duration) -> Result<(), String> {
+        self.kill_postmaster()?;
+        std::thread::sleep(down);
+        self.start_again()
     }
 
     /// A URL for database `db` on this server.
@@ -102,6 +141,7 @@ fn external(url: &str) -> Server {
         owned: false,
         processes: Vec::new(),
         dir: None,
+        launch: None,
     }
 }
 
@@ -178,12 +218,24 @@ pub fn start_cluster() -> Result<Server, String> {
     if !out.status.success() {
         return Err(format!("initdb failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
+    let launch = Launch { bin, ids };
     let port = free_port();
-    let log = std::fs::File::create(dir.join("postgres.log")).map_err(|e| e.to_string())?;
-    if let Some((uid, gid)) = ids {
+    let (child, watchdog) = launch_postmaster(&launch, &dir, port)?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    Ok(Server { addr, user: "postgres".into(), password: None, owned: true, processes: vec![child, watchdog], dir: Some(dir), launch: Some(launch) })
+}
+
+// On the error paths the watchdog stays behind on purpose (see `start_cluster`).
+#[allow(clippy::zombie_processes)]
+/// Start the postmaster of the cluster in `dir` on `port` with its watchdog, and wait until it
+/// accepts connections.
+fn launch_postmaster(launch: &Launch, dir: &Path, port: u16) -> Result<(Child, Child), String> {
+    let data = dir.join("data");
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("postgres.log")).map_err(|e| e.to_string())?;
+    if let Some((uid, gid)) = launch.ids {
         let _ = chown(dir.join("postgres.log"), Some(uid), Some(gid));
     }
-    let child = as_pg_user(&bin.join("postgres"), ids)
+    let child = as_pg_user(&launch.bin.join("postgres"), launch.ids)
         .args(["-D", data.to_str().unwrap(), "-p", &port.to_string(), "-k", dir.to_str().unwrap()])
         .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off"])
         .args(["-c", "max_connections=400", "-c", "shared_buffers=128MB", "-c", "lc_messages=C"])
@@ -193,7 +245,7 @@ pub fn start_cluster() -> Result<Server, String> {
         .process_group(0)
         .spawn()
         .map_err(|e| format!("starting postgres: {e}"))?;
-    let watchdog = spawn_watchdog(child.id(), &dir);
+    let watchdog = spawn_watchdog(child.id(), dir);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let deadline = Instant::now() + Duration::from_secs(60);
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
@@ -203,7 +255,7 @@ pub fn start_cluster() -> Result<Server, String> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(Server { addr, user: "postgres".into(), password: None, owned: true, processes: vec![child, watchdog], dir: Some(dir) })
+    Ok((child, watchdog))
 }
 
 /// A shell that waits for this process to end, then stops postgres and removes its files.
