@@ -58,7 +58,8 @@ impl AdminApi {
             Ok(r) => r,
             Err(_) => {
                 tracing::warn!(node = %self.inner.settings.name, what, ?after, "admin call timed out waiting for the database");
-                Err(SequencerError::TimedOut { what, after })
+                let writer = (!self.inner.writer.is_running()).then(|| self.inner.writer.detail());
+                Err(SequencerError::TimedOut { what, after, writer })
             }
         }
     }

@@ -47,9 +47,10 @@ pub enum SequencerError {
     #[error(transparent)]
     InvalidSetting(#[from] InvalidSetting),
     /// An admin call whose database work did not finish in time: the database is unreachable
-    /// or overloaded. Answered rather than waited out, so operators see what is wrong.
-    #[error("could not {what} within {after:?}: the database did not answer in time (unreachable or overloaded)")]
-    TimedOut { what: &'static str, after: Duration },
+    /// or overloaded. Answered rather than waited out, so operators see what is wrong;
+    /// `writer` is why the writer is down too, when it is (the likely cause).
+    #[error("could not {what} within {after:?}: the database did not answer in time ({})", writer.as_ref().map_or("unreachable or overloaded".to_string(), |w| format!("writer: {w}")))]
+    TimedOut { what: &'static str, after: Duration, writer: Option<String> },
 }
 
 impl From<SequencerError> for Status {
