@@ -141,20 +141,21 @@ mod tests {
         SequencerSettings::default().validate().unwrap();
     }
 
+    type Tweak = fn(&mut SequencerSettings);
+
     #[test]
     fn zero_intervals_timeouts_and_sizes_are_refused_by_name() {
-        let zero = Duration::ZERO;
-        let cases: [(&str, Box<dyn FnOnce(&mut SequencerSettings)>); 10] = [
-            ("keep_alive_interval", Box::new(|s| s.keep_alive_interval = zero)),
-            ("online_check_interval", Box::new(|s| s.online_check_interval = zero)),
-            ("offline_duration", Box::new(|s| s.offline_duration = zero)),
-            ("polling_interval", Box::new(|s| s.polling_interval = zero)),
-            ("write_timeout", Box::new(|s| s.write_timeout = zero)),
-            ("max_sequencing_horizon", Box::new(|s| s.max_sequencing_horizon = zero)),
-            ("queue_size", Box::new(|s| s.queue_size = 0)),
-            ("max_batch_size", Box::new(|s| s.max_batch_size = 0)),
-            ("read_batch_size", Box::new(|s| s.read_batch_size = 0)),
-            ("max_request_size", Box::new(|s| s.max_request_size = 0)),
+        let cases: [(&str, Tweak); 10] = [
+            ("keep_alive_interval", |s| s.keep_alive_interval = Duration::ZERO),
+            ("online_check_interval", |s| s.online_check_interval = Duration::ZERO),
+            ("offline_duration", |s| s.offline_duration = Duration::ZERO),
+            ("polling_interval", |s| s.polling_interval = Duration::ZERO),
+            ("write_timeout", |s| s.write_timeout = Duration::ZERO),
+            ("max_sequencing_horizon", |s| s.max_sequencing_horizon = Duration::ZERO),
+            ("queue_size", |s| s.queue_size = 0),
+            ("max_batch_size", |s| s.max_batch_size = 0),
+            ("read_batch_size", |s| s.read_batch_size = 0),
+            ("max_request_size", |s| s.max_request_size = 0),
         ];
         for (field, tweak) in cases {
             let e = refused(tweak);

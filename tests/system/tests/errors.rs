@@ -4,7 +4,7 @@
 //! what failed, in time, without gRPC status dumps.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut};
@@ -72,14 +72,27 @@ async fn call_raw(url: String, path: &'static str, streaming: bool) -> Status {
 fn syncline(command: &str, configs: &[&Path], args: &[&str]) -> (Output, Duration) {
     let list: Vec<String> = configs.iter().map(|p| p.display().to_string()).collect();
     let started = Instant::now();
-    let out = Command::new(syncline_bin())
+    let child = Command::new(syncline_bin())
         .args([command, "--config", &list.join(",")])
         .args(args)
         .env("RUST_BACKTRACE", "1")
         .env_remove("RUST_LIB_BACKTRACE")
-        .output()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    (out, started.elapsed())
+    // A daemon that accepts a bad configuration runs forever: fail instead of hanging.
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(out) => (out.unwrap(), started.elapsed()),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            panic!("syncline {command} {args:?} did not exit within 60 s");
+        }
+    }
 }
 
 /// The one line a failed command printed on stderr, checked for dumps and backtraces.
