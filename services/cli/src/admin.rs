@@ -1,10 +1,11 @@
 //! `syncline admin`: remote administration of many nodes from one process, using a remote
 //! configuration that lists admin addresses only.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use syncline_node::config::{self, RemoteConfig};
 use syncline_proto::admin::node_admin_service_client::NodeAdminServiceClient;
 use syncline_proto::admin::{HealthState, SetPassiveRequest, StatusRequest};
@@ -13,6 +14,9 @@ use syncline_proto::sequencer::{
     DisableMemberRequest, PruneRequest, PruningStatusRequest, RegisterMemberRequest, SequencerStatusRequest,
 };
 use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::grpc_errors;
 
 /// Options of `syncline admin`.
 #[derive(clap::Args, Debug)]
@@ -20,6 +24,9 @@ pub struct AdminArgs {
     /// Remote configuration files (admin addresses of the nodes), merged in order.
     #[arg(long, short, value_delimiter = ',', required = true)]
     config: Vec<PathBuf>,
+    /// Seconds to wait for each answer (default 10; 120 for prune).
+    #[arg(long, value_parser = seconds)]
+    timeout: Option<Duration>,
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -53,39 +60,105 @@ enum AdminCommand {
     SetPassive { node: String },
 }
 
-async fn channel(addr: &str) -> Result<Channel> {
-    let url = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
-    Channel::from_shared(url.clone())
-        .map_err(|e| anyhow!("bad address {addr}: {e}"))?
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(30))
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach {addr}"))
+/// Deadline of every call unless `--timeout` says otherwise. Nodes answer admin calls within
+/// a few seconds, also when their database is unreachable.
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
+/// Default deadline of `prune`, which may delete for as long as its statements are allowed to.
+const PRUNE_DEADLINE: Duration = Duration::from_secs(120);
+
+/// `--timeout`: a positive number of seconds.
+fn seconds(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!("{text:?} is not a number of seconds between 0 and 86400")),
+    }
+}
+
+/// A connected node admin API, named in every error.
+struct Node {
+    name: String,
+    addr: String,
+    channel: Channel,
+    deadline: Duration,
+}
+
+impl Node {
+    /// Connect to node `name` at `addr`; calls fail after `deadline`.
+    async fn connect(name: &str, addr: &str, deadline: Duration) -> Result<Node> {
+        let url = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
+        let fail = |what: String| anyhow!("{name} ({addr}): {what}");
+        let channel = Channel::from_shared(url)
+            .map_err(|e| fail(format!("not a valid address: {e}")))?
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(deadline)
+            .connect()
+            .await
+            .map_err(|e| fail(format!("cannot connect: {}", causes(&e))))?;
+        Ok(Node { name: name.to_string(), addr: addr.to_string(), channel, deadline })
+    }
+
+    /// A failed call to this node, as one line naming it.
+    fn failed(&self, status: &Status) -> anyhow::Error {
+        anyhow!("{} ({}): {}", self.name, self.addr, grpc_errors::explain(status, self.deadline))
+    }
+
+    fn sequencer(&self) -> SequencerAdminServiceClient<Channel> {
+        SequencerAdminServiceClient::new(self.channel.clone())
+    }
+}
+
+/// `e` and its causes on one line, each once.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
+}
+
+/// Whether another sequencer may succeed where this answer failed (they share one database,
+/// so any of them can answer, unless they all lost it).
+fn try_next(status: &Status) -> bool {
+    matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled)
 }
 
 /// Run one admin command.
 pub async fn run(args: AdminArgs) -> Result<()> {
     let remote = config::load_remote(&args.config)?;
     anyhow::ensure!(remote.nodes().next().is_some(), "the remote configuration lists no node");
+    let deadline = |default: Duration| args.timeout.unwrap_or(default);
+    let d = deadline(DEFAULT_DEADLINE);
     match args.command {
-        AdminCommand::Status => status(&remote).await,
-        AdminCommand::SequencerStatus { node } => sequencer_status(&remote, node).await,
+        AdminCommand::Status => status(&remote, d).await,
+        AdminCommand::SequencerStatus { node } => sequencer_status(&remote, node, d).await,
         AdminCommand::RegisterMember { member } => {
-            let mut c = SequencerAdminServiceClient::new(first_sequencer(&remote, None).await?.1);
-            let r = c.register_member(RegisterMemberRequest { member: member.clone() }).await?.into_inner();
+            let req = RegisterMemberRequest { member: member.clone() };
+            let (_, r) = on_a_sequencer(&remote, None, d, |mut c| {
+                let req = req.clone();
+                async move { c.register_member(req).await }
+            })
+            .await?;
             println!("registered {member}: reads events after {}", r.registered_at);
             Ok(())
         }
         AdminCommand::DisableMember { member } => {
-            let mut c = SequencerAdminServiceClient::new(first_sequencer(&remote, None).await?.1);
-            c.disable_member(DisableMemberRequest { member: member.clone() }).await?;
+            let req = DisableMemberRequest { member: member.clone() };
+            on_a_sequencer(&remote, None, d, |mut c| {
+                let req = req.clone();
+                async move { c.disable_member(req).await }
+            })
+            .await?;
             println!("disabled {member}");
             Ok(())
         }
         AdminCommand::PruningStatus => {
-            let mut c = SequencerAdminServiceClient::new(first_sequencer(&remote, None).await?.1);
-            let st = c.pruning_status(PruningStatusRequest {}).await?.into_inner();
+            let (_, st) = on_a_sequencer(&remote, None, d, |mut c| async move { c.pruning_status(PruningStatusRequest {}).await }).await?;
             println!("safe pruning timestamp: {}", st.safe_pruning_timestamp);
             println!("lower bound: {}", st.lower_bound.map_or("none (nothing pruned)".into(), |b| b.to_string()));
             println!("{:<32} {:>20} {:>20}", "MEMBER", "ACKNOWLEDGED", "REGISTERED");
@@ -95,50 +168,73 @@ pub async fn run(args: AdminArgs) -> Result<()> {
             Ok(())
         }
         AdminCommand::Prune { before, safe } => {
-            let mut c = SequencerAdminServiceClient::new(first_sequencer(&remote, None).await?.1);
-            let before = match (before, safe) {
-                (Some(b), _) => b,
-                (None, true) => c.pruning_status(PruningStatusRequest {}).await?.into_inner().safe_pruning_timestamp,
-                (None, false) => bail!("say what to prune: --before <timestamp> or --safe"),
-            };
-            let r = c.prune(PruneRequest { before }).await?.into_inner();
+            if before.is_none() && !safe {
+                bail!("say what to prune: --before <timestamp> or --safe");
+            }
+            let (_, (before, r)) = on_a_sequencer(&remote, None, deadline(PRUNE_DEADLINE), |mut c| async move {
+                let before = match before {
+                    Some(b) => b,
+                    None => c.pruning_status(PruningStatusRequest {}).await?.into_inner().safe_pruning_timestamp,
+                };
+                let r = c.prune(PruneRequest { before }).await?;
+                Ok(r.map(|r| (before, r)))
+            })
+            .await?;
             println!("pruned before {before}: {} events, {} payloads removed", r.events_removed, r.payloads_removed);
             Ok(())
         }
         AdminCommand::SetPassive { node } => {
             let addr = remote.node(&node).map(|n| n.admin_api.clone()).ok_or_else(|| anyhow!("node {node} is not in the remote configuration"))?;
-            let mut c = NodeAdminServiceClient::new(channel(&addr).await?);
-            c.set_passive(SetPassiveRequest {}).await.map_err(|s| anyhow!("{node}: {}", s.message()))?;
+            let n = Node::connect(&node, &addr, d).await?;
+            NodeAdminServiceClient::new(n.channel.clone()).set_passive(SetPassiveRequest {}).await.map_err(|s| n.failed(&s))?;
             println!("{node} handed over and is now passive");
             Ok(())
         }
     }
 }
 
-async fn first_sequencer(remote: &RemoteConfig, name: Option<String>) -> Result<(String, Channel)> {
-    let mut errors = Vec::new();
-    for (n, node) in &remote.sequencers {
-        if name.as_ref().is_some_and(|want| want != n) {
-            continue;
-        }
-        match channel(&node.admin_api).await {
-            Ok(c) => return Ok((n.clone(), c)),
-            Err(e) => errors.push(format!("{n}: {e:#}")),
+/// Make `call` on sequencer `only`, or on the first sequencer that answers it: one that cannot
+/// be reached or answers UNAVAILABLE is skipped. Returns the answering node's name and its
+/// answer; every failure names its node.
+async fn on_a_sequencer<T, F, Fut>(remote: &RemoteConfig, only: Option<&str>, deadline: Duration, mut call: F) -> Result<(String, T)>
+where
+    F: FnMut(SequencerAdminServiceClient<Channel>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+{
+    let mut failures = Vec::new();
+    for (name, node) in remote.sequencers.iter().filter(|(n, _)| only.is_none_or(|o| o == n.as_str())) {
+        let node = match Node::connect(name, &node.admin_api, deadline).await {
+            Ok(n) => n,
+            Err(e) => {
+                failures.push(e);
+                continue;
+            }
+        };
+        match call(node.sequencer()).await {
+            Ok(r) => return Ok((node.name, r.into_inner())),
+            Err(s) if try_next(&s) => failures.push(node.failed(&s)),
+            Err(s) => return Err(node.failed(&s)),
         }
     }
-    match name {
-        Some(n) if errors.is_empty() => bail!("node {n} is not in the remote configuration"),
-        _ => bail!("no sequencer reachable:\n  {}", errors.join("\n  ")),
+    match (only, failures.len()) {
+        (Some(n), 0) => bail!("node {n} is not a sequencer of the remote configuration"),
+        (None, 0) => bail!("the remote configuration lists no sequencer"),
+        (_, 1) => Err(failures.remove(0)),
+        _ => {
+            let lines: Vec<String> = failures.iter().map(|e| format!("{e:#}")).collect();
+            bail!("no sequencer could answer:\n  {}", lines.join("\n  "))
+        }
     }
 }
 
-async fn status(remote: &RemoteConfig) -> Result<()> {
+async fn status(remote: &RemoteConfig, deadline: Duration) -> Result<()> {
     println!("{:<16} {:<11} {:<8} {:<8} {:<10} {:<8} DETAIL", "NODE", "KIND", "VERSION", "ACTIVE", "HEALTH", "UPTIME");
     let mut unhealthy = 0;
     for (_, name, node) in remote.nodes() {
         let r = async {
-            let mut c = NodeAdminServiceClient::new(channel(&node.admin_api).await?);
-            anyhow::Ok(c.status(StatusRequest {}).await?.into_inner())
+            let n = Node::connect(name, &node.admin_api, deadline).await?;
+            let mut c = NodeAdminServiceClient::new(n.channel.clone());
+            c.status(StatusRequest {}).await.map(tonic::Response::into_inner).map_err(|s| n.failed(&s))
         }
         .await;
         match r {
@@ -176,9 +272,8 @@ async fn status(remote: &RemoteConfig) -> Result<()> {
     Ok(())
 }
 
-async fn sequencer_status(remote: &RemoteConfig, node: Option<String>) -> Result<()> {
-    let (name, ch) = first_sequencer(remote, node).await?;
-    let st = SequencerAdminServiceClient::new(ch).status(SequencerStatusRequest {}).await?.into_inner();
+async fn sequencer_status(remote: &RemoteConfig, node: Option<String>, deadline: Duration) -> Result<()> {
+    let (name, st) = on_a_sequencer(remote, node.as_deref(), deadline, |mut c| async move { c.status(SequencerStatusRequest {}).await }).await?;
     println!(
         "asked {name} (node index {}, total node count {}, writer {}, {} members, queue {}, {} subscriptions)",
         st.node_index.map_or("none".into(), |i| i.to_string()),

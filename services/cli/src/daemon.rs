@@ -16,6 +16,8 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::grpc_errors;
+
 /// Options of `syncline daemon`.
 #[derive(clap::Args, Debug)]
 pub struct DaemonArgs {
@@ -161,12 +163,15 @@ impl RunningSequencer {
             .register_encoded_file_descriptor_set(syncline_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
+        // Every service of both servers answers undecodable requests INVALID_ARGUMENT.
         let public_router = tonic::transport::Server::builder()
+            .layer(grpc_errors::malformed_request_layer())
             .add_service(grpc_health)
             .add_service(reflection.clone())
             .add_service(seq.public_service());
         let node_admin = NodeAdmin::new(name, NodeKind::Sequencer, view).into_service();
         let admin_router = tonic::transport::Server::builder()
+            .layer(grpc_errors::malformed_request_layer())
             .add_service(reflection)
             .add_service(seq.admin_service())
             .add_service(node_admin);

@@ -6,7 +6,10 @@ mod bench;
 mod daemon;
 mod demo;
 mod embedded;
+mod grpc_errors;
 mod procs;
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -30,12 +33,22 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Command::Daemon(args) => daemon::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Admin(args) => admin::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The chain of causes, for people. Not `{e:?}`: that appends a backtrace whenever
+            // RUST_BACKTRACE is set, which helps nobody with a configuration mistake; panics
+            // still print theirs.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

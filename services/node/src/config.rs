@@ -171,6 +171,9 @@ pub struct SequencerHaConfig {
     /// Watermark age after which a node is knocked offline.
     #[serde(with = "humantime_serde")]
     pub offline_duration: Duration,
+    /// Longest wait for this host's clock to reach the highest watermark before going online.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_wait: Duration,
 }
 
 /// Sequencer writer parameters.
@@ -184,6 +187,9 @@ pub struct WriterConfig {
     /// Largest distance of a max-sequencing-time into the future.
     #[serde(with = "humantime_serde")]
     pub max_sequencing_horizon: Duration,
+    /// Accept a database with `synchronous_commit = off` (can lose delivered events on a
+    /// PostgreSQL crash): throwaway test databases only.
+    pub allow_unsafe_commit: bool,
 }
 
 /// Sequencer reader parameters.
@@ -212,8 +218,8 @@ macro_rules! defaults_from_settings {
     )*};
 }
 defaults_from_settings! {
-    SequencerHaConfig { total_node_count, keep_alive_interval, online_check_interval, offline_duration }
-    WriterConfig { queue_size, max_batch_size, max_sequencing_horizon }
+    SequencerHaConfig { total_node_count, keep_alive_interval, online_check_interval, offline_duration, max_clock_wait }
+    WriterConfig { queue_size, max_batch_size, max_sequencing_horizon, allow_unsafe_commit }
     ReaderConfig { read_batch_size, polling_interval, subscription_buffer_bytes, max_subscriptions }
 }
 
@@ -276,6 +282,8 @@ impl SequencerNodeConfig {
             max_subscriptions: r.max_subscriptions,
             max_request_size: self.public_api.max_request_size,
             max_sequencing_horizon: w.max_sequencing_horizon,
+            max_clock_wait: ha.max_clock_wait,
+            allow_unsafe_commit: w.allow_unsafe_commit,
             ..SequencerSettings::default()
         }
     }
@@ -607,15 +615,18 @@ fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigError> {
             }
             _ => {}
         }
+        // A pool of zero connections panics; a zero connect timeout fails every connection.
+        if storage.pool_size == 0 {
+            return fail(storage_key(&node, "pool_size"), "must be positive".into());
+        }
+        if storage.connect_timeout.is_zero() {
+            return fail(storage_key(&node, "connect_timeout"), "must be positive".into());
+        }
         match kind {
             NodeKind::Sequencer => {
-                let seq = &config.sequencers[name];
-                let n = seq.high_availability.total_node_count;
-                if !(1..32).contains(&n) {
-                    return fail(key("high_availability.total_node_count"), format!("{n} is not between 1 and 31"));
-                }
-                if seq.writer.queue_size == 0 || seq.writer.max_batch_size == 0 {
-                    return fail(key("writer"), "queue_size and max_batch_size must be positive".into());
+                // The sequencer's own checks, so the daemon refuses at load what start would.
+                if let Err(e) = config.sequencers[name].settings(name).validate() {
+                    return fail(key(&sequencer_key(e.field)), e.problem);
                 }
             }
             NodeKind::Mediator | NodeKind::Participant => {
@@ -647,6 +658,33 @@ fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// Where the configuration sets a [`SequencerSettings`] field, below `sequencers.NAME`.
+fn sequencer_key(field: &str) -> String {
+    let table = match field {
+        "total_node_count" | "keep_alive_interval" | "online_check_interval" | "offline_duration" | "max_clock_wait" => {
+            "high_availability"
+        }
+        "queue_size" | "max_batch_size" | "max_sequencing_horizon" | "write_timeout" => "writer",
+        "max_request_size" => "public_api",
+        _ => "reader",
+    };
+    format!("{table}.{field}")
+}
+
+/// The key that set storage `field` of `node`: its own override if it has one, else `[storage]`.
+fn storage_key(node: &Endpoints<'_>, field: &str) -> String {
+    let own = node.storage.as_ref().is_some_and(|o| match field {
+        "pool_size" => o.pool_size.is_some(),
+        "connect_timeout" => o.connect_timeout.is_some(),
+        _ => false,
+    });
+    if own {
+        format!("{}.{}.storage.{field}", node.kind.table(), node.name)
+    } else {
+        format!("storage.{field}")
+    }
 }
 
 #[cfg(test)]
@@ -767,6 +805,44 @@ metrics = { address = "127.0.0.1:4024" }
         let s = write(&d, "s.toml", "[storage\nurl = 1");
         let e = load(std::slice::from_ref(&s)).unwrap_err().to_string();
         assert!(e.starts_with(&s.display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn zero_intervals_are_refused_at_load_naming_key_and_file() {
+        let d = tmp();
+        let seq = |name: &str, table: &str, body: &str| write(&d, name, &format!("{STORAGE}{NODE}[sequencers.seq1.{table}]\n{body}\n"));
+        let a = seq("a.toml", "high_availability", "online_check_interval = \"0s\"");
+        assert_eq!(
+            load(std::slice::from_ref(&a)).unwrap_err().to_string(),
+            format!("sequencers.seq1.high_availability.online_check_interval: must be positive (in {})", a.display())
+        );
+        let b = seq("b.toml", "high_availability", "keep_alive_interval = \"0ms\"");
+        assert_eq!(
+            load(std::slice::from_ref(&b)).unwrap_err().to_string(),
+            format!("sequencers.seq1.high_availability.keep_alive_interval: must be positive (in {})", b.display())
+        );
+        for (table, body, key) in [
+            ("reader", "polling_interval = \"0s\"", "reader.polling_interval"),
+            ("reader", "read_batch_size = 0", "reader.read_batch_size"),
+            ("writer", "queue_size = 0", "writer.queue_size"),
+            ("writer", "max_batch_size = 0", "writer.max_batch_size"),
+            ("writer", "max_sequencing_horizon = \"0s\"", "writer.max_sequencing_horizon"),
+            ("high_availability", "offline_duration = \"0s\"", "high_availability.offline_duration"),
+            ("high_availability", "online_check_interval = \"100000years\"", "high_availability.online_check_interval"),
+            ("high_availability", "keep_alive_interval = \"10s\"", "high_availability.keep_alive_interval"),
+        ] {
+            let f = seq("c.toml", table, body);
+            let e = load(std::slice::from_ref(&f)).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("sequencers.seq1.{key}: ")) && e.ends_with(&format!("(in {})", f.display())), "{body}: {e}");
+        }
+        let e = seq("e.toml", "high_availability", "keep_alive_interval = \"10s\"");
+        let e = load(&[e]).unwrap_err().to_string();
+        assert!(e.contains("10s must be shorter than offline_duration (8s)"), "{e}");
+        let p = write(&d, "p.toml", &format!("[storage]\nurl = \"postgres://a@h/db\"\npool_size = 0\n{NODE}"));
+        assert_eq!(load(std::slice::from_ref(&p)).unwrap_err().to_string(), format!("storage.pool_size: must be positive (in {})", p.display()));
+        let q = write(&d, "q.toml", &format!("{STORAGE}{NODE}storage = {{ connect_timeout = \"0s\" }}\n"));
+        let e = load(std::slice::from_ref(&q)).unwrap_err().to_string();
+        assert_eq!(e, format!("sequencers.seq1.storage.connect_timeout: must be positive (in {})", q.display()));
     }
 
     #[test]

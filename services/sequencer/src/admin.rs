@@ -1,7 +1,11 @@
-//! The sequencer's admin gRPC API: members, status, pruning.
+//! The sequencer's admin gRPC API: members, status, pruning. Every call that needs the
+//! database answers within its own short timeout, so an unreachable database is reported as
+//! UNAVAILABLE instead of being waited out through the pool's connection retries.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use scoped_futures::ScopedFutureExt;
 use syncline_coordination::timestamps::now_micros;
@@ -14,7 +18,14 @@ use syncline_proto::sequencer::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::error::{Result as SeqResult, SequencerError};
 use crate::{pruning, Inner};
+
+/// Longest an admin call waits for the database before answering UNAVAILABLE.
+pub const MAX_ADMIN_WAIT: Duration = Duration::from_secs(5);
+
+/// Statements a prune runs, each bounded by the storage's statement timeout.
+const PRUNE_STATEMENTS: u32 = 5;
 
 /// The admin API of one sequencer node.
 #[derive(Clone)]
@@ -22,36 +33,48 @@ pub struct AdminApi {
     pub(crate) inner: Arc<Inner>,
 }
 
-#[tonic::async_trait]
-impl SequencerAdminService for AdminApi {
-    async fn register_member(
-        &self,
-        request: Request<RegisterMemberRequest>,
-    ) -> Result<Response<RegisterMemberResponse>, Status> {
-        let m = self.inner.members.register(&request.into_inner().member).await?;
-        Ok(Response::new(RegisterMemberResponse { registered_at: m.registered_ts }))
+impl AdminApi {
+    /// How long a short admin call may wait for the database: [`MAX_ADMIN_WAIT`], or the
+    /// storage's statement timeout when that is shorter (a statement taking longer fails anyway).
+    pub fn admin_wait(&self) -> Duration {
+        match self.inner.db.config().statement_timeout {
+            t if t.is_zero() => MAX_ADMIN_WAIT,
+            t => t.clamp(Duration::from_secs(1), MAX_ADMIN_WAIT),
+        }
     }
 
-    async fn disable_member(
-        &self,
-        request: Request<DisableMemberRequest>,
-    ) -> Result<Response<DisableMemberResponse>, Status> {
-        self.inner.members.disable(&request.into_inner().member).await?;
-        Ok(Response::new(DisableMemberResponse {}))
+    /// How long a prune may take: as long as its statements may, each bounded by the storage's
+    /// statement timeout (an hour when statements are not bounded).
+    fn prune_wait(&self) -> Duration {
+        match self.inner.db.config().statement_timeout {
+            t if t.is_zero() => Duration::from_secs(3600),
+            t => (t * PRUNE_STATEMENTS).max(self.admin_wait()),
+        }
     }
 
-    async fn status(&self, _: Request<SequencerStatusRequest>) -> Result<Response<SequencerStatusResponse>, Status> {
+    /// Run `work` (which does `what`) for at most `after`.
+    async fn within<T>(&self, what: &'static str, after: Duration, work: impl Future<Output = SeqResult<T>>) -> SeqResult<T> {
+        match tokio::time::timeout(after, work).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!(node = %self.inner.settings.name, what, ?after, "admin call timed out waiting for the database");
+                let writer = (!self.inner.writer.is_running()).then(|| self.inner.writer.detail());
+                Err(SequencerError::TimedOut { what, after, writer })
+            }
+        }
+    }
+
+    async fn status_now(&self) -> SeqResult<SequencerStatusResponse> {
         let inner = &self.inner;
         let (rows, safe) = inner
             .db
             .run("reading watermarks", |c| {
                 async move { Ok((watermarks::all(c).await?, watermarks::safe(c).await?)) }.scope_boxed()
             })
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .await?;
         let now = now_micros();
         let members = inner.members.count().await?;
-        Ok(Response::new(SequencerStatusResponse {
+        Ok(SequencerStatusResponse {
             node_index: inner.writer.node_index(),
             total_node_count: inner.settings.total_node_count,
             writer_running: inner.writer.is_running(),
@@ -68,11 +91,37 @@ impl SequencerAdminService for AdminApi {
             members: members as u32,
             queue_depth: (inner.settings.queue_size - inner.queue.capacity()) as u64,
             subscriptions: inner.subscriptions.load(Ordering::Relaxed) as u64,
-        }))
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl SequencerAdminService for AdminApi {
+    async fn register_member(
+        &self,
+        request: Request<RegisterMemberRequest>,
+    ) -> Result<Response<RegisterMemberResponse>, Status> {
+        let member = request.into_inner().member;
+        let m = self.within("register the member", self.admin_wait(), self.inner.members.register(&member)).await?;
+        Ok(Response::new(RegisterMemberResponse { registered_at: m.registered_ts }))
+    }
+
+    async fn disable_member(
+        &self,
+        request: Request<DisableMemberRequest>,
+    ) -> Result<Response<DisableMemberResponse>, Status> {
+        let member = request.into_inner().member;
+        self.within("disable the member", self.admin_wait(), self.inner.members.disable(&member)).await?;
+        Ok(Response::new(DisableMemberResponse {}))
+    }
+
+    async fn status(&self, _: Request<SequencerStatusRequest>) -> Result<Response<SequencerStatusResponse>, Status> {
+        let st = self.within("read the sequencer status", self.admin_wait(), self.status_now()).await?;
+        Ok(Response::new(st))
     }
 
     async fn pruning_status(&self, _: Request<PruningStatusRequest>) -> Result<Response<PruningStatusResponse>, Status> {
-        let st = pruning::status(&self.inner.db).await?;
+        let st = self.within("read the pruning status", self.admin_wait(), pruning::status(&self.inner.db)).await?;
         Ok(Response::new(PruningStatusResponse {
             safe_pruning_timestamp: st.safe,
             lower_bound: st.lower_bound,
@@ -86,7 +135,11 @@ impl SequencerAdminService for AdminApi {
     }
 
     async fn prune(&self, request: Request<PruneRequest>) -> Result<Response<PruneResponse>, Status> {
-        let pruned = pruning::prune(&self.inner.db, request.into_inner().before).await?;
+        let before = request.into_inner().before;
+        // Find out quickly whether the database answers at all; the prune itself may then take
+        // as long as its statements are allowed to.
+        self.within("read the pruning status", self.admin_wait(), pruning::status(&self.inner.db)).await?;
+        let pruned = self.within("prune", self.prune_wait(), pruning::prune(&self.inner.db, before)).await?;
         Ok(Response::new(PruneResponse { events_removed: pruned.events, payloads_removed: pruned.payloads }))
     }
 }

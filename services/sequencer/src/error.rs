@@ -1,6 +1,10 @@
 //! The sequencer's error type and how each error reaches a gRPC client.
 
+use std::time::Duration;
+
 use syncline_coordination::CoordError;
+
+use crate::settings::InvalidSetting;
 use tonic::{Code, Status};
 
 /// Result of a sequencer operation.
@@ -51,6 +55,14 @@ pub enum SequencerError {
     /// Pruning past what every enabled member acknowledged.
     #[error("cannot prune before {requested}: the safe pruning point is {safe}{}", blocker.as_ref().map(|b| format!(" (held back by member {b})")).unwrap_or_default())]
     UnsafePruning { requested: i64, safe: i64, blocker: Option<String> },
+    /// A setting that would make the node panic or spin; refused at start.
+    #[error(transparent)]
+    InvalidSetting(#[from] InvalidSetting),
+    /// An admin call whose database work did not finish in time: the database is unreachable
+    /// or overloaded. Answered rather than waited out, so operators see what is wrong;
+    /// `writer` is why the writer is down too, when it is (the likely cause).
+    #[error("could not {what} within {after:?}: the database did not answer in time ({})", writer.as_ref().map_or("unreachable or overloaded".to_string(), |w| format!("writer: {w}")))]
+    TimedOut { what: &'static str, after: Duration, writer: Option<String> },
 }
 
 impl From<SequencerError> for Status {
@@ -72,6 +84,8 @@ impl From<SequencerError> for Status {
             SequencerError::OutcomeUnknown { .. } => Code::Unavailable,
             SequencerError::Pruned { .. } => Code::OutOfRange,
             SequencerError::UnsafePruning { .. } => Code::FailedPrecondition,
+            SequencerError::InvalidSetting(_) => Code::FailedPrecondition,
+            SequencerError::TimedOut { .. } => Code::Unavailable,
         };
         Status::new(code, e.to_string())
     }

@@ -56,8 +56,10 @@ impl Sequencer {
     /// Start the writer (which migrates the schema, then goes online), the liveness check
     /// and the notification listener. Returns at once, also while the database is down:
     /// everything retries until it is reachable (watch [`health`](Self::health)). Fails only
-    /// for a bad configuration.
+    /// for a bad configuration (see [`SequencerSettings::validate`]).
     pub async fn start(db_config: DbConfig, settings: SequencerSettings) -> Result<Sequencer> {
+        // Before anything is spawned: a zero interval panics its task or spins.
+        settings.validate()?;
         syncline_coordination::timestamps::validate(0, settings.total_node_count)?;
         let db = Db::new(db_config.clone())?;
         let cancel = CancellationToken::new();

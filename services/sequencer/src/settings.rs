@@ -72,14 +72,147 @@ impl Default for SequencerSettings {
     }
 }
 
+/// A setting that would make the node panic, spin or misbehave, found by
+/// [`SequencerSettings::validate`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid setting {field}: {problem}")]
+pub struct InvalidSetting {
+    /// The field of [`SequencerSettings`], as named there (and in the configuration).
+    pub field: &'static str,
+    /// What is wrong with its value.
+    pub problem: String,
+}
+
+/// Longest accepted interval or timeout: beyond it a value is a typo, and near `Duration::MAX`
+/// timer arithmetic would overflow and panic.
+const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// Longest accepted max-sequencing horizon.
+const MAX_HORIZON: Duration = Duration::from_secs(366 * 24 * 3600);
+/// Largest accepted queue (tokio's channel panics far above; memory runs out before).
+const MAX_QUEUE_SIZE: usize = 1 << 24;
+/// Largest accepted send (gRPC frames carry a 32-bit length; tonic's limit adds slack).
+const MAX_REQUEST_SIZE: usize = 1 << 30;
+
 impl SequencerSettings {
     /// This node's clock in microseconds since the epoch (the wall clock plus the offset).
     pub fn now(&self) -> i64 {
         syncline_coordination::timestamps::now_micros() + self.clock_offset_micros
     }
 
+    /// Refuse values that would panic a task (a zero tokio interval), busy-loop (a zero
+    /// keep-alive or poll), or make every operation fail (a zero timeout or batch size).
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let bad = |field: &'static str, problem: String| Err(InvalidSetting { field, problem });
+        if !(1..32).contains(&self.total_node_count) {
+            return bad("total_node_count", format!("{} is not between 1 and 31", self.total_node_count));
+        }
+        let durations = [
+            ("keep_alive_interval", self.keep_alive_interval, MAX_INTERVAL),
+            ("online_check_interval", self.online_check_interval, MAX_INTERVAL),
+            ("offline_duration", self.offline_duration, MAX_INTERVAL),
+            ("polling_interval", self.polling_interval, MAX_INTERVAL),
+            ("write_timeout", self.write_timeout, MAX_INTERVAL),
+            ("max_sequencing_horizon", self.max_sequencing_horizon, MAX_HORIZON),
+        ];
+        for (field, value, max) in durations {
+            if value.is_zero() {
+                return bad(field, "must be positive".into());
+            }
+            if value > max {
+                return bad(field, format!("{value:?} is longer than the maximum of {max:?}"));
+            }
+        }
+        // An idle node writes its watermark only this often: as long as offline_duration, and
+        // the liveness checks of other nodes knock it offline again and again.
+        if self.keep_alive_interval >= self.offline_duration {
+            return bad(
+                "keep_alive_interval",
+                format!("{:?} must be shorter than offline_duration ({:?})", self.keep_alive_interval, self.offline_duration),
+            );
+        }
+        let sizes = [
+            ("queue_size", self.queue_size, MAX_QUEUE_SIZE),
+            ("max_batch_size", self.max_batch_size, MAX_QUEUE_SIZE),
+            ("read_batch_size", self.read_batch_size as usize, MAX_QUEUE_SIZE),
+            ("max_request_size", self.max_request_size, MAX_REQUEST_SIZE),
+        ];
+        for (field, value, max) in sizes {
+            if value == 0 {
+                return bad(field, "must be positive".into());
+            }
+            if value > max {
+                return bad(field, format!("{value} is above the maximum of {max}"));
+            }
+        }
+        if self.max_subscriptions == 0 {
+            return bad("max_subscriptions", "must be positive".into());
+        }
+        if self.subscription_buffer_bytes < self.max_request_size {
+            return bad(
+                "subscription_buffer_bytes",
+                format!("{} must be at least max_request_size ({})", self.subscription_buffer_bytes, self.max_request_size),
+            );
+        }
+        if self.max_clock_wait > MAX_INTERVAL {
+            return bad("max_clock_wait", format!("{:?} is longer than the maximum of {MAX_INTERVAL:?}", self.max_clock_wait));
+        }
+        Ok(())
+    }
+
     /// How long after its last watermark write the node stops reporting healthy.
     pub fn health_stale_after(&self) -> Duration {
         (self.keep_alive_interval * 20).max(Duration::from_secs(1)).min(self.offline_duration)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(tweak: impl FnOnce(&mut SequencerSettings)) -> InvalidSetting {
+        let mut s = SequencerSettings::default();
+        tweak(&mut s);
+        s.validate().expect_err("refused")
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        SequencerSettings::default().validate().unwrap();
+    }
+
+    type Tweak = fn(&mut SequencerSettings);
+
+    #[test]
+    fn zero_intervals_timeouts_and_sizes_are_refused_by_name() {
+        let cases: [(&str, Tweak); 10] = [
+            ("keep_alive_interval", |s| s.keep_alive_interval = Duration::ZERO),
+            ("online_check_interval", |s| s.online_check_interval = Duration::ZERO),
+            ("offline_duration", |s| s.offline_duration = Duration::ZERO),
+            ("polling_interval", |s| s.polling_interval = Duration::ZERO),
+            ("write_timeout", |s| s.write_timeout = Duration::ZERO),
+            ("max_sequencing_horizon", |s| s.max_sequencing_horizon = Duration::ZERO),
+            ("queue_size", |s| s.queue_size = 0),
+            ("max_batch_size", |s| s.max_batch_size = 0),
+            ("read_batch_size", |s| s.read_batch_size = 0),
+            ("max_request_size", |s| s.max_request_size = 0),
+        ];
+        for (field, tweak) in cases {
+            let e = refused(tweak);
+            assert_eq!((e.field, e.problem.as_str()), (field, "must be positive"));
+            assert_eq!(e.to_string(), format!("invalid setting {field}: must be positive"));
+        }
+    }
+
+    #[test]
+    fn absurd_values_are_refused() {
+        let e = refused(|s| s.online_check_interval = Duration::MAX);
+        assert_eq!(e.field, "online_check_interval");
+        assert!(e.problem.contains("longer than the maximum"), "{e}");
+        assert_eq!(refused(|s| s.queue_size = usize::MAX).field, "queue_size");
+        assert_eq!(refused(|s| s.max_request_size = usize::MAX).field, "max_request_size");
+        assert_eq!(refused(|s| s.total_node_count = 0).to_string(), "invalid setting total_node_count: 0 is not between 1 and 31");
+        assert_eq!(refused(|s| s.total_node_count = 32).field, "total_node_count");
+        let e = refused(|s| s.keep_alive_interval = s.offline_duration);
+        assert_eq!(e.to_string(), "invalid setting keep_alive_interval: 8s must be shorter than offline_duration (8s)");
     }
 }
