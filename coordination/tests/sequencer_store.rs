@@ -349,7 +349,10 @@ async fn a_dead_nodes_uncovered_claims_do_not_block_a_retry_on_another_node() {
     online(&mut c, &[(1, 4)]).await;
     assert!(recovery::sweep_dead(&mut c).await.unwrap().is_empty(), "a live node's rows were swept");
     assert_eq!(count(&mut c, "select count(*) as n from sequencer_events where node_index = 0").await, 1);
-    drop(dead); // now it is dead
+    drop(dead); // now it is dead (once the server has noticed the closed session)
+    while locks::holder_pid(&mut c, LockId::sequencer_index(0)).await.unwrap().is_some() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     offline::mark_lock_lost(&mut c).await.unwrap();
     let swept = recovery::sweep_dead(&mut c).await.unwrap();
     assert_eq!(swept.len(), 1, "{swept:?}");
