@@ -102,7 +102,12 @@ impl PublicApi {
             reply: Some(reply),
         };
         match inner.queue.try_send(sub) {
-            Ok(()) => Ok(outcome),
+            Ok(()) => {
+                // The writer publishes the depth as it drains; this shows it growing meanwhile.
+                metrics::gauge!("syncline_sequencer_queue_depth", "node" => inner.settings.name.clone())
+                    .set((inner.queue.max_capacity() - inner.queue.capacity()) as f64);
+                Ok(outcome)
+            }
             Err(TrySendError::Full(_)) => {
                 Err(SequencerError::Overloaded { node: inner.settings.name.clone(), pending: inner.settings.queue_size })
             }

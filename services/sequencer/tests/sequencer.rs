@@ -591,7 +591,8 @@ async fn a_sweep_that_times_out_does_not_keep_the_writer_from_going_online() {
     watermarks::go_offline(&mut c, 3).await.unwrap();
     c.batch_execute("begin; select * from sequencer_watermarks where node_index = 3 for update").await.unwrap();
     let a = Node::start(&tdb.url, "a", |s| s.write_timeout = Duration::from_secs(1)).await;
-    wait_until(Duration::from_secs(6), || a.seq().health().serving).await;
+    // Generous: the old writer never came online while the row stayed locked.
+    wait_until(Duration::from_secs(20), || a.seq().health().serving).await;
     c.batch_execute("commit").await.unwrap();
     register(&a, &["alice", "bob"]).await;
     a.client().await.send(send("alice", "m", &["bob"], "x")).await.unwrap();
@@ -665,4 +666,41 @@ async fn a_shutdown_answers_every_held_send_and_loses_nothing_it_confirmed() {
         assert_eq!(confirmed.get(&id), Some(&e.timestamp), "{id} delivered but not confirmed, or at another timestamp");
     }
     b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_depth_gauge_falls_back_to_zero_once_the_writer_drained() {
+    // The only test of this binary that installs a metrics recorder.
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().unwrap();
+    let depth = || {
+        metrics
+            .render()
+            .lines()
+            .find(|l| l.starts_with("syncline_sequencer_queue_depth{node=\"qd\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    let tdb = fresh_database().await;
+    let proxy = FaultProxy::start(tdb.server_addr()).await;
+    let n = Node::start(&tdb.url_via(proxy.addr()), "qd", |s| s.write_timeout = Duration::from_secs(30)).await;
+    n.wait_serving().await;
+    register(&n, &["alice", "bob"]).await;
+    n.client().await.send(send("alice", "warm", &["bob"], "warm")).await.unwrap();
+    proxy.latency(Duration::from_secs(3)); // the writer stalls on its current batch
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sends: Vec<_> = (0..10)
+        .map(|i| {
+            let addr = n.addr;
+            tokio::spawn(async move {
+                let mut c = SequencerServiceClient::connect(format!("http://{addr}")).await.unwrap();
+                c.send(send("alice", &format!("q{i}"), &["bob"], "x")).await
+            })
+        })
+        .collect();
+    wait_until(Duration::from_secs(10), || depth().is_some_and(|d| d >= 5.0)).await;
+    proxy.restore();
+    for s in sends {
+        s.await.unwrap().unwrap();
+    }
+    wait_until(Duration::from_secs(10), || depth() == Some(0.0)).await;
+    n.shutdown().await;
 }

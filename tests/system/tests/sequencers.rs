@@ -308,9 +308,14 @@ async fn idempotent_sends_and_clear_errors_across_processes() {
     let t = Topology::start(&tdb.url, None).await;
     t.register(&["alice", "bob"]).await;
     let req = send("alice", "once", &["bob"], b"once", Duration::from_secs(30));
-    t.client(0).await.send(req.clone()).await.unwrap();
-    t.client(1).await.send(req.clone()).await.unwrap();
-    t.client(2).await.send(req).await.unwrap();
+    let first = t.client(0).await.send(req.clone()).await.unwrap().into_inner().timestamp;
+    // Resends on the other processes are answered with the timestamp it was sequenced at.
+    assert_eq!(t.client(1).await.send(req.clone()).await.unwrap().into_inner().timestamp, first);
+    assert_eq!(t.client(2).await.send(req).await.unwrap().into_inner().timestamp, first);
+    // The same id with other content is refused, naming the id.
+    let reused = t.client(1).await.send(send("alice", "once", &["bob"], b"other", Duration::from_secs(30))).await.unwrap_err();
+    assert_eq!(reused.code(), Code::AlreadyExists, "{reused:?}");
+    assert!(reused.message().contains("\"once\""), "{}", reused.message());
     t.client(2).await.send(send("alice", "marker", &["bob"], b"marker", Duration::from_secs(30))).await.unwrap();
     let sink: Arc<Mutex<Received>> = Arc::default();
     let sub = subscriber(t.nodes[0].public_url(), "bob", sink.clone());
@@ -322,6 +327,7 @@ async fn idempotent_sends_and_clear_errors_across_processes() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let bodies: Vec<Vec<u8>> = sink.lock().unwrap().events.iter().map(|(e, _)| e.envelopes[0].content.clone()).collect();
     assert_eq!(bodies, vec![b"once".to_vec(), b"marker".to_vec()]);
+    assert_eq!(sink.lock().unwrap().events[0].0.timestamp, first);
     sub.abort();
 
     let mut c = t.client(1).await;
