@@ -24,9 +24,6 @@ use crate::{pruning, Inner};
 /// Longest an admin call waits for the database before answering UNAVAILABLE.
 pub const MAX_ADMIN_WAIT: Duration = Duration::from_secs(5);
 
-/// Statements a prune runs, each bounded by the storage's statement timeout.
-const PRUNE_STATEMENTS: u32 = 5;
-
 /// The admin API of one sequencer node.
 #[derive(Clone)]
 pub struct AdminApi {
@@ -48,7 +45,7 @@ impl AdminApi {
     fn prune_wait(&self) -> Duration {
         match self.inner.db.config().statement_timeout {
             t if t.is_zero() => Duration::from_secs(3600),
-            t => (t * PRUNE_STATEMENTS).max(self.admin_wait()),
+            t => (t * pruning::PRUNE_STATEMENTS).max(self.admin_wait()),
         }
     }
 
@@ -137,7 +134,8 @@ impl SequencerAdminService for AdminApi {
     async fn prune(&self, request: Request<PruneRequest>) -> Result<Response<PruneResponse>, Status> {
         let before = request.into_inner().before;
         // Find out quickly whether the database answers at all; the prune itself may then take
-        // as long as its statements are allowed to.
+        // as long as its statements are allowed to (it checks the safe point in its own
+        // transaction).
         self.within("read the pruning status", self.admin_wait(), pruning::status(&self.inner.db)).await?;
         let pruned = self.within("prune", self.prune_wait(), pruning::prune(&self.inner.db, before)).await?;
         Ok(Response::new(PruneResponse { events_removed: pruned.events, payloads_removed: pruned.payloads }))

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use diesel::sql_types::{BigInt, Integer};
 use diesel::{OptionalExtension, QueryDsl, QueryableByName};
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures_util::Stream;
 use prost::Message;
 use scoped_futures::ScopedFutureExt;
@@ -126,12 +126,7 @@ impl Drop for Slot {
 pub(crate) async fn subscribe(inner: Arc<Inner>, member: Member, after: Option<i64>) -> Result<Subscription> {
     let slot = Slot::take(&inner)?;
     let cursor = after.unwrap_or(member.registered_ts).max(member.registered_ts);
-    let lower_bound: Option<i64> = inner
-        .db
-        .run("reading the lower bound", |c| {
-            async move { lb::table.select(lb::ts).first(c).await.optional().during("reading the lower bound") }.scope_boxed()
-        })
-        .await?;
+    let lower_bound = inner.db.run("reading the lower bound", |c| async move { lower_bound(c).await }.scope_boxed()).await?;
     if let Some(lower_bound) = lower_bound {
         if cursor < lower_bound {
             return Err(SequencerError::Pruned { requested: cursor, lower_bound });
@@ -171,7 +166,7 @@ async fn stream(
     let shutting_down = || Status::unavailable(format!("sequencer {node} is shutting down"));
     loop {
         wake.borrow_and_update();
-        let (page, limit) = match read_page(inner, member.id, cursor).await {
+        let (page, limit, lower_bound) = match read_page(inner, member.id, cursor).await {
             Ok(read) => {
                 inner.readers.succeeded();
                 read
@@ -181,6 +176,13 @@ async fn stream(
                 return Err(Status::unavailable(format!("sequencer {node} cannot read events: {e}")));
             }
         };
+        // Pruned past the cursor while this stream was behind: the page may lack events.
+        if let Some(lower_bound) = lower_bound.filter(|&b| cursor < b) {
+            return Err(Status::out_of_range(format!(
+                "events up to {lower_bound} were pruned while this subscription was behind them (it had read up to {cursor}); \
+                 subscribe again after {lower_bound} or later"
+            )));
+        }
         // A full (or cut) page: more may follow at once.
         let full = page.events.len() as u32 >= limit;
         for ev in page.events {
@@ -255,15 +257,30 @@ struct Size {
     size: i64,
 }
 
+/// The pruning lower bound, read after a page: if it is not past the page's cursor, no prune
+/// had removed anything after the cursor when the page was read (the bound commits with the
+/// deletes and only moves forward), so the page is complete.
+async fn lower_bound(c: &mut AsyncPgConnection) -> Result<Option<i64>, CoordError> {
+    lb::table.select(lb::ts).first(c).await.optional().during("reading the lower bound")
+}
+
 /// Read the next page after `cursor`: at most `read_batch_size` events and, when that many
-/// could exceed the byte budget, only as many as fit in it (at least one). Returns the page
-/// and the limit it was read with.
-async fn read_page(inner: &Inner, member: i32, cursor: i64) -> Result<(Page, u32), CoordError> {
+/// could exceed the byte budget, only as many as fit in it (at least one). Returns the page,
+/// the limit it was read with, and the pruning lower bound read after it (see [`lower_bound`]).
+async fn read_page(inner: &Inner, member: i32, cursor: i64) -> Result<(Page, u32, Option<i64>), CoordError> {
     let batch = inner.settings.read_batch_size.max(1);
     let budget = inner.settings.subscription_buffer_bytes;
     if (batch as usize).saturating_mul(inner.settings.max_request_size) <= budget {
-        let page = inner.db.run("reading events", |c| async move { events::read(c, member, cursor, batch).await }.scope_boxed());
-        return Ok((page.await?, batch));
+        return inner
+            .db
+            .run("reading events", |c| {
+                async move {
+                    let page = events::read(c, member, cursor, batch).await?;
+                    Ok((page, batch, lower_bound(c).await?))
+                }
+                .scope_boxed()
+            })
+            .await;
     }
     inner
         .db
@@ -281,7 +298,8 @@ async fn read_page(inner: &Inner, member: i32, cursor: i64) -> Result<(Page, u32
                             .await
                             .during("sizing a page of events")?;
                         let limit = fitting(sizes.iter().map(|s| s.size), budget, batch);
-                        Ok((events::read(c, member, cursor, limit).await?, limit))
+                        let page = events::read(c, member, cursor, limit).await?;
+                        Ok((page, limit, lower_bound(c).await?))
                     })
                     .await
             }

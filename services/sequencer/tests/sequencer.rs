@@ -9,8 +9,7 @@ use syncline_coordination::DbConfig;
 use syncline_proto::sequencer::sequencer_admin_service_client::SequencerAdminServiceClient;
 use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
 use syncline_proto::sequencer::{
-    AcknowledgeRequest, Envelope, Event, PruneRequest, PruningStatusRequest, RegisterMemberRequest, SendRequest,
-    SequencerStatusRequest, SubscribeRequest,
+    Envelope, Event, RegisterMemberRequest, SendRequest, SequencerStatusRequest, SubscribeRequest,
 };
 use syncline_sequencer::{Sequencer, SequencerSettings};
 use syncline_testkit::{fresh_database, FaultProxy};
@@ -341,42 +340,6 @@ async fn a_clean_shutdown_goes_offline_without_pausing_other_readers() {
     collect(&b, "bob", None, 1, Duration::from_secs(5)).await;
     assert!(start.elapsed() < Duration::from_secs(3));
     b.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pruning_stops_at_the_slowest_acknowledgement() {
-    let tdb = fresh_database().await;
-    let n = Node::start(&tdb.url, "s", |_| {}).await;
-    n.wait_serving().await;
-    register(&n, &["alice", "bob"]).await;
-    let mut c = n.client().await;
-    for i in 0..5 {
-        c.send(send("alice", &format!("m{i}"), &["bob"], "x")).await.unwrap();
-    }
-    let evs = collect(&n, "bob", None, 5, Duration::from_secs(20)).await;
-    let mut admin = n.admin().await;
-    c.acknowledge(AcknowledgeRequest { member: "bob".into(), timestamp: evs[3].timestamp }).await.unwrap();
-    // alice acknowledged nothing: pruning past her registration is refused, naming her.
-    let refused = admin.prune(PruneRequest { before: evs[3].timestamp }).await.unwrap_err();
-    assert_eq!(refused.code(), Code::FailedPrecondition);
-    assert!(refused.message().contains("alice"), "{}", refused.message());
-    c.acknowledge(AcknowledgeRequest { member: "alice".into(), timestamp: evs[4].timestamp }).await.unwrap();
-    let st = admin.pruning_status(PruningStatusRequest {}).await.unwrap().into_inner();
-    assert_eq!(st.safe_pruning_timestamp, evs[3].timestamp);
-    let too_far = admin.prune(PruneRequest { before: evs[4].timestamp }).await.unwrap_err();
-    assert_eq!(too_far.code(), Code::FailedPrecondition);
-    let pruned = admin.prune(PruneRequest { before: evs[3].timestamp }).await.unwrap().into_inner();
-    assert_eq!(pruned.events_removed, 3);
-    assert_eq!(pruned.payloads_removed, 3);
-    let bound = admin.pruning_status(PruningStatusRequest {}).await.unwrap().into_inner().lower_bound.unwrap();
-    // Reading from before the bound is refused; from the bound it continues with a correct chain.
-    let gone = c.subscribe(SubscribeRequest { member: "bob".into(), after: Some(evs[0].timestamp) }).await.unwrap_err();
-    assert_eq!(gone.code(), Code::OutOfRange);
-    assert!(gone.message().contains("pruned"), "{}", gone.message());
-    let rest = collect(&n, "bob", Some(bound), 2, Duration::from_secs(10)).await;
-    assert_eq!(rest[0].timestamp, evs[3].timestamp);
-    assert_eq!(rest[0].previous_timestamp, Some(evs[2].timestamp), "previous timestamp survives pruning");
-    n.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
