@@ -3,9 +3,9 @@
 //! removes uncovered events, acknowledgements are validated, a stream left behind a prune
 //! ends OUT_OF_RANGE, and previous timestamps after pruning respect per-node visibility.
 
+use crate::harness::*;
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use diesel::sql_types::BigInt;
 use diesel::QueryableByName;
@@ -15,112 +15,26 @@ use syncline_coordination::events::{self, EventKind, NewEvent, BROADCAST};
 use syncline_coordination::locks::{self, LockId};
 use syncline_coordination::timestamps::now_micros;
 use syncline_coordination::{watermarks, DbConfig};
-use syncline_proto::sequencer::sequencer_admin_service_client::SequencerAdminServiceClient;
 use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
 use syncline_proto::sequencer::{
-    AcknowledgeRequest, Envelope, Event, PruneRequest, PruningStatusRequest, RegisterMemberRequest, SendRequest,
+    AcknowledgeRequest, PruneRequest, PruningStatusRequest,
     SubscribeRequest,
 };
-use syncline_sequencer::{Sequencer, SequencerSettings};
 use syncline_testkit::fresh_database;
-use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tonic::Code;
 
-/// Total node count of every test node: timestamps of index i are ≡ i (mod 4).
-const N: i64 = 4;
+const N: i64 = TOTAL_NODES as i64;
 
-struct Node {
-    seq: Option<Sequencer>,
-    addr: SocketAddr,
-    stop: CancellationToken,
+/// A node that keeps test sessions holding an index without advancing it online, serving.
+async fn node(db_url: &str, name: &str) -> Node {
+    // Test sessions that hold an index without advancing it stay online.
+    let n = Node::start(db_url, name, |s| s.offline_duration = Duration::from_secs(600)).await;
+    n.wait_serving_within(Duration::from_secs(30)).await;
+    n
 }
 
-impl Node {
-    async fn start(db_url: &str, name: &str, tweak: impl FnOnce(&mut SequencerSettings)) -> Node {
-        let mut settings = SequencerSettings {
-            name: name.into(),
-            total_node_count: N as u32,
-            // Test sessions that hold an index without advancing it stay online.
-            offline_duration: Duration::from_secs(600),
-            ..Default::default()
-        };
-        tweak(&mut settings);
-        let mut db = DbConfig::new(db_url);
-        db.application_name = name.into();
-        let seq = Sequencer::start(db, settings).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let router = tonic::transport::Server::builder().add_service(seq.public_service()).add_service(seq.admin_service());
-        let s = stop.clone();
-        tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            router.serve_with_incoming_shutdown(incoming, s.cancelled_owned()).await.unwrap();
-        });
-        let node = Node { seq: Some(seq), addr, stop };
-        let start = Instant::now();
-        while !node.seq().health().serving {
-            assert!(start.elapsed() < Duration::from_secs(30), "{name} not serving: {}", node.seq().health().detail);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        node
-    }
-
-    fn seq(&self) -> &Sequencer {
-        self.seq.as_ref().unwrap()
-    }
-
-    async fn client(&self) -> SequencerServiceClient<Channel> {
-        SequencerServiceClient::connect(format!("http://{}", self.addr)).await.unwrap()
-    }
-
-    async fn admin(&self) -> SequencerAdminServiceClient<Channel> {
-        SequencerAdminServiceClient::connect(format!("http://{}", self.addr)).await.unwrap()
-    }
-
-    async fn register(&self, members: &[&str]) {
-        let mut admin = self.admin().await;
-        for m in members {
-            admin.register_member(RegisterMemberRequest { member: m.to_string() }).await.unwrap();
-        }
-    }
-
-    async fn ack(&self, member: &str, timestamp: i64) -> Result<(), tonic::Status> {
-        self.client().await.acknowledge(AcknowledgeRequest { member: member.into(), timestamp }).await.map(|_| ())
-    }
-
-    async fn shutdown(mut self) {
-        self.stop.cancel();
-        self.seq.take().unwrap().shutdown().await;
-    }
-}
-
-fn send(sender: &str, id: &str, to: &[&str], body: &[u8]) -> SendRequest {
-    SendRequest {
-        sender: sender.into(),
-        message_id: id.into(),
-        max_sequencing_time: now_micros() + 60_000_000,
-        envelopes: vec![Envelope { recipients: to.iter().map(|s| s.to_string()).collect(), content: body.to_vec() }],
-    }
-}
-
-/// Collect `n` events of `member` (after `after`), failing after `limit` or on any extra event.
-async fn collect(node: &Node, member: &str, after: Option<i64>, n: usize, limit: Duration) -> Vec<Event> {
-    let mut stream = node.client().await.subscribe(SubscribeRequest { member: member.into(), after }).await.unwrap().into_inner();
-    let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + limit;
-    while out.len() < n {
-        match tokio::time::timeout_at(deadline, stream.message()).await {
-            Ok(Ok(Some(r))) => out.push(r.event.unwrap()),
-            Ok(other) => panic!("{member}: stream ended after {} events: {other:?}", out.len()),
-            Err(_) => panic!("{member}: only {} of {n} events within {limit:?}", out.len()),
-        }
-    }
-    if let Ok(Ok(Some(extra))) = tokio::time::timeout(Duration::from_millis(300), stream.message()).await {
-        panic!("{member}: unexpected extra event {:?}", extra.event);
-    }
-    out
+async fn ack(node: &Node, member: &str, timestamp: i64) -> Result<(), tonic::Status> {
+    node.client().await.acknowledge(AcknowledgeRequest { member: member.into(), timestamp }).await.map(|_| ())
 }
 
 /// A connection holding sequencer index `index`, online at `wm`: a node that took its index
@@ -189,7 +103,7 @@ async fn rows_of(c: &mut AsyncPgConnection, ts: i64) -> (i64, i64, i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pruning_stops_at_the_slowest_acknowledgement() {
     let tdb = fresh_database().await;
-    let n = Node::start(&tdb.url, "s", |_| {}).await;
+    let n = node(&tdb.url, "s").await;
     n.register(&["alice", "bob"]).await;
     let mut c = n.client().await;
     for i in 0..5 {
@@ -197,12 +111,12 @@ async fn pruning_stops_at_the_slowest_acknowledgement() {
     }
     let evs = collect(&n, "bob", None, 5, Duration::from_secs(20)).await;
     let mut admin = n.admin().await;
-    n.ack("bob", evs[3].timestamp).await.unwrap();
+    ack(&n, "bob", evs[3].timestamp).await.unwrap();
     // alice acknowledged nothing: pruning past her registration is refused, naming her.
     let refused = admin.prune(PruneRequest { before: evs[3].timestamp }).await.unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition);
     assert!(refused.message().contains("alice"), "{}", refused.message());
-    n.ack("alice", evs[4].timestamp).await.unwrap();
+    ack(&n, "alice", evs[4].timestamp).await.unwrap();
     let st = admin.pruning_status(PruningStatusRequest {}).await.unwrap().into_inner();
     assert_eq!(st.safe_pruning_timestamp, evs[3].timestamp);
     let too_far = admin.prune(PruneRequest { before: evs[4].timestamp }).await.unwrap_err();
@@ -230,7 +144,7 @@ async fn pruning_never_passes_what_readers_could_read_nor_removes_uncovered_even
     // it (not yet covered: it may be truncated, or covered once the node goes on).
     let wm = now_micros();
     let mut frozen = frozen_node(&cfg, 3, wm).await;
-    let a = Node::start(&tdb.url, "a", |_| {}).await;
+    let a = node(&tdb.url, "a").await;
     let uncovered = ts_of(3, now_micros() + 1_000);
     let written = events::append(&mut frozen, 3, &[raw_event(uncovered, vec![BROADCAST])]).await.unwrap().written;
     assert_eq!(written, vec![uncovered]);
@@ -253,13 +167,13 @@ async fn pruning_never_passes_what_readers_could_read_nor_removes_uncovered_even
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledgements_are_validated_and_only_move_forward() {
     let tdb = fresh_database().await;
-    let a = Node::start(&tdb.url, "a", |_| {}).await;
+    let a = node(&tdb.url, "a").await;
     a.register(&["alice", "bob"]).await;
     let ok = a.client().await.send(send("alice", "m", &["bob"], b"x")).await.unwrap().into_inner().timestamp;
     let ev = collect(&a, "bob", None, 1, Duration::from_secs(20)).await.remove(0);
     assert_eq!(ev.timestamp, ok);
     // bob cannot have received what no reader can read yet.
-    let future = a.ack("bob", now_micros() + 60_000_000).await.unwrap_err();
+    let future = ack(&a, "bob", now_micros() + 60_000_000).await.unwrap_err();
     assert_eq!(future.code(), Code::InvalidArgument, "{}", future.message());
     assert!(future.message().contains("bob") && future.message().contains("readable"), "{}", future.message());
     let mut admin = a.admin().await;
@@ -270,16 +184,16 @@ async fn acknowledgements_are_validated_and_only_move_forward() {
     assert_eq!(acked(&st), None, "the refused acknowledgement left no trace");
     assert!(st.safe_pruning_timestamp < now_micros());
     // Forward only.
-    a.ack("bob", ev.timestamp).await.unwrap();
-    a.ack("bob", ev.timestamp - 1).await.unwrap();
+    ack(&a, "bob", ev.timestamp).await.unwrap();
+    ack(&a, "bob", ev.timestamp - 1).await.unwrap();
     let st = admin.pruning_status(PruningStatusRequest {}).await.unwrap().into_inner();
     assert_eq!(acked(&st), Some(ev.timestamp));
     // Unknown and disabled members cannot acknowledge; a disable counts at once, on every node.
-    let unknown = a.ack("mallory", ev.timestamp).await.unwrap_err();
+    let unknown = ack(&a, "mallory", ev.timestamp).await.unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound, "{}", unknown.message());
     let mut c = db::connect(&DbConfig::new(&tdb.url), SessionKind::Pooled).await.unwrap();
     diesel::sql_query("update sequencer_members set enabled = false where member = 'bob'").execute(&mut c).await.unwrap();
-    let disabled = a.ack("bob", ev.timestamp).await.unwrap_err();
+    let disabled = ack(&a, "bob", ev.timestamp).await.unwrap_err();
     assert_eq!(disabled.code(), Code::PermissionDenied, "{}", disabled.message());
     a.shutdown().await;
 }
@@ -289,10 +203,12 @@ async fn a_stream_left_behind_a_prune_ends_out_of_range_instead_of_skipping() {
     let tdb = fresh_database().await;
     // Small queues, so a subscriber that does not read holds its reader back early.
     let a = Node::start(&tdb.url, "a", |s| {
+        s.offline_duration = Duration::from_secs(600);
         s.max_request_size = 128 * 1024;
         s.subscription_buffer_bytes = 128 * 1024;
     })
     .await;
+    a.wait_serving_within(Duration::from_secs(30)).await;
     a.register(&["alice", "bob"]).await;
     let window = tonic::transport::Endpoint::from_shared(format!("http://{}", a.addr))
         .unwrap()
@@ -319,8 +235,8 @@ async fn a_stream_left_behind_a_prune_ends_out_of_range_instead_of_skipping() {
     assert_eq!(first.timestamp, all[0].timestamp);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let last = all[SENDS - 1].timestamp;
-    a.ack("bob", last).await.unwrap();
-    a.ack("alice", last).await.unwrap();
+    ack(&a, "bob", last).await.unwrap();
+    ack(&a, "alice", last).await.unwrap();
     let pruned = a.admin().await.prune(PruneRequest { before: all[20].timestamp }).await.unwrap().into_inner();
     assert_eq!(pruned.events_removed, 20);
     // The slow stream gets what it had queued, in order and gap-free, then OUT_OF_RANGE:
@@ -354,7 +270,7 @@ async fn previous_timestamps_after_pruning_skip_events_no_reader_could_see() {
     let wm = now_micros();
     let mut offline = frozen_node(&cfg, 3, wm).await;
     watermarks::go_offline(&mut offline, 3).await.unwrap();
-    let a = Node::start(&tdb.url, "a", |_| {}).await;
+    let a = node(&tdb.url, "a").await;
     a.register(&["alice", "bob"]).await;
     let bob = member_ids(&mut offline).await["bob"];
     let mut c = a.client().await;
@@ -368,8 +284,8 @@ async fn previous_timestamps_after_pruning_skip_events_no_reader_could_see() {
     let evs = collect(&a, "bob", None, 3, Duration::from_secs(20)).await;
     let seen: Vec<(i64, Option<i64>)> = evs.iter().map(|e| (e.timestamp, e.previous_timestamp)).collect();
     assert_eq!(seen, vec![(e1, None), (e2, Some(e1)), (e3, Some(e2))], "the offline node's event is invisible");
-    a.ack("alice", e3).await.unwrap();
-    a.ack("bob", e3).await.unwrap();
+    ack(&a, "alice", e3).await.unwrap();
+    ack(&a, "bob", e3).await.unwrap();
     let mut admin = a.admin().await;
     let pruned = admin.prune(PruneRequest { before: e3 }).await.unwrap().into_inner();
     assert_eq!(pruned.events_removed, 2, "e1 and e2, not the uncovered event");

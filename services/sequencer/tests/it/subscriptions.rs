@@ -2,94 +2,31 @@
 //! itself, a stream the server ends never ends with OK, health reports the listener, and the
 //! number of subscriptions per node is bounded.
 
+use crate::harness::*;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use diesel::sql_types::BigInt;
 use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use syncline_coordination::timestamps::now_micros;
-use syncline_coordination::DbConfig;
-use syncline_proto::sequencer::sequencer_admin_service_client::SequencerAdminServiceClient;
 use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
-use syncline_proto::sequencer::{Envelope, Event, RegisterMemberRequest, SendRequest, SubscribeRequest};
-use syncline_sequencer::{Sequencer, SequencerSettings};
+use syncline_proto::sequencer::{Event, SubscribeRequest};
 use syncline_testkit::fresh_database;
-use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tonic::Code;
 
-struct Node {
-    seq: Option<Sequencer>,
-    addr: std::net::SocketAddr,
-    stop: CancellationToken,
-}
-
-impl Node {
-    async fn start(db_url: &str, name: &str, tweak: impl FnOnce(&mut SequencerSettings)) -> Node {
-        let mut settings = SequencerSettings { name: name.into(), total_node_count: 4, ..Default::default() };
-        tweak(&mut settings);
-        let mut db = DbConfig::new(db_url);
-        db.application_name = name.into();
-        let seq = Sequencer::start(db, settings).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let router = tonic::transport::Server::builder().add_service(seq.public_service()).add_service(seq.admin_service());
-        let s = stop.clone();
-        tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            router.serve_with_incoming_shutdown(incoming, s.cancelled_owned()).await.unwrap();
-        });
-        Node { seq: Some(seq), addr, stop }
-    }
-
-    fn seq(&self) -> &Sequencer {
-        self.seq.as_ref().unwrap()
-    }
-
-    async fn wait_serving(&self, limit: Duration) {
-        let start = Instant::now();
-        while !self.seq().health().serving {
-            assert!(start.elapsed() < limit, "not serving within {limit:?}: {}", self.seq().health().detail);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn client(&self) -> SequencerServiceClient<Channel> {
-        SequencerServiceClient::connect(format!("http://{}", self.addr)).await.unwrap()
-    }
-
-    async fn register(&self, members: &[&str]) {
-        let mut admin = SequencerAdminServiceClient::connect(format!("http://{}", self.addr)).await.unwrap();
-        for m in members {
-            admin.register_member(RegisterMemberRequest { member: m.to_string() }).await.unwrap();
-        }
-    }
-
-    /// Send until OK, retrying (same message id) while the node answers UNAVAILABLE.
-    async fn send(&self, id: &str) {
-        let req = SendRequest {
-            sender: "alice".into(),
-            message_id: id.into(),
-            max_sequencing_time: now_micros() + 60_000_000,
-            envelopes: vec![Envelope { recipients: vec!["bob".into()], content: id.as_bytes().to_vec() }],
-        };
-        let start = Instant::now();
-        loop {
-            match self.client().await.send(req.clone()).await {
-                Ok(_) => return,
-                Err(e) if e.code() == Code::Unavailable && start.elapsed() < Duration::from_secs(30) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await
-                }
-                Err(e) => panic!("send {id}: {e:?}"),
+/// Send from alice to bob until OK, resending (same message id) while the node answers
+/// UNAVAILABLE: these tests are about subscriptions, not the send path.
+async fn send_until_ok(node: &Node, id: &str) {
+    let req = send("alice", id, &["bob"], id);
+    let start = Instant::now();
+    loop {
+        match node.client().await.send(req.clone()).await {
+            Ok(_) => return,
+            Err(e) if e.code() == Code::Unavailable && start.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
             }
+            Err(e) => panic!("send {id}: {e:?}"),
         }
-    }
-
-    async fn shutdown(mut self) {
-        self.stop.cancel();
-        self.seq.take().unwrap().shutdown().await;
     }
 }
 
@@ -183,13 +120,13 @@ async fn terminating_the_listen_session_under_subscriptions_loses_nothing() {
     let tdb = fresh_database().await;
     // Polling is off in practice: only notifications deliver within the test's limits.
     let node = Node::start(&tdb.url, "s", |s| s.polling_interval = Duration::from_secs(600)).await;
-    node.wait_serving(Duration::from_secs(20)).await;
+    node.wait_serving_within(Duration::from_secs(20)).await;
     node.register(&["alice", "bob"]).await;
     let (seen, task) = subscriber(&node, false);
     let mut sent = 0;
     for round in 0..3 {
         for _ in 0..5 {
-            node.send(&format!("m{sent}")).await;
+            send_until_ok(&node, &format!("m{sent}")).await;
             sent += 1;
         }
         wait_events(&seen, sent, Duration::from_secs(10)).await;
@@ -202,7 +139,7 @@ async fn terminating_the_listen_session_under_subscriptions_loses_nothing() {
         println!("round {round}: listening again after {:?}", start.elapsed());
     }
     for _ in 0..5 {
-        node.send(&format!("m{sent}")).await;
+        send_until_ok(&node, &format!("m{sent}")).await;
         sent += 1;
     }
     wait_events(&seen, sent, Duration::from_secs(10)).await;
@@ -221,7 +158,7 @@ async fn terminating_the_listen_session_under_subscriptions_loses_nothing() {
 async fn a_node_that_cannot_listen_stops_serving_and_serves_again_once_it_can() {
     let tdb = fresh_database().await;
     let node = Node::start(&tdb.url, "s", |_| {}).await;
-    node.wait_serving(Duration::from_secs(20)).await;
+    node.wait_serving_within(Duration::from_secs(20)).await;
     let admin_url = syncline_testkit::pg::server().url("postgres");
     let allow = |on: bool| {
         let (url, name) = (admin_url.clone(), tdb.name.clone());
@@ -232,6 +169,11 @@ async fn a_node_that_cannot_listen_stops_serving_and_serves_again_once_it_can() 
     };
     // New sessions are refused, existing ones (writer, pool) go on: only the listener is lost.
     let mut c = AsyncPgConnection::establish(&tdb.url).await.unwrap();
+    let start = Instant::now();
+    while count_on(&mut c, LISTENERS).await < 1 {
+        assert!(start.elapsed() < Duration::from_secs(10), "the node never listened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     allow(false).await;
     assert_eq!(count_on(&mut c, KILL_LISTENERS).await, 1);
     let start = Instant::now();
@@ -242,7 +184,7 @@ async fn a_node_that_cannot_listen_stops_serving_and_serves_again_once_it_can() 
     let h = node.seq().health();
     assert!(h.detail.contains("notification listener down"), "{}", h.detail);
     allow(true).await;
-    node.wait_serving(Duration::from_secs(10)).await;
+    node.wait_serving_within(Duration::from_secs(10)).await;
     node.shutdown().await;
 }
 
@@ -252,11 +194,11 @@ async fn a_postgres_restart_under_subscriptions_never_ends_a_stream_with_ok() {
     let mut server = tokio::task::spawn_blocking(syncline_testkit::pg::start_cluster).await.unwrap().unwrap();
     let url = server.create_database("restart").await.unwrap();
     let node = Node::start(&url, "s", |_| {}).await;
-    node.wait_serving(Duration::from_secs(30)).await;
+    node.wait_serving_within(Duration::from_secs(30)).await;
     node.register(&["alice", "bob"]).await;
     let (seen, _task) = subscriber(&node, true);
     for i in 0..10 {
-        node.send(&format!("m{i}")).await;
+        send_until_ok(&node, &format!("m{i}")).await;
     }
     wait_events(&seen, 10, Duration::from_secs(10)).await;
     let server = tokio::task::spawn_blocking(move || {
@@ -265,9 +207,9 @@ async fn a_postgres_restart_under_subscriptions_never_ends_a_stream_with_ok() {
     })
     .await
     .unwrap();
-    node.wait_serving(Duration::from_secs(60)).await;
+    node.wait_serving_within(Duration::from_secs(60)).await;
     for i in 10..20 {
-        node.send(&format!("m{i}")).await;
+        send_until_ok(&node, &format!("m{i}")).await;
     }
     wait_events(&seen, 20, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -292,7 +234,7 @@ async fn a_postgres_restart_under_subscriptions_never_ends_a_stream_with_ok() {
 async fn subscriptions_beyond_the_limit_are_refused_with_resource_exhausted() {
     let tdb = fresh_database().await;
     let node = Node::start(&tdb.url, "s", |s| s.max_subscriptions = 3).await;
-    node.wait_serving(Duration::from_secs(20)).await;
+    node.wait_serving_within(Duration::from_secs(20)).await;
     node.register(&["alice", "bob"]).await;
     let mut c = node.client().await;
     let mut open = Vec::new();
@@ -318,7 +260,7 @@ async fn subscriptions_beyond_the_limit_are_refused_with_resource_exhausted() {
         }
     }
     // The open ones still deliver.
-    node.send("m0").await;
+    send_until_ok(&node, "m0").await;
     for s in &mut open[..2] {
         let ev = tokio::time::timeout(Duration::from_secs(10), s.message()).await.unwrap().unwrap().unwrap();
         assert_eq!(ev.event.unwrap().envelopes[0].content, b"m0");

@@ -1,113 +1,19 @@
-//! In-process sequencer nodes sharing one real PostgreSQL, each behind its own gRPC server.
+//! The sequencer's contract end to end: one order for every subscriber, OK means sequenced
+//! and durable, resends, held sends, clocks, database cuts and stalls, shutdown.
 
+use crate::harness::*;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use syncline_coordination::timestamps::now_micros;
 use syncline_coordination::DbConfig;
-use syncline_proto::sequencer::sequencer_admin_service_client::SequencerAdminServiceClient;
 use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
 use syncline_proto::sequencer::{
-    Envelope, Event, RegisterMemberRequest, SendRequest, SequencerStatusRequest, SubscribeRequest,
+    SendRequest, SequencerStatusRequest, SubscribeRequest,
 };
-use syncline_sequencer::{Sequencer, SequencerSettings};
+use syncline_sequencer::SequencerSettings;
 use syncline_testkit::{fresh_database, FaultProxy};
-use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tonic::Code;
-
-struct Node {
-    seq: Option<Sequencer>,
-    addr: SocketAddr,
-    stop: CancellationToken,
-}
-
-impl Node {
-    async fn start(db_url: &str, name: &str, tweak: impl FnOnce(&mut SequencerSettings)) -> Node {
-        let mut settings = SequencerSettings { name: name.into(), total_node_count: 4, ..Default::default() };
-        tweak(&mut settings);
-        let mut db = DbConfig::new(db_url);
-        db.application_name = name.into();
-        let seq = Sequencer::start(db, settings).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let router = tonic::transport::Server::builder()
-            .add_service(seq.public_service())
-            .add_service(seq.admin_service());
-        let s = stop.clone();
-        tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            router.serve_with_incoming_shutdown(incoming, s.cancelled_owned()).await.unwrap();
-        });
-        Node { seq: Some(seq), addr, stop }
-    }
-
-    fn seq(&self) -> &Sequencer {
-        self.seq.as_ref().unwrap()
-    }
-
-    async fn wait_serving(&self) {
-        wait_until(Duration::from_secs(20), || self.seq().health().serving).await;
-    }
-
-    async fn client(&self) -> SequencerServiceClient<Channel> {
-        SequencerServiceClient::connect(format!("http://{}", self.addr)).await.unwrap()
-    }
-
-    async fn admin(&self) -> SequencerAdminServiceClient<Channel> {
-        SequencerAdminServiceClient::connect(format!("http://{}", self.addr)).await.unwrap()
-    }
-
-    async fn shutdown(mut self) {
-        self.stop.cancel();
-        self.seq.take().unwrap().shutdown().await;
-    }
-}
-
-async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "condition not reached within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn send(sender: &str, id: &str, to: &[&str], body: &str) -> SendRequest {
-    SendRequest {
-        sender: sender.into(),
-        message_id: id.into(),
-        max_sequencing_time: now_micros() + 30_000_000,
-        envelopes: vec![Envelope { recipients: to.iter().map(|s| s.to_string()).collect(), content: body.as_bytes().to_vec() }],
-    }
-}
-
-/// Collect `n` events of `member` from `node` (after `after`), failing after `limit`.
-async fn collect(node: &Node, member: &str, after: Option<i64>, n: usize, limit: Duration) -> Vec<Event> {
-    let mut stream = node.client().await.subscribe(SubscribeRequest { member: member.into(), after }).await.unwrap().into_inner();
-    let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + limit;
-    while out.len() < n {
-        match tokio::time::timeout_at(deadline, stream.message()).await {
-            Ok(Ok(Some(r))) => out.push(r.event.unwrap()),
-            Ok(other) => panic!("{member}: stream ended after {} events: {other:?}", out.len()),
-            Err(_) => panic!("{member}: only {} of {n} events within {limit:?}", out.len()),
-        }
-    }
-    // Nothing more than expected arrives.
-    if let Ok(Ok(Some(extra))) = tokio::time::timeout(Duration::from_millis(300), stream.message()).await {
-        panic!("{member}: unexpected extra event {:?}", extra.event);
-    }
-    out
-}
-
-async fn register(node: &Node, members: &[&str]) {
-    let mut admin = node.admin().await;
-    for m in members {
-        admin.register_member(RegisterMemberRequest { member: m.to_string() }).await.unwrap();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_spread_over_three_nodes_reach_every_subscriber_once_in_one_order() {
@@ -119,7 +25,7 @@ async fn sends_spread_over_three_nodes_reach_every_subscriber_once_in_one_order(
     for n in &nodes {
         n.wait_serving().await;
     }
-    register(&nodes[0], &["alice", "bob", "carol"]).await;
+    nodes[0].register(&["alice", "bob", "carol"]).await;
     let mut expected: HashMap<&str, usize> = HashMap::new();
     for i in 0..60 {
         let node = &nodes[i % 3];
@@ -128,7 +34,7 @@ async fn sends_spread_over_three_nodes_reach_every_subscriber_once_in_one_order(
             1 => ("bob", &["alice"]),
             _ => ("carol", &["alice", "bob"]),
         };
-        node.client().await.send(send(from, &format!("m{i}"), to, &format!("body {i}"))).await.unwrap();
+        node.client().await.send(send(from, &format!("m{i}"), to, format!("body {i}"))).await.unwrap();
         for m in std::iter::once(from).chain(to.iter().copied()) {
             *expected.entry(m).or_default() += 1;
         }
@@ -168,7 +74,7 @@ async fn the_same_message_id_sent_to_two_nodes_is_sequenced_once() {
     let b = Node::start(&tdb.url, "b", |_| {}).await;
     a.wait_serving().await;
     b.wait_serving().await;
-    register(&a, &["alice", "bob"]).await;
+    a.register(&["alice", "bob"]).await;
     let req = send("alice", "retry-me", &["bob"], "once");
     let (ra, rb) = tokio::join!(
         async { a.client().await.send(req.clone()).await },
@@ -198,7 +104,7 @@ async fn bad_requests_get_clear_errors_and_unknown_recipients_an_error_event() {
     let tdb = fresh_database().await;
     let n = Node::start(&tdb.url, "s", |s| s.max_request_size = 10_000).await;
     n.wait_serving().await;
-    register(&n, &["alice", "bob"]).await;
+    n.register(&["alice", "bob"]).await;
     let mut c = n.client().await;
     let expect = |r: Result<tonic::Response<_>, tonic::Status>, code: Code, text: &str| {
         let e = r.expect_err("must be refused");
@@ -208,8 +114,8 @@ async fn bad_requests_get_clear_errors_and_unknown_recipients_an_error_event() {
     let mut past = send("alice", "p", &["bob"], "x");
     past.max_sequencing_time = now_micros() - 1_000_000;
     expect(c.send(past).await, Code::InvalidArgument, "in the past");
-    expect(c.send(send("alice", "big", &["bob"], &"x".repeat(20_000))).await, Code::OutOfRange, "too large");
-    expect(c.send(send("alice", "big2", &["bob"], &"x".repeat(10_500))).await, Code::OutOfRange, "too large");
+    expect(c.send(send("alice", "big", &["bob"], "x".repeat(20_000))).await, Code::OutOfRange, "too large");
+    expect(c.send(send("alice", "big2", &["bob"], "x".repeat(10_500))).await, Code::OutOfRange, "too large");
     expect(c.send(send("mallory", "m", &["bob"], "x")).await, Code::NotFound, "mallory is not registered");
     expect(c.send(send("alice", "", &["bob"], "x")).await, Code::InvalidArgument, "message_id");
     let mut empty = send("alice", "e", &["bob"], "x");
@@ -238,7 +144,7 @@ async fn a_node_cut_from_the_database_stops_serving_while_others_keep_sequencing
     let b = Node::start(&tdb.url, "b", |_| {}).await;
     a.wait_serving().await;
     b.wait_serving().await;
-    register(&b, &["alice", "bob"]).await;
+    b.register(&["alice", "bob"]).await;
     let mut sub = b.client().await.subscribe(SubscribeRequest { member: "bob".into(), after: None }).await.unwrap().into_inner();
     proxy.down();
     let cut = Instant::now();
@@ -271,7 +177,7 @@ async fn sends_held_during_a_database_stall_are_answered_and_sequenced_once_afte
     })
     .await;
     n.wait_serving().await;
-    register(&n, &["alice", "bob"]).await;
+    n.register(&["alice", "bob"]).await;
     // Warm the member cache: admission then needs no database.
     let warm = n.client().await.send(send("alice", "warm", &["bob"], "warm")).await.unwrap().into_inner().timestamp;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -328,7 +234,7 @@ async fn a_clean_shutdown_goes_offline_without_pausing_other_readers() {
     let b = Node::start(&tdb.url, "b", |s| s.offline_duration = Duration::from_secs(60)).await;
     a.wait_serving().await;
     b.wait_serving().await;
-    register(&b, &["alice", "bob"]).await;
+    b.register(&["alice", "bob"]).await;
     let index = a.seq().writer().node_index().unwrap();
     a.shutdown().await;
     let mut admin = b.admin().await;
@@ -350,7 +256,7 @@ async fn subscribers_are_woken_by_notifications_not_by_polling() {
     let b = Node::start(&tdb.url, "b", slow_poll).await;
     a.wait_serving().await;
     b.wait_serving().await;
-    register(&a, &["alice", "bob", "carol"]).await;
+    a.register(&["alice", "bob", "carol"]).await;
     let mut bob = b.client().await.subscribe(SubscribeRequest { member: "bob".into(), after: None }).await.unwrap().into_inner();
     let mut carol = b.client().await.subscribe(SubscribeRequest { member: "carol".into(), after: None }).await.unwrap().into_inner();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -376,7 +282,7 @@ async fn a_subscriber_that_stops_reading_holds_up_nobody_and_loses_nothing() {
     let fast: Vec<String> = (0..10).map(|i| format!("fast{i}")).collect();
     let mut members: Vec<&str> = fast.iter().map(String::as_str).collect();
     members.extend(["alice", "slow"]);
-    register(&a, &members).await;
+    a.register(&members).await;
     // The slow member subscribes and then does not read: its server-side buffer, the HTTP/2
     // window and the socket fill up long before the sends end (600 × 4 KiB).
     let mut slow = a.client().await.subscribe(SubscribeRequest { member: "slow".into(), after: None }).await.unwrap().into_inner();
@@ -444,7 +350,7 @@ async fn a_send_colliding_with_an_unconfirmed_claim_is_held_until_that_claim_is_
     let dies = send("alice", "dies", &["bob"], "two");
     let a = Node::start(&tdb.url, "a", |_| {}).await;
     a.wait_serving().await;
-    register(&a, &["alice", "bob"]).await;
+    a.register(&["alice", "bob"]).await;
     let members: HashMap<String, i32> = {
         use diesel_async::RunQueryDsl;
         #[derive(diesel::QueryableByName)]
@@ -510,7 +416,7 @@ async fn a_node_whose_clock_is_behind_waits_for_it_and_never_writes_below_what_r
     let tdb = fresh_database().await;
     let a = Node::start(&tdb.url, "a", |_| {}).await;
     a.wait_serving().await;
-    register(&a, &["alice", "bob"]).await;
+    a.register(&["alice", "bob"]).await;
     let mut sub = a.client().await.subscribe(SubscribeRequest { member: "bob".into(), after: None }).await.unwrap().into_inner();
     let started = Instant::now();
     let b = Node::start(&tdb.url, "b", |s| s.clock_offset_micros = -3_000_000).await;
@@ -557,7 +463,7 @@ async fn a_sweep_that_times_out_does_not_keep_the_writer_from_going_online() {
     // Generous: the old writer never came online while the row stayed locked.
     wait_until(Duration::from_secs(20), || a.seq().health().serving).await;
     c.batch_execute("commit").await.unwrap();
-    register(&a, &["alice", "bob"]).await;
+    a.register(&["alice", "bob"]).await;
     a.client().await.send(send("alice", "m", &["bob"], "x")).await.unwrap();
     a.shutdown().await;
 }
@@ -590,7 +496,7 @@ async fn a_shutdown_answers_every_held_send_and_loses_nothing_it_confirmed() {
     let b = Node::start(&tdb.url, "b", |_| {}).await;
     a.wait_serving().await;
     b.wait_serving().await;
-    register(&b, &["alice", "bob"]).await;
+    b.register(&["alice", "bob"]).await;
     a.client().await.send(send("alice", "warm", &["bob"], "warm")).await.unwrap();
     // Sends in flight on a; its database goes away; then a is stopped (SIGTERM's path).
     let sends: Vec<_> = (0..50)
@@ -646,7 +552,7 @@ async fn the_queue_depth_gauge_falls_back_to_zero_once_the_writer_drained() {
     let proxy = FaultProxy::start(tdb.server_addr()).await;
     let n = Node::start(&tdb.url_via(proxy.addr()), "qd", |s| s.write_timeout = Duration::from_secs(30)).await;
     n.wait_serving().await;
-    register(&n, &["alice", "bob"]).await;
+    n.register(&["alice", "bob"]).await;
     n.client().await.send(send("alice", "warm", &["bob"], "warm")).await.unwrap();
     proxy.latency(Duration::from_secs(3)); // the writer stalls on its current batch
     tokio::time::sleep(Duration::from_millis(200)).await;

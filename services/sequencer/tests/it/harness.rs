@@ -1,0 +1,126 @@
+//! What every test of this binary uses: an in-process node behind its own gRPC server, sends,
+//! collecting a member's events, and waiting for a condition.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use syncline_coordination::timestamps::now_micros;
+use syncline_coordination::DbConfig;
+use syncline_proto::sequencer::sequencer_admin_service_client::SequencerAdminServiceClient;
+use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
+use syncline_proto::sequencer::{Envelope, Event, RegisterMemberRequest, SendRequest, SubscribeRequest};
+use syncline_sequencer::{Sequencer, SequencerSettings};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// Total node count of every test node: timestamps of index i are ≡ i (mod 4).
+pub const TOTAL_NODES: u32 = 4;
+
+/// A sequencer node serving its public and admin APIs on a free loopback port.
+pub struct Node {
+    seq: Option<Sequencer>,
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Node {
+    /// Start node `name` on `db_url` with default settings changed by `tweak`.
+    pub async fn start(db_url: &str, name: &str, tweak: impl FnOnce(&mut SequencerSettings)) -> Node {
+        let mut settings = SequencerSettings { name: name.into(), total_node_count: TOTAL_NODES, ..Default::default() };
+        tweak(&mut settings);
+        let mut db = DbConfig::new(db_url);
+        db.application_name = name.into();
+        let seq = Sequencer::start(db, settings).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let router = tonic::transport::Server::builder().add_service(seq.public_service()).add_service(seq.admin_service());
+        let s = stop.clone();
+        tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            router.serve_with_incoming_shutdown(incoming, s.cancelled_owned()).await.unwrap();
+        });
+        Node { seq: Some(seq), addr, stop }
+    }
+
+    /// The running sequencer.
+    pub fn seq(&self) -> &Sequencer {
+        self.seq.as_ref().unwrap()
+    }
+
+    /// Wait (up to 20 s) until the node serves.
+    pub async fn wait_serving(&self) {
+        self.wait_serving_within(Duration::from_secs(20)).await
+    }
+
+    /// Wait up to `limit` until the node serves.
+    pub async fn wait_serving_within(&self, limit: Duration) {
+        let start = Instant::now();
+        while !self.seq().health().serving {
+            assert!(start.elapsed() < limit, "not serving within {limit:?}: {}", self.seq().health().detail);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A client of the public API.
+    pub async fn client(&self) -> SequencerServiceClient<Channel> {
+        SequencerServiceClient::connect(format!("http://{}", self.addr)).await.unwrap()
+    }
+
+    /// A client of the admin API.
+    pub async fn admin(&self) -> SequencerAdminServiceClient<Channel> {
+        SequencerAdminServiceClient::connect(format!("http://{}", self.addr)).await.unwrap()
+    }
+
+    /// Register `members`.
+    pub async fn register(&self, members: &[&str]) {
+        let mut admin = self.admin().await;
+        for m in members {
+            admin.register_member(RegisterMemberRequest { member: m.to_string() }).await.unwrap();
+        }
+    }
+
+    /// Stop serving and shut the sequencer down cleanly.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        self.seq.take().unwrap().shutdown().await;
+    }
+}
+
+/// Wait up to `limit` for `f` to hold.
+pub async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "condition not reached within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A send from `sender` to `to` with one envelope carrying `body`, valid for a minute.
+pub fn send(sender: &str, id: &str, to: &[&str], body: impl AsRef<[u8]>) -> SendRequest {
+    SendRequest {
+        sender: sender.into(),
+        message_id: id.into(),
+        max_sequencing_time: now_micros() + 60_000_000,
+        envelopes: vec![Envelope { recipients: to.iter().map(|s| s.to_string()).collect(), content: body.as_ref().to_vec() }],
+    }
+}
+
+/// Collect `n` events of `member` from `node` (after `after`), failing after `limit` or on
+/// any extra event.
+pub async fn collect(node: &Node, member: &str, after: Option<i64>, n: usize, limit: Duration) -> Vec<Event> {
+    let mut stream = node.client().await.subscribe(SubscribeRequest { member: member.into(), after }).await.unwrap().into_inner();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while out.len() < n {
+        match tokio::time::timeout_at(deadline, stream.message()).await {
+            Ok(Ok(Some(r))) => out.push(r.event.unwrap()),
+            Ok(other) => panic!("{member}: stream ended after {} events: {other:?}", out.len()),
+            Err(_) => panic!("{member}: only {} of {n} events within {limit:?}", out.len()),
+        }
+    }
+    if let Ok(Ok(Some(extra))) = tokio::time::timeout(Duration::from_millis(300), stream.message()).await {
+        panic!("{member}: unexpected extra event {:?}", extra.event);
+    }
+    out
+}

@@ -1,0 +1,9 @@
+//! The sequencer's integration tests, one test binary (one link on 2 cores): in-process
+//! sequencer nodes behind their own gRPC servers, sharing one real PostgreSQL.
+
+mod admin_timeouts;
+mod harness;
+mod pruning;
+mod sequencer;
+mod settings_validation;
+mod subscriptions;
