@@ -289,11 +289,13 @@ struct Row {
     is_cap_row: bool,
 }
 
-// One statement, so the watermarks and the events come from one snapshot. The cap is the
-// safe watermark (min over online nodes) or, with no node online, the max over all, since
-// each offline node is further capped at its own watermark. Two ordered, limited index scans
-// per node (own id, broadcast) are merged; the outer limit keeps the page gap-free.
-const READ_SQL: &str = "
+// The visibility rule, stated once: the cap is the safe watermark (min over online nodes) or,
+// with no node online, the max over all, since each offline node is further capped at its
+// own watermark. Two ordered, limited index scans per node (own id, broadcast) are merged;
+// the outer limit keeps the page gap-free. $1 member, $2 cursor (exclusive), $3 limit.
+macro_rules! visible_hits {
+    () => {
+        "
 with wm as (select node_index, watermark_ts, online from sequencer_watermarks),
 bound as (select coalesce((select min(watermark_ts) from wm where online),
                           (select max(watermark_ts) from wm)) as cap),
@@ -310,13 +312,49 @@ hits as (
       order by r.ts limit $3)
   ) x
   order by x.ts limit $3
-)
+)"
+    };
+}
+
+// One statement, so the watermarks and the events come from one snapshot.
+const READ_SQL: &str = concat!(
+    visible_hits!(),
+    "
 select e.ts, e.node_index, e.kind, e.message_id, e.sender, e.recipients, e.error_message, p.content,
        null::bigint as cap, false as is_cap_row
   from hits join sequencer_events e on e.ts = hits.ts left join sequencer_payloads p on p.ts = e.ts
 union all
 select null, null, null, null, null, null, null, null, bound.cap, true from bound
-order by is_cap_row, ts";
+order by is_cap_row, ts"
+);
+
+// The payload sizes of exactly the events `READ_SQL` returns, in order.
+const SIZES_SQL: &str = concat!(
+    visible_hits!(),
+    "
+select coalesce(octet_length(p.content), 0)::bigint as size
+  from hits left join sequencer_payloads p on p.ts = hits.ts
+ order by hits.ts"
+);
+
+#[derive(QueryableByName)]
+struct Size {
+    #[diesel(sql_type = BigInt)]
+    size: i64,
+}
+
+/// Payload sizes (bytes) of the events [`read`] with the same arguments returns, in the same
+/// order, without loading them: run both in one snapshot to cut a page to a byte budget.
+pub async fn sizes(conn: &mut AsyncPgConnection, member: i32, after: i64, limit: u32) -> Result<Vec<i64>> {
+    let rows: Vec<Size> = diesel::sql_query(SIZES_SQL)
+        .bind::<Integer, _>(member)
+        .bind::<BigInt, _>(after)
+        .bind::<BigInt, _>(i64::from(limit.max(1)))
+        .load(conn)
+        .await
+        .during("sizing a page of events")?;
+    Ok(rows.into_iter().map(|r| r.size).collect())
+}
 
 /// Read up to `limit` events of `member` with timestamps above `after`.
 pub async fn read(conn: &mut AsyncPgConnection, member: i32, after: i64, limit: u32) -> Result<Page> {

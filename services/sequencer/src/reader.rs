@@ -10,8 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use diesel::sql_types::{BigInt, Integer};
-use diesel::{OptionalExtension, QueryDsl, QueryableByName};
+use diesel::{OptionalExtension, QueryDsl};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures_util::Stream;
 use prost::Message;
@@ -225,38 +224,6 @@ async fn stream(
     }
 }
 
-/// Sizes of the events the next `events::read` returns, in the same order: the same rows
-/// (the member's own and broadcast rows up to the cap; an offline node's only up to its own
-/// watermark). Run in the read's snapshot, it lets the page be cut to the byte budget
-/// before any payload is loaded. Keep in step with `events::read`.
-const SIZES_SQL: &str = "
-with wm as (select node_index, watermark_ts, online from sequencer_watermarks),
-bound as (select coalesce((select min(watermark_ts) from wm where online),
-                          (select max(watermark_ts) from wm)) as cap),
-hits as (
-  select distinct x.ts from wm cross join bound cross join lateral (
-    (select r.ts from sequencer_event_recipients r
-      where r.node_index = wm.node_index and r.recipient_id = $1 and r.ts > $2 and r.ts <= bound.cap
-        and (wm.online or r.ts <= wm.watermark_ts)
-      order by r.ts limit $3)
-    union all
-    (select r.ts from sequencer_event_recipients r
-      where r.node_index = wm.node_index and r.recipient_id = -1 and r.ts > $2 and r.ts <= bound.cap
-        and (wm.online or r.ts <= wm.watermark_ts)
-      order by r.ts limit $3)
-  ) x
-  order by x.ts limit $3
-)
-select coalesce(octet_length(p.content), 0)::bigint as size
-  from hits left join sequencer_payloads p on p.ts = hits.ts
- order by hits.ts";
-
-#[derive(QueryableByName)]
-struct Size {
-    #[diesel(sql_type = BigInt)]
-    size: i64,
-}
-
 /// The pruning lower bound, read after a page: if it is not past the page's cursor, no prune
 /// had removed anything after the cursor when the page was read (the bound commits with the
 /// deletes and only moves forward), so the page is complete.
@@ -290,14 +257,8 @@ async fn read_page(inner: &Inner, member: i32, cursor: i64) -> Result<(Page, u32
                     .repeatable_read()
                     .read_only()
                     .run(async |c| {
-                        let sizes: Vec<Size> = diesel::sql_query(SIZES_SQL)
-                            .bind::<Integer, _>(member)
-                            .bind::<BigInt, _>(cursor)
-                            .bind::<BigInt, _>(i64::from(batch))
-                            .load(c)
-                            .await
-                            .during("sizing a page of events")?;
-                        let limit = fitting(sizes.iter().map(|s| s.size), budget, batch);
+                        let sizes = events::sizes(c, member, cursor, batch).await?;
+                        let limit = fitting(sizes.iter().copied(), budget, batch);
                         let page = events::read(c, member, cursor, limit).await?;
                         Ok((page, limit, lower_bound(c).await?))
                     })
