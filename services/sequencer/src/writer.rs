@@ -430,6 +430,18 @@ impl Writer {
         // of a send sequenced before), are answered from the claims as they stand now.
         let unresolved: Vec<usize> =
             (0..batch.len()).filter(|&i| tried[i].1 || conflicts.binary_search(&tried[i].0).is_ok()).collect();
+        // For late sends the safe watermark is read before the claims: once it has passed a
+        // send's max-sequencing-time no node can still commit an attempt at or below it (every
+        // online node writes above its watermark, a node going online starts above all of
+        // them, an offline node's tail is truncated), so a claim not covered by then never will be.
+        let safe = if unresolved.iter().any(|&i| tried[i].1) {
+            watermarks::safe(lease.conn()).await.unwrap_or_else(|e| {
+                tracing::warn!(%e, "could not read the safe watermark; late sends stay pending");
+                None
+            })
+        } else {
+            None
+        };
         let found = if unresolved.is_empty() {
             Ok(Vec::new())
         } else {
@@ -449,7 +461,7 @@ impl Writer {
                 Resolution::Done(Ok(ts))
             } else {
                 let claim = found.iter().find(|c| c.sender == sub.sender && c.message_id == sub.message_id);
-                self.resolve(&sub, claim, late, &mut stats)
+                self.resolve(&sub, claim, late.then_some(safe), &mut stats)
             };
             match resolution {
                 Resolution::Done(result) => {
@@ -467,10 +479,12 @@ impl Writer {
         Ok(())
     }
 
-    /// The outcome of a send that was not written: from the claim on its message id.
-    fn resolve(&self, sub: &Submission, claim: Option<&ExistingClaim>, late: bool, stats: &mut Stats) -> Resolution {
-        match claim {
-            Some(c) if c.covered => {
+    /// The outcome of a send that was not written: from the claim on its message id. `late`
+    /// carries the safe watermark read before the claims when the send's max-sequencing-time
+    /// has passed.
+    fn resolve(&self, sub: &Submission, claim: Option<&ExistingClaim>, late: Option<Option<i64>>, stats: &mut Stats) -> Resolution {
+        match (claim, late) {
+            (Some(c), _) if c.covered => {
                 if c.digest.as_ref().is_none_or(|d| *d == sub.digest) {
                     stats.resent += 1;
                     Resolution::Done(Ok(c.ts))
@@ -483,7 +497,9 @@ impl Writer {
                     }))
                 }
             }
-            None if late => {
+            // Past its deadline, and everything at or below the deadline is settled: no claim
+            // covered now will ever be.
+            (_, Some(Some(safe))) if safe >= sub.max_sequencing_ts => {
                 stats.late += 1;
                 tracing::debug!(sender = sub.sender, message_id = %sub.message_id, mst = sub.max_sequencing_ts, "max sequencing time exceeded; dropped");
                 Resolution::Done(Err(SequencerError::NotSequenced {
@@ -491,12 +507,9 @@ impl Writer {
                     mst: sub.max_sequencing_ts,
                 }))
             }
-            // Claimed by an event its node has not covered: it may yet be covered, or be
-            // truncated with a dead node's tail. Neither answer is known.
-            Some(_) if late => {
-                stats.late += 1;
-                Resolution::Done(Err(self.unknown(sub, "its max_sequencing_time passed while another node's claim on its message id was unconfirmed")))
-            }
+            // Unclaimed, or claimed by an event its node has not covered (it may yet be, or be
+            // truncated with a dead node's tail), or late while another node may still commit
+            // an attempt within the deadline: not known yet.
             _ => {
                 stats.pending += 1;
                 Resolution::Pending
