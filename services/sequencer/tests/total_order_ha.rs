@@ -3,8 +3,11 @@
 //! the database through a fault proxy of its own. Several senders send concurrently through
 //! random nodes; sends that got no answer (or UNAVAILABLE) are resent with the same message id
 //! and content, possibly on another node; message ids are sometimes reused with other content.
-//! Meanwhile nodes lose their database (their lock session dies: the others knock them offline
-//! and sweep their uncovered tails) or freeze (blackholed while holding their lock), and pairs
+//! Clients differ in patience, so some resend while the first attempt is still held. Meanwhile
+//! nodes lose their database after a slow spell (their lock session dies: the others knock them
+//! offline and sweep their uncovered tails) or freeze (blackholed while holding their lock);
+//! a node is stalled between committing a batch and covering it (its watermark row locked from
+//! a session of the test's own), so that resends elsewhere meet its uncovered claims; and pairs
 //! of nodes shut down cleanly and restart at once, competing for node indexes. Several
 //! subscribers per member, on different nodes, resubscribe from their last timestamp whenever
 //! their stream ends.
@@ -20,12 +23,16 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use diesel::sql_types::{Array, BigInt, Integer, SmallInt, Text};
+use diesel::QueryableByName;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
+use syncline_coordination::db::{self, SessionKind};
 use syncline_coordination::timestamps::now_micros;
 use syncline_coordination::DbConfig;
 use syncline_proto::sequencer::sequencer_admin_service_client::SequencerAdminServiceClient;
@@ -49,10 +56,11 @@ const SUBSCRIBERS_PER_MEMBER: usize = 2;
 const STEPS: usize = 70;
 /// Sends in flight at most (further sends of a burst are skipped).
 const MAX_IN_FLIGHT: usize = 64;
-/// A send not answered within this counts as "no answer" (outcome unknown).
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
+/// A node whose watermark is older is knocked offline (above the largest clock skew, so that
+/// a node behind is not knocked offline for it alone).
+const OFFLINE_DURATION: Duration = Duration::from_secs(3);
 /// The nodes answer sends they cannot confirm within this with UNAVAILABLE.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+const WRITE_TIMEOUT: Duration = Duration::from_millis(1500);
 
 fn member(i: usize) -> String {
     format!("m{i}")
@@ -70,8 +78,7 @@ impl Node {
             name: format!("seq{slot}"),
             total_node_count: NODES as u32,
             write_timeout: WRITE_TIMEOUT,
-            // Above the largest clock skew, so that a node behind is not knocked offline for it.
-            offline_duration: Duration::from_secs(5),
+            offline_duration: OFFLINE_DURATION,
             max_clock_wait: Duration::from_secs(5),
             clock_offset_micros: offset_micros,
             ..Default::default()
@@ -99,6 +106,8 @@ impl Node {
 
 /// The nodes, their proxies and clock offsets, and channels to the running ones.
 struct Cluster {
+    /// The database, not through any proxy.
+    direct_url: String,
     urls: Vec<String>,
     proxies: Vec<FaultProxy>,
     offsets: Vec<i64>,
@@ -279,18 +288,23 @@ impl Ledger {
 
 struct Shared {
     cluster: Cluster,
+    /// Claims that were committed but not covered when a stall locked their watermark row.
+    stalled_claims: AtomicUsize,
     ledger: Mutex<Ledger>,
     in_flight: Arc<Semaphore>,
 }
 
-/// Send variant `v` of `key` once through `slot` and record the answer.
-async fn attempt(shared: Arc<Shared>, key: usize, v: usize, slot: usize, channel: Channel) {
-    let req = {
-        let mut ledger = shared.ledger.lock().unwrap();
-        ledger.keys[key].variants[v].in_flight += 1;
-        ledger.request(key, v)
-    };
-    let r = tokio::time::timeout(ATTEMPT_TIMEOUT, SequencerServiceClient::new(channel).send(req)).await;
+/// Mark an attempt of variant `v` of `key` as under way; its request.
+fn begin_attempt(shared: &Shared, key: usize, v: usize) -> SendRequest {
+    let mut ledger = shared.ledger.lock().unwrap();
+    ledger.keys[key].variants[v].in_flight += 1;
+    ledger.request(key, v)
+}
+
+/// Send `req` (variant `v` of `key`) once through `slot`, giving up after `patience`, and
+/// record the answer.
+async fn attempt(shared: Arc<Shared>, key: usize, v: usize, req: SendRequest, slot: usize, channel: Channel, patience: Duration) {
+    let r = tokio::time::timeout(patience, SequencerServiceClient::new(channel).send(req)).await;
     let (answer, code) = match r {
         Err(_) => (Answer::Unknown, "no answer".to_string()),
         Ok(Ok(resp)) => (Answer::Ok(resp.into_inner().timestamp), "OK".to_string()),
@@ -320,15 +334,55 @@ async fn attempt(shared: Arc<Shared>, key: usize, v: usize, slot: usize, channel
 }
 
 /// Spawn an attempt of (key, v) on a random running node, if a send slot is free.
-fn spawn_attempt(shared: &Arc<Shared>, tasks: &mut JoinSet<()>, rng: &mut StdRng, key: usize, v: usize) -> bool {
+/// Spawn an attempt of (key, v) on `target` or else a random running node, if a send slot is
+/// free. Clients differ in patience: some give up (and resend) before the node answers.
+fn spawn_attempt(
+    shared: &Arc<Shared>,
+    tasks: &mut JoinSet<()>,
+    rng: &mut StdRng,
+    key: usize,
+    v: usize,
+    target: Option<usize>,
+) -> bool {
     let Ok(permit) = shared.in_flight.clone().try_acquire_owned() else { return false };
-    let Some((slot, channel)) = shared.cluster.pick(rng) else { return false };
+    let picked = match target {
+        Some(slot) => shared.cluster.channel(slot).map(|c| (slot, c)),
+        None => shared.cluster.pick(rng),
+    };
+    let Some((slot, channel)) = picked else { return false };
+    let patience = Duration::from_millis(rng.random_range(500..3000));
+    let req = begin_attempt(shared, key, v);
     let shared = shared.clone();
     tasks.spawn(async move {
-        attempt(shared, key, v, slot, channel).await;
+        attempt(shared, key, v, req, slot, channel, patience).await;
         drop(permit);
     });
     true
+}
+
+/// A new send of `sender` with random recipients, attempted on `target` (or a random node);
+/// `None` when it could not be attempted (and so does not exist).
+fn new_send(
+    shared: &Arc<Shared>,
+    tasks: &mut JoinSet<()>,
+    rng: &mut StdRng,
+    sender: usize,
+    n: usize,
+    target: Option<usize>,
+) -> Option<usize> {
+    let id = format!("s{sender}-{n}");
+    let recipients = random_recipients(rng, sender);
+    let (key, v) = {
+        let mut ledger = shared.ledger.lock().unwrap();
+        let key = ledger.new_key(sender, id);
+        (key, ledger.new_variant(key, recipients))
+    };
+    if spawn_attempt(shared, tasks, rng, key, v, target) {
+        Some(key)
+    } else {
+        shared.ledger.lock().unwrap().keys[key].variants.pop();
+        None
+    }
 }
 
 fn random_recipients(rng: &mut StdRng, sender: usize) -> Vec<usize> {
@@ -401,16 +455,104 @@ async fn subscriber(shared: Arc<Shared>, m: usize, home: usize, seed: u64, seen:
     }
 }
 
-/// Cut a node's database (its sessions die; `blackhole`: it freezes, keeping its lock), then
-/// restore it after `for_`.
-async fn fault(shared: Arc<Shared>, slot: usize, blackhole: bool, for_: Duration) {
+/// What happens to a node's database connections: first they get slow (every chunk
+/// delayed), so that the failure likely falls between committing a batch and covering it
+/// with the watermark; then they fail for a while, and are restored.
+#[derive(Clone, Copy, Debug)]
+struct Fault {
+    latency: Duration,
+    slow_for: Duration,
+    /// Blackholed (frozen, still holding its lock: nobody may sweep its uncovered claims;
+    /// longer than the offline duration, it is knocked offline and its tail truncated later)
+    /// rather than cut (its lock session dies: the others knock it offline and sweep its tail).
+    freeze: bool,
+    failed_for: Duration,
+}
+
+impl Fault {
+    fn random(rng: &mut StdRng, freeze: bool) -> Fault {
+        let max = if freeze { 6500 } else { 3000 };
+        Fault {
+            latency: Duration::from_millis(rng.random_range(20..300)),
+            slow_for: Duration::from_millis(rng.random_range(200..1000)),
+            freeze,
+            failed_for: Duration::from_millis(rng.random_range(300..max)),
+        }
+    }
+}
+
+/// Apply `f` to node `slot`'s database connections.
+async fn fault(shared: Arc<Shared>, slot: usize, f: Fault) {
     let proxy = &shared.cluster.proxies[slot];
-    if blackhole {
+    proxy.latency(f.latency);
+    tokio::time::sleep(f.slow_for).await;
+    if f.freeze {
         proxy.blackhole();
     } else {
         proxy.down();
     }
-    tokio::time::sleep(for_).await;
+    tokio::time::sleep(f.failed_for).await;
+    proxy.restore();
+    shared.cluster.settle(&[slot]);
+}
+
+#[derive(QueryableByName)]
+struct ClaimIndex {
+    #[diesel(sql_type = SmallInt)]
+    node_index: i16,
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// Stall node `slot` between committing a batch and covering it: once a claim of one of
+/// `ids` is committed, lock its node's watermark row from a session of our own for `hold`.
+/// The node keeps its index lock until its write times out, and nobody can knock it offline
+/// or sweep its tail while the row is locked: resends of those sends elsewhere meet claims
+/// that are not covered (and end up truncated).
+async fn stall(shared: Arc<Shared>, slot: usize, ids: Vec<String>, hold: Duration) {
+    use diesel_async::RunQueryDsl;
+    let proxy = &shared.cluster.proxies[slot];
+    let mut conn = db::connect(&DbConfig::new(&shared.cluster.direct_url), SessionKind::Lock).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let index = loop {
+        let found: Vec<ClaimIndex> =
+            diesel::sql_query("select node_index from sequencer_message_ids where message_id = any($1) limit 1")
+                .bind::<Array<Text>, _>(&ids)
+                .load(&mut conn)
+                .await
+                .unwrap();
+        if let Some(c) = found.into_iter().next() {
+            break Some(c.node_index);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    if let Some(index) = index {
+        diesel::sql_query("begin").execute(&mut conn).await.unwrap();
+        diesel::sql_query("select 1 from sequencer_watermarks where node_index = $1 for update")
+            .bind::<Integer, _>(i32::from(index))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let uncovered: Count = diesel::sql_query(
+            "select count(*) as n from sequencer_message_ids m join sequencer_watermarks w on w.node_index = m.node_index \
+             where m.message_id = any($1) and m.ts > w.watermark_ts",
+        )
+        .bind::<Array<Text>, _>(&ids)
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+        shared.stalled_claims.fetch_add(uncovered.n as usize, Ordering::Relaxed);
+        proxy.restore();
+        tokio::time::sleep(hold).await;
+        diesel::sql_query("rollback").execute(&mut conn).await.unwrap();
+    }
     proxy.restore();
     shared.cluster.settle(&[slot]);
 }
@@ -440,12 +582,18 @@ fn reuse(
         let sender = ledger.keys[key].sender;
         ledger.new_variant(key, random_recipients(rng, sender))
     };
-    if spawn_attempt(shared, tasks, rng, key, v) {
+    if spawn_attempt(shared, tasks, rng, key, v, None) {
         *counts.entry("reused ids").or_default() += 1;
     } else {
         shared.ledger.lock().unwrap().keys[key].variants.pop();
     }
 }
+
+/// Rolls of the schedule's actions that every run must take at least once.
+const CUT: u32 = 77;
+const FREEZE: u32 = 78;
+const DOUBLE_RESTART: u32 = 90;
+const STALL: u32 = 94;
 
 /// The schedule: bursts of sends, resends of unanswered ones, reused ids, faults, restarts.
 async fn drive(
@@ -456,32 +604,31 @@ async fn drive(
     counts: &mut BTreeMap<&'static str, usize>,
 ) {
     let mut next_id = [0usize; SENDERS];
-    let (mut cuts, mut double_restarts) = (0, 0);
+    let (mut cuts, mut freezes, mut stalls, mut double_restarts) = (0, 0, 0, 0);
     for step in 0..STEPS {
-        let mut roll = rng.random_range(0..100);
-        // Every run cuts a node and restarts a pair at least once, whatever the seed.
-        if step >= STEPS / 4 && cuts == 0 {
-            roll = 80;
+        let mut roll: u32 = rng.random_range(0..100);
+        // Every run cuts, freezes and stalls a node and restarts a pair at least once, whatever
+        // the seed: one overdue kind every third step (traffic goes on in between).
+        let overdue = [
+            (STEPS / 5, cuts, CUT),
+            (STEPS / 4, stalls, STALL),
+            (STEPS / 3, freezes, FREEZE),
+            (STEPS / 2, double_restarts, DOUBLE_RESTART),
+        ];
+        let forced = overdue.iter().find(|(from, done, _)| step >= *from && *done == 0).map(|o| o.2);
+        if let Some(f) = forced.filter(|_| step % 3 == 0) {
+            roll = f;
         }
-        if step >= STEPS / 2 && double_restarts == 0 {
-            roll = 90;
+        // A pair restarts only while no node is disturbed: hold other chaos back until it did.
+        if forced == Some(DOUBLE_RESTART) && roll >= CUT {
+            roll = DOUBLE_RESTART;
         }
         match roll {
             0..55 => {
                 for _ in 0..rng.random_range(1..=10) {
                     let sender = rng.random_range(0..SENDERS);
-                    let id = format!("s{sender}-{}", next_id[sender]);
                     next_id[sender] += 1;
-                    let recipients = random_recipients(rng, sender);
-                    let (key, v) = {
-                        let mut ledger = shared.ledger.lock().unwrap();
-                        let key = ledger.new_key(sender, id);
-                        (key, ledger.new_variant(key, recipients))
-                    };
-                    if !spawn_attempt(shared, tasks, rng, key, v) {
-                        shared.ledger.lock().unwrap().keys[key].variants.pop();
-                        continue;
-                    }
+                    let Some(key) = new_send(shared, tasks, rng, sender, next_id[sender], None) else { continue };
                     *counts.entry("sends").or_default() += 1;
                     // Now and then the same id with other content races it.
                     if rng.random_ratio(1, 20) {
@@ -492,7 +639,7 @@ async fn drive(
             55..70 => {
                 let open = shared.ledger.lock().unwrap().open_variants();
                 for &(key, v) in open.choose_multiple(rng, 4) {
-                    if spawn_attempt(shared, tasks, rng, key, v) {
+                    if spawn_attempt(shared, tasks, rng, key, v, None) {
                         *counts.entry("resends").or_default() += 1;
                     }
                 }
@@ -515,14 +662,24 @@ async fn drive(
             }
             77..87 => {
                 if let Some(slots) = shared.cluster.disturb(rng, 1) {
-                    let blackhole = rng.random_bool(0.35);
-                    let for_ = Duration::from_millis(rng.random_range(300..if blackhole { 6500 } else { 3000 }));
-                    *counts.entry(if blackhole { "freezes" } else { "cuts" }).or_default() += 1;
-                    cuts += 1;
-                    chaos.spawn(fault(shared.clone(), slots[0], blackhole, for_));
+                    let forced_freeze = roll == FREEZE;
+                    let freeze = roll != CUT && (forced_freeze || rng.random_bool(0.4));
+                    let mut f = Fault::random(rng, freeze);
+                    if freeze {
+                        freezes += 1;
+                        // The forced one outlasts the offline duration: knocked offline while it
+                        // holds its lock, its tail is truncated only when it comes back.
+                        if forced_freeze {
+                            f.failed_for = f.failed_for.max(OFFLINE_DURATION + Duration::from_secs(2));
+                        }
+                    } else {
+                        cuts += 1;
+                    }
+                    *counts.entry(if freeze { "freezes" } else { "cuts" }).or_default() += 1;
+                    chaos.spawn(fault(shared.clone(), slots[0], f));
                 }
             }
-            87..95 => {
+            87..94 => {
                 if let Some(slots) = shared.cluster.disturb(rng, 2) {
                     *counts.entry("double restarts").or_default() += 1;
                     double_restarts += 1;
@@ -530,11 +687,46 @@ async fn drive(
                     chaos.spawn(restart(shared.clone(), slots, pause));
                 }
             }
+            94..99 => {
+                let slots = shared.cluster.disturb(rng, 1).unwrap_or_default();
+                if slots.is_empty() {
+                } else if !shared.cluster.serving(slots[0]).await {
+                    shared.cluster.settle(&slots);
+                } else {
+                    *counts.entry("stalls").or_default() += 1;
+                    stalls += 1;
+                    // A burst at the node, then its watermark row locked as soon as the burst's
+                    // claims are committed (its link is slow, so the save comes later).
+                    let slot = slots[0];
+                    shared.cluster.proxies[slot].latency(Duration::from_millis(rng.random_range(30..80)));
+                    let mut ids = Vec::new();
+                    for _ in 0..rng.random_range(3..=8) {
+                        let sender = rng.random_range(0..SENDERS);
+                        next_id[sender] += 1;
+                        if let Some(key) = new_send(shared, tasks, rng, sender, next_id[sender], Some(slot)) {
+                            *counts.entry("sends").or_default() += 1;
+                            ids.push(shared.ledger.lock().unwrap().keys[key].id.clone());
+                        }
+                    }
+                    let hold = Duration::from_millis(rng.random_range(1000..4000));
+                    chaos.spawn(stall(shared.clone(), slot, ids, hold));
+                }
+            }
             _ => {
                 if let Some(slots) = shared.cluster.disturb(rng, 1) {
                     *counts.entry("restarts").or_default() += 1;
                     let pause = Duration::from_millis(rng.random_range(0..1000));
                     chaos.spawn(restart(shared.clone(), slots, pause));
+                }
+            }
+        }
+        // Sends that got no answer are resent soon, often while their first node is still
+        // frozen or being swept.
+        if rng.random_bool(0.5) {
+            let open = shared.ledger.lock().unwrap().open_variants();
+            for &(key, v) in open.choose_multiple(rng, 3) {
+                if spawn_attempt(shared, tasks, rng, key, v, None) {
+                    *counts.entry("resends").or_default() += 1;
                 }
             }
         }
@@ -553,7 +745,7 @@ async fn settle_sends(shared: &Arc<Shared>, rng: &mut StdRng, limit: Duration) {
             break;
         }
         for (key, v) in open {
-            spawn_attempt(shared, &mut tasks, rng, key, v);
+            spawn_attempt(shared, &mut tasks, rng, key, v, None);
         }
         while tasks.join_next().await.is_some() {}
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -570,7 +762,8 @@ async fn fence(shared: &Arc<Shared>, slot: usize) -> i64 {
     let start = Instant::now();
     loop {
         let channel = shared.cluster.channel(slot).expect("the fence node runs");
-        attempt(shared.clone(), key, v, slot, channel).await;
+        let req = begin_attempt(shared, key, v);
+        attempt(shared.clone(), key, v, req, slot, channel, Duration::from_secs(5)).await;
         if let Some(ts) = shared.ledger.lock().unwrap().keys[key].variants[v].ok() {
             return ts;
         }
@@ -725,6 +918,7 @@ async fn sends_survive_cuts_freezes_restarts_and_skewed_clocks_exactly_once_in_o
     }
     let shared = Arc::new(Shared {
         cluster: Cluster {
+            direct_url: tdb.url.clone(),
             urls,
             proxies,
             offsets,
@@ -733,6 +927,7 @@ async fn sends_survive_cuts_freezes_restarts_and_skewed_clocks_exactly_once_in_o
             disturbed: Mutex::new(HashSet::new()),
         },
         ledger: Mutex::new(Ledger::default()),
+        stalled_claims: AtomicUsize::new(0),
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
     });
     // Start them all at once: they compete for the indexes too.
@@ -830,15 +1025,14 @@ async fn sends_survive_cuts_freezes_restarts_and_skewed_clocks_exactly_once_in_o
         check_contract(&ledger, &sequences, seed);
         let delivered: usize = sequences.iter().map(Vec::len).sum();
         let reuses_won = ledger.keys.iter().filter(|k| k.variants.iter().skip(1).any(|v| v.ok().is_some())).count();
+        let stalled = shared.stalled_claims.load(Ordering::Relaxed);
+        let (streams, ended_ok, ended_err) = stream_stats;
         println!(
-            "answers {:?}; {reuses_won} reused ids won by the later content; {still_open} sends without a final answer; \
-         {delivered} deliveries; {} streams ({} ended OK, {} with an error); {:?} in all",
-            ledger.codes,
-            stream_stats.0,
-            stream_stats.1,
-            stream_stats.2,
-            started.elapsed()
+            "answers {:?}; {reuses_won} reused ids won by the later content; {stalled} claims stalled uncovered",
+            ledger.codes
         );
+        println!("{still_open} sends without a final answer; {delivered} deliveries; {streams} streams ({ended_ok} ended OK, {ended_err} with an error)");
+        println!("{:?} in all", started.elapsed());
         assert!(ledger.unexpected.is_empty(), "unexpected answers: {:?} (seed {seed})", ledger.unexpected);
     }
     for s in 0..NODES {
