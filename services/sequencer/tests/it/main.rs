@@ -7,3 +7,4 @@ mod pruning;
 mod sequencer;
 mod settings_validation;
 mod subscriptions;
+mod total_order_ha;
