@@ -4,8 +4,8 @@ use std::future::Future;
 
 use syncline_proto::sequencer::sequencer_admin_service_client::SequencerAdminServiceClient;
 use syncline_proto::sequencer::{
-    DisableMemberRequest, PruneRequest, PruneResponse, PruningStatusRequest, PruningStatusResponse, RegisterMemberRequest,
-    SequencerStatusRequest, SequencerStatusResponse,
+    DisableMemberRequest, PruneRequest, PruneResponse, PruningStatusRequest, PruningStatusResponse,
+    RegisterMemberRequest, SequencerStatusRequest, SequencerStatusResponse,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -48,7 +48,9 @@ impl AdminClient {
     /// Register `member`; the timestamp after which it may read events.
     pub async fn register_member(&self, member: &str) -> Result<i64, AdminError> {
         let request = RegisterMemberRequest { member: member.into() };
-        let r = self.call(format!("register member {member}"), |mut c| async move { c.register_member(request).await }).await?;
+        let r = self
+            .call(format!("register member {member}"), |mut c| async move { c.register_member(request).await })
+            .await?;
         Ok(r.registered_at)
     }
 
@@ -66,8 +68,11 @@ impl AdminClient {
 
     /// The safe pruning point and the members holding it back.
     pub async fn pruning_status(&self) -> Result<PruningStatusResponse, AdminError> {
-        self.call("read its pruning status".into(), |mut c| async move { c.pruning_status(PruningStatusRequest {}).await })
-            .await
+        self.call(
+            "read its pruning status".into(),
+            |mut c| async move { c.pruning_status(PruningStatusRequest {}).await },
+        )
+        .await
     }
 
     /// Remove events before `before` (refused past the safe pruning point).
@@ -81,12 +86,16 @@ impl AdminClient {
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let client = SequencerAdminServiceClient::new(self.endpoint.channel());
-        let error = |code, message| AdminError { endpoint: self.endpoint.url().to_string(), what: what.clone(), code, message };
+        let error =
+            |code, message| AdminError { endpoint: self.endpoint.url().to_string(), what: what.clone(), code, message };
         match tokio::time::timeout(self.config.attempt_timeout, f(client)).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
             Ok(Err(status)) if status.code() == Code::Unavailable || status.code() == Code::Unknown => {
                 // Transport failures keep their causes; a node's own refusals are one message.
-                Err(error(status.code(), describe(&status).split_once(": ").map_or(String::new(), |(_, m)| m.to_string())))
+                Err(error(
+                    status.code(),
+                    describe(&status).split_once(": ").map_or(String::new(), |(_, m)| m.to_string()),
+                ))
             }
             Ok(Err(status)) => Err(error(status.code(), status.message().to_string())),
             Err(_) => Err(error(Code::DeadlineExceeded, format!("no answer within {:?}", self.config.attempt_timeout))),

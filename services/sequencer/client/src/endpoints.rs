@@ -121,9 +121,13 @@ pub(crate) struct Pick {
 
 impl Endpoints {
     /// The endpoints at `urls`.
-    pub(crate) fn new(urls: impl IntoIterator<Item = impl Into<String>>, config: ClientConfig) -> Result<Self, EndpointError> {
+    pub(crate) fn new(
+        urls: impl IntoIterator<Item = impl Into<String>>,
+        config: ClientConfig,
+    ) -> Result<Self, EndpointError> {
         let list = build(urls, &config, &[])?;
-        let shared = Shared { list: RwLock::new(list), cursor: AtomicUsize::new(0), version: watch::Sender::new(0), config };
+        let shared =
+            Shared { list: RwLock::new(list), cursor: AtomicUsize::new(0), version: watch::Sender::new(0), config };
         Ok(Endpoints { shared: Arc::new(shared) })
     }
 
@@ -210,7 +214,11 @@ mod tests {
     use super::*;
 
     fn config() -> ClientConfig {
-        ClientConfig { backoff_min: Duration::from_millis(100), backoff_max: Duration::from_millis(400), ..Default::default() }
+        ClientConfig {
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(400),
+            ..Default::default()
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -245,7 +253,11 @@ mod tests {
         for _ in 0..5 {
             a.failed(e.config(), "test");
         }
-        assert_eq!(a.ready_at(Instant::now()), Some(Instant::now() + Duration::from_millis(400)), "capped at backoff_max");
+        assert_eq!(
+            a.ready_at(Instant::now()),
+            Some(Instant::now() + Duration::from_millis(400)),
+            "capped at backoff_max"
+        );
         a.succeeded();
         assert_eq!(a.ready_at(Instant::now()), None);
     }

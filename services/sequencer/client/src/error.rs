@@ -20,7 +20,9 @@ pub enum SendError {
         message: String,
     },
     /// Not sequenced, and it never will be: its max-sequencing-time passed first.
-    #[error("message {message_id:?} of {sender} was not sequenced and never will be: {message} (answered by {endpoint})")]
+    #[error(
+        "message {message_id:?} of {sender} was not sequenced and never will be: {message} (answered by {endpoint})"
+    )]
     NotSequenced {
         /// Sender of the send.
         sender: String,
@@ -141,7 +143,12 @@ pub(crate) enum Failure {
 pub(crate) fn classify(status: &Status, retry_internal: bool) -> Failure {
     let retry = matches!(
         status.code(),
-        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Cancelled | Code::Unknown | Code::Aborted
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::Aborted
     ) || (retry_internal && status.code() == Code::Internal);
     if retry {
         Failure::Retry(describe(status))

@@ -155,11 +155,16 @@ impl FakeSequencer {
             return Err(reject(Code::InvalidArgument, "a send needs envelopes, each with recipients".into()));
         }
         if req.max_sequencing_time < now_micros() {
-            return Err(reject(Code::InvalidArgument, format!("max_sequencing_time {} is in the past", req.max_sequencing_time)));
+            return Err(reject(
+                Code::InvalidArgument,
+                format!("max_sequencing_time {} is in the past", req.max_sequencing_time),
+            ));
         }
         match s.members.get(&req.sender) {
             None => return Err(reject(Code::NotFound, format!("member {} is not registered", req.sender))),
-            Some(m) if !m.enabled => return Err(reject(Code::PermissionDenied, format!("member {} is disabled", req.sender))),
+            Some(m) if !m.enabled => {
+                return Err(reject(Code::PermissionDenied, format!("member {} is disabled", req.sender)))
+            }
             Some(_) => {}
         }
         let key = (req.sender.clone(), req.message_id.clone());
@@ -174,17 +179,34 @@ impl FakeSequencer {
                 message: format!("already used for a different send sequenced at {ts}"),
             });
         }
-        let mut unknown: Vec<&str> =
-            req.envelopes.iter().flat_map(|e| &e.recipients).map(String::as_str).filter(|r| !s.members.contains_key(*r)).collect();
+        let mut unknown: Vec<&str> = req
+            .envelopes
+            .iter()
+            .flat_map(|e| &e.recipients)
+            .map(String::as_str)
+            .filter(|r| !s.members.contains_key(*r))
+            .collect();
         unknown.sort_unstable();
         unknown.dedup();
         let ts = s.next_ts();
         let stored = if unknown.is_empty() {
-            Stored { timestamp: ts, sender: req.sender.clone(), message_id: req.message_id.clone(), envelopes: req.envelopes.clone(), error: None }
+            Stored {
+                timestamp: ts,
+                sender: req.sender.clone(),
+                message_id: req.message_id.clone(),
+                envelopes: req.envelopes.clone(),
+                error: None,
+            }
         } else {
             // As the sequencer does: only the sender learns, through an error event.
             let error = DeliverError { code: "UNKNOWN_RECIPIENTS".into(), message: unknown.join(", ") };
-            Stored { timestamp: ts, sender: req.sender.clone(), message_id: req.message_id.clone(), envelopes: Vec::new(), error: Some(error) }
+            Stored {
+                timestamp: ts,
+                sender: req.sender.clone(),
+                message_id: req.message_id.clone(),
+                envelopes: Vec::new(),
+                error: Some(error),
+            }
         };
         s.events.push(stored);
         s.claims.insert(key, (req.envelopes, ts));
@@ -200,7 +222,12 @@ impl SequencerApi for FakeSequencer {
     }
 
     fn subscribe(&self, member: &str, after: Option<i64>) -> EventStream {
-        let refused = |code, message: String| SubscribeError::Refused { member: member.into(), endpoint: ENDPOINT.into(), code, message };
+        let refused = |code, message: String| SubscribeError::Refused {
+            member: member.into(),
+            endpoint: ENDPOINT.into(),
+            code,
+            message,
+        };
         let s = self.state.lock().unwrap();
         let start = match s.members.get(member) {
             None => Err(refused(Code::NotFound, format!("member {member} is not registered"))),
@@ -333,7 +360,8 @@ mod tests {
         }
         let replies = tokio::time::timeout(Duration::from_secs(5), service).await.unwrap().unwrap().unwrap();
         let alice = fake.events_of("alice");
-        let bodies: Vec<&[u8]> = alice.iter().filter(|e| e.sender == "bob").map(|e| &e.envelopes[0].content[..]).collect();
+        let bodies: Vec<&[u8]> =
+            alice.iter().filter(|e| e.sender == "bob").map(|e| &e.envelopes[0].content[..]).collect();
         assert_eq!(bodies, [b"cba", b"zyx"]);
         assert_eq!(alice.iter().filter(|e| e.sender == "bob").map(|e| e.timestamp).collect::<Vec<_>>(), replies);
         // alice's receipts carry her message ids and no envelopes addressed to others.
@@ -376,8 +404,12 @@ mod tests {
         let fake = FakeSequencer::new();
         fake.register("alice");
         fake.register("bob");
-        let unconfirmed =
-            SendError::Unconfirmed { sender: "alice".into(), message_id: "m1".into(), attempts: 3, last: "test".into() };
+        let unconfirmed = SendError::Unconfirmed {
+            sender: "alice".into(),
+            message_id: "m1".into(),
+            attempts: 3,
+            last: "test".into(),
+        };
         fake.fail_next_send(unconfirmed.clone());
         let req = RequestBuilder::new("alice", "m1").to(["bob"], "x").build();
         assert_eq!(fake.send(req.clone()).await.unwrap_err(), unconfirmed);

@@ -77,7 +77,11 @@ fn dead_url() -> String {
 }
 
 fn config() -> ClientConfig {
-    ClientConfig { attempt_timeout: Duration::from_millis(500), backoff_min: Duration::from_millis(20), ..Default::default() }
+    ClientConfig {
+        attempt_timeout: Duration::from_millis(500),
+        backoff_min: Duration::from_millis(20),
+        ..Default::default()
+    }
 }
 
 fn request(id: &str) -> SendRequest {
@@ -95,13 +99,15 @@ async fn to_end(stream: crate::EventStream) -> Vec<Result<Event, SubscribeError>
 
 #[tokio::test]
 async fn unknown_outcomes_are_resent_unchanged_on_the_next_endpoint_until_one_answers() {
-    let (a, sa) = serve(answers([Err(Status::unavailable("writer down")), Err(Status::resource_exhausted("queue full"))])).await;
+    let (a, sa) =
+        serve(answers([Err(Status::unavailable("writer down")), Err(Status::resource_exhausted("queue full"))])).await;
     let (b, sb) = serve(answers([Err(Status::deadline_exceeded("slow")), Ok(42)])).await;
     let client = SequencerClient::new([a, b, dead_url()], config()).unwrap();
     let req = request("m1");
     let sent = client.send(req.clone()).await.unwrap();
     assert_eq!(sent.timestamp, 42);
-    let received: Vec<SendRequest> = sa.received.lock().unwrap().iter().chain(sb.received.lock().unwrap().iter()).cloned().collect();
+    let received: Vec<SendRequest> =
+        sa.received.lock().unwrap().iter().chain(sb.received.lock().unwrap().iter()).cloned().collect();
     assert!(received.iter().all(|r| *r == req), "every attempt is the identical request");
     assert_eq!(received.len(), 4, "two attempts on each live endpoint, the last one answered");
     // Plus at least one on the dead endpoint: every attempt but the last is a resend.
@@ -145,7 +151,11 @@ async fn final_answers_are_typed_and_not_resent() {
 async fn a_refusal_of_a_resend_leaves_the_outcome_unknown() {
     // The first attempt may have been sequenced; the resend's refusal (here: too late) does
     // not say it was not.
-    let (a, _) = serve(answers([Err(Status::unavailable("no answer")), Err(Status::invalid_argument("max_sequencing_time is in the past"))])).await;
+    let (a, _) = serve(answers([
+        Err(Status::unavailable("no answer")),
+        Err(Status::invalid_argument("max_sequencing_time is in the past")),
+    ]))
+    .await;
     let client = SequencerClient::new([a], config()).unwrap();
     let e = client.send(request("m1")).await.unwrap_err();
     let SendError::Unconfirmed { attempts, last, .. } = &e else { panic!("{e:?}") };
@@ -173,7 +183,9 @@ async fn no_answer_until_the_max_sequencing_time_is_unconfirmed_with_the_last_ca
 async fn a_subscription_resumes_after_its_last_event_on_another_endpoint() {
     let a_items = vec![event(10, None), event(20, Some(10)), Err(Status::unavailable("node going away"))];
     let (a, sa) = serve(Script { stream: Mutex::new(a_items), ..Default::default() }).await;
-    let (b, sb) = serve(Script { stream: Mutex::new(vec![event(30, Some(20)), event(40, Some(30))]), ..Default::default() }).await;
+    let (b, sb) =
+        serve(Script { stream: Mutex::new(vec![event(30, Some(20)), event(40, Some(30))]), ..Default::default() })
+            .await;
     let client = SequencerClient::new([a, b], config()).unwrap();
     let got: Vec<i64> = client.subscribe("bob", None).take(4).map(|e| e.unwrap().timestamp).collect().await;
     assert_eq!(got, [10, 20, 30, 40]);
@@ -193,14 +205,21 @@ async fn a_gap_in_the_previous_timestamp_chain_is_an_error_not_skipped() {
     let e = got[2].clone().unwrap_err();
     assert_eq!(
         e,
-        SubscribeError::ChainBroken { member: "bob".into(), endpoint: b.clone(), timestamp: 40, previous: Some(30), expected: Some(20) }
+        SubscribeError::ChainBroken {
+            member: "bob".into(),
+            endpoint: b.clone(),
+            timestamp: 40,
+            previous: Some(30),
+            expected: Some(20)
+        }
     );
     assert!(e.to_string().contains("event 40 names 30 as the member's previous event"), "{e}");
 }
 
 #[tokio::test]
 async fn a_repeated_event_and_a_bad_first_event_break_the_chain() {
-    let (a, _) = serve(Script { stream: Mutex::new(vec![event(10, None), event(10, Some(10))]), ..Default::default() }).await;
+    let (a, _) =
+        serve(Script { stream: Mutex::new(vec![event(10, None), event(10, Some(10))]), ..Default::default() }).await;
     let client = SequencerClient::new([a], config()).unwrap();
     let got = to_end(client.subscribe("bob", None)).await;
     assert!(matches!(got[1], Err(SubscribeError::ChainBroken { timestamp: 10, .. })), "{got:?}");
@@ -208,7 +227,13 @@ async fn a_repeated_event_and_a_bad_first_event_break_the_chain() {
     let (b, _) = serve(Script { stream: Mutex::new(vec![event(60, Some(55))]), ..Default::default() }).await;
     let client = SequencerClient::new([b], config()).unwrap();
     let got = to_end(client.subscribe("bob", Some(50))).await;
-    assert!(matches!(got[0], Err(SubscribeError::ChainBroken { timestamp: 60, previous: Some(55), expected: Some(50), .. })), "{got:?}");
+    assert!(
+        matches!(
+            got[0],
+            Err(SubscribeError::ChainBroken { timestamp: 60, previous: Some(55), expected: Some(50), .. })
+        ),
+        "{got:?}"
+    );
 }
 
 #[tokio::test]

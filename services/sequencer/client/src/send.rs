@@ -55,8 +55,8 @@ async fn attempts(endpoints: Endpoints, request: SendRequest) -> Result<Sent, Se
             tokio::time::sleep(wait).await;
         }
         attempts += 1;
-        let mut client = SequencerServiceClient::new(endpoint.channel())
-            .max_decoding_message_size(config.max_decoding_message_size);
+        let mut client =
+            SequencerServiceClient::new(endpoint.channel()).max_decoding_message_size(config.max_decoding_message_size);
         let answer = tokio::time::timeout(config.attempt_timeout, client.send(request.clone())).await;
         let failure = match answer {
             Ok(Ok(response)) => {
@@ -74,13 +74,16 @@ async fn attempts(endpoints: Endpoints, request: SendRequest) -> Result<Sent, Se
             }
             Failure::Final(code, message) => {
                 endpoint.succeeded();
-                let (sender, message_id, endpoint) = (request.sender.clone(), request.message_id.clone(), endpoint.url().to_string());
+                let (sender, message_id, endpoint) =
+                    (request.sender.clone(), request.message_id.clone(), endpoint.url().to_string());
                 return Err(match code {
                     Code::AlreadyExists => SendError::AlreadyExists { sender, message_id, endpoint, message },
                     Code::FailedPrecondition => SendError::NotSequenced { sender, message_id, endpoint, message },
                     // An earlier attempt may have been sequenced: this refusal of the resend
                     // (say, its max-sequencing-time passed) does not tell.
-                    _ if attempts > 1 => unconfirmed(attempts, format!("{endpoint}: refused: {} ({message})", code_name(code))),
+                    _ if attempts > 1 => {
+                        unconfirmed(attempts, format!("{endpoint}: refused: {} ({message})", code_name(code)))
+                    }
                     _ => SendError::Rejected { sender, message_id, endpoint, code, message },
                 });
             }
@@ -113,7 +116,13 @@ pub(crate) async fn acknowledge(endpoints: Endpoints, member: String, timestamp:
             }
             Failure::Final(code, message) => {
                 endpoint.succeeded();
-                return Err(AcknowledgeError::Refused { member, timestamp, endpoint: endpoint.url().to_string(), code, message });
+                return Err(AcknowledgeError::Refused {
+                    member,
+                    timestamp,
+                    endpoint: endpoint.url().to_string(),
+                    code,
+                    message,
+                });
             }
         }
         tracing::debug!(attempt, %last, "acknowledgement failed; trying the next endpoint");

@@ -77,7 +77,9 @@ impl State {
                     self.last = Some(event.timestamp);
                     return Some(Ok(event));
                 }
-                Received::Message(Ok(Some(SubscribeResponse { event: None }))) => "a response without an event".to_string(),
+                Received::Message(Ok(Some(SubscribeResponse { event: None }))) => {
+                    "a response without an event".to_string()
+                }
                 // The server never ends a subscription with OK; a proxy might.
                 Received::Message(Ok(None)) => "the stream ended without an error".to_string(),
                 Received::Message(Err(status)) => match classify(&status, true) {
