@@ -10,6 +10,8 @@
 //! - [`SequencerApi`] is what a service depends on; `fake::FakeSequencer` (feature `fake`)
 //!   implements it in memory so that services can be unit-tested without servers.
 
+#![warn(missing_docs)]
+
 mod admin;
 mod config;
 mod endpoints;
