@@ -9,15 +9,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use syncline_coordination::timestamps::now_micros;
 use syncline_coordination::DbConfig;
-use syncline_proto::sequencer::sequencer_admin_service_client::SequencerAdminServiceClient;
+use futures_util::StreamExt;
 use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
-use syncline_proto::sequencer::{Envelope, RegisterMemberRequest, SendRequest, SubscribeRequest};
 use syncline_sequencer::{Sequencer, SequencerSettings};
+use syncline_sequencer_client::{AdminClient, ClientConfig, RequestBuilder, SequencerApi, SequencerClient};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use crate::embedded::Database;
-use crate::procs::{follow, wait_healthy, Log, Node, SendOutcome, Senders};
+use crate::procs::{admin_of, client_of, follow, follower_error, message, wait_healthy, Log, Node};
 
 /// Options of `syncline bench`.
 #[derive(clap::Args, Debug)]
@@ -244,17 +244,15 @@ async fn sequencing(url: &str, n: usize, args: &BenchArgs, phase: Duration, rate
     for a in &cluster.addrs {
         channels.push(Channel::from_shared(a.clone())?.connect().await?);
     }
-    let mut admin = SequencerAdminServiceClient::new(channels[0].clone());
+    let admin = AdminClient::new(cluster.addrs[0].clone(), ClientConfig::default())?;
     let run = rand::random::<u32>();
     let senders: Vec<String> = (0..args.concurrency).map(|i| format!("bench-sender-{run}-{i}")).collect();
     for m in senders.iter().map(String::as_str).chain([RECEIVER]) {
-        admin.register_member(RegisterMemberRequest { member: m.to_string() }).await?;
+        admin.register_member(m).await?;
     }
     // Subscribe from now on, so earlier phases' events do not count.
-    let mut sub = SequencerServiceClient::new(channels[0].clone())
-        .subscribe(SubscribeRequest { member: RECEIVER.into(), after: Some(now_micros()) })
-        .await?
-        .into_inner();
+    let receiver = SequencerClient::new([cluster.addrs[0].clone()], ClientConfig::default())?;
+    let mut sub = receiver.subscribe(RECEIVER, Some(now_micros()));
     let delivered = Arc::new(AtomicU64::new(0));
     let last_delivery = Arc::new(Mutex::new(Instant::now()));
     let latencies = Arc::new(Mutex::new(Vec::<f64>::new()));
@@ -263,8 +261,11 @@ async fn sequencing(url: &str, n: usize, args: &BenchArgs, phase: Duration, rate
         let (delivered, last_delivery, latencies, done) = (delivered.clone(), last_delivery.clone(), latencies.clone(), done.clone());
         tokio::spawn(async move {
             while !done.load(Ordering::Relaxed) {
-                let Ok(Ok(Some(r))) = tokio::time::timeout(Duration::from_millis(200), sub.message()).await else { continue };
-                let ev = r.event.unwrap_or_default();
+                let ev = match tokio::time::timeout(Duration::from_millis(200), sub.next()).await {
+                    Ok(Some(Ok(ev))) => ev,
+                    Ok(Some(Err(e))) => return Err(anyhow::Error::new(e).context("the bench subscriber")),
+                    Ok(None) | Err(_) => continue,
+                };
                 if let Some(env) = ev.envelopes.first() {
                     if env.content.len() >= 8 {
                         let sent = i64::from_le_bytes(env.content[..8].try_into().unwrap());
@@ -274,6 +275,7 @@ async fn sequencing(url: &str, n: usize, args: &BenchArgs, phase: Duration, rate
                 delivered.fetch_add(1, Ordering::Relaxed);
                 *last_delivery.lock().unwrap() = Instant::now();
             }
+            anyhow::Ok(())
         })
     };
     let accepted = Arc::new(AtomicU64::new(0));
@@ -282,6 +284,8 @@ async fn sequencing(url: &str, n: usize, args: &BenchArgs, phase: Duration, rate
     let deadline = start + phase;
     let per_sender_interval = rate.map(|r| Duration::from_secs_f64(args.concurrency as f64 / r));
     let mut tasks = Vec::new();
+    // Senders are pinned to a node and retry an overloaded answer at once: this measures the
+    // nodes, not the failover client's back-off.
     for (i, sender) in senders.iter().enumerate() {
         let mut client = SequencerServiceClient::new(channels[i % channels.len()].clone());
         let (sender, accepted, overloaded) = (sender.clone(), accepted.clone(), overloaded.clone());
@@ -299,12 +303,10 @@ async fn sequencing(url: &str, n: usize, args: &BenchArgs, phase: Duration, rate
                 }
                 let mut content = vec![0u8; payload];
                 content[..8].copy_from_slice(&now_micros().to_le_bytes());
-                let req = SendRequest {
-                    sender: sender.clone(),
-                    message_id: format!("{seq}"),
-                    max_sequencing_time: now_micros() + 60_000_000,
-                    envelopes: vec![Envelope { recipients: vec![RECEIVER.into()], content }],
-                };
+                let req = RequestBuilder::new(sender.as_str(), seq.to_string())
+                    .to([RECEIVER], content)
+                    .within(Duration::from_secs(60))
+                    .build();
                 match client.send(req).await {
                     Ok(_) => {
                         accepted.fetch_add(1, Ordering::Relaxed);
@@ -329,7 +331,7 @@ async fn sequencing(url: &str, n: usize, args: &BenchArgs, phase: Duration, rate
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     done.store(true, Ordering::Relaxed);
-    let _ = reader.await;
+    reader.await??;
     let got = delivered.load(Ordering::Relaxed);
     anyhow::ensure!(got == sent, "{sent} sends accepted but {got} delivered");
     let elapsed = last_delivery.lock().unwrap().duration_since(start).as_secs_f64();
@@ -390,15 +392,14 @@ async fn measure_kill(nodes: &mut [Node]) -> Result<KillPause> {
     for n in nodes.iter() {
         wait_healthy(n, Duration::from_secs(60)).await?;
     }
-    let mut admin = SequencerAdminServiceClient::connect(format!("http://{}", nodes[1].admin)).await?;
+    let admin = admin_of(&nodes[1])?;
     let sender = format!("bench-kill-sender-{run}");
     for m in [member.as_str(), sender.as_str()] {
-        admin.register_member(RegisterMemberRequest { member: m.to_string() }).await?;
+        admin.register_member(m).await?;
     }
     let log = Log::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let follower = follow(nodes[1].url(), member.clone(), log.clone(), stop.clone());
-    let senders = Senders::new(nodes);
+    let mut follower = follow(client_of(&nodes[1..])?, member.clone(), log.clone());
+    let senders = client_of(nodes)?;
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / KILL_RATE));
     let start = Instant::now();
     let mut killed_at = None;
@@ -411,14 +412,14 @@ async fn measure_kill(nodes: &mut [Node]) -> Result<KillPause> {
             killed_at = Some(Instant::now());
         }
         let (senders, sender, member) = (senders.clone(), sender.clone(), member.clone());
-        sends.spawn(async move { senders.send(k, &sender, &member, &format!("k{k:07}"), Duration::from_secs(30)).await });
+        sends.spawn(async move { senders.send(message(&sender, &member, &format!("k{k:07}"), Duration::from_secs(30))).await });
         k += 1;
     }
     // Every OK'd send must be delivered (OK means sequenced); sends that got no answer were
-    // resent on the other node by `Senders`.
+    // resent on the other node by the client.
     let mut sequenced = 0usize;
     while let Some(outcome) = sends.join_next().await {
-        if matches!(outcome?, SendOutcome::Sequenced { .. }) {
+        if outcome?.is_ok() {
             sequenced += 1;
         }
     }
@@ -426,7 +427,9 @@ async fn measure_kill(nodes: &mut [Node]) -> Result<KillPause> {
     while log.lock().unwrap().len() < sequenced && drain.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    stop.store(true, Ordering::Relaxed);
+    if let Some(e) = follower_error(&mut follower).await {
+        anyhow::bail!("the subscriber failed: {e}");
+    }
     follower.abort();
     let log = log.lock().unwrap().clone();
     let ids: std::collections::HashSet<&String> = log.iter().map(|(_, id, _)| id).collect();

@@ -11,11 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use syncline_proto::sequencer::sequencer_admin_service_client::SequencerAdminServiceClient;
-use syncline_proto::sequencer::RegisterMemberRequest;
+use syncline_sequencer_client::{SendError, Sent, SequencerApi};
 
 use crate::embedded::Database;
-use crate::procs::{follow, healthy, wait_healthy, Log, Node, SendOutcome, Senders};
+use crate::procs::{admin_of, client_of, follow, follower_error, healthy, message, wait_healthy, Log, Node};
 
 /// Options of `syncline demo`.
 #[derive(clap::Args, Debug)]
@@ -71,18 +70,21 @@ async fn workload(args: &DemoArgs, nodes: &mut [Node], dir: &Path, storage: &Pat
         wait_healthy(n, Duration::from_secs(60)).await?;
     }
     println!("  all {NODES} sequencers online\n");
-    let mut admin = SequencerAdminServiceClient::connect(format!("http://{}", nodes[0].admin)).await?;
+    let admin = admin_of(&nodes[0])?;
     for m in ["alice", "bob"] {
-        admin.register_member(RegisterMemberRequest { member: m.into() }).await?;
+        admin.register_member(m).await?;
     }
-    let stop = Arc::new(AtomicBool::new(false));
+    // One subscriber per node (a client of that node alone), to compare what each delivers.
     let logs: Vec<Log> = (0..NODES).map(|_| Log::default()).collect();
-    let followers: Vec<_> = nodes.iter().zip(&logs).map(|(n, l)| follow(n.url(), "bob".into(), l.clone(), stop.clone())).collect();
+    let mut followers = Vec::new();
+    for (n, l) in nodes.iter().zip(&logs) {
+        followers.push(follow(client_of(std::slice::from_ref(n))?, "bob".into(), l.clone()));
+    }
 
     // alice sends to bob round-robin over the nodes, many sends in flight. An OK means
     // sequenced and durable, so an OK'd message is never sent again; only a send that got no
     // answer (its node was killed, say) is resent unchanged on the next node.
-    let senders = Senders::new(nodes);
+    let senders = client_of(nodes)?;
     let sent = Arc::new(AtomicU64::new(0));
     let outcomes: Outcomes = Arc::default();
     let sending = Arc::new(AtomicBool::new(true));
@@ -100,7 +102,7 @@ async fn workload(args: &DemoArgs, nodes: &mut [Node], dir: &Path, storage: &Pat
                 let (senders, outcomes) = (senders.clone(), outcomes.clone());
                 let id = format!("msg-{k:06}");
                 tasks.spawn(async move {
-                    let outcome = senders.send(k, "alice", "bob", &id, Duration::from_secs(20)).await;
+                    let outcome = senders.send(message("alice", "bob", &id, Duration::from_secs(20))).await;
                     outcomes.lock().unwrap().insert(id, outcome);
                     drop(permit);
                 });
@@ -157,33 +159,34 @@ async fn workload(args: &DemoArgs, nodes: &mut [Node], dir: &Path, storage: &Pat
     sending.store(false, Ordering::Relaxed);
     tokio::time::timeout(Duration::from_secs(60), sender).await.context("waiting for the last sends")??;
     let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
-    let expected = outcomes.values().filter(|o| matches!(o, SendOutcome::Sequenced { .. })).count();
+    let expected = outcomes.values().filter(|o| o.is_ok()).count();
     let settle = Instant::now();
     while logs.iter().any(|l| l.lock().unwrap().len() < expected) && settle.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    followers.iter().for_each(|f| f.abort());
+    for (n, f) in nodes.iter().zip(&mut followers) {
+        if let Some(e) = follower_error(f).await {
+            bail!("the subscriber on {} failed: {e}", n.name);
+        }
+        f.abort();
+    }
     report(&logs, nodes, &outcomes, killed_at, rejoin, start.elapsed())
 }
 
 /// How each message's send ended, by message id.
-type Outcomes = Arc<std::sync::Mutex<HashMap<String, SendOutcome>>>;
+type Outcomes = Arc<std::sync::Mutex<HashMap<String, Result<Sent, SendError>>>>;
 
-fn report(logs: &[Log], nodes: &[Node], outcomes: &HashMap<String, SendOutcome>, killed_at: Option<Instant>, rejoin: Duration, elapsed: Duration) -> Result<()> {
+fn report(logs: &[Log], nodes: &[Node], outcomes: &HashMap<String, Result<Sent, SendError>>, killed_at: Option<Instant>, rejoin: Duration, elapsed: Duration) -> Result<()> {
     println!("\nWhat happened");
     // The timestamp each OK carried: the event must be delivered at exactly that timestamp.
     let sequenced: HashMap<&str, i64> = outcomes
         .iter()
-        .filter_map(|(id, o)| match o {
-            SendOutcome::Sequenced { timestamp, .. } => Some((id.as_str(), *timestamp)),
-            _ => None,
-        })
+        .filter_map(|(id, o)| Some((id.as_str(), o.as_ref().ok()?.timestamp)))
         .collect();
     let expected = sequenced.len();
     let unconfirmed = outcomes.len() - expected;
-    let resends: u32 = outcomes.values().map(|o| if let SendOutcome::Sequenced { resends, .. } = o { *resends } else { 0 }).sum();
+    let resends: u32 = outcomes.values().filter_map(|o| Some(o.as_ref().ok()?.resends)).sum();
     let reference: Vec<i64> = logs[1].lock().unwrap().iter().map(|(ts, _, _)| *ts).collect();
     let mut ok = unconfirmed == 0;
     for (n, log) in nodes.iter().zip(logs) {
@@ -223,6 +226,9 @@ fn report(logs: &[Log], nodes: &[Node], outcomes: &HashMap<String, SendOutcome>,
     println!("  sends that got no answer and were resent unchanged on another node: {resends} (never sequenced twice)");
     if unconfirmed > 0 {
         println!("  sends that no node confirmed: {unconfirmed}");
+        if let Some(Err(e)) = outcomes.values().find(|o| o.is_err()) {
+            println!("    for example: {e}");
+        }
     }
     println!("  throughput: {:.0} messages/s over {:.1} s", expected as f64 / elapsed.as_secs_f64(), elapsed.as_secs_f64());
     if !ok {

@@ -1,18 +1,17 @@
 //! Sequencer daemon processes started from this binary (demo and bench): spawn, kill -9,
-//! SIGTERM, health probes, and a reconnecting subscriber that records arrivals.
+//! SIGTERM, health probes, clients of their APIs, and a subscriber that records arrivals.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
-use syncline_coordination::timestamps::now_micros;
-use syncline_proto::sequencer::{Envelope, SendRequest, SubscribeRequest};
-use tonic::transport::Channel;
+use futures_util::StreamExt;
+use syncline_sequencer_client::{
+    AdminClient, ClientConfig, RequestBuilder, SendRequest, SequencerApi, SequencerClient, SubscribeError,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A `syncline daemon` process running one sequencer.
@@ -117,108 +116,52 @@ pub async fn healthy(addr: SocketAddr) -> bool {
     tokio::time::timeout(Duration::from_millis(500), probe).await.ok().flatten().unwrap_or(false)
 }
 
-/// How a send over [`Senders`] ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SendOutcome {
-    /// A node answered OK: sequenced at `timestamp`, after `resends` attempts that got no
-    /// answer (each resent, with the same message id, on the next node).
-    Sequenced { timestamp: i64, resends: u32 },
-    /// A node refused it for good (the status message).
-    Refused(String),
-    /// No node answered before the max-sequencing-time.
-    Unconfirmed,
-}
-
-/// Sends over several sequencer nodes: each send starts at a given node and, while it gets no
-/// answer, is resent unchanged (same message id and max-sequencing-time) on the next one.
-/// Cheap to clone; clients are shared and reconnected lazily.
-#[derive(Clone)]
-pub struct Senders {
-    urls: Arc<Vec<String>>,
-    clients: Arc<Mutex<Vec<Option<SequencerServiceClient<Channel>>>>>,
-}
-
-impl Senders {
-    /// Senders to the public APIs of `nodes`.
-    pub fn new(nodes: &[Node]) -> Senders {
-        let urls: Vec<String> = nodes.iter().map(Node::url).collect();
-        Senders { clients: Arc::new(Mutex::new(vec![None; urls.len()])), urls: Arc::new(urls) }
-    }
-
-    async fn client(&self, i: usize) -> Option<SequencerServiceClient<Channel>> {
-        if let Some(c) = self.clients.lock().unwrap()[i].clone() {
-            return Some(c);
-        }
-        let connect = SequencerServiceClient::connect(self.urls[i].clone());
-        let c = tokio::time::timeout(Duration::from_secs(1), connect).await.ok()?.ok()?;
-        self.clients.lock().unwrap()[i] = Some(c.clone());
-        Some(c)
-    }
-
-    /// Send message `id` from `sender` to `to` (its body is the id), starting at node `first`
-    /// (modulo the node count) until a node answers.
-    pub async fn send(&self, first: usize, sender: &str, to: &str, id: &str, mst_in: Duration) -> SendOutcome {
-        let req = SendRequest {
-            sender: sender.into(),
-            message_id: id.into(),
-            max_sequencing_time: now_micros() + mst_in.as_micros() as i64,
-            envelopes: vec![Envelope { recipients: vec![to.into()], content: id.as_bytes().to_vec() }],
-        };
-        let mut resends = 0u32;
-        for attempt in 0.. {
-            if now_micros() > req.max_sequencing_time {
-                break;
-            }
-            let i = (first + attempt) % self.urls.len();
-            if attempt > 0 && i == first % self.urls.len() {
-                tokio::time::sleep(Duration::from_millis(100)).await; // every node failed: pause
-            }
-            let Some(mut c) = self.client(i).await else { continue };
-            match tokio::time::timeout(Duration::from_secs(5), c.send(req.clone())).await {
-                Ok(Ok(r)) => return SendOutcome::Sequenced { timestamp: r.into_inner().timestamp, resends },
-                Ok(Err(s)) if is_final(s.code()) => return SendOutcome::Refused(s.message().to_string()),
-                _ => {
-                    // No answer (unavailable, overloaded, cut off): the outcome is unknown.
-                    self.clients.lock().unwrap()[i] = None;
-                    resends += 1;
-                }
-            }
-        }
-        SendOutcome::Unconfirmed
-    }
-}
-
-/// Answers that a resend cannot change.
-fn is_final(code: tonic::Code) -> bool {
-    use tonic::Code::*;
-    matches!(code, InvalidArgument | NotFound | PermissionDenied | AlreadyExists | FailedPrecondition | OutOfRange)
-}
-
 /// What one subscriber received: (timestamp, message id, arrival).
 pub type Log = Arc<Mutex<Vec<(i64, String, Instant)>>>;
 
-/// Follow `member` on one node, reconnecting from the last timestamp after failures.
-pub fn follow(url: String, member: String, log: Log, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+/// Follow `member` through `client` (which resumes after its last event, on another of its
+/// endpoints when one fails, and checks the chain), recording arrivals in `log`. The task
+/// ends only with the subscription's error; abort it to stop.
+pub fn follow(client: SequencerClient, member: String, log: Log) -> tokio::task::JoinHandle<Option<SubscribeError>> {
     tokio::spawn(async move {
-        while !stop.load(Ordering::Relaxed) {
-            let after = log.lock().unwrap().last().map(|(ts, _, _)| *ts);
-            let stream = async {
-                let mut c = SequencerServiceClient::connect(url.clone()).await.ok()?;
-                Some(c.subscribe(SubscribeRequest { member: member.clone(), after }).await.ok()?.into_inner())
-            }
-            .await;
-            if let Some(mut s) = stream {
-                while let Ok(Some(r)) = s.message().await {
-                    let e = r.event.unwrap_or_default();
-                    let id = e.envelopes.first().map(|env| String::from_utf8_lossy(&env.content).into_owned()).unwrap_or_default();
-                    log.lock().unwrap().push((e.timestamp, id, Instant::now()));
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut events = client.subscribe(&member, None);
+        while let Some(item) = events.next().await {
+            let e = match item {
+                Ok(e) => e,
+                Err(e) => return Some(e),
+            };
+            let id = e.envelopes.first().map(|env| String::from_utf8_lossy(&env.content).into_owned()).unwrap_or_default();
+            log.lock().unwrap().push((e.timestamp, id, Instant::now()));
         }
+        None
     })
 }
 
+/// A follower's error, if it ended with one (it never ends otherwise).
+pub async fn follower_error(follower: &mut tokio::task::JoinHandle<Option<SubscribeError>>) -> Option<String> {
+    if !follower.is_finished() {
+        return None;
+    }
+    match follower.await {
+        Ok(e) => e.map(|e| e.to_string()),
+        Err(e) => Some(format!("the subscriber task failed: {e}")),
+    }
+}
+
+/// A send from `sender` to `to` whose body is its message id, sequenceable for `within`.
+pub fn message(sender: &str, to: &str, id: &str, within: Duration) -> SendRequest {
+    RequestBuilder::new(sender, id).to([to], id).within(within).build()
+}
+
+/// A client of the public APIs of `nodes`, in order.
+pub fn client_of(nodes: &[Node]) -> Result<SequencerClient> {
+    Ok(SequencerClient::new(nodes.iter().map(Node::url), ClientConfig::default())?)
+}
+
+/// A client of `node`'s admin API.
+pub fn admin_of(node: &Node) -> Result<AdminClient> {
+    Ok(AdminClient::new(format!("http://{}", node.admin), ClientConfig::default())?)
+}
 
 /// Wait until `node` answers `/health` with 200; how long that took.
 pub async fn wait_healthy(node: &Node, limit: Duration) -> Result<Duration> {

@@ -1,11 +1,15 @@
 //! Helpers for system tests: write config files, run `syncline daemon` processes, kill them
-//! with SIGKILL, probe their health endpoints, and talk to them over gRPC.
+//! with SIGKILL, probe their health endpoints, and talk to them over gRPC (through the
+//! sequencer client crate).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+use syncline_sequencer_client::{AdminClient, ClientConfig, Event, SequencerApi, SequencerClient, SubscribeError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The `syncline` binary built next to this test (`SYNCLINE_BIN` overrides).
@@ -75,6 +79,52 @@ impl SequencerAddrs {
     pub fn admin_url(&self) -> String {
         format!("http://{}", self.admin)
     }
+
+    /// A client of its admin API.
+    pub fn admin(&self) -> AdminClient {
+        AdminClient::new(self.admin_url(), ClientConfig::default()).expect("a valid URL")
+    }
+}
+
+/// A client of the public APIs of `nodes` (round robin in this order, failing over).
+pub fn client_of<'a>(nodes: impl IntoIterator<Item = &'a SequencerAddrs>) -> SequencerClient {
+    SequencerClient::new(nodes.into_iter().map(SequencerAddrs::public_url), ClientConfig::default()).expect("valid URLs")
+}
+
+/// Everything a subscription delivered, with arrival times, and the error it ended with.
+#[derive(Default)]
+pub struct Received {
+    /// Events in arrival order.
+    pub events: Vec<(Event, Instant)>,
+    /// The error that ended the subscription (a broken chain, a refusal), if any.
+    pub error: Option<SubscribeError>,
+}
+
+impl Received {
+    /// The message id each event carries as its first envelope's content, with its timestamp.
+    pub fn ids(&self) -> Vec<(i64, String)> {
+        self.events.iter().map(|(e, _)| (e.timestamp, String::from_utf8_lossy(&e.envelopes[0].content).into_owned())).collect()
+    }
+}
+
+/// Subscribe `member` through `client` and record what arrives until the task is aborted;
+/// the client resumes after the last event (on another endpoint if it has several) and checks
+/// the previous_timestamp chain.
+pub fn record(client: SequencerClient, member: &str) -> (Arc<Mutex<Received>>, tokio::task::JoinHandle<()>) {
+    let sink: Arc<Mutex<Received>> = Arc::default();
+    let mut events = client.subscribe(member, None);
+    let task = {
+        let sink = sink.clone();
+        tokio::spawn(async move {
+            while let Some(item) = events.next().await {
+                match item {
+                    Ok(e) => sink.lock().unwrap().events.push((e, Instant::now())),
+                    Err(e) => sink.lock().unwrap().error = Some(e),
+                }
+            }
+        })
+    };
+    (sink, task)
 }
 
 /// A running `syncline daemon`; killed (SIGKILL) when dropped.

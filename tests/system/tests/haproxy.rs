@@ -6,15 +6,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use syncline_proto::sequencer::sequencer_admin_service_client::SequencerAdminServiceClient;
 use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
-use syncline_proto::sequencer::{Envelope, RegisterMemberRequest, SendRequest, SubscribeRequest};
+use syncline_sequencer_client::{ClientConfig, RequestBuilder, SequencerApi, SequencerClient};
 use syncline_system_tests::*;
 use syncline_testkit::{fresh_database, FaultProxy};
-use tonic::transport::Channel;
 
 struct Haproxy(Child);
 
@@ -56,25 +53,14 @@ async fn accepted(n: &SequencerAddrs) -> Option<u64> {
     )
 }
 
-fn now_micros() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64
-}
-
 /// Send `count` messages through HAProxy; every one must be sequenced (OK) at the first
 /// attempt: no resend hides a loss.
-async fn send_all(c: &mut SequencerServiceClient<Channel>, prefix: &str, count: usize, ids: &mut Vec<String>) {
+async fn send_all(c: &SequencerClient, prefix: &str, count: usize, ids: &mut Vec<String>) {
     for k in 0..count {
         let id = format!("{prefix}-{k:03}");
-        let r = c
-            .send(SendRequest {
-                sender: "alice".into(),
-                message_id: id.clone(),
-                max_sequencing_time: now_micros() + 30_000_000,
-                envelopes: vec![Envelope { recipients: vec!["bob".into()], content: id.clone().into_bytes() }],
-            })
-            .await;
-        if let Err(s) = r {
-            panic!("send {id} through HAProxy failed: {s}");
+        match c.send(RequestBuilder::new("alice", id.as_str()).to(["bob"], id.as_str()).build()).await {
+            Ok(sent) => assert_eq!(sent.resends, 0, "send {id} through HAProxy needed {} resends", sent.resends),
+            Err(e) => panic!("send {id} through HAProxy failed: {e}"),
         }
         ids.push(id);
     }
@@ -105,9 +91,9 @@ async fn haproxy_routes_around_a_node_without_database_and_a_killed_node() {
     let frontend = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let _haproxy = Haproxy::start(frontend, &nodes, dir.path().join("haproxy.log"));
     let url = format!("http://{frontend}");
-    let mut admin = SequencerAdminServiceClient::connect(nodes[1].admin_url()).await.unwrap();
+    let admin = nodes[1].admin();
     for m in ["alice", "bob"] {
-        admin.register_member(RegisterMemberRequest { member: m.into() }).await.unwrap();
+        admin.register_member(m).await.unwrap();
     }
     // HAProxy needs `rise 2` good checks per server before it routes to it.
     wait_for(Duration::from_secs(15), "HAProxy accepting connections", || {
@@ -116,30 +102,12 @@ async fn haproxy_routes_around_a_node_without_database_and_a_killed_node() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut client = SequencerServiceClient::connect(url.clone()).await.unwrap();
-    let c = &mut client;
+    // Clients that know only HAProxy's address.
+    let client = SequencerClient::new([url.clone()], ClientConfig::default()).unwrap();
+    let c = &client;
 
     // bob follows through HAProxy, resubscribing after the last event when a stream breaks.
-    let got: Arc<Mutex<Vec<(i64, String)>>> = Arc::default();
-    let follower = {
-        let (got, url) = (got.clone(), url.clone());
-        tokio::spawn(async move {
-            loop {
-                let after = got.lock().unwrap().last().map(|(ts, _)| *ts);
-                if let Ok(mut s) = SequencerServiceClient::connect(url.clone()).await {
-                    if let Ok(r) = s.subscribe(SubscribeRequest { member: "bob".into(), after }).await {
-                        let mut stream = r.into_inner();
-                        while let Ok(Some(m)) = stream.message().await {
-                            let e = m.event.unwrap_or_default();
-                            let id = String::from_utf8_lossy(&e.envelopes[0].content).into_owned();
-                            got.lock().unwrap().push((e.timestamp, id));
-                        }
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
+    let (got, follower) = record(client.clone(), "bob");
 
     let mut ids = Vec::new();
     let before: Vec<u64> = counts(&nodes).await;
@@ -173,12 +141,15 @@ async fn haproxy_routes_around_a_node_without_database_and_a_killed_node() {
 
     // bob, through HAProxy, got every message once, in timestamp order.
     let waited = std::time::Instant::now();
-    while got.lock().unwrap().len() < ids.len() && waited.elapsed() < Duration::from_secs(30) {
+    while got.lock().unwrap().events.len() < ids.len() && waited.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     follower.abort();
-    let got = got.lock().unwrap().clone();
+    if let Some(e) = &got.lock().unwrap().error {
+        panic!("bob's subscription through HAProxy failed: {e}");
+    }
+    let got = got.lock().unwrap().ids();
     let ts: Vec<i64> = got.iter().map(|(t, _)| *t).collect();
     assert!(ts.windows(2).all(|w| w[0] < w[1]), "events out of order or repeated");
     let mut received: Vec<String> = got.into_iter().map(|(_, id)| id).collect();

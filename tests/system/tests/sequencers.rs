@@ -5,17 +5,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use syncline_proto::sequencer::sequencer_admin_service_client::SequencerAdminServiceClient;
-use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
-use syncline_proto::sequencer::{Envelope, Event, RegisterMemberRequest, SendRequest, SubscribeRequest};
+use syncline_sequencer_client::{RequestBuilder, SendError, SendRequest, SequencerApi, SequencerClient};
 use syncline_system_tests::*;
 use syncline_testkit::{fresh_database, FaultProxy};
 use tonic::transport::Channel;
 use tonic::Code;
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64
-}
 
 struct Topology {
     dir: TempDir,
@@ -64,57 +58,31 @@ impl Topology {
         self.daemons[i] = Some(Daemon::start(self.dir.path(), &self.nodes[i].name, &[self.storage.clone(), cfg]));
     }
 
-    async fn client(&self, i: usize) -> SequencerServiceClient<Channel> {
-        SequencerServiceClient::connect(self.nodes[i].public_url()).await.unwrap()
+    /// A client of node `i` alone.
+    fn client(&self, i: usize) -> SequencerClient {
+        client_of([&self.nodes[i]])
     }
 
     async fn register(&self, members: &[&str]) {
-        let mut admin = SequencerAdminServiceClient::connect(self.nodes[0].admin_url()).await.unwrap();
+        let admin = self.nodes[0].admin();
         for m in members {
-            admin.register_member(RegisterMemberRequest { member: m.to_string() }).await.unwrap();
+            admin.register_member(m).await.unwrap();
         }
+    }
+
+    /// Record `member`'s events as delivered by node `i` (resubscribing there after failures).
+    fn subscriber(&self, i: usize, member: &str) -> (Arc<Mutex<Received>>, tokio::task::JoinHandle<()>) {
+        record(self.client(i), member)
     }
 }
 
 fn send(sender: &str, id: &str, to: &[&str], body: &[u8], mst_in: Duration) -> SendRequest {
-    SendRequest {
-        sender: sender.into(),
-        message_id: id.into(),
-        max_sequencing_time: now_micros() + mst_in.as_micros() as i64,
-        envelopes: vec![Envelope { recipients: to.iter().map(|s| s.to_string()).collect(), content: body.to_vec() }],
-    }
+    RequestBuilder::new(sender, id).to(to.iter().copied(), body).within(mst_in).build()
 }
 
-/// Everything a subscriber received, with arrival times.
-#[derive(Default)]
-struct Received {
-    events: Vec<(Event, Instant)>,
-}
-
-/// Subscribe `member` at node `i` and record events until dropped; on stream errors it
-/// reconnects (to the same node) from its last timestamp, as a client would.
-fn subscriber(addr: String, member: &'static str, sink: Arc<Mutex<Received>>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            let after = sink.lock().unwrap().events.last().map(|(e, _)| e.timestamp);
-            let stream = async {
-                let mut c = SequencerServiceClient::connect(addr.clone()).await.ok()?;
-                Some(c.subscribe(SubscribeRequest { member: member.into(), after }).await.ok()?.into_inner())
-            }
-            .await;
-            let Some(mut stream) = stream else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            while let Ok(Some(r)) = stream.message().await {
-                sink.lock().unwrap().events.push((r.event.unwrap(), Instant::now()));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-}
-
-fn check_chain(member: &str, events: &[(Event, Instant)]) {
+fn check_chain(member: &str, received: &Received) {
+    assert!(received.error.is_none(), "{member}: the subscription failed: {}", received.error.as_ref().unwrap());
+    let events = &received.events;
     for w in events.windows(2) {
         assert!(w[1].0.timestamp > w[0].0.timestamp, "{member}: order broken or duplicate at {}", w[1].0.timestamp);
         assert_eq!(w[1].0.previous_timestamp, Some(w[0].0.timestamp), "{member}: gap before {}", w[1].0.timestamp);
@@ -126,11 +94,13 @@ async fn sends_spread_over_three_processes_reach_every_subscriber_once_in_one_or
     let tdb = fresh_database().await;
     let t = Topology::start(&tdb.url, None).await;
     t.register(&["alice", "bob"]).await;
-    let sinks: Vec<Arc<Mutex<Received>>> = (0..3).map(|_| Arc::default()).collect();
-    let subs: Vec<_> = (0..3).map(|i| subscriber(t.nodes[i].public_url(), "bob", sinks[i].clone())).collect();
+    let (sinks, subs): (Vec<_>, Vec<_>) = (0..3).map(|i| t.subscriber(i, "bob")).unzip();
     let n = 90;
+    // Round robin over the three processes: send k goes to node k % 3.
+    let client = client_of(&t.nodes);
     for k in 0..n {
-        t.client(k % 3).await.send(send("alice", &format!("m{k}"), &["bob"], format!("{k}").as_bytes(), Duration::from_secs(30))).await.unwrap();
+        let sent = client.send(send("alice", &format!("m{k}"), &["bob"], format!("{k}").as_bytes(), Duration::from_secs(30))).await.unwrap();
+        assert_eq!(sent.resends, 0, "m{k}: every node answers");
     }
     wait_for(Duration::from_secs(30), "every subscriber got every event", || {
         let done = sinks.iter().all(|s| s.lock().unwrap().events.len() >= n);
@@ -141,7 +111,7 @@ async fn sends_spread_over_three_processes_reach_every_subscriber_once_in_one_or
     let orders: Vec<Vec<i64>> = sinks.iter().map(|s| s.lock().unwrap().events.iter().map(|(e, _)| e.timestamp).collect()).collect();
     for (i, o) in orders.iter().enumerate() {
         assert_eq!(o.len(), n, "subscriber on seq{} got {} events", i + 1, o.len());
-        check_chain("bob", &sinks[i].lock().unwrap().events);
+        check_chain("bob", &sinks[i].lock().unwrap());
     }
     assert!(orders.windows(2).all(|w| w[0] == w[1]), "identical order on every node");
     let bodies: HashSet<Vec<u8>> = sinks[0].lock().unwrap().events.iter().map(|(e, _)| e.envelopes[0].content.clone()).collect();
@@ -154,49 +124,32 @@ async fn kill_9_under_load_pauses_other_readers_briefly_and_loses_nothing() {
     let tdb = fresh_database().await;
     let mut t = Topology::start(&tdb.url, None).await;
     t.register(&["alice", "bob"]).await;
-    let sinks: Vec<Arc<Mutex<Received>>> = (0..3).map(|_| Arc::default()).collect();
-    let subs: Vec<_> = (0..3).map(|i| subscriber(t.nodes[i].public_url(), "bob", sinks[i].clone())).collect();
+    let (sinks, subs): (Vec<_>, Vec<_>) = (0..3).map(|i| t.subscriber(i, "bob")).unzip();
 
     // Load: every 10 ms a new message, round-robin over the nodes, each send on its own task.
     // An OK means sequenced: an OK'd send is never sent again. Only a send that got no answer
     // (its node died under it) is resent, unchanged, on the next node.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let urls: Vec<String> = t.nodes.iter().map(|n| n.public_url()).collect();
+    let client = client_of(&t.nodes);
     let oks: Arc<Mutex<BTreeMap<String, i64>>> = Arc::default();
     let resends = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let load = {
-        let (stop, urls, oks, resends) = (stop.clone(), urls.clone(), oks.clone(), resends.clone());
+        let (stop, client, oks, resends) = (stop.clone(), client.clone(), oks.clone(), resends.clone());
         tokio::spawn(async move {
             let mut tasks = tokio::task::JoinSet::new();
             let mut k = 0usize;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let (urls, oks, resends) = (urls.clone(), oks.clone(), resends.clone());
+                let (client, oks, resends) = (client.clone(), oks.clone(), resends.clone());
                 tasks.spawn(async move {
                     let id = format!("m{k:05}");
-                    let req = send("alice", &id, &["bob"], id.as_bytes(), Duration::from_secs(20));
-                    for attempt in 0..60 {
-                        let url = &urls[(k + attempt) % urls.len()];
-                        let answer = async {
-                            let mut c = SequencerServiceClient::connect(url.clone()).await.ok()?;
-                            tokio::time::timeout(Duration::from_secs(5), c.send(req.clone())).await.ok()
+                    // The client resends (unchanged) on the next node while the outcome is unknown.
+                    match client.send(send("alice", &id, &["bob"], id.as_bytes(), Duration::from_secs(20))).await {
+                        Ok(sent) => {
+                            oks.lock().unwrap().insert(id, sent.timestamp);
+                            resends.fetch_add(u64::from(sent.resends), std::sync::atomic::Ordering::Relaxed);
                         }
-                        .await;
-                        match answer {
-                            Some(Ok(r)) => {
-                                oks.lock().unwrap().insert(id, r.into_inner().timestamp);
-                                return;
-                            }
-                            Some(Err(e)) if e.code() != Code::Unavailable && e.code() != Code::ResourceExhausted => {
-                                panic!("{id} refused: {e:?}")
-                            }
-                            _ => {
-                                // No answer: the next attempt is a resend.
-                                resends.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                            }
-                        }
+                        Err(e) => panic!("{e}"),
                     }
-                    panic!("{id}: no node answered");
                 });
                 k += 1;
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -228,7 +181,7 @@ async fn kill_9_under_load_pauses_other_readers_briefly_and_loses_nothing() {
     let reference: Vec<i64> = sinks[1].lock().unwrap().events.iter().map(|(e, _)| e.timestamp).collect();
     for (i, sink) in sinks.iter().enumerate() {
         let r = sink.lock().unwrap();
-        check_chain("bob", &r.events);
+        check_chain("bob", &r);
         let ids: Vec<Vec<u8>> = r.events.iter().map(|(e, _)| e.envelopes[0].content.clone()).collect();
         let unique: HashSet<&Vec<u8>> = ids.iter().collect();
         assert_eq!(unique.len(), ids.len(), "seq{}: a message was sequenced twice", i + 1);
@@ -281,10 +234,10 @@ async fn a_database_cut_turns_one_node_not_serving_while_the_others_sequence() {
         health(0).await == Some(tonic_health::pb::health_check_response::ServingStatus::NotServing as i32)
     })
     .await;
-    let sink: Arc<Mutex<Received>> = Arc::default();
-    let sub = subscriber(t.nodes[1].public_url(), "bob", sink.clone());
+    let (sink, sub) = t.subscriber(1, "bob");
+    let others = client_of(&t.nodes[1..]);
     for k in 0..10 {
-        t.client(1 + k % 2).await.send(send("alice", &format!("c{k}"), &["bob"], b"x", Duration::from_secs(30))).await.unwrap();
+        others.send(send("alice", &format!("c{k}"), &["bob"], b"x", Duration::from_secs(30))).await.unwrap();
     }
     wait_for(Duration::from_secs(10), "the others keep sequencing", || {
         let n = sink.lock().unwrap().events.len();
@@ -293,7 +246,7 @@ async fn a_database_cut_turns_one_node_not_serving_while_the_others_sequence() {
     .await;
     proxy.restore();
     t.wait_healthy(0).await;
-    t.client(0).await.send(send("alice", "back", &["bob"], b"y", Duration::from_secs(30))).await.unwrap();
+    t.client(0).send(send("alice", "back", &["bob"], b"y", Duration::from_secs(30))).await.unwrap();
     wait_for(Duration::from_secs(10), "seq1 sequences again", || {
         let n = sink.lock().unwrap().events.len();
         async move { n >= 11 }
@@ -308,17 +261,16 @@ async fn idempotent_sends_and_clear_errors_across_processes() {
     let t = Topology::start(&tdb.url, None).await;
     t.register(&["alice", "bob"]).await;
     let req = send("alice", "once", &["bob"], b"once", Duration::from_secs(30));
-    let first = t.client(0).await.send(req.clone()).await.unwrap().into_inner().timestamp;
+    let first = t.client(0).send(req.clone()).await.unwrap().timestamp;
     // Resends on the other processes are answered with the timestamp it was sequenced at.
-    assert_eq!(t.client(1).await.send(req.clone()).await.unwrap().into_inner().timestamp, first);
-    assert_eq!(t.client(2).await.send(req).await.unwrap().into_inner().timestamp, first);
+    assert_eq!(t.client(1).send(req.clone()).await.unwrap().timestamp, first);
+    assert_eq!(t.client(2).send(req).await.unwrap().timestamp, first);
     // The same id with other content is refused, naming the id.
-    let reused = t.client(1).await.send(send("alice", "once", &["bob"], b"other", Duration::from_secs(30))).await.unwrap_err();
-    assert_eq!(reused.code(), Code::AlreadyExists, "{reused:?}");
-    assert!(reused.message().contains("\"once\""), "{}", reused.message());
-    t.client(2).await.send(send("alice", "marker", &["bob"], b"marker", Duration::from_secs(30))).await.unwrap();
-    let sink: Arc<Mutex<Received>> = Arc::default();
-    let sub = subscriber(t.nodes[0].public_url(), "bob", sink.clone());
+    let reused = t.client(1).send(send("alice", "once", &["bob"], b"other", Duration::from_secs(30))).await.unwrap_err();
+    let SendError::AlreadyExists { message, .. } = &reused else { panic!("{reused:?}") };
+    assert!(message.contains("\"once\""), "{message}");
+    t.client(2).send(send("alice", "marker", &["bob"], b"marker", Duration::from_secs(30))).await.unwrap();
+    let (sink, sub) = t.subscriber(0, "bob");
     wait_for(Duration::from_secs(10), "two events", || {
         let n = sink.lock().unwrap().events.len();
         async move { n >= 2 }
@@ -330,15 +282,15 @@ async fn idempotent_sends_and_clear_errors_across_processes() {
     assert_eq!(sink.lock().unwrap().events[0].0.timestamp, first);
     sub.abort();
 
-    let mut c = t.client(1).await;
+    let c = t.client(1);
     let past = send("alice", "late", &["bob"], b"x", Duration::ZERO);
     tokio::time::sleep(Duration::from_millis(5)).await;
     let e = c.send(past).await.unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("in the past"), "{}", e.message());
+    let SendError::Rejected { code: Code::InvalidArgument, message, .. } = &e else { panic!("{e:?}") };
+    assert!(message.contains("in the past"), "{message}");
     let e = c.send(send("alice", "huge", &["bob"], &vec![0u8; 5 * 1024 * 1024], Duration::from_secs(30))).await.unwrap_err();
-    assert_eq!(e.code(), Code::OutOfRange, "{}", e.message());
-    assert!(e.message().contains("too large"), "{}", e.message());
+    let SendError::Rejected { code: Code::OutOfRange, message, .. } = &e else { panic!("{e:?}") };
+    assert!(message.contains("too large"), "{message}");
     let e = c.send(send("", "x", &["bob"], b"x", Duration::from_secs(30))).await.unwrap_err();
-    assert!(matches!(e.code(), Code::NotFound | Code::InvalidArgument), "{e:?}");
+    assert!(matches!(e, SendError::Rejected { code: Code::NotFound | Code::InvalidArgument, .. }), "{e:?}");
 }

@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use syncline_proto::sequencer::sequencer_admin_service_client::SequencerAdminServiceClient;
 use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
-use syncline_proto::sequencer::{Envelope, RegisterMemberRequest, SendRequest, SubscribeRequest};
+use syncline_proto::sequencer::SubscribeRequest;
+use syncline_sequencer_client::{ClientConfig, RequestBuilder, SequencerApi, SequencerClient};
 use syncline_system_tests::*;
 use syncline_testkit::fresh_database;
 use tonic::Code;
@@ -19,10 +19,6 @@ const PARALLEL: usize = 4;
 /// The node's peak resident memory must stay below this. Without a byte budget one stalled
 /// subscription alone holds 256 queued + 100 paged events (~1.4 GB here).
 const RSS_LIMIT_MIB: u64 = 512;
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64
-}
 
 /// `field` (e.g. VmRSS, VmHWM) of process `pid`, in MiB.
 fn memory_mib(pid: u32, field: &str) -> u64 {
@@ -45,10 +41,11 @@ async fn a_stalled_subscriber_under_400_sends_of_4_mib_keeps_the_node_small() {
     let cfg = write_file(dir.path(), "seq1.toml", &node.toml(extra));
     let daemon = Daemon::start(dir.path(), "seq1", &[storage, cfg]);
     wait_for(Duration::from_secs(60), "seq1 healthy", || async { http_status(node.health, "/health").await == Some(200) }).await;
-    let mut admin = SequencerAdminServiceClient::connect(node.admin_url()).await.unwrap();
+    let admin = node.admin();
     for m in ["alice", "bob"] {
-        admin.register_member(RegisterMemberRequest { member: m.into() }).await.unwrap();
+        admin.register_member(m).await.unwrap();
     }
+    // Raw subscriptions: the test holds them open without reading, which the client does not do.
     let connect = || async { SequencerServiceClient::connect(node.public_url()).await.unwrap().max_decoding_message_size(8 << 20) };
     // Subscribes, then reads nothing: flow control leaves everything on the node's side.
     let mut stalled = connect().await.subscribe(SubscribeRequest { member: "bob".into(), after: None }).await.unwrap().into_inner();
@@ -56,24 +53,17 @@ async fn a_stalled_subscriber_under_400_sends_of_4_mib_keeps_the_node_small() {
 
     let start = Instant::now();
     let mut senders = Vec::new();
+    // One client (connection) per sender; an overloaded answer is retried after a short back-off.
+    let config = ClientConfig { backoff_max: Duration::from_millis(200), attempt_timeout: Duration::from_secs(60), ..Default::default() };
     for w in 0..PARALLEL {
-        let mut c = connect().await;
+        let c = SequencerClient::new([node.public_url()], config.clone()).unwrap();
         senders.push(tokio::spawn(async move {
             for i in (w..SENDS).step_by(PARALLEL) {
                 let mut body = vec![0u8; BODY];
                 body[..8].copy_from_slice(&(i as u64).to_be_bytes());
-                let req = SendRequest {
-                    sender: "alice".into(),
-                    message_id: format!("m{i}"),
-                    max_sequencing_time: now_micros() + 300_000_000,
-                    envelopes: vec![Envelope { recipients: vec!["bob".into()], content: body }],
-                };
-                loop {
-                    match c.send(req.clone()).await {
-                        Ok(_) => break,
-                        Err(e) if e.code() == Code::ResourceExhausted => tokio::time::sleep(Duration::from_millis(50)).await,
-                        Err(e) => panic!("send m{i}: {e:?}"),
-                    }
+                let req = RequestBuilder::new("alice", format!("m{i}")).to(["bob"], body).within(Duration::from_secs(300));
+                if let Err(e) = c.send(req.build()).await {
+                    panic!("{e}");
                 }
             }
         }));
