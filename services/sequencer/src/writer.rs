@@ -230,7 +230,11 @@ impl Writer {
             }
         }
         let after = self.settings.write_timeout;
-        let reason = format!("not confirmed within {after:?}: {}", self.shared.detail());
+        let reason = if self.shared.is_running() {
+            format!("not confirmed within {after:?}: another node's claim on this message id is not confirmed yet")
+        } else {
+            format!("not confirmed within {after:?}: {}", self.shared.detail())
+        };
         let node = self.settings.name.clone();
         for sub in self.carry.iter_mut().filter(|s| s.reply.is_some() && s.accepted_at.elapsed() >= after) {
             let e = SequencerError::OutcomeUnknown { node: node.clone(), message_id: sub.message_id.clone(), reason: reason.clone() };
