@@ -37,7 +37,8 @@ pub struct DbConfig {
 }
 
 impl DbConfig {
-    /// Defaults suited to an HA deployment on a local network.
+    /// Defaults suited to an HA deployment on a local network; they are also the defaults of
+    /// the configuration's `[storage]` section.
     pub fn new(url: impl Into<String>) -> Self {
         DbConfig {
             url: url.into(),

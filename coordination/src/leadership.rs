@@ -35,34 +35,47 @@ use crate::db::{self, Db, SessionKind};
 use crate::error::{CoordError, DieselContext, Result};
 use crate::locks::{self, LockId};
 
-/// Timing of a replica group's leadership.
-#[derive(Clone, Debug)]
+/// Timing of a replica group's leadership: the `replication` section of a mediator or
+/// participant in the configuration, and what [`Leadership::start`] runs with.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct LeadershipConfig {
-    /// The replica group (e.g. `mediator`, `participant1`); all its replicas use the same name.
-    pub group: String,
-    /// This replica's name, recorded as the holder.
-    pub replica: String,
-    /// How often the active confirms its lock session.
-    pub check_interval: Duration,
-    /// The active demotes itself when it could not confirm its session for this long.
+    /// The active demotes itself when it could not confirm its lock session for this long
+    /// (default 2s).
+    #[serde(with = "humantime_serde")]
     pub lease_timeout: Duration,
-    /// Extra time passives give a silent holder (clock and network slack) before terminating
-    /// its session.
+    /// How often the active confirms its lock session and passives check for a silent
+    /// holder; below `lease_timeout` (default 200ms).
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+    /// Extra time passives give a silent holder (clock and network slack): they terminate
+    /// the session of a holder whose last confirmation is older than `lease_timeout +
+    /// takeover_grace` (default 1s). A holder whose session ended loses the lock at once.
+    #[serde(with = "humantime_serde")]
     pub takeover_grace: Duration,
 }
 
-impl LeadershipConfig {
-    /// Defaults: check every 200 ms, lease 2 s, grace 1 s.
-    pub fn new(group: impl Into<String>, replica: impl Into<String>) -> Self {
+impl Default for LeadershipConfig {
+    fn default() -> Self {
         LeadershipConfig {
-            group: group.into(),
-            replica: replica.into(),
-            check_interval: Duration::from_millis(200),
             lease_timeout: Duration::from_secs(2),
+            check_interval: Duration::from_millis(200),
             takeover_grace: Duration::from_secs(1),
         }
     }
+}
 
+/// A leadership timing that cannot work, found by [`LeadershipConfig::validate`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct InvalidTiming {
+    /// The field of [`LeadershipConfig`], as named there (and in the configuration).
+    pub field: &'static str,
+    /// What is wrong with its value.
+    pub problem: String,
+}
+
+impl LeadershipConfig {
     /// Bound on each statement of a fenced transaction and each pause between them: half
     /// the lease, so the server has ended a partitioned leader's transaction before the
     /// watchdog (lease + grace) lets a passive take over, and a takeover, which may wait
@@ -71,15 +84,22 @@ impl LeadershipConfig {
         (self.lease_timeout / 2).max(Duration::from_millis(1))
     }
 
-    fn validate(&self) -> Result<()> {
-        if self.group.is_empty() {
-            return Err(CoordError::InvalidConfig("leadership group name is empty".into()));
+    /// Refuse a zero check interval (a zero tokio interval panics) and one that is not below
+    /// the lease (the active would demote between two confirmations).
+    pub fn validate(&self) -> std::result::Result<(), InvalidTiming> {
+        let show = |d: Duration| humantime_serde::re::humantime::format_duration(d).to_string();
+        if self.check_interval.is_zero() {
+            return Err(InvalidTiming { field: "check_interval", problem: "must be positive".into() });
         }
-        if self.check_interval.is_zero() || self.check_interval >= self.lease_timeout {
-            return Err(CoordError::InvalidConfig(format!(
-                "leadership check_interval ({:?}) must be positive and below lease_timeout ({:?})",
-                self.check_interval, self.lease_timeout
-            )));
+        if self.check_interval >= self.lease_timeout {
+            return Err(InvalidTiming {
+                field: "check_interval",
+                problem: format!(
+                    "{} must be shorter than lease_timeout ({})",
+                    show(self.check_interval),
+                    show(self.lease_timeout)
+                ),
+            });
         }
         Ok(())
     }
@@ -212,16 +232,21 @@ pub struct Leadership {
 }
 
 impl Leadership {
-    /// Start competing for leadership of `cfg.group`: `db` serves short statements (the
-    /// passive's watchdog), a dedicated lock session is opened from its configuration.
-    pub fn start(db: Db, cfg: LeadershipConfig) -> Result<Leadership> {
-        cfg.validate()?;
+    /// Start competing for leadership of replica group `group` (e.g. `mediator`,
+    /// `participant1`; all its replicas use the same name) as `replica` (recorded as the
+    /// holder): `db` serves short statements (the passive's watchdog), a dedicated lock
+    /// session is opened from its configuration.
+    pub fn start(db: Db, group: impl Into<String>, replica: impl Into<String>, cfg: LeadershipConfig) -> Result<Leadership> {
+        let (group, replica) = (group.into(), replica.into());
+        if group.is_empty() {
+            return Err(CoordError::InvalidConfig("leadership group name is empty".into()));
+        }
+        cfg.validate().map_err(|e| CoordError::InvalidConfig(format!("leadership {e}")))?;
         let (role_tx, role) = watch::channel(Role::Passive);
         let (requests, rx) = mpsc::channel(4);
         let cancel = CancellationToken::new();
-        let span = tracing::info_span!("leadership", group = %cfg.group, replica = %cfg.replica);
-        let group = cfg.group.clone();
-        let runner = Runner { db, cfg, role: role_tx, requests: rx, cancel: cancel.clone() };
+        let span = tracing::info_span!("leadership", group = %group, replica = %replica);
+        let runner = Runner { db, group: group.clone(), replica, cfg, role: role_tx, requests: rx, cancel: cancel.clone() };
         let task = tokio::spawn(runner.run().instrument(span));
         Ok(Leadership { role, requests, cancel, task: Some(task), group })
     }
@@ -262,6 +287,8 @@ impl Drop for Leadership {
 
 struct Runner {
     db: Db,
+    group: String,
+    replica: String,
     cfg: LeadershipConfig,
     role: watch::Sender<Role>,
     requests: mpsc::Receiver<oneshot::Sender<Result<()>>>,
@@ -280,7 +307,7 @@ enum TermEnd {
 
 impl Runner {
     async fn run(mut self) {
-        let lock = LockId::leadership(&self.cfg.group);
+        let lock = LockId::leadership(&self.group);
         let mut backoff = self.cfg.check_interval;
         loop {
             let Some(mut conn) = self.acquire(lock).await else {
@@ -295,12 +322,12 @@ impl Runner {
                 Ok(fence) => {
                     backoff = self.cfg.check_interval;
                     tracing::info!(epoch = fence.epoch, "active");
-                    metrics::gauge!("syncline_leadership_active", "group" => self.cfg.group.clone()).set(1.0);
-                    metrics::counter!("syncline_leadership_takeovers_total", "group" => self.cfg.group.clone()).increment(1);
+                    metrics::gauge!("syncline_leadership_active", "group" => self.group.clone()).set(1.0);
+                    metrics::counter!("syncline_leadership_takeovers_total", "group" => self.group.clone()).increment(1);
                     self.role.send_replace(Role::Active(fence.clone()));
                     let end = self.lead(&mut conn, &fence).await;
                     self.role.send_replace(Role::Passive);
-                    metrics::gauge!("syncline_leadership_active", "group" => self.cfg.group.clone()).set(0.0);
+                    metrics::gauge!("syncline_leadership_active", "group" => self.group.clone()).set(0.0);
                     match end {
                         TermEnd::Cancelled => {
                             release(conn, lock).await;
@@ -340,7 +367,7 @@ impl Runner {
                 Ok::<_, CoordError>(conn)
             };
             tokio::pin!(attempt);
-            let watchdog = watchdog(&self.db, &self.cfg);
+            let watchdog = watchdog(&self.db, &self.group, &self.cfg);
             tokio::pin!(watchdog);
             let outcome = loop {
                 tokio::select! {
@@ -348,7 +375,7 @@ impl Runner {
                     r = &mut attempt => break r,
                     _ = &mut watchdog => unreachable!("the watchdog runs until dropped"),
                     Some(reply) = self.requests.recv() => {
-                        let _ = reply.send(Err(CoordError::NotActive { group: self.cfg.group.clone() }));
+                        let _ = reply.send(Err(CoordError::NotActive { group: self.group.clone() }));
                     }
                 }
             };
@@ -370,7 +397,7 @@ impl Runner {
     /// group's first row continues from any row of the same name under an older lock id
     /// (before leadership locks used the two-key form), so epochs never go backwards.
     async fn take_over(&self, conn: &mut AsyncPgConnection) -> Result<Fence> {
-        let lock = LockId::leadership(&self.cfg.group);
+        let lock = LockId::leadership(&self.group);
         let rows: Vec<Epoch> = diesel::sql_query(
             "with t as ( \
                insert into leadership as l (group_key, group_name, epoch, holder, holder_pid, acquired_ts, heartbeat_ts) \
@@ -387,16 +414,16 @@ impl Runner {
              returning h.epoch",
         )
         .bind::<BigInt, _>(lock.key())
-        .bind::<Text, _>(&self.cfg.group)
-        .bind::<Text, _>(&self.cfg.replica)
+        .bind::<Text, _>(&self.group)
+        .bind::<Text, _>(&self.replica)
         .load(conn)
         .await
         .during("recording a leadership takeover")?;
         match rows.into_iter().next() {
-            Some(r) => Ok(Fence { group: self.cfg.group.clone(), epoch: r.epoch, step_timeout: self.cfg.step_timeout() }),
+            Some(r) => Ok(Fence { group: self.group.clone(), epoch: r.epoch, step_timeout: self.cfg.step_timeout() }),
             None => Err(CoordError::InvalidConfig(format!(
                 "replica group name {:?} shares its lock id with another group in this database; rename one",
-                self.cfg.group
+                self.group
             ))),
         }
     }
@@ -449,12 +476,12 @@ impl Runner {
     /// `Ok` when another replica waits for the lock, `NoStandby` when none does.
     async fn hand_over_possible(&self, conn: &mut AsyncPgConnection, confirmed: Instant) -> Result<()> {
         let left = self.cfg.lease_timeout.saturating_sub(confirmed.elapsed());
-        let lock = LockId::leadership(&self.cfg.group);
+        let lock = LockId::leadership(&self.group);
         let waiters = tokio::time::timeout(left, locks::waiters(conn, lock))
             .await
             .map_err(|_| CoordError::Timeout { during: "counting standby replicas".into(), after: left })??;
         if waiters == 0 {
-            return Err(CoordError::NoStandby { group: self.cfg.group.clone() });
+            return Err(CoordError::NoStandby { group: self.group.clone() });
         }
         Ok(())
     }
@@ -487,9 +514,9 @@ async fn heartbeat(conn: &mut AsyncPgConnection, fence: &Fence) -> Result<bool> 
 /// While passive: every check interval, terminate the session of a holder whose heartbeat is
 /// older than lease + grace (it has demoted itself by then, but its session still holds the
 /// lock). Runs until dropped.
-async fn watchdog(db: &Db, cfg: &LeadershipConfig) {
+async fn watchdog(db: &Db, group: &str, cfg: &LeadershipConfig) {
     let stale_after = (cfg.lease_timeout + cfg.takeover_grace).as_micros() as i64;
-    let lock = LockId::leadership(&cfg.group);
+    let lock = LockId::leadership(group);
     let key = lock.key();
     let q = format!(
         "select pg_terminate_backend(h.holder_pid) as flag from leadership_heartbeat h \

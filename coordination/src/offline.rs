@@ -1,7 +1,9 @@
 //! Offline detection: a sequencer node stops counting for the safe watermark when its
 //! watermark is older than `offline_duration` (a stalled writer), or as soon as no session
 //! holds its index lock any more (its process or connection died). The lock check is what
-//! lets readers resume within one check interval after a crash, where Canton waits 8–13 s.
+//! lets readers resume within one check interval after a crash, where Canton waits 8–13 s;
+//! so the check runs often (the sequencer's `online_check_interval`, whose default, like that
+//! of `offline_duration`, is in `SequencerSettings`): it is one cheap statement.
 
 use std::time::Duration;
 
@@ -11,11 +13,6 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::error::{DieselContext, Result};
 use crate::locks::sequencer_index_held_sql;
-
-/// Defaults, as in Canton: check every 5 s, knock offline after 8 s without a watermark.
-/// The lock check makes the check interval the detection time for crashes, so sequencer
-/// services usually run it far more often (e.g. every 250 ms: it is one cheap statement).
-pub const DEFAULT_OFFLINE_DURATION: Duration = Duration::from_secs(8);
 
 #[derive(QueryableByName)]
 struct Index {

@@ -9,8 +9,14 @@ use crate::error::{CoordError, Result};
 /// Largest total node count plus one: indexes must fit the lock namespace and stay cheap.
 pub const MAX_TOTAL_NODES: u32 = 32;
 
-/// Default total node count, as in Canton.
-pub const DEFAULT_TOTAL_NODES: u32 = 10;
+/// The one check of a total node count (`N`): what is wrong with it, if anything.
+pub fn check_total_node_count(total: u32) -> std::result::Result<(), String> {
+    if (1..MAX_TOTAL_NODES).contains(&total) {
+        Ok(())
+    } else {
+        Err(format!("{total} is not between 1 and {}", MAX_TOTAL_NODES - 1))
+    }
+}
 
 /// Wall-clock time in microseconds since the Unix epoch.
 pub fn now_micros() -> i64 {
@@ -37,12 +43,7 @@ impl std::fmt::Debug for TimestampGenerator {
 
 /// Check that `index` of `total` is a valid partition.
 pub fn validate(index: u32, total: u32) -> Result<()> {
-    if total == 0 || total >= MAX_TOTAL_NODES {
-        return Err(CoordError::InvalidConfig(format!(
-            "total_node_count must be between 1 and {}, got {total}",
-            MAX_TOTAL_NODES - 1
-        )));
-    }
+    check_total_node_count(total).map_err(|problem| CoordError::InvalidConfig(format!("total_node_count: {problem}")))?;
     if index >= total {
         return Err(CoordError::InvalidConfig(format!(
             "node index {index} is not below total_node_count {total}"

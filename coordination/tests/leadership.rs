@@ -35,7 +35,7 @@ fn replica(url: &str, name: &str) -> Leadership {
 fn replica_of(url: &str, group: &str, name: &str) -> Leadership {
     let mut cfg = DbConfig::new(url);
     cfg.application_name = name.into();
-    Leadership::start(Db::new(cfg).unwrap(), LeadershipConfig::new(group, name)).unwrap()
+    Leadership::start(Db::new(cfg).unwrap(), group, name, LeadershipConfig::default()).unwrap()
 }
 
 /// Wait until `l` is active (returns its fence) or fail after `limit`.
@@ -167,7 +167,7 @@ async fn a_blackholed_leader_demotes_within_its_lease_and_a_passive_takes_over()
     tokio::time::timeout(Duration::from_secs(20), wb.wait_for(|r| r.is_active())).await.unwrap().unwrap();
     let taken = cut.elapsed();
     println!("blackholed leader demoted after {demoted:?}, passive took over after {taken:?}");
-    let lease = LeadershipConfig::new(GROUP, "x").lease_timeout;
+    let lease = LeadershipConfig::default().lease_timeout;
     assert!(demoted <= lease + Duration::from_millis(1500), "demoted only after {demoted:?}");
     assert!(demoted >= lease - Duration::from_millis(300), "demoted before its lease ran out: {demoted:?}");
     assert!(demoted < taken, "both active at once: a demoted at {demoted:?}, b took over at {taken:?}");
@@ -280,9 +280,9 @@ async fn after_a_database_outage_exactly_one_replica_leads() {
 
 #[tokio::test]
 async fn leadership_settings_are_validated() {
-    let mut cfg = LeadershipConfig::new(GROUP, "a");
+    let mut cfg = LeadershipConfig::default();
     cfg.check_interval = cfg.lease_timeout;
-    let e = Leadership::start(Db::new(DbConfig::new("postgres://x@127.0.0.1:1/x")).unwrap(), cfg).err().unwrap();
+    let e = Leadership::start(Db::new(DbConfig::new("postgres://x@127.0.0.1:1/x")).unwrap(), GROUP, "a", cfg).err().unwrap();
     assert!(e.to_string().contains("check_interval"), "{e}");
 }
 
@@ -319,7 +319,7 @@ async fn a_fenced_transaction_longer_than_the_lease_keeps_the_leader() {
     let fa = until_active(&a, Duration::from_secs(10)).await;
     let b = replica(&tdb.url, "b");
     until_waiting(&mut c, 1).await;
-    let lease = LeadershipConfig::new(GROUP, "x").lease_timeout;
+    let lease = LeadershipConfig::default().lease_timeout;
     assert_eq!(lease, Duration::from_secs(2), "the test assumes the default lease");
 
     // 3 s in one fenced transaction, in steps below the step timeout (half the lease).
@@ -351,7 +351,7 @@ async fn fenced_transactions_are_bounded_by_the_server() {
     let mut c = prepare(&tdb).await;
     let a = replica(&tdb.url, "a");
     let fa = until_active(&a, Duration::from_secs(10)).await;
-    assert_eq!(fa.step_timeout, LeadershipConfig::new(GROUP, "a").lease_timeout / 2);
+    assert_eq!(fa.step_timeout, LeadershipConfig::default().lease_timeout / 2);
     let over = fa.step_timeout + Duration::from_millis(500);
 
     // One statement longer than the step timeout is cancelled, and nothing commits.
@@ -423,7 +423,7 @@ async fn a_leader_blackholed_inside_a_fenced_transaction_is_replaced_within_leas
     proxy.blackhole();
     let cut = Instant::now();
     go.notify_one();
-    let cfg = LeadershipConfig::new(GROUP, "x");
+    let cfg = LeadershipConfig::default();
     let fb = until_active(&b, Duration::from_secs(40)).await;
     let taken = cut.elapsed();
     println!("leader blackholed inside a fenced transaction replaced after {taken:?}");

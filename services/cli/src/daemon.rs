@@ -7,15 +7,17 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use syncline_node::admin::NodeAdmin;
-use syncline_node::config::{self, Config, NodeKind, SequencerNodeConfig};
+use syncline_node::config::{NodeKind, NodeRef, NodeSection, NodesConfig};
 use syncline_node::http::{self, NodeHealth, PrometheusHandle};
 use syncline_node::logging::{self, LogConfig};
+use syncline_sequencer::config::SequencerConfig;
 use syncline_sequencer::{Sequencer, WriterShared};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::{self, Config};
 use crate::grpc_errors;
 
 /// Options of `syncline daemon`.
@@ -80,12 +82,12 @@ pub async fn start(cfg: &Config, only: &[String]) -> Result<Vec<RunningSequencer
 }
 
 /// The nodes to run: those named in `only` (default: all). Only sequencers run in this version.
-fn select<'a>(cfg: &'a Config, only: &[String]) -> Result<Vec<(&'a str, &'a SequencerNodeConfig)>> {
+fn select<'a>(cfg: &'a Config, only: &[String]) -> Result<Vec<(&'a str, &'a SequencerConfig)>> {
     for name in only {
         anyhow::ensure!(cfg.kind_of(name).is_some(), "node {name} is not in the configuration");
     }
     let wanted = |name: &str| only.is_empty() || only.iter().any(|n| n == name);
-    for (kind, name) in cfg.nodes().filter(|(_, n)| wanted(n)) {
+    for NodeRef { kind, name, .. } in cfg.nodes().into_iter().filter(|n| wanted(n.name)) {
         if kind != NodeKind::Sequencer {
             bail!("{kind} node {name}: {kind} nodes are not implemented yet in this version");
         }
@@ -145,11 +147,11 @@ async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener> {
 }
 
 impl RunningSequencer {
-    async fn start(name: &str, node: &SequencerNodeConfig, cfg: &Config, metrics: PrometheusHandle) -> Result<Self> {
+    async fn start(name: &str, node: &SequencerConfig, cfg: &Config, metrics: PrometheusHandle) -> Result<Self> {
         let public = bind(node.public_api.address, "public API").await?;
         let admin = bind(node.admin_api.address, "admin API").await?;
         let settings = node.settings(name);
-        let db = node.storage(&cfg.storage).db_config(name);
+        let db = node.storage(cfg.storage.as_ref()).db_config(name);
         let seq = Sequencer::start(db, settings.clone()).await?;
         let servers = CancellationToken::new();
         let view = Arc::new(SequencerHealthView { writer: seq.writer().clone(), probe: seq.health_probe() });

@@ -3,6 +3,7 @@
 
 mod admin;
 mod bench;
+mod config;
 mod daemon;
 mod demo;
 mod embedded;

@@ -32,7 +32,7 @@ impl Replica {
 /// A replica whose active-only service writes (epoch, name) rows under its fence every 10 ms.
 fn replica(url: &str, name: &'static str) -> Replica {
     let cfg = DbConfig::new(url);
-    let leadership = Leadership::start(syncline_coordination::Db::new(cfg.clone()).unwrap(), LeadershipConfig::new("participant1", name)).unwrap();
+    let leadership = Leadership::start(syncline_coordination::Db::new(cfg.clone()).unwrap(), "participant1", name, LeadershipConfig::default()).unwrap();
     let running = Arc::new(AtomicBool::new(false));
     let flag = running.clone();
     let manager = ReplicaManager::spawn(name, leadership.watch(), move |fence, stop| {
@@ -150,7 +150,7 @@ async fn active_only_services_follow_leadership_and_their_writes_are_fenced() {
 async fn services_that_fail_while_leading_are_restarted() {
     let tdb = fresh_database().await;
     db::migrate(&DbConfig::new(&tdb.url)).await.unwrap();
-    let l = Leadership::start(syncline_coordination::Db::new(DbConfig::new(&tdb.url)).unwrap(), LeadershipConfig::new("mediator", "m1")).unwrap();
+    let l = Leadership::start(syncline_coordination::Db::new(DbConfig::new(&tdb.url)).unwrap(), "mediator", "m1", LeadershipConfig::default()).unwrap();
     let starts = Arc::new(AtomicUsize::new(0));
     let n = starts.clone();
     let m = ReplicaManager::spawn("m1", l.watch(), move |_fence, stop| {
@@ -194,7 +194,7 @@ async fn set_passive_through_the_node_admin_api_hands_over_only_to_a_standby() {
     }
     let tdb = fresh_database().await;
     db::migrate(&DbConfig::new(&tdb.url)).await.unwrap();
-    let start = |name: &str| Arc::new(Leadership::start(syncline_coordination::Db::new(DbConfig::new(&tdb.url)).unwrap(), LeadershipConfig::new("participant1", name)).unwrap());
+    let start = |name: &str| Arc::new(Leadership::start(syncline_coordination::Db::new(DbConfig::new(&tdb.url)).unwrap(), "participant1", name, LeadershipConfig::default()).unwrap());
     let a = start("a");
     let mut w = a.watch();
     tokio::time::timeout(Duration::from_secs(10), w.wait_for(|r| r.is_active())).await.unwrap().unwrap();

@@ -3,6 +3,7 @@
 //! that never pass the safe watermark.
 
 pub mod admin;
+pub mod config;
 pub mod error;
 pub mod health;
 mod liveness;

@@ -1,6 +1,11 @@
-//! The sequencer's tunables, with Canton's defaults where Canton has one.
+//! The sequencer's tunables, with Canton's defaults where Canton has one: the one source of
+//! the defaults and range checks of the `[sequencers.NAME]` configuration section
+//! ([`crate::config`]).
 
 use std::time::Duration;
+
+use syncline_coordination::timestamps;
+use syncline_node::config::PublicApiConfig;
 
 /// How a sequencer node behaves; every field has a sensible default.
 #[derive(Clone, Debug)]
@@ -11,9 +16,11 @@ pub struct SequencerSettings {
     pub total_node_count: u32,
     /// An idle writer still advances its watermark this often.
     pub keep_alive_interval: Duration,
-    /// How often this node looks for dead or lagging nodes.
+    /// How often this node looks for dead or lagging nodes: the time to detect a crashed
+    /// node (its index lock is gone), so it runs often; the check is one cheap statement.
     pub online_check_interval: Duration,
-    /// A node whose watermark is older than this is knocked offline.
+    /// A node whose watermark is older than this is knocked offline (Canton's default, 8 s;
+    /// Canton checks every 5 s, this node far more often: see `online_check_interval`).
     pub offline_duration: Duration,
     /// Subscriptions re-read at least this often when no notification arrives.
     pub polling_interval: Duration,
@@ -62,7 +69,7 @@ impl Default for SequencerSettings {
             // With the defaults: 1000 × (2 × 8 MiB + one 4 MiB event) bounds subscription memory.
             subscription_buffer_bytes: 8 * 1024 * 1024,
             max_subscriptions: 1000,
-            max_request_size: 4 * 1024 * 1024,
+            max_request_size: PublicApiConfig::DEFAULT_MAX_REQUEST_SIZE,
             max_sequencing_horizon: Duration::from_secs(3600),
             write_timeout: Duration::from_secs(5),
             max_clock_wait: Duration::from_secs(10),
@@ -96,15 +103,15 @@ const MAX_REQUEST_SIZE: usize = 1 << 30;
 impl SequencerSettings {
     /// This node's clock in microseconds since the epoch (the wall clock plus the offset).
     pub fn now(&self) -> i64 {
-        syncline_coordination::timestamps::now_micros() + self.clock_offset_micros
+        timestamps::now_micros() + self.clock_offset_micros
     }
 
     /// Refuse values that would panic a task (a zero tokio interval), busy-loop (a zero
     /// keep-alive or poll), or make every operation fail (a zero timeout or batch size).
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         let bad = |field: &'static str, problem: String| Err(InvalidSetting { field, problem });
-        if !(1..32).contains(&self.total_node_count) {
-            return bad("total_node_count", format!("{} is not between 1 and 31", self.total_node_count));
+        if let Err(problem) = timestamps::check_total_node_count(self.total_node_count) {
+            return bad("total_node_count", problem);
         }
         let durations = [
             ("keep_alive_interval", self.keep_alive_interval, MAX_INTERVAL),

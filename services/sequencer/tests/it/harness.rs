@@ -80,10 +80,11 @@ impl Node {
         }
     }
 
-    /// Stop serving and shut the sequencer down cleanly.
+    /// Shut the sequencer down cleanly (it answers every send it holds and ends its streams),
+    /// then stop serving: in the other order the transport would cut calls still waiting.
     pub async fn shutdown(mut self) {
-        self.stop.cancel();
         self.seq.take().unwrap().shutdown().await;
+        self.stop.cancel();
     }
 }
 
