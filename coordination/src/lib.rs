@@ -1,17 +1,11 @@
-//! Coordination of Syncline processes through a shared PostgreSQL database: timestamps,
-//! sequencer node indexes, events, watermarks, offline detection, recovery truncation,
-//! replica-group leadership, and the database plumbing they share.
+//! The HA primitives every replicated Syncline node needs, over a shared PostgreSQL database:
+//! the database plumbing (pool, sessions, one retry policy), namespaced advisory locks, and
+//! replica-group leadership with a fencing epoch. Services build on it; it knows none of them.
 
 pub mod db;
 pub mod error;
+pub mod leadership;
 pub mod locks;
 
 pub use db::{Db, DbConfig, RetryPolicy};
 pub use error::{CoordError, Result};
-pub mod leadership;
-pub mod node_index;
-pub mod offline;
-pub mod recovery;
-pub mod timestamps;
-pub mod watermarks;
-pub mod events;

@@ -243,7 +243,7 @@ pub async fn waiters(conn: &mut AsyncPgConnection, id: LockId) -> Result<i64> {
 
 /// SQL condition, usable inside other queries, that is true while some session holds the
 /// sequencer index lock of the row's `node_index` column (`w` alias).
-pub(crate) fn sequencer_index_held_sql() -> String {
+pub fn sequencer_index_held_sql() -> String {
     format!(
         "exists (select 1 from pg_locks l where {ADVISORY_HERE} \
          and l.granted and l.classid = {prefix}::oid and l.objid = ({role} + w.node_index)::oid)",
@@ -254,7 +254,7 @@ pub(crate) fn sequencer_index_held_sql() -> String {
 
 /// SQL condition on `pg_locks` alias `l`: a granted sequencer index lock held by another
 /// session in this database.
-pub(crate) fn other_sequencer_index_locks_sql() -> String {
+pub fn other_sequencer_index_locks_sql() -> String {
     format!(
         "{ADVISORY_HERE} and l.granted and l.pid <> pg_backend_pid() \
          and l.classid = {prefix}::oid and l.objid between {lo}::oid and {hi}::oid",

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use syncline_coordination::timestamps::now_micros;
+use syncline_sequencer::store::timestamps::now_micros;
 use syncline_coordination::DbConfig;
 use futures_util::StreamExt;
 use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
@@ -142,17 +142,15 @@ mod plain {
     /// Events per second through the sequencer's own write path (no gRPC, no admission):
     /// one writer appending 100-event batches on its lock session, then saving its watermark.
     pub async fn store_events_per_second(url: &str, payload: usize, phase: Duration) -> Result<f64> {
-        use syncline_coordination::events::{self, EventKind, MessageIdClaim, NewEvent};
-        use syncline_coordination::timestamps::{now_micros, TimestampGenerator};
-        use syncline_coordination::{node_index, recovery, watermarks};
+        use syncline_sequencer::store::events::{self, EventKind, MessageIdClaim, NewEvent};
+        use syncline_sequencer::store::timestamps::{now_micros, TimestampGenerator};
+        use syncline_sequencer::store::{node_index, watermarks};
         let cfg = DbConfig::new(url);
         db::migrate(&cfg).await?;
         let mut lease = node_index::acquire(&cfg, 10).await?;
         let index = lease.index();
-        recovery::truncate(lease.conn(), index).await?;
-        let at = watermarks::go_online(lease.conn(), index, now_micros()).await?;
         let mut gen = TimestampGenerator::new(index, 10)?;
-        gen.ensure_after(at);
+        syncline_sequencer::store::join(lease.conn(), index, now_micros(), &mut gen).await?;
         let run = rand::random::<u32>() as i32 & 0xffff;
         let start = Instant::now();
         let mut n = 0u64;

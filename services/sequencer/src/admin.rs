@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use scoped_futures::ScopedFutureExt;
-use syncline_coordination::timestamps::now_micros;
-use syncline_coordination::watermarks;
+use crate::store::timestamps::now_micros;
+use crate::store::watermarks;
 use syncline_proto::sequencer::sequencer_admin_service_server::SequencerAdminService;
 use syncline_proto::sequencer::{
     DisableMemberRequest, DisableMemberResponse, MemberAck, PruneRequest, PruneResponse, PruningStatusRequest,

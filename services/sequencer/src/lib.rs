@@ -13,6 +13,7 @@ pub mod pruning;
 mod reader;
 pub mod service;
 pub mod settings;
+pub mod store;
 mod writer;
 
 use std::sync::atomic::AtomicUsize;
@@ -61,7 +62,7 @@ impl Sequencer {
     pub async fn start(db_config: DbConfig, settings: SequencerSettings) -> Result<Sequencer> {
         // Before anything is spawned: a zero interval panics its task or spins.
         settings.validate()?;
-        syncline_coordination::timestamps::validate(0, settings.total_node_count)?;
+        crate::store::timestamps::validate(0, settings.total_node_count)?;
         let db = Db::new(db_config.clone())?;
         let cancel = CancellationToken::new();
         let (queue, rx) = mpsc::channel(settings.queue_size.max(1));

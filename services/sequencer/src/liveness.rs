@@ -9,8 +9,9 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use syncline_coordination::error::DieselContext;
-use syncline_coordination::timestamps::now_micros;
-use syncline_coordination::{offline, recovery, watermarks, Db};
+use crate::store::timestamps::now_micros;
+use crate::store::{offline, recovery, watermarks};
+use syncline_coordination::Db;
 use syncline_schema::tables::sequencer_message_ids as m;
 use tokio_util::sync::CancellationToken;
 

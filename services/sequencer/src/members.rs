@@ -9,8 +9,9 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use syncline_coordination::error::DieselContext;
-use syncline_coordination::timestamps::now_micros;
-use syncline_coordination::{watermarks, CoordError, Db};
+use crate::store::timestamps::now_micros;
+use crate::store::watermarks;
+use syncline_coordination::{CoordError, Db};
 use syncline_schema::tables::sequencer_members as m;
 
 use crate::error::{Result, SequencerError};

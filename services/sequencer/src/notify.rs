@@ -15,7 +15,8 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_util::{FutureExt, StreamExt};
 use syncline_coordination::db::{self, SessionKind};
 use syncline_coordination::error::DieselContext;
-use syncline_coordination::events::BROADCAST;
+use crate::store::events::BROADCAST;
+use crate::store::watermarks::VISIBILITY_CAP_SQL;
 use syncline_coordination::{CoordError, DbConfig};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -136,11 +137,7 @@ struct Bounds {
 }
 
 async fn bounds(conn: &mut AsyncPgConnection) -> Result<Bounds, CoordError> {
-    diesel::sql_query(
-        "select coalesce((select min(watermark_ts) from sequencer_watermarks where online), \
-         (select max(watermark_ts) from sequencer_watermarks)) as cap, \
-         (select max(ts) from sequencer_events) as newest",
-    )
+    diesel::sql_query(format!("select {VISIBILITY_CAP_SQL} as cap, (select max(ts) from sequencer_events) as newest"))
     .get_result(conn)
     .await
     .during("reading the visibility bound")

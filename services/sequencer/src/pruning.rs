@@ -18,9 +18,7 @@ use syncline_coordination::Db;
 use crate::error::{Result, SequencerError};
 use crate::members::Member;
 
-/// The visibility cap, as `events::read` computes it (keep in step).
-const CAP_SQL: &str = "coalesce((select min(watermark_ts) from sequencer_watermarks where online), \
-                       (select max(watermark_ts) from sequencer_watermarks))";
+use crate::store::watermarks::VISIBILITY_CAP_SQL as CAP_SQL;
 
 #[derive(QueryableByName)]
 struct AckOutcome {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use syncline_coordination::timestamps;
+use crate::store::timestamps;
 use syncline_node::config::PublicApiConfig;
 
 /// How a sequencer node behaves; every field has a sensible default.

@@ -16,10 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use syncline_coordination::db::{self, SessionKind};
-use syncline_coordination::events::{self, EventKind, ExistingClaim, MessageIdClaim, NewEvent};
-use syncline_coordination::node_index::{self, IndexLease};
-use syncline_coordination::timestamps::TimestampGenerator;
-use syncline_coordination::{recovery, watermarks, CoordError, DbConfig};
+use crate::store::events::{self, EventKind, ExistingClaim, MessageIdClaim, NewEvent};
+use crate::store;
+use crate::store::node_index::{self, IndexLease};
+use crate::store::timestamps::TimestampGenerator;
+use crate::store::{recovery, watermarks};
+use syncline_coordination::{CoordError, DbConfig};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -326,9 +328,9 @@ impl Writer {
     async fn rejoin(&mut self, lease: &mut IndexLease, gen: &mut TimestampGenerator) -> Result<(), CoordError> {
         let t = self.settings.write_timeout;
         let index = lease.index();
-        let truncated = timeout(t, recovery::truncate(lease.conn(), index)).await?;
-        let online_at = timeout(t, watermarks::go_online(lease.conn(), index, self.settings.now())).await?;
-        gen.ensure_after(online_at);
+        // One bound for the whole sequence: a timeout leaves the session mid-way, and the
+        // caller gives the lease up on any error.
+        let (truncated, online_at) = timeout(t * 2, store::join(lease.conn(), index, self.settings.now(), gen)).await?;
         self.shared.set_up(index, online_at);
         metrics::gauge!("syncline_sequencer_node_index", "node" => self.settings.name.clone()).set(index as f64);
         tracing::info!(index, online_at, removed_events = truncated.events, "online");
@@ -627,7 +629,7 @@ async fn sweep_dead(cfg: &DbConfig, within: Duration) -> Result<(), CoordError> 
 /// This node's clock for its timestamp generator.
 fn node_clock(settings: &SequencerSettings) -> impl Fn() -> i64 + Send + Sync + 'static {
     let offset = settings.clock_offset_micros;
-    move || syncline_coordination::timestamps::now_micros() + offset
+    move || crate::store::timestamps::now_micros() + offset
 }
 
 fn to_event(ts: i64, sub: &Submission) -> NewEvent {

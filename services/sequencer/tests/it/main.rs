@@ -6,5 +6,7 @@ mod harness;
 mod pruning;
 mod sequencer;
 mod settings_validation;
+mod store;
 mod subscriptions;
 mod total_order_ha;
+mod total_order_store;

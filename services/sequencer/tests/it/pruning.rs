@@ -11,10 +11,11 @@ use diesel::sql_types::BigInt;
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use syncline_coordination::db::{self, SessionKind};
-use syncline_coordination::events::{self, EventKind, NewEvent, BROADCAST};
+use syncline_sequencer::store::events::{self, EventKind, NewEvent, BROADCAST};
 use syncline_coordination::locks::{self, LockId};
-use syncline_coordination::timestamps::now_micros;
-use syncline_coordination::{watermarks, DbConfig};
+use syncline_sequencer::store::timestamps::now_micros;
+use syncline_sequencer::store::watermarks;
+use syncline_coordination::DbConfig;
 use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
 use syncline_proto::sequencer::{
     AcknowledgeRequest, PruneRequest, PruningStatusRequest,

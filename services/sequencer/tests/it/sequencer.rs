@@ -5,7 +5,7 @@ use crate::harness::*;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use syncline_coordination::timestamps::now_micros;
+use syncline_sequencer::store::timestamps::now_micros;
 use syncline_coordination::DbConfig;
 use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
 use syncline_proto::sequencer::{
@@ -334,9 +334,10 @@ fn digest_of(req: &SendRequest) -> (Vec<u8>, Vec<u8>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_colliding_with_an_unconfirmed_claim_is_held_until_that_claim_is_covered_or_truncated() {
-    use syncline_coordination::events::{self, EventKind, MessageIdClaim, NewEvent};
+    use syncline_sequencer::store::events::{self, EventKind, MessageIdClaim, NewEvent};
     use syncline_coordination::locks::{self, LockId};
-    use syncline_coordination::{db, watermarks};
+    use syncline_sequencer::store::watermarks;
+    use syncline_coordination::db;
     let tdb = fresh_database().await;
     let cfg = DbConfig::new(&tdb.url);
     db::migrate(&cfg).await.unwrap();
@@ -449,7 +450,8 @@ async fn a_node_whose_clock_is_behind_waits_for_it_and_never_writes_below_what_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sweep_that_times_out_does_not_keep_the_writer_from_going_online() {
     use diesel_async::SimpleAsyncConnection;
-    use syncline_coordination::{db, watermarks};
+    use syncline_sequencer::store::watermarks;
+    use syncline_coordination::db;
     let tdb = fresh_database().await;
     let cfg = DbConfig::new(&tdb.url);
     db::migrate(&cfg).await.unwrap();

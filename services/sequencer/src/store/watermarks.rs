@@ -7,8 +7,15 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use scoped_futures::ScopedFutureExt;
 use syncline_schema::tables::sequencer_watermarks as w;
 
-use crate::db::retry_conflicts;
-use crate::error::{CoordError, DieselContext, Result};
+use syncline_coordination::db::retry_conflicts;
+use syncline_coordination::error::{CoordError, DieselContext, Result};
+
+/// The visibility cap readers stop at, as an SQL expression: the safe watermark (min over
+/// online nodes) or, with no node online, the highest watermark (each offline node's events
+/// are further capped at its own watermark). `events::read` applies the same rule to the
+/// watermarks of its snapshot.
+pub const VISIBILITY_CAP_SQL: &str = "coalesce((select min(watermark_ts) from sequencer_watermarks where online), \
+     (select max(watermark_ts) from sequencer_watermarks))";
 
 /// One row of `sequencer_watermarks`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Queryable, Selectable)]

@@ -9,9 +9,10 @@ use diesel::sql_types::BigInt;
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use syncline_coordination::db::{self, SessionKind};
-use syncline_coordination::events::{self, EventKind, MessageIdClaim, NewEvent, BROADCAST};
+use syncline_sequencer::store::events::{self, EventKind, MessageIdClaim, NewEvent, BROADCAST};
 use syncline_coordination::locks::{self, LockId};
-use syncline_coordination::{node_index, offline, recovery, watermarks, CoordError, DbConfig};
+use syncline_sequencer::store::{node_index, offline, recovery, watermarks};
+use syncline_coordination::{CoordError, DbConfig};
 use syncline_testkit::fresh_database;
 
 const ALICE: i32 = 1;
@@ -159,7 +160,7 @@ async fn stale_sequencers_are_knocked_offline_and_must_recover() {
 async fn a_dead_sessions_index_is_knocked_offline_at_the_next_check() {
     let (cfg, mut c) = setup().await;
     let mut held = hold(&cfg, &[0, 1]).await;
-    let now = syncline_coordination::timestamps::now_micros();
+    let now = syncline_sequencer::store::timestamps::now_micros();
     online(&mut c, &[(0, now), (1, now)]).await;
     // Fresh watermarks and live locks: nobody is knocked off.
     assert!(offline::mark_offline(&mut c, now, Duration::from_secs(8)).await.unwrap().is_empty());
@@ -477,6 +478,9 @@ async fn a_process_that_lost_its_session_ends_it_and_gets_its_index_back() {
     assert!(!watermarks::get(&mut c, previous.index).await.unwrap().unwrap().online);
     // A stale record of a session that is gone changes nothing.
     drop(again);
+    while locks::holder_pid(&mut c, LockId::sequencer_index(previous.index)).await.unwrap().is_some() {
+        tokio::time::sleep(Duration::from_millis(10)).await; // the server has not noticed yet
+    }
     let third = node_index::acquire_after(&cfg, 5, Some(previous)).await.unwrap();
     assert_eq!(third.index(), previous.index);
 }

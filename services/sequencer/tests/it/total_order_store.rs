@@ -14,10 +14,11 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use syncline_coordination::db::{self, SessionKind};
-use syncline_coordination::events::{self, EventKind, NewEvent, BROADCAST};
-use syncline_coordination::node_index::{self, IndexLease};
-use syncline_coordination::timestamps::{now_micros, TimestampGenerator};
-use syncline_coordination::{offline, recovery, watermarks, CoordError, DbConfig};
+use syncline_sequencer::store::events::{self, EventKind, NewEvent, BROADCAST};
+use syncline_sequencer::store::node_index::{self, IndexLease};
+use syncline_sequencer::store::timestamps::{now_micros, TimestampGenerator};
+use syncline_sequencer::store::{self, offline, watermarks};
+use syncline_coordination::{CoordError, DbConfig};
 use syncline_testkit::fresh_database;
 
 const TOTAL: u32 = 4;
@@ -46,10 +47,8 @@ impl Writer {
             }
         };
         let idx = lease.index();
-        recovery::truncate(lease.conn(), idx).await.unwrap();
-        let w = watermarks::go_online(lease.conn(), idx, now_micros()).await.unwrap();
         let mut gen = TimestampGenerator::new(idx, TOTAL).unwrap();
-        gen.ensure_after(w);
+        store::join(lease.conn(), idx, now_micros(), &mut gen).await.unwrap();
         self.lease = Some(lease);
         self.gen = Some(gen);
     }
@@ -58,9 +57,7 @@ impl Writer {
     async fn recover(&mut self) {
         let lease = self.lease.as_mut().unwrap();
         let idx = lease.index();
-        recovery::truncate(lease.conn(), idx).await.unwrap();
-        let w = watermarks::go_online(lease.conn(), idx, now_micros()).await.unwrap();
-        self.gen.as_mut().unwrap().ensure_after(w);
+        store::join(lease.conn(), idx, now_micros(), self.gen.as_mut().unwrap()).await.unwrap();
     }
 
     async fn append(&mut self, rng: &mut StdRng, save: bool, covered: &Covered) -> Result<(), CoordError> {

@@ -9,10 +9,10 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use rand::seq::SliceRandom;
 use syncline_schema::tables::sequencer_watermarks as w;
 
-use crate::db::{self, DbConfig, SessionKind};
-use crate::error::{CoordError, DieselContext, Result};
-use crate::locks::{self, LockId};
-use crate::{offline, timestamps};
+use syncline_coordination::db::{self, DbConfig, SessionKind};
+use syncline_coordination::error::{CoordError, DieselContext, Result};
+use syncline_coordination::locks::{self, LockId};
+use super::{offline, timestamps};
 
 /// Exclusive ownership of one sequencer node index; dropping it closes the session and so
 /// releases the lock.

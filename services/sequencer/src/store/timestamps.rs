@@ -4,7 +4,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::error::{CoordError, Result};
+use syncline_coordination::error::{CoordError, Result};
 
 /// Largest total node count plus one: indexes must fit the lock namespace and stay cheap.
 pub const MAX_TOTAL_NODES: u32 = 32;

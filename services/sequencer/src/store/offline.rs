@@ -11,8 +11,8 @@ use diesel::sql_types::{BigInt, Integer};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use crate::error::{DieselContext, Result};
-use crate::locks::sequencer_index_held_sql;
+use syncline_coordination::error::{DieselContext, Result};
+use syncline_coordination::locks::sequencer_index_held_sql;
 
 #[derive(QueryableByName)]
 struct Index {

@@ -10,8 +10,8 @@ use syncline_schema::tables::{
     sequencer_watermarks as w,
 };
 
-use crate::error::{CoordError, DieselContext, Result};
-use crate::locks::{self, LockId};
+use syncline_coordination::error::{CoordError, DieselContext, Result};
+use syncline_coordination::locks::{self, LockId};
 
 /// What a truncation removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

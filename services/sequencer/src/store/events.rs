@@ -9,7 +9,7 @@ use diesel::sql_types::{Array, BigInt, Binary, Bool, Integer, Nullable, SmallInt
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use crate::error::{DieselContext, Result};
+use syncline_coordination::error::{DieselContext, Result};
 
 /// Recipient id meaning "every member".
 pub const BROADCAST: i32 = -1;
@@ -289,7 +289,8 @@ struct Row {
     is_cap_row: bool,
 }
 
-// The visibility rule, stated once: the cap is the safe watermark (min over online nodes) or,
+// The visibility rule, stated once for reads (`watermarks::VISIBILITY_CAP_SQL` is the same cap
+// over the live table): the cap is the safe watermark (min over online nodes) or,
 // with no node online, the max over all, since each offline node is further capped at its
 // own watermark. Two ordered, limited index scans per node (own id, broadcast) are merged;
 // the outer limit keeps the page gap-free. $1 member, $2 cursor (exclusive), $3 limit.
