@@ -8,10 +8,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use syncline_node::admin::NodeAdmin;
 use syncline_node::config::{NodeKind, NodeRef, NodeSection, NodesConfig};
-use syncline_node::http::{self, NodeHealth, PrometheusHandle};
+use syncline_node::http::{self, PrometheusHandle};
 use syncline_node::logging::{self, LogConfig};
 use syncline_sequencer::config::SequencerConfig;
-use syncline_sequencer::{Sequencer, WriterShared};
+use syncline_sequencer::Sequencer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -115,33 +115,6 @@ pub struct RunningSequencer {
     tasks: Vec<JoinHandle<()>>,
 }
 
-struct SequencerHealthView {
-    writer: Arc<WriterShared>,
-    probe: syncline_sequencer::HealthProbe,
-}
-
-impl NodeHealth for SequencerHealthView {
-    fn serving(&self) -> Result<(), String> {
-        let h = self.probe.check();
-        if h.serving {
-            Ok(())
-        } else {
-            Err(h.detail)
-        }
-    }
-
-    fn components(&self) -> Vec<(String, String)> {
-        let index = self.writer.node_index().map_or("none".to_string(), |i| i.to_string());
-        let mut c = vec![
-            ("writer".into(), self.writer.detail()),
-            ("node_index".into(), index),
-            ("last_watermark_write".into(), format!("{} ms ago", self.writer.since_last_write().as_millis())),
-        ];
-        c.extend(self.probe.components());
-        c
-    }
-}
-
 async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({what})"))
 }
@@ -154,13 +127,13 @@ impl RunningSequencer {
         let db = node.storage(cfg.storage.as_ref()).db_config(name);
         let seq = Sequencer::start(db, settings.clone()).await?;
         let servers = CancellationToken::new();
-        let view = Arc::new(SequencerHealthView { writer: seq.writer().clone(), probe: seq.health_probe() });
+        let view = Arc::new(seq.status());
         let mut tasks = vec![http::serve(node.health.address, node.health.check, view.clone(), metrics.clone(), servers.clone()).await?];
         if let Some(m) = &node.metrics {
             tasks.push(http::serve_metrics(m.address, metrics, servers.clone()).await?);
         }
         let (reporter, grpc_health) = tonic_health::server::health_reporter();
-        tasks.push(tokio::spawn(syncline_sequencer::health::report_grpc(reporter, seq.health_probe(), servers.clone())));
+        tasks.push(tokio::spawn(syncline_node::health::report_grpc(reporter, syncline_sequencer::health::SERVICE_NAME, seq.health_watch(), servers.clone())));
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(syncline_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

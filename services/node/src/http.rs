@@ -15,6 +15,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HealthCheck;
+use crate::health::NodeHealth;
 
 /// A server that could not start.
 #[derive(Debug, thiserror::Error)]
@@ -29,18 +30,6 @@ pub enum HttpError {
 
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<tokio::net::TcpListener, HttpError> {
     tokio::net::TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, what, source })
-}
-
-/// What a node reports about itself.
-pub trait NodeHealth: Send + Sync + 'static {
-    /// `Ok` while the node serves, `Err(reason)` otherwise.
-    fn serving(&self) -> Result<(), String>;
-    /// Whether this node is the active replica of its group (always true when not replicated).
-    fn active(&self) -> bool {
-        true
-    }
-    /// Component lines for the `/health` body.
-    fn components(&self) -> Vec<(String, String)>;
 }
 
 struct AppState {
@@ -86,8 +75,9 @@ pub async fn serve_metrics(addr: SocketAddr, metrics: PrometheusHandle, cancel: 
 }
 
 fn verdict(node: &dyn NodeHealth, check: HealthCheck) -> Result<(), String> {
-    node.serving()?;
-    if check == HealthCheck::IsActive && !node.active() {
+    let health = node.health().borrow().clone();
+    health.verdict().map_err(String::from)?;
+    if check == HealthCheck::IsActive && !health.active {
         return Err("passive replica".into());
     }
     Ok(())
@@ -118,7 +108,7 @@ async fn health(State(st): State<Arc<AppState>>, Query(q): Query<HealthQuery>) -
 }
 
 async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
-    match st.node.serving() {
+    match st.node.health().borrow().verdict() {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
         Err(r) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {r}\n")),
     }

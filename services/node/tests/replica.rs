@@ -182,11 +182,8 @@ async fn set_passive_through_the_node_admin_api_hands_over_only_to_a_standby() {
 
     struct Up;
     impl syncline_node::NodeHealth for Up {
-        fn serving(&self) -> Result<(), String> {
-            Ok(())
-        }
-        fn active(&self) -> bool {
-            true
+        fn health(&self) -> tokio::sync::watch::Receiver<syncline_node::HealthState> {
+            tokio::sync::watch::channel(syncline_node::HealthState::serving()).1
         }
         fn components(&self) -> Vec<(String, String)> {
             vec![]
