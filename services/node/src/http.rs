@@ -28,7 +28,8 @@ pub enum HttpError {
     Metrics(#[from] BuildError),
 }
 
-async fn bind(addr: SocketAddr, what: &'static str) -> Result<tokio::net::TcpListener, HttpError> {
+/// Listen on `addr`; the error names the address and what it is for.
+pub async fn bind(addr: SocketAddr, what: &'static str) -> Result<tokio::net::TcpListener, HttpError> {
     tokio::net::TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, what, source })
 }
 
@@ -43,35 +44,33 @@ struct HealthQuery {
     check: Option<String>,
 }
 
-/// Serve on `addr` until `cancel`. Binding errors name the address.
-pub async fn serve(
-    addr: SocketAddr,
+/// Serve on `listener` until `cancel`.
+pub fn serve(
+    listener: tokio::net::TcpListener,
     check: HealthCheck,
     node: Arc<dyn NodeHealth>,
     metrics: PrometheusHandle,
     cancel: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, HttpError> {
-    let listener = bind(addr, "health server").await?;
+) -> tokio::task::JoinHandle<()> {
     let app = Router::new()
         .route("/health", get(health))
         .route("/readyz", get(readyz))
         .route("/livez", get(|| async { "OK\n" }))
         .route("/metrics", get(metrics_text))
         .with_state(Arc::new(AppState { check, node, metrics }));
-    Ok(tokio::spawn(async move {
+    tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await {
             tracing::error!(%e, "health server failed");
         }
-    }))
+    })
 }
 
-/// Serve only `/metrics` on `addr` until `cancel`.
-pub async fn serve_metrics(addr: SocketAddr, metrics: PrometheusHandle, cancel: CancellationToken) -> Result<tokio::task::JoinHandle<()>, HttpError> {
-    let listener = bind(addr, "metrics").await?;
+/// Serve only `/metrics` on `listener` until `cancel`.
+pub fn serve_metrics(listener: tokio::net::TcpListener, metrics: PrometheusHandle, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
     let app = Router::new().route("/metrics", get(move || async move { metrics.render() }));
-    Ok(tokio::spawn(async move {
+    tokio::spawn(async move {
         let _ = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await;
-    }))
+    })
 }
 
 fn verdict(node: &dyn NodeHealth, check: HealthCheck) -> Result<(), String> {

@@ -3,13 +3,16 @@
 
 pub mod admin;
 pub mod config;
+pub mod grpc_errors;
 pub mod health;
+pub mod host;
 pub mod http;
 pub mod logging;
 pub mod replica;
 
 pub use config::NodeKind;
 pub use health::{HealthState, NodeHealth};
+pub use host::{Listeners, Node, NodeHost};
 
 #[cfg(test)]
 mod test_support {

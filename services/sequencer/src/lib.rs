@@ -178,3 +178,34 @@ impl syncline_node::NodeHealth for SequencerStatus {
         health::components(&self.inner)
     }
 }
+
+#[tonic::async_trait]
+impl syncline_node::Node for Sequencer {
+    fn name(&self) -> &str {
+        &self.inner.settings.name
+    }
+
+    fn kind(&self) -> syncline_node::NodeKind {
+        syncline_node::NodeKind::Sequencer
+    }
+
+    fn health_service(&self) -> &'static str {
+        health::SERVICE_NAME
+    }
+
+    fn status(&self) -> Arc<dyn syncline_node::NodeHealth> {
+        Arc::new(Sequencer::status(self))
+    }
+
+    fn public_routes(&self) -> tonic::service::Routes {
+        tonic::service::Routes::new(self.public_service())
+    }
+
+    fn admin_routes(&self) -> tonic::service::Routes {
+        tonic::service::Routes::new(self.admin_service())
+    }
+
+    async fn shutdown(self: Box<Self>) {
+        Sequencer::shutdown(*self).await
+    }
+}
