@@ -7,7 +7,7 @@ use syncline_proto::admin::node_admin_service_server::{NodeAdminService, NodeAdm
 use syncline_proto::admin::{ComponentHealth, HealthState, SetPassiveRequest, SetPassiveResponse, StatusRequest, StatusResponse};
 use tonic::{Request, Response, Status};
 
-use syncline_coordination::leadership::Leadership;
+use syncline_coordination::leadership::LeadershipHandle;
 use syncline_coordination::CoordError;
 
 use crate::config::NodeKind;
@@ -19,7 +19,7 @@ pub struct NodeAdmin {
     kind: NodeKind,
     started: Instant,
     node: Arc<dyn NodeHealth>,
-    leadership: Option<Arc<Leadership>>,
+    leadership: Option<LeadershipHandle>,
 }
 
 impl NodeAdmin {
@@ -29,7 +29,7 @@ impl NodeAdmin {
     }
 
     /// A replicated node: `set_passive` hands its group's leadership over through `leadership`.
-    pub fn with_leadership(mut self, leadership: Arc<Leadership>) -> Self {
+    pub fn with_leadership(mut self, leadership: LeadershipHandle) -> Self {
         self.leadership = Some(leadership);
         self
     }

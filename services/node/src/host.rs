@@ -13,7 +13,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
-use syncline_coordination::leadership::Leadership;
+use syncline_coordination::leadership::LeadershipHandle;
 
 use crate::admin::NodeAdmin;
 use crate::config::{CommonSections, HealthCheck, NodeKind};
@@ -37,7 +37,7 @@ pub trait Node: Send + 'static {
     /// The node's own services of the admin API (the node admin API is added by the host).
     fn admin_routes(&self) -> Routes;
     /// A replicated node's leadership, for the admin API's `set-passive`.
-    fn leadership(&self) -> Option<Arc<Leadership>> {
+    fn leadership(&self) -> Option<LeadershipHandle> {
         None
     }
     /// Stop cleanly: answer what is held, end streams, release what the node owns.
