@@ -39,7 +39,7 @@ impl Changes {
 
     /// The writer confirmed a watermark.
     pub(crate) fn wrote(&self) {
-        if self.awaiting_write.swap(false, Ordering::AcqRel) {
+        if self.awaiting_write.swap(false, Ordering::SeqCst) {
             self.wake.notify_one();
         }
     }
@@ -55,12 +55,15 @@ fn evaluate(inner: &Inner) -> (HealthState, Option<Duration>) {
     if !writer.is_running() {
         return (HealthState::not_serving(format!("writer not running: {}", writer.detail())), None);
     }
+    // Armed before reading the write time: a write in between then wakes the task again
+    // rather than slipping past it.
+    inner.changes.awaiting_write.store(true, Ordering::SeqCst);
     let since = writer.since_last_write();
     if since > grace {
-        inner.changes.awaiting_write.store(true, Ordering::Release);
         let why = format!("watermark not confirmed for over {} ms (database slow or unreachable)", grace.as_millis());
         return (HealthState::not_serving(why), None);
     }
+    inner.changes.awaiting_write.store(false, Ordering::SeqCst);
     at(grace - since);
     // Without notifications subscriptions fall back to polling: slow, so not serving.
     if let Some((down, why)) = inner.signals.listener.down_for() {
