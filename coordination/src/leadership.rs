@@ -222,12 +222,20 @@ where
     .await
 }
 
-/// Handle to a replica's leadership task.
+/// A replica's leadership: owns the task that competes for the group's lock. Only the owner
+/// stops it ([`shutdown`](Self::shutdown) releases the lock); others get a [`LeadershipHandle`].
 pub struct Leadership {
-    role: watch::Receiver<Role>,
-    requests: mpsc::Sender<oneshot::Sender<Result<()>>>,
+    handle: LeadershipHandle,
     cancel: CancellationToken,
     task: Option<JoinHandle<()>>,
+}
+
+/// A cloneable view of a replica's leadership (role, hand-over requests), e.g. for the admin
+/// API; it does not keep the task running.
+#[derive(Clone)]
+pub struct LeadershipHandle {
+    role: watch::Receiver<Role>,
+    requests: mpsc::Sender<oneshot::Sender<Result<()>>>,
     group: String,
 }
 
@@ -248,29 +256,31 @@ impl Leadership {
         let span = tracing::info_span!("leadership", group = %group, replica = %replica);
         let runner = Runner { db, group: group.clone(), replica, cfg, role: role_tx, requests: rx, cancel: cancel.clone() };
         let task = tokio::spawn(runner.run().instrument(span));
-        Ok(Leadership { role, requests, cancel, task: Some(task), group })
+        Ok(Leadership { handle: LeadershipHandle { role, requests, group }, cancel, task: Some(task) })
+    }
+
+    /// A cloneable handle (role, hand-over requests).
+    pub fn handle(&self) -> LeadershipHandle {
+        self.handle.clone()
     }
 
     /// This replica's role now.
     pub fn role(&self) -> Role {
-        self.role.borrow().clone()
+        self.handle.role()
     }
 
     /// A receiver that sees every role change (for the replica manager).
     pub fn watch(&self) -> watch::Receiver<Role> {
-        self.role.clone()
+        self.handle.watch()
     }
 
-    /// Hand leadership over, only if another replica is waiting to take it; otherwise this
-    /// replica stays active and `NoStandby` says so. `NotActive` on a passive replica.
+    /// See [`LeadershipHandle::set_passive`].
     pub async fn set_passive(&self) -> Result<()> {
-        let (tx, rx) = oneshot::channel();
-        let gone = || CoordError::NotActive { group: self.group.clone() };
-        self.requests.send(tx).await.map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
+        self.handle.set_passive().await
     }
 
-    /// Stop competing; an active replica demotes and releases the lock first.
+    /// Stop competing; an active replica demotes and releases the lock first. Handles see
+    /// the replica passive and their requests answered `NotActive` afterwards.
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
         if let Some(task) = self.task.take() {
@@ -282,6 +292,27 @@ impl Leadership {
 impl Drop for Leadership {
     fn drop(&mut self) {
         self.cancel.cancel();
+    }
+}
+
+impl LeadershipHandle {
+    /// This replica's role now.
+    pub fn role(&self) -> Role {
+        self.role.borrow().clone()
+    }
+
+    /// A receiver that sees every role change.
+    pub fn watch(&self) -> watch::Receiver<Role> {
+        self.role.clone()
+    }
+
+    /// Hand leadership over, only if another replica is waiting to take it; otherwise this
+    /// replica stays active and `NoStandby` says so. `NotActive` on a passive or stopped replica.
+    pub async fn set_passive(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        let gone = || CoordError::NotActive { group: self.group.clone() };
+        self.requests.send(tx).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
     }
 }
 

@@ -11,7 +11,7 @@ use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use scoped_futures::ScopedFutureExt;
 use syncline_coordination::db::{self, SessionKind};
-use syncline_coordination::leadership::{self, Fence, Leadership, LeadershipConfig, Role};
+use syncline_coordination::leadership::{self, Fence, Leadership, LeadershipConfig, LeadershipHandle, Role};
 use syncline_coordination::locks::{self, LockId};
 use syncline_coordination::{CoordError, Db, DbConfig};
 use syncline_testkit::{fresh_database, FaultProxy, TestDb};
@@ -276,6 +276,27 @@ async fn after_a_database_outage_exactly_one_replica_leads() {
     for r in rs {
         r.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_releases_the_lock_at_shutdown_while_handles_remain() {
+    let tdb = fresh_database().await;
+    let mut c = prepare(&tdb).await;
+    let a = replica(&tdb.url, "a");
+    until_active(&a, Duration::from_secs(10)).await;
+    // The admin API's handle: cloned freely, it does not keep the leadership running.
+    let handle: LeadershipHandle = a.handle();
+    let also = handle.clone();
+    let b = replica(&tdb.url, "b");
+    until_waiting(&mut c, 1).await;
+    let begun = Instant::now();
+    a.shutdown().await;
+    until_active(&b, Duration::from_secs(5)).await;
+    assert!(begun.elapsed() < Duration::from_secs(5), "the lock was released at shutdown, not after a lease");
+    assert!(!handle.role().is_active() && !also.watch().borrow().is_active(), "handles see the replica passive");
+    let e = handle.set_passive().await.unwrap_err();
+    assert!(matches!(e, CoordError::NotActive { .. }), "{e}");
+    b.shutdown().await;
 }
 
 #[tokio::test]

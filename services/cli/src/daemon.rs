@@ -2,23 +2,17 @@
 //! then shut down cleanly (sequencers flush their queue and go offline).
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use syncline_node::admin::NodeAdmin;
 use syncline_node::config::{NodeKind, NodeRef, NodeSection, NodesConfig};
-use syncline_node::http::{self, NodeHealth, PrometheusHandle};
+use syncline_node::http::{self, PrometheusHandle};
+use syncline_node::{Listeners, NodeHost};
 use syncline_node::logging::{self, LogConfig};
 use syncline_sequencer::config::SequencerConfig;
-use syncline_sequencer::{Sequencer, WriterShared};
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use syncline_sequencer::Sequencer;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config};
-use crate::grpc_errors;
 
 /// Options of `syncline daemon`.
 #[derive(clap::Args, Debug)]
@@ -70,15 +64,23 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
     Ok(())
 }
 
-/// Start the selected nodes of `cfg`.
-pub async fn start(cfg: &Config, only: &[String]) -> Result<Vec<RunningSequencer>> {
+/// Start the selected nodes of `cfg`, each served by its host.
+pub async fn start(cfg: &Config, only: &[String]) -> Result<Vec<NodeHost>> {
     let selected = select(cfg, only)?;
     let metrics = http::metrics_handle()?;
     let mut nodes = Vec::new();
     for (name, node) in selected {
-        nodes.push(RunningSequencer::start(name, node, cfg, metrics.clone()).await.with_context(|| format!("starting sequencer {name}"))?);
+        let host = start_sequencer(name, node, cfg, metrics.clone()).await.with_context(|| format!("starting sequencer {name}"))?;
+        nodes.push(host);
     }
     Ok(nodes)
+}
+
+async fn start_sequencer(name: &str, node: &SequencerConfig, cfg: &Config, metrics: PrometheusHandle) -> Result<NodeHost> {
+    // Bound before the node starts: a taken port fails without touching the database.
+    let listeners = Listeners::bind(node.common()).await?;
+    let seq = Sequencer::start(node.storage(cfg.storage.as_ref()).db_config(name), node.settings(name)).await?;
+    Ok(NodeHost::serve(listeners, Box::new(seq), metrics)?)
 }
 
 /// The nodes to run: those named in `only` (default: all). Only sequencers run in this version.
@@ -105,100 +107,6 @@ async fn signals(stop: CancellationToken) {
         _ = int.recv() => {}
     }
     stop.cancel();
-}
-
-/// A sequencer node with its servers.
-pub struct RunningSequencer {
-    name: String,
-    seq: Sequencer,
-    servers: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-struct SequencerHealthView {
-    writer: Arc<WriterShared>,
-    probe: syncline_sequencer::HealthProbe,
-}
-
-impl NodeHealth for SequencerHealthView {
-    fn serving(&self) -> Result<(), String> {
-        let h = self.probe.check();
-        if h.serving {
-            Ok(())
-        } else {
-            Err(h.detail)
-        }
-    }
-
-    fn components(&self) -> Vec<(String, String)> {
-        let index = self.writer.node_index().map_or("none".to_string(), |i| i.to_string());
-        let mut c = vec![
-            ("writer".into(), self.writer.detail()),
-            ("node_index".into(), index),
-            ("last_watermark_write".into(), format!("{} ms ago", self.writer.since_last_write().as_millis())),
-        ];
-        c.extend(self.probe.components());
-        c
-    }
-}
-
-async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({what})"))
-}
-
-impl RunningSequencer {
-    async fn start(name: &str, node: &SequencerConfig, cfg: &Config, metrics: PrometheusHandle) -> Result<Self> {
-        let public = bind(node.public_api.address, "public API").await?;
-        let admin = bind(node.admin_api.address, "admin API").await?;
-        let settings = node.settings(name);
-        let db = node.storage(cfg.storage.as_ref()).db_config(name);
-        let seq = Sequencer::start(db, settings.clone()).await?;
-        let servers = CancellationToken::new();
-        let view = Arc::new(SequencerHealthView { writer: seq.writer().clone(), probe: seq.health_probe() });
-        let mut tasks = vec![http::serve(node.health.address, node.health.check, view.clone(), metrics.clone(), servers.clone()).await?];
-        if let Some(m) = &node.metrics {
-            tasks.push(http::serve_metrics(m.address, metrics, servers.clone()).await?);
-        }
-        let (reporter, grpc_health) = tonic_health::server::health_reporter();
-        tasks.push(tokio::spawn(syncline_sequencer::health::report_grpc(reporter, seq.health_probe(), servers.clone())));
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(syncline_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        // Every service of both servers answers undecodable requests INVALID_ARGUMENT.
-        let public_router = tonic::transport::Server::builder()
-            .layer(grpc_errors::malformed_request_layer())
-            .add_service(grpc_health)
-            .add_service(reflection.clone())
-            .add_service(seq.public_service());
-        let node_admin = NodeAdmin::new(name, NodeKind::Sequencer, view).into_service();
-        let admin_router = tonic::transport::Server::builder()
-            .layer(grpc_errors::malformed_request_layer())
-            .add_service(reflection)
-            .add_service(seq.admin_service())
-            .add_service(node_admin);
-        for (router, listener, what) in [(public_router, public, "public API"), (admin_router, admin, "admin API")] {
-            let stop = servers.clone();
-            let node = name.to_string();
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned()).await {
-                    tracing::error!(%e, node, what, "gRPC server failed");
-                }
-            }));
-        }
-        tracing::info!(node = name, public = %node.public_api.address, admin = %node.admin_api.address, health = %node.health.address, "sequencer started");
-        Ok(RunningSequencer { name: name.to_string(), seq, servers, tasks })
-    }
-
-    /// Flush, go offline, then stop serving.
-    pub async fn shutdown(self) {
-        self.seq.shutdown().await;
-        self.servers.cancel();
-        for t in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-        }
-        tracing::info!(node = self.name, "sequencer stopped");
-    }
 }
 
 #[cfg(test)]

@@ -7,11 +7,11 @@ use syncline_proto::admin::node_admin_service_server::{NodeAdminService, NodeAdm
 use syncline_proto::admin::{ComponentHealth, HealthState, SetPassiveRequest, SetPassiveResponse, StatusRequest, StatusResponse};
 use tonic::{Request, Response, Status};
 
-use syncline_coordination::leadership::Leadership;
+use syncline_coordination::leadership::LeadershipHandle;
 use syncline_coordination::CoordError;
 
 use crate::config::NodeKind;
-use crate::http::NodeHealth;
+use crate::health::NodeHealth;
 
 /// The node admin service of one node.
 pub struct NodeAdmin {
@@ -19,7 +19,7 @@ pub struct NodeAdmin {
     kind: NodeKind,
     started: Instant,
     node: Arc<dyn NodeHealth>,
-    leadership: Option<Arc<Leadership>>,
+    leadership: Option<LeadershipHandle>,
 }
 
 impl NodeAdmin {
@@ -29,7 +29,7 @@ impl NodeAdmin {
     }
 
     /// A replicated node: `set_passive` hands its group's leadership over through `leadership`.
-    pub fn with_leadership(mut self, leadership: Arc<Leadership>) -> Self {
+    pub fn with_leadership(mut self, leadership: LeadershipHandle) -> Self {
         self.leadership = Some(leadership);
         self
     }
@@ -41,11 +41,11 @@ impl NodeAdmin {
 
     /// The status this service reports.
     pub fn status_now(&self) -> StatusResponse {
-        let serving = self.node.serving();
+        let now = self.node.health().borrow().clone();
         let health = ComponentHealth {
             name: self.name.clone(),
-            state: if serving.is_ok() { HealthState::Ok } else { HealthState::Failed } as i32,
-            detail: serving.err().unwrap_or_else(|| "serving".into()),
+            state: if now.serving { HealthState::Ok } else { HealthState::Failed } as i32,
+            detail: if now.serving { "serving".into() } else { now.detail },
             components: self
                 .node
                 .components()
@@ -57,7 +57,7 @@ impl NodeAdmin {
             name: self.name.clone(),
             kind: self.kind.as_str().into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            active: self.node.active(),
+            active: now.active,
             uptime_seconds: self.started.elapsed().as_secs(),
             health: Some(health),
         }

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HealthCheck;
+use crate::health::NodeHealth;
 
 /// A server that could not start.
 #[derive(Debug, thiserror::Error)]
@@ -27,20 +28,9 @@ pub enum HttpError {
     Metrics(#[from] BuildError),
 }
 
-async fn bind(addr: SocketAddr, what: &'static str) -> Result<tokio::net::TcpListener, HttpError> {
+/// Listen on `addr`; the error names the address and what it is for.
+pub async fn bind(addr: SocketAddr, what: &'static str) -> Result<tokio::net::TcpListener, HttpError> {
     tokio::net::TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, what, source })
-}
-
-/// What a node reports about itself.
-pub trait NodeHealth: Send + Sync + 'static {
-    /// `Ok` while the node serves, `Err(reason)` otherwise.
-    fn serving(&self) -> Result<(), String>;
-    /// Whether this node is the active replica of its group (always true when not replicated).
-    fn active(&self) -> bool {
-        true
-    }
-    /// Component lines for the `/health` body.
-    fn components(&self) -> Vec<(String, String)>;
 }
 
 struct AppState {
@@ -54,40 +44,39 @@ struct HealthQuery {
     check: Option<String>,
 }
 
-/// Serve on `addr` until `cancel`. Binding errors name the address.
-pub async fn serve(
-    addr: SocketAddr,
+/// Serve on `listener` until `cancel`.
+pub fn serve(
+    listener: tokio::net::TcpListener,
     check: HealthCheck,
     node: Arc<dyn NodeHealth>,
     metrics: PrometheusHandle,
     cancel: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, HttpError> {
-    let listener = bind(addr, "health server").await?;
+) -> tokio::task::JoinHandle<()> {
     let app = Router::new()
         .route("/health", get(health))
         .route("/readyz", get(readyz))
         .route("/livez", get(|| async { "OK\n" }))
         .route("/metrics", get(metrics_text))
         .with_state(Arc::new(AppState { check, node, metrics }));
-    Ok(tokio::spawn(async move {
+    tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await {
             tracing::error!(%e, "health server failed");
         }
-    }))
+    })
 }
 
-/// Serve only `/metrics` on `addr` until `cancel`.
-pub async fn serve_metrics(addr: SocketAddr, metrics: PrometheusHandle, cancel: CancellationToken) -> Result<tokio::task::JoinHandle<()>, HttpError> {
-    let listener = bind(addr, "metrics").await?;
+/// Serve only `/metrics` on `listener` until `cancel`.
+pub fn serve_metrics(listener: tokio::net::TcpListener, metrics: PrometheusHandle, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
     let app = Router::new().route("/metrics", get(move || async move { metrics.render() }));
-    Ok(tokio::spawn(async move {
+    tokio::spawn(async move {
         let _ = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await;
-    }))
+    })
 }
 
 fn verdict(node: &dyn NodeHealth, check: HealthCheck) -> Result<(), String> {
-    node.serving()?;
-    if check == HealthCheck::IsActive && !node.active() {
+    let health = node.health().borrow().clone();
+    health.verdict().map_err(String::from)?;
+    if check == HealthCheck::IsActive && !health.active {
         return Err("passive replica".into());
     }
     Ok(())
@@ -118,7 +107,7 @@ async fn health(State(st): State<Arc<AppState>>, Query(q): Query<HealthQuery>) -
 }
 
 async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
-    match st.node.serving() {
+    match st.node.health().borrow().verdict() {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
         Err(r) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {r}\n")),
     }

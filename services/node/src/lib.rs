@@ -3,17 +3,23 @@
 
 pub mod admin;
 pub mod config;
+pub mod grpc_errors;
+pub mod health;
+pub mod host;
 pub mod http;
 pub mod logging;
 pub mod replica;
 
 pub use config::NodeKind;
-pub use http::NodeHealth;
+pub use health::{HealthState, NodeHealth};
+pub use host::{Listeners, Node, NodeHost};
 
 #[cfg(test)]
 mod test_support {
     //! A node whose health the tests set.
-    use crate::http::NodeHealth;
+    use tokio::sync::watch;
+
+    use crate::health::{HealthState, NodeHealth};
 
     /// Serving and active as told.
     pub struct Fake {
@@ -22,15 +28,9 @@ mod test_support {
     }
 
     impl NodeHealth for Fake {
-        fn serving(&self) -> Result<(), String> {
-            if self.serving {
-                Ok(())
-            } else {
-                Err("writer stopped".into())
-            }
-        }
-        fn active(&self) -> bool {
-            self.active
+        fn health(&self) -> watch::Receiver<HealthState> {
+            let detail = if self.serving { "running" } else { "writer stopped" };
+            watch::channel(HealthState { serving: self.serving, detail: detail.into(), active: self.active }).1
         }
         fn components(&self) -> Vec<(String, String)> {
             vec![("writer".into(), "running".into())]

@@ -182,11 +182,8 @@ async fn set_passive_through_the_node_admin_api_hands_over_only_to_a_standby() {
 
     struct Up;
     impl syncline_node::NodeHealth for Up {
-        fn serving(&self) -> Result<(), String> {
-            Ok(())
-        }
-        fn active(&self) -> bool {
-            true
+        fn health(&self) -> tokio::sync::watch::Receiver<syncline_node::HealthState> {
+            tokio::sync::watch::channel(syncline_node::HealthState::serving()).1
         }
         fn components(&self) -> Vec<(String, String)> {
             vec![]
@@ -194,11 +191,11 @@ async fn set_passive_through_the_node_admin_api_hands_over_only_to_a_standby() {
     }
     let tdb = fresh_database().await;
     db::migrate(&DbConfig::new(&tdb.url)).await.unwrap();
-    let start = |name: &str| Arc::new(Leadership::start(syncline_coordination::Db::new(DbConfig::new(&tdb.url)).unwrap(), "participant1", name, LeadershipConfig::default()).unwrap());
+    let start = |name: &str| Leadership::start(syncline_coordination::Db::new(DbConfig::new(&tdb.url)).unwrap(), "participant1", name, LeadershipConfig::default()).unwrap();
     let a = start("a");
     let mut w = a.watch();
     tokio::time::timeout(Duration::from_secs(10), w.wait_for(|r| r.is_active())).await.unwrap().unwrap();
-    let admin = NodeAdmin::new("a", NodeKind::Participant, Arc::new(Up)).with_leadership(a.clone());
+    let admin = NodeAdmin::new("a", NodeKind::Participant, Arc::new(Up)).with_leadership(a.handle());
     let e = admin.set_passive(tonic::Request::new(SetPassiveRequest {})).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
     assert!(e.message().contains("no passive replica") && e.message().contains("staying active"), "{}", e.message());

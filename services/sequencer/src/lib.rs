@@ -22,13 +22,14 @@ use std::sync::Arc;
 use syncline_coordination::{Db, DbConfig};
 use syncline_proto::sequencer::sequencer_admin_service_server::SequencerAdminServiceServer;
 use syncline_proto::sequencer::sequencer_service_server::SequencerServiceServer;
-use tokio::sync::mpsc;
+use syncline_node::HealthState;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use admin::AdminApi;
 pub use error::{Result, SequencerError};
-pub use health::{HealthProbe, SequencerHealth};
+pub use health::SequencerHealth;
 pub use members::Members;
 pub use service::PublicApi;
 pub use settings::SequencerSettings;
@@ -45,6 +46,8 @@ pub(crate) struct Inner {
     pub subscriptions: AtomicUsize,
     pub readers: reader::ReaderStatus,
     pub cancel: CancellationToken,
+    /// Wakes the health task; the writer, listener and readers report their changes here.
+    pub changes: Arc<health::Changes>,
 }
 
 /// A running sequencer node.
@@ -52,6 +55,9 @@ pub struct Sequencer {
     inner: Arc<Inner>,
     writer_task: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
+    health: watch::Receiver<HealthState>,
+    health_stop: CancellationToken,
+    health_task: JoinHandle<()>,
 }
 
 impl Sequencer {
@@ -66,8 +72,9 @@ impl Sequencer {
         let db = Db::new(db_config.clone())?;
         let cancel = CancellationToken::new();
         let (queue, rx) = mpsc::channel(settings.queue_size.max(1));
-        let (signals, listener) = notify::spawn(db_config.clone(), cancel.clone());
-        let shared = Arc::new(WriterShared::new());
+        let changes = Arc::new(health::Changes::default());
+        let (signals, listener) = notify::spawn(db_config.clone(), cancel.clone(), changes.clone());
+        let shared = Arc::new(WriterShared::new(changes.clone()));
         let inner = Arc::new(Inner {
             settings: settings.clone(),
             db: db.clone(),
@@ -76,15 +83,20 @@ impl Sequencer {
             writer: shared.clone(),
             signals,
             subscriptions: AtomicUsize::new(0),
-            readers: reader::ReaderStatus::default(),
+            readers: reader::ReaderStatus::new(changes.clone()),
             cancel: cancel.clone(),
+            changes,
         });
+        let (health_tx, health) = watch::channel(HealthState::not_serving("writer not running: starting"));
+        // Stopped only after the writer: the health shows the node going down.
+        let health_stop = CancellationToken::new();
+        let health_task = health::spawn(inner.clone(), health_tx, health_stop.clone());
         let writer_task = tokio::spawn(writer::run(db_config.clone(), settings.clone(), shared, rx, cancel.clone()));
         let tasks = vec![
             tokio::spawn(liveness::run(db, settings, cancel.clone())),
             listener,
         ];
-        Ok(Sequencer { inner, writer_task, tasks })
+        Ok(Sequencer { inner, writer_task, tasks, health, health_stop, health_task })
     }
 
     /// The public gRPC service (Send, Subscribe, Acknowledge).
@@ -98,14 +110,20 @@ impl Sequencer {
         SequencerAdminServiceServer::new(AdminApi { inner: self.inner.clone() })
     }
 
-    /// Whether this node serves, and why not.
+    /// Whether this node serves, and why not (the last published state).
     pub fn health(&self) -> SequencerHealth {
-        self.health_probe().check()
+        self.health.borrow().clone()
     }
 
-    /// A handle that computes this node's health, for health endpoints.
-    pub fn health_probe(&self) -> HealthProbe {
-        HealthProbe { inner: self.inner.clone() }
+    /// The node's health, published whenever it changes.
+    pub fn health_watch(&self) -> watch::Receiver<HealthState> {
+        self.health.clone()
+    }
+
+    /// A cheap, cloneable view for health endpoints and the admin status; usable after the
+    /// node stopped (it then reports the last state).
+    pub fn status(&self) -> SequencerStatus {
+        SequencerStatus { inner: self.inner.clone(), health: self.health.clone() }
     }
 
     /// The writer's state.
@@ -132,6 +150,8 @@ impl Sequencer {
     pub async fn shutdown(self) {
         self.inner.cancel.cancel();
         let _ = self.writer_task.await;
+        self.health_stop.cancel();
+        let _ = self.health_task.await;
         // Background tasks stop at their next cancellation point; one stuck on a database
         // that does not answer is aborted rather than holding the shutdown up.
         for t in self.tasks {
@@ -140,5 +160,53 @@ impl Sequencer {
                 abort.abort();
             }
         }
+    }
+}
+
+/// What a sequencer node reports to the health endpoints and the admin status.
+#[derive(Clone)]
+pub struct SequencerStatus {
+    inner: Arc<Inner>,
+    health: watch::Receiver<HealthState>,
+}
+
+impl syncline_node::NodeHealth for SequencerStatus {
+    fn health(&self) -> watch::Receiver<HealthState> {
+        self.health.clone()
+    }
+
+    fn components(&self) -> Vec<(String, String)> {
+        health::components(&self.inner)
+    }
+}
+
+#[tonic::async_trait]
+impl syncline_node::Node for Sequencer {
+    fn name(&self) -> &str {
+        &self.inner.settings.name
+    }
+
+    fn kind(&self) -> syncline_node::NodeKind {
+        syncline_node::NodeKind::Sequencer
+    }
+
+    fn health_service(&self) -> &'static str {
+        health::SERVICE_NAME
+    }
+
+    fn status(&self) -> Arc<dyn syncline_node::NodeHealth> {
+        Arc::new(Sequencer::status(self))
+    }
+
+    fn public_routes(&self) -> tonic::service::Routes {
+        tonic::service::Routes::new(self.public_service())
+    }
+
+    fn admin_routes(&self) -> tonic::service::Routes {
+        tonic::service::Routes::new(self.admin_service())
+    }
+
+    async fn shutdown(self: Box<Self>) {
+        Sequencer::shutdown(*self).await
     }
 }

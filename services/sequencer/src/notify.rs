@@ -22,6 +22,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::health::Changes;
+
 /// Channel of the watermark trigger.
 pub const WATERMARKS: &str = "syncline_watermarks";
 /// Channel of the events trigger.
@@ -69,20 +71,26 @@ pub(crate) struct Signals {
 #[derive(Debug)]
 pub struct ListenerStatus {
     inner: Mutex<(bool, Instant, String)>,
+    changes: Arc<Changes>,
 }
 
 impl ListenerStatus {
-    fn new() -> Self {
-        ListenerStatus { inner: Mutex::new((false, Instant::now(), "connecting".into())) }
+    fn new(changes: Arc<Changes>) -> Self {
+        ListenerStatus { inner: Mutex::new((false, Instant::now(), "connecting".into())), changes }
     }
 
     fn set(&self, listening: bool, why: String) {
         let mut st = self.inner.lock().unwrap();
+        let changed = st.0 != listening || st.2 != why;
         if st.0 != listening {
             st.1 = Instant::now();
         }
         st.0 = listening;
         st.2 = why;
+        drop(st);
+        if changed {
+            self.changes.changed();
+        }
     }
 
     /// `None` while listening; otherwise for how long it has not been, and the last reason.
@@ -93,10 +101,10 @@ impl ListenerStatus {
 }
 
 /// Start following notifications until cancelled, reconnecting after errors.
-pub(crate) fn spawn(cfg: DbConfig, cancel: CancellationToken) -> (Signals, tokio::task::JoinHandle<()>) {
+pub(crate) fn spawn(cfg: DbConfig, cancel: CancellationToken, changes: Arc<Changes>) -> (Signals, tokio::task::JoinHandle<()>) {
     let state = Arc::new(RwLock::new(Visibility::unknown()));
     let (tx, changed) = watch::channel(0);
-    let listener = Arc::new(ListenerStatus::new());
+    let listener = Arc::new(ListenerStatus::new(changes));
     let signals = Signals { state: state.clone(), changed, listener: listener.clone() };
     let task = tokio::spawn(
         async move {

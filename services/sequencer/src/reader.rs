@@ -26,6 +26,7 @@ use tonic::Status;
 use tracing::Instrument;
 
 use crate::error::{Result, SequencerError};
+use crate::health::Changes;
 use crate::members::Member;
 use crate::pruning;
 use crate::Inner;
@@ -70,22 +71,32 @@ impl Stream for Subscription {
 }
 
 /// How the node's subscription reads fare, for health.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReaderStatus {
     /// The last failed read (when, why) unless a read succeeded after it.
     failing: Mutex<Option<(Instant, String)>>,
+    changes: Arc<Changes>,
 }
 
 impl ReaderStatus {
+    pub(crate) fn new(changes: Arc<Changes>) -> Self {
+        ReaderStatus { failing: Mutex::new(None), changes }
+    }
+
     fn succeeded(&self) {
-        let mut f = self.failing.lock().unwrap();
-        if f.is_some() {
-            *f = None;
+        if self.failing.lock().unwrap().take().is_some() {
+            self.changes.changed();
         }
     }
 
     fn failed(&self, why: String) {
-        self.failing.lock().unwrap().get_or_insert((Instant::now(), String::new())).1 = why;
+        let mut f = self.failing.lock().unwrap();
+        let slot = f.get_or_insert((Instant::now(), String::new()));
+        if slot.1 != why {
+            slot.1 = why;
+            drop(f);
+            self.changes.changed();
+        }
     }
 
     /// Since when reads fail (no read succeeded since), and the last error.

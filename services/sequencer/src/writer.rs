@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::error::SequencerError;
+use crate::health::Changes;
 use crate::settings::SequencerSettings;
 
 /// The writer's answer to one send: its timestamp, or why not.
@@ -72,11 +73,13 @@ pub struct WriterShared {
     last_write_ms: AtomicU64,
     epoch: Instant,
     detail: Mutex<String>,
+    changes: Arc<Changes>,
 }
 
 impl WriterShared {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(changes: Arc<Changes>) -> Self {
         WriterShared {
+            changes,
             running: AtomicBool::new(false),
             node_index: AtomicI64::new(-1),
             last_watermark: AtomicI64::new(0),
@@ -115,6 +118,7 @@ impl WriterShared {
     fn set_down(&self, detail: impl Into<String>) {
         self.running.store(false, Ordering::Release);
         *self.detail.lock().unwrap() = detail.into();
+        self.changes.changed();
     }
 
     fn set_up(&self, index: u32, watermark: i64) {
@@ -122,11 +126,13 @@ impl WriterShared {
         self.wrote(watermark);
         *self.detail.lock().unwrap() = "running".into();
         self.running.store(true, Ordering::Release);
+        self.changes.changed();
     }
 
     fn wrote(&self, watermark: i64) {
         self.last_watermark.store(watermark, Ordering::Release);
         self.last_write_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Release);
+        self.changes.wrote();
     }
 }
 
