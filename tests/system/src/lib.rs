@@ -2,7 +2,7 @@
 //! with SIGKILL, probe their health endpoints, and talk to them over gRPC (through the
 //! sequencer client crate).
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -24,19 +24,7 @@ pub fn syncline_bin() -> PathBuf {
     bin
 }
 
-/// A free loopback port, never one this test binary handed out before (the kernel may offer
-/// a just-released port again, and two daemons given one port would race for it).
-pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap();
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
-}
+pub use syncline_testkit::free_port;
 
 /// Addresses of one sequencer process.
 #[derive(Clone, Debug)]
