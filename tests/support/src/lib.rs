@@ -1,12 +1,18 @@
 //! Test harness: a throwaway PostgreSQL cluster per test binary (or `DATABASE_URL`), a fresh
-//! database per test, a fault-injecting TCP proxy to put between a component and Postgres, and
-//! loopback ports never handed out twice.
+//! database per test, a fault-injecting TCP proxy to put between a component and Postgres,
+//! loopback ports never handed out twice, `syncline daemon` processes, temp dirs and waits.
 
+pub mod files;
 pub mod pg;
+pub mod process;
 pub mod proxy;
+pub mod wait;
 
+pub use files::{write_file, TempDir};
 pub use pg::{fresh_database, TestDb};
+pub use process::Daemon;
 pub use proxy::FaultProxy;
+pub use wait::{http_get, http_status, wait_for};
 
 use std::net::SocketAddr;
 

@@ -1,16 +1,14 @@
-//! Helpers for system tests: write config files, run `syncline daemon` processes, kill them
-//! with SIGKILL, probe their health endpoints, and talk to them over gRPC (through the
-//! sequencer client crate).
+//! What only the system tests need: the `syncline` binary, sequencer node addresses and their
+//! config sections, and clients and subscribers of them (through the sequencer client crate).
+//! Processes, temp dirs, ports and waiting come from the test kit.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::StreamExt;
 use syncline_sequencer_client::{AdminClient, ClientConfig, Event, SequencerApi, SequencerClient, SubscribeError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The `syncline` binary built next to this test (`SYNCLINE_BIN` overrides).
 pub fn syncline_bin() -> PathBuf {
@@ -24,7 +22,7 @@ pub fn syncline_bin() -> PathBuf {
     bin
 }
 
-pub use syncline_testkit::free_port;
+use syncline_testkit::free_port;
 
 /// Addresses of one sequencer process.
 #[derive(Clone, Debug)]
@@ -113,130 +111,4 @@ pub fn record(client: SequencerClient, member: &str) -> (Arc<Mutex<Received>>, t
         })
     };
     (sink, task)
-}
-
-/// A running `syncline daemon`; killed (SIGKILL) when dropped.
-pub struct Daemon {
-    child: Child,
-    /// Its log file.
-    pub log: PathBuf,
-}
-
-impl Daemon {
-    /// Start `syncline daemon --config <files>` with its log in `dir`.
-    pub fn start(dir: &Path, name: &str, configs: &[PathBuf]) -> Daemon {
-        let log = dir.join(format!("{name}.log"));
-        let list: Vec<String> = configs.iter().map(|p| p.display().to_string()).collect();
-        let child = Command::new(syncline_bin())
-            .args(["daemon", "--config", &list.join(","), "--log-file-name"])
-            .arg(&log)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawning syncline daemon");
-        Daemon { child, log }
-    }
-
-    /// SIGKILL, no clean-up of any kind.
-    pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM and wait for a clean exit.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        self.child.wait().expect("wait")
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The log so far (for failure messages).
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// Write `text` to `dir/name` and return the path.
-pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-/// A temp directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    /// A fresh directory under the system temp dir.
-    pub fn new(prefix: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("{prefix}-{}-{}", std::process::id(), rand::random::<u32>()));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-
-    /// Its path.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("keeping {} for inspection", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-/// HTTP status code of `GET path` on `addr`, or None if it does not answer.
-pub async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
-    let fut = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.ok()?;
-        let text = String::from_utf8_lossy(&buf);
-        text.split_whitespace().nth(1)?.parse().ok()
-    };
-    tokio::time::timeout(Duration::from_secs(2), fut).await.ok().flatten()
-}
-
-/// The body of `GET path` on `addr`.
-pub async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    let fut = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.ok()?;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        Some(text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
-    };
-    tokio::time::timeout(Duration::from_secs(2), fut).await.ok().flatten()
-}
-
-/// Poll `f` until it returns true, panicking with `what` after `limit`.
-pub async fn wait_for<F, Fut>(limit: Duration, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !f().await {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
