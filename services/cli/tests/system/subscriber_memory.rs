@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
 use syncline_proto::sequencer::SubscribeRequest;
 use syncline_sequencer_client::{ClientConfig, RequestBuilder, SequencerApi, SequencerClient};
-use syncline_system_tests::*;
+use crate::support::*;
 use syncline_testkit::{Daemon, TempDir, fresh_database, http_status, wait_for, write_file};
 use tonic::Code;
 

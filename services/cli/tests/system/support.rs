@@ -3,23 +3,16 @@
 //! Processes, temp dirs, ports and waiting come from the test kit.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures_util::StreamExt;
 use syncline_sequencer_client::{AdminClient, ClientConfig, Event, SequencerApi, SequencerClient, SubscribeError};
 
-/// The `syncline` binary built next to this test (`SYNCLINE_BIN` overrides).
+/// The `syncline` binary of this package, built by cargo for these tests.
 pub fn syncline_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("SYNCLINE_BIN") {
-        return PathBuf::from(p);
-    }
-    // target/debug/deps/<test>-<hash> → target/debug/syncline
-    let exe = std::env::current_exe().expect("current exe");
-    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("syncline");
-    assert!(bin.exists(), "{} is missing: build it first (cargo build -p syncline-cli), or run ./dev test", bin.display());
-    bin
+    PathBuf::from(env!("CARGO_BIN_EXE_syncline"))
 }
 
 use syncline_testkit::free_port;

@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut};
-use syncline_system_tests::*;
+use crate::support::*;
 use syncline_testkit::{Daemon, FaultProxy, TempDir, fresh_database, http_status, write_file};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;

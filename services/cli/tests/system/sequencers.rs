@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use syncline_sequencer_client::{RequestBuilder, SendError, SendRequest, SequencerApi, SequencerClient};
-use syncline_system_tests::*;
+use crate::support::*;
 use syncline_testkit::{Daemon, FaultProxy, TempDir, fresh_database, http_status, wait_for, write_file};
 use tonic::transport::Channel;
 use tonic::Code;

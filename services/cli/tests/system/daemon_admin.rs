@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use syncline_system_tests::*;
+use crate::support::*;
 use syncline_testkit::{Daemon, TempDir, fresh_database, http_get, http_status, wait_for, write_file};
 
 fn admin(remote: &std::path::Path, args: &[&str]) -> (bool, String) {

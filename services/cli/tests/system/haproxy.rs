@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
 use syncline_sequencer_client::{ClientConfig, RequestBuilder, SequencerApi, SequencerClient};
-use syncline_system_tests::*;
+use crate::support::*;
 use syncline_testkit::{Daemon, FaultProxy, TempDir, free_port, fresh_database, http_get, http_status, wait_for, write_file};
 
 struct Haproxy(Child);
