@@ -37,8 +37,8 @@ pub enum Error {
     /// `initdb` exited with an error.
     #[error("initdb failed: {0}")]
     Initdb(String),
-    /// The postmaster never accepted connections.
-    #[error("postgres did not start listening on {addr}:\n{log}")]
+    /// The postmaster exited or never accepted sessions.
+    #[error("postgres did not start accepting sessions on {addr}:\n{log}")]
     NotListening {
         /// Where it should have listened.
         addr: SocketAddr,
@@ -82,7 +82,7 @@ pub struct Cluster {
 pub const USER: &str = "postgres";
 
 impl Cluster {
-    /// Start a throwaway cluster and wait until it accepts connections (blocking).
+    /// Start a throwaway cluster and wait until it accepts sessions (blocking).
     // On the error paths the watchdog stays behind on purpose: it removes the half-started
     // cluster once this process exits.
     pub fn start() -> Result<Cluster, Error> {
@@ -138,7 +138,7 @@ impl Cluster {
     }
 
     /// Start the postmaster again on the same port and data, and wait until it accepts
-    /// connections (blocking).
+    /// sessions (blocking).
     #[allow(clippy::zombie_processes)] // the watchdog outlives us by design
     pub fn start_again(&mut self) -> Result<(), Error> {
         let dir = self.dir.clone().ok_or(Error::Stopped)?;
@@ -163,14 +163,31 @@ impl Cluster {
         let watchdog = spawn_watchdog(child.id(), &dir)?;
         self.processes = vec![child, watchdog];
         let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_err() {
-            if Instant::now() > deadline {
+        while !self.accepting() {
+            let exited = matches!(self.processes[0].try_wait(), Ok(Some(_)));
+            if exited || Instant::now() > deadline {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                 return Err(Error::NotListening { addr: self.addr, log });
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(())
+    }
+
+    /// Whether the server accepts sessions: listening is not enough, after a crash it
+    /// refuses them until its recovery is done.
+    fn accepting(&self) -> bool {
+        let probe = Command::new(self.bin.join("pg_isready"))
+            .args(["-q", "-h", "127.0.0.1", "-p", &self.addr.port().to_string(), "-t", "1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        match probe {
+            Ok(status) => status.success(),
+            // A bin dir without pg_isready: listening is the best we can tell.
+            Err(_) => TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok(),
+        }
     }
 
     /// Crash and restart the server, down for about `down` (blocking).
