@@ -1,13 +1,14 @@
 //! A throwaway PostgreSQL for the demo and the benchmarks, or the one the user names.
 
-use anyhow::{anyhow, Result};
-use syncline_testkit::pg::{self, Server};
+use anyhow::{Context, Result};
+use syncline_embedded_pg::Cluster;
 
 /// A database to run against; drops (and removes) the cluster we started.
 pub struct Database {
     /// Connection URL.
     pub url: String,
-    server: Option<Server>,
+    /// The cluster we started, stopped and removed on drop.
+    _cluster: Option<Cluster>,
 }
 
 impl Database {
@@ -15,21 +16,12 @@ impl Database {
     /// create database `name` on it.
     pub async fn open(url: Option<String>, name: &str) -> Result<Database> {
         if let Some(url) = url {
-            return Ok(Database { url, server: None });
+            return Ok(Database { url, _cluster: None });
         }
-        let server = tokio::task::spawn_blocking(pg::start_cluster)
+        let cluster = tokio::task::spawn_blocking(Cluster::start)
             .await?
-            .map_err(|e| anyhow!("cannot start an embedded PostgreSQL: {e}\n(install it with `apt-get install postgresql`, or pass --database-url)"))?;
-        let url = server.create_database(name).await.map_err(|e| anyhow!(e))?;
-        Ok(Database { url, server: Some(server) })
-    }
-
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        if let Some(mut s) = self.server.take() {
-            s.stop();
-        }
+            .context("cannot start an embedded PostgreSQL (install it with `apt-get install postgresql`, or pass --database-url)")?;
+        let url = cluster.create_database(name).await?;
+        Ok(Database { url, _cluster: Some(cluster) })
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use futures_util::StreamExt;
+use syncline_embedded_pg::free_addr;
 use syncline_sequencer_client::{
     AdminClient, ClientConfig, RequestBuilder, SendRequest, SequencerApi, SequencerClient, SubscribeError,
 };
@@ -31,7 +32,8 @@ pub struct Node {
 }
 
 impl Node {
-    /// Write the node's config file into `dir` (free loopback ports); not started yet.
+    /// Write the node's config file into `dir` (loopback ports never handed out before in this
+    /// process, so no two nodes race for one); not started yet.
     pub fn configure(dir: &Path, name: &str) -> Result<Node> {
         let (public, admin, health) = (free_addr()?, free_addr()?, free_addr()?);
         let config = dir.join(format!("{name}.toml"));
@@ -97,11 +99,6 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.terminate();
     }
-}
-
-/// A free loopback port.
-pub fn free_addr() -> Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 /// True when `addr` answers `GET /health` with 200 within 500 ms.

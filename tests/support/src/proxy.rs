@@ -43,7 +43,15 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Listen on a free loopback port and forward to `upstream`.
     pub async fn start(upstream: SocketAddr) -> FaultProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
+        // A port from the kit's allocator: one taken by the kernel's `:0` could be a port
+        // already handed out to a server that has not bound it yet.
+        let listener = loop {
+            match TcpListener::bind(crate::free_addr()).await {
+                Ok(l) => break l,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+                Err(e) => panic!("proxy bind: {e}"),
+            }
+        };
         let addr = listener.local_addr().expect("proxy addr");
         let (tx, _) = watch::channel(State { mode: Mode::Pass, cuts: 0 });
         let state = Arc::new(tx);

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use syncline_system_tests::{write_file, TempDir};
+use syncline_testkit::{TempDir, write_file};
 
 fn ops() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../ops")

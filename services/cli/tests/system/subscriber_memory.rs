@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
 use syncline_proto::sequencer::SubscribeRequest;
 use syncline_sequencer_client::{ClientConfig, RequestBuilder, SequencerApi, SequencerClient};
-use syncline_system_tests::*;
-use syncline_testkit::fresh_database;
+use crate::support::*;
+use syncline_testkit::{Daemon, TempDir, fresh_database, http_status, wait_for, write_file};
 use tonic::Code;
 
 /// Sends of this many bytes each, just below the default 4 MiB request limit.
@@ -39,7 +39,7 @@ async fn a_stalled_subscriber_under_400_sends_of_4_mib_keeps_the_node_small() {
     let extra = "[sequencers.seq1.writer]\nqueue_size = 8\n\
                  [sequencers.seq1.reader]\nmax_subscriptions = 3\nsubscription_buffer_bytes = 8388608\n";
     let cfg = write_file(dir.path(), "seq1.toml", &node.toml(extra));
-    let daemon = Daemon::start(dir.path(), "seq1", &[storage, cfg]);
+    let daemon = Daemon::start(&syncline_bin(), dir.path(), "seq1", &[storage, cfg]);
     wait_for(Duration::from_secs(60), "seq1 healthy", || async { http_status(node.health, "/health").await == Some(200) }).await;
     let admin = node.admin();
     for m in ["alice", "bob"] {

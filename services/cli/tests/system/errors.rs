@@ -8,8 +8,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut};
-use syncline_system_tests::*;
-use syncline_testkit::{fresh_database, FaultProxy};
+use crate::support::*;
+use syncline_testkit::{Daemon, FaultProxy, TempDir, fresh_database, http_status, write_file};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
@@ -123,7 +123,7 @@ async fn malformed_requests_are_invalid_argument_on_every_service() {
     let dir = TempDir::new("syncline-malformed");
     let a = SequencerAddrs::new("s1");
     let cfg = write_file(dir.path(), "s1.toml", &format!("[storage]\nurl = \"{}\"\n{}", tdb.url, a.toml("")));
-    let d = Daemon::start(dir.path(), "s1", &[cfg]);
+    let d = Daemon::start(&syncline_bin(), dir.path(), "s1", &[cfg]);
     wait_healthy(&a, &d).await;
     for (url, path, streaming) in [
         (a.public_url(), "/syncline.sequencer.v1.SequencerService/Send", false),
@@ -171,7 +171,7 @@ async fn admin_against_a_node_in_trouble_names_it_and_what_failed_in_time() {
     let dir = TempDir::new("syncline-trouble");
     let a = SequencerAddrs::new("s1");
     let cfg = write_file(dir.path(), "s1.toml", &format!("[storage]\nurl = \"{}\"\n{}", tdb.url_via(proxy.addr()), a.toml("")));
-    let d = Daemon::start(dir.path(), "s1", &[cfg]);
+    let d = Daemon::start(&syncline_bin(), dir.path(), "s1", &[cfg]);
     wait_healthy(&a, &d).await;
     let remote = write_file(dir.path(), "remote.toml", &format!("[sequencers.s1]\nadmin_api = \"{}\"\n", a.admin));
     let (out, _) = syncline("admin", &[&remote], &["register-member", "alice"]);

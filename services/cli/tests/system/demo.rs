@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use syncline_system_tests::syncline_bin;
+use crate::support::syncline_bin;
 
 #[test]
 fn the_demo_runs_end_to_end_on_a_throwaway_database_and_cleans_up() {

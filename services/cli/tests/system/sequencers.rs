@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use syncline_sequencer_client::{RequestBuilder, SendError, SendRequest, SequencerApi, SequencerClient};
-use syncline_system_tests::*;
-use syncline_testkit::{fresh_database, FaultProxy};
+use crate::support::*;
+use syncline_testkit::{Daemon, FaultProxy, TempDir, fresh_database, http_status, wait_for, write_file};
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -31,7 +31,7 @@ impl Topology {
                 _ => String::new(),
             };
             let cfg = write_file(t.dir.path(), &format!("seq{}.toml", i + 1), &t.nodes[i].toml(&extra));
-            let d = Daemon::start(t.dir.path(), &t.nodes[i].name, &[t.storage.clone(), cfg]);
+            let d = Daemon::start(&syncline_bin(), t.dir.path(), &t.nodes[i].name, &[t.storage.clone(), cfg]);
             t.daemons.push(Some(d));
         }
         for i in 0..3 {
@@ -55,7 +55,7 @@ impl Topology {
 
     fn restart(&mut self, i: usize) {
         let cfg = self.dir.path().join(format!("seq{}.toml", i + 1));
-        self.daemons[i] = Some(Daemon::start(self.dir.path(), &self.nodes[i].name, &[self.storage.clone(), cfg]));
+        self.daemons[i] = Some(Daemon::start(&syncline_bin(), self.dir.path(), &self.nodes[i].name, &[self.storage.clone(), cfg]));
     }
 
     /// A client of node `i` alone.

@@ -3,8 +3,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use syncline_system_tests::*;
-use syncline_testkit::fresh_database;
+use crate::support::*;
+use syncline_testkit::{Daemon, TempDir, fresh_database, http_get, http_status, wait_for, write_file};
 
 fn admin(remote: &std::path::Path, args: &[&str]) -> (bool, String) {
     let out = Command::new(syncline_bin()).arg("admin").arg("--config").arg(remote).args(args).output().unwrap();
@@ -24,8 +24,8 @@ async fn daemons_from_config_files_are_administered_remotely() {
     let c = SequencerAddrs::new("seqc");
     let cfg_c = write_file(dir.path(), "c.toml", &c.toml("[sequencers.seqc.high_availability]\ntotal_node_count = 10\n"));
     std::env::set_var("SYNCLINE_TEST_DB", &tdb.url);
-    let mut d1 = Daemon::start(dir.path(), "ab", &[storage.clone(), both]);
-    let mut d2 = Daemon::start(dir.path(), "c", &[storage, cfg_c]);
+    let mut d1 = Daemon::start(&syncline_bin(), dir.path(), "ab", &[storage.clone(), both]);
+    let mut d2 = Daemon::start(&syncline_bin(), dir.path(), "c", &[storage, cfg_c]);
     for n in [&a, &b, &c] {
         let h = n.health;
         wait_for(Duration::from_secs(60), &format!("{} healthy", n.name), || async move { http_status(h, "/health").await == Some(200) }).await;
@@ -104,7 +104,7 @@ async fn a_daemon_started_while_the_database_is_down_serves_once_it_is_up() {
     let dir = TempDir::new("syncline-dbdown");
     let a = SequencerAddrs::new("s1");
     let cfg = write_file(dir.path(), "s1.toml", &format!("[storage]\nurl = \"{}\"\n{}", tdb.url_via(proxy.addr()), a.toml("")));
-    let _d = Daemon::start(dir.path(), "s1", &[cfg]);
+    let _d = Daemon::start(&syncline_bin(), dir.path(), "s1", &[cfg]);
     wait_for(Duration::from_secs(20), "health answers 503 while the database is down", || async {
         http_status(a.health, "/health").await == Some(503)
     })

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
 use syncline_sequencer_client::{ClientConfig, RequestBuilder, SequencerApi, SequencerClient};
-use syncline_system_tests::*;
-use syncline_testkit::{fresh_database, FaultProxy};
+use crate::support::*;
+use syncline_testkit::{Daemon, FaultProxy, TempDir, free_port, fresh_database, http_get, http_status, wait_for, write_file};
 
 struct Haproxy(Child);
 
@@ -78,7 +78,7 @@ async fn haproxy_routes_around_a_node_without_database_and_a_killed_node() {
         // seq1 reaches the database through the fault proxy.
         let extra = if i == 0 { format!("storage = {{ url = \"{}\" }}\n", tdb.url_via(db_proxy.addr())) } else { String::new() };
         let cfg = write_file(dir.path(), &format!("{}.toml", n.name), &n.toml(&extra));
-        daemons.push(Some(Daemon::start(dir.path(), &n.name, &[storage.clone(), cfg])));
+        daemons.push(Some(Daemon::start(&syncline_bin(), dir.path(), &n.name, &[storage.clone(), cfg])));
     }
     for (n, d) in nodes.iter().zip(&daemons) {
         let start = std::time::Instant::now();

@@ -1,0 +1,12 @@
+//! System tests: real `syncline` processes (the binary of this package) on a real PostgreSQL,
+//! kill -9, fault injection, HAProxy, the demo, the operations files. One test binary, to cut
+//! link time.
+
+mod daemon_admin;
+mod demo;
+mod errors;
+mod haproxy;
+mod ops_configs;
+mod sequencers;
+mod subscriber_memory;
+mod support;

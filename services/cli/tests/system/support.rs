@@ -1,0 +1,107 @@
+//! What only the system tests need: the `syncline` binary, sequencer node addresses and their
+//! config sections, and clients and subscribers of them (through the sequencer client crate).
+//! Processes, temp dirs, ports and waiting come from the test kit.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use syncline_sequencer_client::{AdminClient, ClientConfig, Event, SequencerApi, SequencerClient, SubscribeError};
+
+/// The `syncline` binary of this package, built by cargo for these tests.
+pub fn syncline_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_syncline"))
+}
+
+use syncline_testkit::free_port;
+
+/// Addresses of one sequencer process.
+#[derive(Clone, Debug)]
+pub struct SequencerAddrs {
+    /// Node name.
+    pub name: String,
+    /// Public gRPC API.
+    pub public: SocketAddr,
+    /// Admin gRPC API.
+    pub admin: SocketAddr,
+    /// HTTP health and metrics.
+    pub health: SocketAddr,
+}
+
+impl SequencerAddrs {
+    /// Fresh loopback ports for node `name`.
+    pub fn new(name: &str) -> Self {
+        let a = |p| SocketAddr::from(([127, 0, 0, 1], p));
+        SequencerAddrs { name: name.into(), public: a(free_port()), admin: a(free_port()), health: a(free_port()) }
+    }
+
+    /// Its config file section.
+    pub fn toml(&self, extra: &str) -> String {
+        format!(
+            "[sequencers.{n}]\npublic_api = {{ address = \"{p}\" }}\nadmin_api = {{ address = \"{a}\" }}\n\
+             health = {{ address = \"{h}\", check = \"ping\" }}\n{extra}\n",
+            n = self.name,
+            p = self.public,
+            a = self.admin,
+            h = self.health
+        )
+    }
+
+    /// `http://` URL of the public API.
+    pub fn public_url(&self) -> String {
+        format!("http://{}", self.public)
+    }
+
+    /// `http://` URL of the admin API.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin)
+    }
+
+    /// A client of its admin API.
+    pub fn admin(&self) -> AdminClient {
+        AdminClient::new(self.admin_url(), ClientConfig::default()).expect("a valid URL")
+    }
+}
+
+/// A client of the public APIs of `nodes` (round robin in this order, failing over).
+pub fn client_of<'a>(nodes: impl IntoIterator<Item = &'a SequencerAddrs>) -> SequencerClient {
+    SequencerClient::new(nodes.into_iter().map(SequencerAddrs::public_url), ClientConfig::default()).expect("valid URLs")
+}
+
+/// Everything a subscription delivered, with arrival times, and the error it ended with.
+#[derive(Default)]
+pub struct Received {
+    /// Events in arrival order.
+    pub events: Vec<(Event, Instant)>,
+    /// The error that ended the subscription (a broken chain, a refusal), if any.
+    pub error: Option<SubscribeError>,
+}
+
+impl Received {
+    /// The message id each event carries as its first envelope's content, with its timestamp.
+    pub fn ids(&self) -> Vec<(i64, String)> {
+        self.events.iter().map(|(e, _)| (e.timestamp, String::from_utf8_lossy(&e.envelopes[0].content).into_owned())).collect()
+    }
+}
+
+/// Subscribe `member` through `client` and record what arrives until the task is aborted;
+/// the client resumes after the last event (on another endpoint if it has several) and checks
+/// the previous_timestamp chain.
+pub fn record(client: SequencerClient, member: &str) -> (Arc<Mutex<Received>>, tokio::task::JoinHandle<()>) {
+    let sink: Arc<Mutex<Received>> = Arc::default();
+    let mut events = client.subscribe(member, None);
+    let task = {
+        let sink = sink.clone();
+        tokio::spawn(async move {
+            while let Some(item) = events.next().await {
+                match item {
+                    Ok(e) => sink.lock().unwrap().events.push((e, Instant::now())),
+                    Err(e) => sink.lock().unwrap().error = Some(e),
+                }
+            }
+        })
+    };
+    (sink, task)
+}
