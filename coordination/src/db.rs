@@ -64,10 +64,8 @@ pub enum SessionKind {
 
 /// Build the tokio-postgres configuration for a session of `kind`.
 pub fn pg_config(cfg: &DbConfig, kind: SessionKind) -> Result<tokio_postgres::Config> {
-    let mut pg: tokio_postgres::Config = cfg
-        .url
-        .parse()
-        .map_err(|e| CoordError::InvalidConfig(format!("database url: {e}")))?;
+    let mut pg: tokio_postgres::Config =
+        cfg.url.parse().map_err(|e| CoordError::InvalidConfig(format!("database url: {e}")))?;
     pg.application_name(&cfg.application_name);
     pg.connect_timeout(cfg.connect_timeout);
     pg.keepalives(true);
@@ -99,10 +97,8 @@ pub async fn connect(cfg: &DbConfig, kind: SessionKind) -> Result<AsyncPgConnect
 }
 
 async fn open(pg: tokio_postgres::Config) -> diesel::ConnectionResult<AsyncPgConnection> {
-    let (client, connection) = pg
-        .connect(NoTls)
-        .await
-        .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
+    let (client, connection) =
+        pg.connect(NoTls).await.map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
     AsyncPgConnection::try_from_client_and_connection(client, connection).await
 }
 
@@ -160,11 +156,7 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy {
-            max_retries: 5,
-            min_delay: Duration::from_millis(20),
-            max_delay: Duration::from_millis(500),
-        }
+        RetryPolicy { max_retries: 5, min_delay: Duration::from_millis(20), max_delay: Duration::from_millis(500) }
     }
 }
 

@@ -72,17 +72,15 @@ impl CoordError {
         use diesel::result::{DatabaseErrorKind as K, Error as E};
         let during = during.to_string();
         match &e {
-            E::DatabaseError(K::SerializationFailure, info) => CoordError::Conflict {
-                during,
-                reason: info.message().to_string(),
-            },
+            E::DatabaseError(K::SerializationFailure, info) => {
+                CoordError::Conflict { during, reason: info.message().to_string() }
+            }
             E::DatabaseError(K::UnableToSendCommand | K::ClosedConnection, info) => {
                 CoordError::Unavailable { during, reason: info.message().to_string() }
             }
-            E::BrokenTransactionManager => CoordError::Unavailable {
-                during,
-                reason: "connection broke inside a transaction".into(),
-            },
+            E::BrokenTransactionManager => {
+                CoordError::Unavailable { during, reason: "connection broke inside a transaction".into() }
+            }
             // diesel-async does not expose SQLSTATE for these; Postgres' messages are stable
             // in the C locale our clusters use.
             E::DatabaseError(K::Unknown, info) => {

@@ -244,7 +244,12 @@ impl Leadership {
     /// `participant1`; all its replicas use the same name) as `replica` (recorded as the
     /// holder): `db` serves short statements (the passive's watchdog), a dedicated lock
     /// session is opened from its configuration.
-    pub fn start(db: Db, group: impl Into<String>, replica: impl Into<String>, cfg: LeadershipConfig) -> Result<Leadership> {
+    pub fn start(
+        db: Db,
+        group: impl Into<String>,
+        replica: impl Into<String>,
+        cfg: LeadershipConfig,
+    ) -> Result<Leadership> {
         let (group, replica) = (group.into(), replica.into());
         if group.is_empty() {
             return Err(CoordError::InvalidConfig("leadership group name is empty".into()));
@@ -254,7 +259,8 @@ impl Leadership {
         let (requests, rx) = mpsc::channel(4);
         let cancel = CancellationToken::new();
         let span = tracing::info_span!("leadership", group = %group, replica = %replica);
-        let runner = Runner { db, group: group.clone(), replica, cfg, role: role_tx, requests: rx, cancel: cancel.clone() };
+        let runner =
+            Runner { db, group: group.clone(), replica, cfg, role: role_tx, requests: rx, cancel: cancel.clone() };
         let task = tokio::spawn(runner.run().instrument(span));
         Ok(Leadership { handle: LeadershipHandle { role, requests, group }, cancel, task: Some(task) })
     }
@@ -346,15 +352,16 @@ impl Runner {
             };
             // A session that hangs here holds the lock without leading: give up on it.
             let lease = self.cfg.lease_timeout;
-            let took = tokio::time::timeout(lease, self.take_over(&mut conn))
-                .await
-                .unwrap_or_else(|_| Err(CoordError::Timeout { during: "recording a leadership takeover".into(), after: lease }));
+            let took = tokio::time::timeout(lease, self.take_over(&mut conn)).await.unwrap_or_else(|_| {
+                Err(CoordError::Timeout { during: "recording a leadership takeover".into(), after: lease })
+            });
             match took {
                 Ok(fence) => {
                     backoff = self.cfg.check_interval;
                     tracing::info!(epoch = fence.epoch, "active");
                     metrics::gauge!("syncline_leadership_active", "group" => self.group.clone()).set(1.0);
-                    metrics::counter!("syncline_leadership_takeovers_total", "group" => self.group.clone()).increment(1);
+                    metrics::counter!("syncline_leadership_takeovers_total", "group" => self.group.clone())
+                        .increment(1);
                     self.role.send_replace(Role::Active(fence.clone()));
                     let end = self.lead(&mut conn, &fence).await;
                     self.role.send_replace(Role::Passive);

@@ -155,11 +155,8 @@ struct Count {
 
 /// Try to take `id` exclusively for this session; false if another session holds it.
 pub async fn try_lock(conn: &mut AsyncPgConnection, id: LockId) -> Result<bool> {
-    let r: Flag = id
-        .call("pg_try_advisory_lock", "as flag")
-        .get_result(conn)
-        .await
-        .during("trying an advisory lock")?;
+    let r: Flag =
+        id.call("pg_try_advisory_lock", "as flag").get_result(conn).await.during("trying an advisory lock")?;
     Ok(r.flag)
 }
 
@@ -176,29 +173,21 @@ pub async fn try_xact_lock(conn: &mut AsyncPgConnection, id: LockId) -> Result<b
 
 /// Wait until `id` can be taken exclusively for this session (queues behind other waiters).
 pub async fn lock(conn: &mut AsyncPgConnection, id: LockId) -> Result<()> {
-    id.call("pg_advisory_lock", "")
-        .execute(conn)
-        .await
-        .during("waiting for an advisory lock")?;
+    id.call("pg_advisory_lock", "").execute(conn).await.during("waiting for an advisory lock")?;
     Ok(())
 }
 
 /// Release `id` if this session holds it; false if it did not.
 pub async fn unlock(conn: &mut AsyncPgConnection, id: LockId) -> Result<bool> {
-    let r: Flag = id
-        .call("pg_advisory_unlock", "as flag")
-        .get_result(conn)
-        .await
-        .during("releasing an advisory lock")?;
+    let r: Flag =
+        id.call("pg_advisory_unlock", "as flag").get_result(conn).await.during("releasing an advisory lock")?;
     Ok(r.flag)
 }
 
 /// The backend pid of this session.
 pub async fn backend_pid(conn: &mut AsyncPgConnection) -> Result<i32> {
-    let r: Pid = diesel::sql_query("select pg_backend_pid() as pid")
-        .get_result(conn)
-        .await
-        .during("reading the backend pid")?;
+    let r: Pid =
+        diesel::sql_query("select pg_backend_pid() as pid").get_result(conn).await.during("reading the backend pid")?;
     Ok(r.pid)
 }
 
@@ -224,20 +213,14 @@ pub async fn held_by_me(conn: &mut AsyncPgConnection, id: LockId) -> Result<bool
          and l.pid = pg_backend_pid()) as flag",
         match_lock_sql("l", id)
     );
-    let r: Flag = diesel::sql_query(q)
-        .get_result(conn)
-        .await
-        .during("checking an advisory lock")?;
+    let r: Flag = diesel::sql_query(q).get_result(conn).await.during("checking an advisory lock")?;
     Ok(r.flag)
 }
 
 /// How many sessions are queued waiting for `id`.
 pub async fn waiters(conn: &mut AsyncPgConnection, id: LockId) -> Result<i64> {
     let q = format!("select count(*) as n from pg_locks l where {} and not l.granted", match_lock_sql("l", id));
-    let r: Count = diesel::sql_query(q)
-        .get_result(conn)
-        .await
-        .during("counting advisory lock waiters")?;
+    let r: Count = diesel::sql_query(q).get_result(conn).await.during("counting advisory lock waiters")?;
     Ok(r.n)
 }
 

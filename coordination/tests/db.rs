@@ -5,10 +5,10 @@ use std::time::Duration;
 use diesel::sql_types::BigInt;
 use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
+use scoped_futures::ScopedFutureExt;
 use syncline_coordination::db::{self, SessionKind};
 use syncline_coordination::locks::{self, LockId};
 use syncline_coordination::{CoordError, Db, DbConfig};
-use scoped_futures::ScopedFutureExt;
 use syncline_testkit::{fresh_database, FaultProxy};
 
 #[derive(QueryableByName)]
@@ -21,10 +21,14 @@ struct N {
 async fn migrations_are_idempotent_and_safe_when_started_together() {
     let tdb = fresh_database().await;
     let cfg = DbConfig::new(&tdb.url);
-    let runs: Vec<_> = (0..5).map(|_| tokio::spawn({
-        let cfg = cfg.clone();
-        async move { db::migrate(&cfg).await }
-    })).collect();
+    let runs: Vec<_> = (0..5)
+        .map(|_| {
+            tokio::spawn({
+                let cfg = cfg.clone();
+                async move { db::migrate(&cfg).await }
+            })
+        })
+        .collect();
     for r in runs {
         r.await.unwrap().expect("concurrent migration");
     }
@@ -42,7 +46,8 @@ async fn migrations_are_idempotent_and_safe_when_started_together() {
         })
         .await
         .unwrap();
-    let embedded = diesel::migration::MigrationSource::<diesel::pg::Pg>::migrations(&syncline_schema::MIGRATIONS).unwrap();
+    let embedded =
+        diesel::migration::MigrationSource::<diesel::pg::Pg>::migrations(&syncline_schema::MIGRATIONS).unwrap();
     assert_eq!(n.n as usize, embedded.len(), "every migration applied exactly once");
 }
 

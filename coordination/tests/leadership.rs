@@ -65,7 +65,10 @@ async fn until_waiting(c: &mut AsyncPgConnection, n: i64) {
 }
 
 /// Replica `a` leads through a fault proxy, `b` (direct) waits as its standby.
-async fn leader_via_proxy_and_standby(tdb: &TestDb, c: &mut AsyncPgConnection) -> (FaultProxy, Leadership, Fence, Leadership) {
+async fn leader_via_proxy_and_standby(
+    tdb: &TestDb,
+    c: &mut AsyncPgConnection,
+) -> (FaultProxy, Leadership, Fence, Leadership) {
     let proxy = FaultProxy::start(tdb.server_addr()).await;
     let a = replica(&tdb.url_via(proxy.addr()), "a");
     let fa = until_active(&a, Duration::from_secs(10)).await;
@@ -101,10 +104,8 @@ struct Row {
 }
 
 async fn rows(c: &mut AsyncPgConnection) -> Vec<(i64, String)> {
-    let r: Vec<Row> = diesel::sql_query("select epoch, replica from fenced_writes order by epoch, replica")
-        .load(c)
-        .await
-        .unwrap();
+    let r: Vec<Row> =
+        diesel::sql_query("select epoch, replica from fenced_writes order by epoch, replica").load(c).await.unwrap();
     r.into_iter().map(|r| (r.epoch, r.replica)).collect()
 }
 
@@ -303,13 +304,21 @@ async fn the_owner_releases_the_lock_at_shutdown_while_handles_remain() {
 async fn leadership_settings_are_validated() {
     let mut cfg = LeadershipConfig::default();
     cfg.check_interval = cfg.lease_timeout;
-    let e = Leadership::start(Db::new(DbConfig::new("postgres://x@127.0.0.1:1/x")).unwrap(), GROUP, "a", cfg).err().unwrap();
+    let e = Leadership::start(Db::new(DbConfig::new("postgres://x@127.0.0.1:1/x")).unwrap(), GROUP, "a", cfg)
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("check_interval"), "{e}");
 }
 
 /// Sleep `n` times `step` on the server, each in its own statement, inside one fenced
 /// transaction that also writes a row.
-async fn long_fenced_write(c: &mut AsyncPgConnection, fence: &Fence, replica: &str, n: u32, step: Duration) -> Result<(), CoordError> {
+async fn long_fenced_write(
+    c: &mut AsyncPgConnection,
+    fence: &Fence,
+    replica: &str,
+    n: u32,
+    step: Duration,
+) -> Result<(), CoordError> {
     let replica = replica.to_string();
     leadership::fenced(c, fence, |c| {
         async move {
@@ -349,7 +358,12 @@ async fn a_fenced_transaction_longer_than_the_lease_keeps_the_leader() {
     let started = Instant::now();
     let txn = tokio::spawn(async move { long_fenced_write(&mut w, &fence, "a", 6, Duration::from_millis(500)).await });
     while !txn.is_finished() {
-        assert_eq!(a.role(), Role::Active(fa.clone()), "a lost leadership {:?} into a fenced transaction", started.elapsed());
+        assert_eq!(
+            a.role(),
+            Role::Active(fa.clone()),
+            "a lost leadership {:?} into a fenced transaction",
+            started.elapsed()
+        );
         assert!(!b.role().is_active(), "b took over during a's fenced transaction");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -458,7 +472,10 @@ async fn a_leader_blackholed_inside_a_fenced_transaction_is_replaced_within_leas
     assert!(matches!(e, CoordError::Fenced { .. }), "{e}");
     write(&mut c, &fb, "b").await.unwrap();
     proxy.restore();
-    let r = tokio::time::timeout(Duration::from_secs(10), writer).await.expect("the partitioned writer never returned").unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), writer)
+        .await
+        .expect("the partitioned writer never returned")
+        .unwrap();
     assert!(r.is_err(), "the partitioned fenced transaction committed");
     assert_eq!(rows(&mut c).await, vec![(fb.epoch, "b".to_string())]);
     a.shutdown().await;

@@ -158,12 +158,24 @@ pub async fn run(args: AdminArgs) -> Result<()> {
             Ok(())
         }
         AdminCommand::PruningStatus => {
-            let (_, st) = on_a_sequencer(&remote, None, d, |mut c| async move { c.pruning_status(PruningStatusRequest {}).await }).await?;
+            let (_, st) =
+                on_a_sequencer(
+                    &remote,
+                    None,
+                    d,
+                    |mut c| async move { c.pruning_status(PruningStatusRequest {}).await },
+                )
+                .await?;
             println!("safe pruning timestamp: {}", st.safe_pruning_timestamp);
             println!("lower bound: {}", st.lower_bound.map_or("none (nothing pruned)".into(), |b| b.to_string()));
             println!("{:<32} {:>20} {:>20}", "MEMBER", "ACKNOWLEDGED", "REGISTERED");
             for m in st.laggards {
-                println!("{:<32} {:>20} {:>20}", m.member, m.acknowledged.map_or("-".into(), |a| a.to_string()), m.registered_at);
+                println!(
+                    "{:<32} {:>20} {:>20}",
+                    m.member,
+                    m.acknowledged.map_or("-".into(), |a| a.to_string()),
+                    m.registered_at
+                );
             }
             Ok(())
         }
@@ -184,9 +196,15 @@ pub async fn run(args: AdminArgs) -> Result<()> {
             Ok(())
         }
         AdminCommand::SetPassive { node } => {
-            let addr = remote.node(&node).map(|n| n.admin_api.clone()).ok_or_else(|| anyhow!("node {node} is not in the remote configuration"))?;
+            let addr = remote
+                .node(&node)
+                .map(|n| n.admin_api.clone())
+                .ok_or_else(|| anyhow!("node {node} is not in the remote configuration"))?;
             let n = Node::connect(&node, &addr, d).await?;
-            NodeAdminServiceClient::new(n.channel.clone()).set_passive(SetPassiveRequest {}).await.map_err(|s| n.failed(&s))?;
+            NodeAdminServiceClient::new(n.channel.clone())
+                .set_passive(SetPassiveRequest {})
+                .await
+                .map_err(|s| n.failed(&s))?;
             println!("{node} handed over and is now passive");
             Ok(())
         }
@@ -196,7 +214,12 @@ pub async fn run(args: AdminArgs) -> Result<()> {
 /// Make `call` on sequencer `only`, or on the first sequencer that answers it: one that cannot
 /// be reached or answers UNAVAILABLE is skipped. Returns the answering node's name and its
 /// answer; every failure names its node.
-async fn on_a_sequencer<T, F, Fut>(remote: &RemoteConfig, only: Option<&str>, deadline: Duration, mut call: F) -> Result<(String, T)>
+async fn on_a_sequencer<T, F, Fut>(
+    remote: &RemoteConfig,
+    only: Option<&str>,
+    deadline: Duration,
+    mut call: F,
+) -> Result<(String, T)>
 where
     F: FnMut(SequencerAdminServiceClient<Channel>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<T>, Status>>,
@@ -273,7 +296,14 @@ async fn status(remote: &RemoteConfig, deadline: Duration) -> Result<()> {
 }
 
 async fn sequencer_status(remote: &RemoteConfig, node: Option<String>, deadline: Duration) -> Result<()> {
-    let (name, st) = on_a_sequencer(remote, node.as_deref(), deadline, |mut c| async move { c.status(SequencerStatusRequest {}).await }).await?;
+    let (name, st) =
+        on_a_sequencer(
+            remote,
+            node.as_deref(),
+            deadline,
+            |mut c| async move { c.status(SequencerStatusRequest {}).await },
+        )
+        .await?;
     println!(
         "asked {name} (node index {}, total node count {}, writer {}, {} members, queue {}, {} subscriptions)",
         st.node_index.map_or("none".into(), |i| i.to_string()),
@@ -286,7 +316,13 @@ async fn sequencer_status(remote: &RemoteConfig, node: Option<String>, deadline:
     println!("safe watermark: {}", st.safe_watermark.map_or("none (no node online)".into(), |w| w.to_string()));
     println!("{:<6} {:<8} {:>20} {:>12}", "INDEX", "ONLINE", "WATERMARK", "LAG");
     for w in st.watermarks {
-        println!("{:<6} {:<8} {:>20} {:>12}", w.node_index, if w.online { "yes" } else { "no" }, w.watermark, format!("{:.3}s", w.lag_micros as f64 / 1e6));
+        println!(
+            "{:<6} {:<8} {:>20} {:>12}",
+            w.node_index,
+            if w.online { "yes" } else { "no" },
+            w.watermark,
+            format!("{:.3}s", w.lag_micros as f64 / 1e6)
+        );
     }
     Ok(())
 }

@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use syncline_sequencer::store::timestamps::now_micros;
-use syncline_coordination::DbConfig;
 use futures_util::StreamExt;
+use syncline_coordination::DbConfig;
 use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
+use syncline_sequencer::store::timestamps::now_micros;
 use syncline_sequencer::{Sequencer, SequencerSettings};
 use syncline_sequencer_client::{AdminClient, ClientConfig, RequestBuilder, SequencerApi, SequencerClient};
 use tokio_util::sync::CancellationToken;
@@ -42,7 +42,13 @@ const RECEIVER: &str = "bench-receiver";
 pub async fn run(args: BenchArgs) -> Result<()> {
     let phase = Duration::from_secs_f64(args.seconds);
     let database = Database::open(args.database_url.clone(), "syncline_bench").await?;
-    println!("Syncline benchmark: {} B payloads, {:.0} s per phase, {} senders, {} cores", args.payload, args.seconds, args.concurrency, std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!(
+        "Syncline benchmark: {} B payloads, {:.0} s per phase, {} senders, {} cores",
+        args.payload,
+        args.seconds,
+        args.concurrency,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
     let base = plain::rows_per_second(&database.url, args.payload, phase).await.context("baseline")?;
     let store = plain::store_events_per_second(&database.url, args.payload, phase).await.context("write path")?;
     let one = sequencing(&database.url, 1, &args, phase, None).await.context("1 node")?;
@@ -65,8 +71,16 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         "| sequencer write path without gRPC (1 writer, 100-event batches: events, recipients, payloads, message-id claims, watermark) | {:.0} events/s | {:.2} |",
         store, store / base
     );
-    println!("| sequencer, 1 node (gRPC sends → subscriber) | {:.0} events/s | {:.2} |", one.events_per_sec, one.events_per_sec / base);
-    println!("| sequencer, 2 nodes on one database (gRPC sends → subscriber) | {:.0} events/s | {:.2} |", two.events_per_sec, two.events_per_sec / base);
+    println!(
+        "| sequencer, 1 node (gRPC sends → subscriber) | {:.0} events/s | {:.2} |",
+        one.events_per_sec,
+        one.events_per_sec / base
+    );
+    println!(
+        "| sequencer, 2 nodes on one database (gRPC sends → subscriber) | {:.0} events/s | {:.2} |",
+        two.events_per_sec,
+        two.events_per_sec / base
+    );
     println!(
         "| send→deliver latency at {:.0} events/s | p50 {:.1} ms, p99 {:.1} ms | |",
         lat.events_per_sec, lat.p50_ms, lat.p99_ms
@@ -78,7 +92,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         ms(kills[kills.len() - 1].longest_gap),
         ms(normal)
     );
-    println!("| (refused with RESOURCE_EXHAUSTED and retried: 1 node {}, 2 nodes {}) | | |", one.overloaded, two.overloaded);
+    println!(
+        "| (refused with RESOURCE_EXHAUSTED and retried: 1 node {}, 2 nodes {}) | | |",
+        one.overloaded, two.overloaded
+    );
     Ok(())
 }
 
@@ -109,9 +126,11 @@ mod plain {
         let cfg = DbConfig::new(url);
         let mut c = db::connect(&cfg, SessionKind::Pooled).await?;
         diesel::sql_query("drop table if exists bench_plain").execute(&mut c).await?;
-        diesel::sql_query("create table bench_plain (id bigint primary key, node smallint not null, content bytea not null)")
-            .execute(&mut c)
-            .await?;
+        diesel::sql_query(
+            "create table bench_plain (id bigint primary key, node smallint not null, content bytea not null)",
+        )
+        .execute(&mut c)
+        .await?;
         let rows = Arc::new(AtomicU64::new(0));
         let deadline = Instant::now() + phase;
         let mut tasks = Vec::new();
@@ -123,7 +142,13 @@ mod plain {
                 let mut next = w << 40;
                 while Instant::now() < deadline {
                     let batch: Vec<_> = (0..100)
-                        .map(|i| (bench_plain::id.eq(next + i), bench_plain::node.eq(w as i16), bench_plain::content.eq(content.clone())))
+                        .map(|i| {
+                            (
+                                bench_plain::id.eq(next + i),
+                                bench_plain::node.eq(w as i16),
+                                bench_plain::content.eq(content.clone()),
+                            )
+                        })
                         .collect();
                     next += 100;
                     diesel::insert_into(bench_plain::table).values(batch).execute(&mut c).await?;
@@ -210,7 +235,8 @@ impl Cluster {
             let seq = Sequencer::start(DbConfig::new(url), settings).await?;
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             addrs.push(format!("http://{}", listener.local_addr()?));
-            let router = tonic::transport::Server::builder().add_service(seq.public_service()).add_service(seq.admin_service());
+            let router =
+                tonic::transport::Server::builder().add_service(seq.public_service()).add_service(seq.admin_service());
             let s = stop.clone();
             tokio::spawn(async move {
                 let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -256,7 +282,8 @@ async fn sequencing(url: &str, n: usize, args: &BenchArgs, phase: Duration, rate
     let latencies = Arc::new(Mutex::new(Vec::<f64>::new()));
     let done = Arc::new(AtomicBool::new(false));
     let reader = {
-        let (delivered, last_delivery, latencies, done) = (delivered.clone(), last_delivery.clone(), latencies.clone(), done.clone());
+        let (delivered, last_delivery, latencies, done) =
+            (delivered.clone(), last_delivery.clone(), latencies.clone(), done.clone());
         tokio::spawn(async move {
             while !done.load(Ordering::Relaxed) {
                 let ev = match tokio::time::timeout(Duration::from_millis(200), sub.next()).await {
@@ -335,7 +362,8 @@ async fn sequencing(url: &str, n: usize, args: &BenchArgs, phase: Duration, rate
     let elapsed = last_delivery.lock().unwrap().duration_since(start).as_secs_f64();
     let mut lat = latencies.lock().unwrap().clone();
     lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0.0);
+    let pct =
+        |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0.0);
     let result = Sequencing {
         events_per_sec: got as f64 / elapsed,
         overloaded: overloaded.load(Ordering::Relaxed),
@@ -410,7 +438,9 @@ async fn measure_kill(nodes: &mut [Node]) -> Result<KillPause> {
             killed_at = Some(Instant::now());
         }
         let (senders, sender, member) = (senders.clone(), sender.clone(), member.clone());
-        sends.spawn(async move { senders.send(message(&sender, &member, &format!("k{k:07}"), Duration::from_secs(30))).await });
+        sends.spawn(async move {
+            senders.send(message(&sender, &member, &format!("k{k:07}"), Duration::from_secs(30))).await
+        });
         k += 1;
     }
     // Every OK'd send must be delivered (OK means sequenced); sends that got no answer were

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
-use syncline_node::config::{nodes_of, ConfigError, NodeKind, NodeRef, NodesConfig, ReplicatedNodeConfig, StorageConfig};
+use syncline_node::config::{
+    nodes_of, ConfigError, NodeKind, NodeRef, NodesConfig, ReplicatedNodeConfig, StorageConfig,
+};
 use syncline_sequencer::config::SequencerConfig;
 
 /// A whole configuration: default storage and the nodes of this process.
@@ -87,23 +89,44 @@ metrics = { address = "127.0.0.1:4024" }
     #[test]
     fn mediators_and_participants_are_replicated_nodes_with_defaults() {
         let d = tempfile::tempdir().unwrap();
-        let a = write(d.path(), "a.toml", &format!("{STORAGE}{NODE}{MEDIATOR}{PARTICIPANT}storage = {{ pool_size = 2 }}\n"));
+        let a = write(
+            d.path(),
+            "a.toml",
+            &format!("{STORAGE}{NODE}{MEDIATOR}{PARTICIPANT}storage = {{ pool_size = 2 }}\n"),
+        );
         let b = write(d.path(), "b.toml", "[participants.part1.replication]\nlease_timeout = \"5s\"\ncheck_interval = \"1s 500ms\"\ntakeover_grace = \"0s\"\n");
         let cfg = load(&[a, b]).unwrap();
         let m = &cfg.mediators["med1"];
         assert_eq!(m.health.check, HealthCheck::IsActive, "replicated nodes check is-active by default");
-        assert_eq!(m.replication, LeadershipConfig { lease_timeout: Duration::from_secs(2), check_interval: Duration::from_millis(200), takeover_grace: Duration::from_secs(1) });
+        assert_eq!(
+            m.replication,
+            LeadershipConfig {
+                lease_timeout: Duration::from_secs(2),
+                check_interval: Duration::from_millis(200),
+                takeover_grace: Duration::from_secs(1)
+            }
+        );
         assert_eq!((m.public_api.max_request_size, m.metrics.as_ref()), (4 * 1024 * 1024, None));
         let p = &cfg.participants["part1"];
         assert_eq!(p.health.check, HealthCheck::Ping, "set explicitly");
         assert_eq!(p.public_api.max_request_size, 1024);
         assert_eq!(p.metrics.as_ref().map(|m| m.address.port()), Some(4024));
-        assert_eq!(p.replication, LeadershipConfig { lease_timeout: Duration::from_secs(5), check_interval: Duration::from_millis(1500), takeover_grace: Duration::ZERO });
+        assert_eq!(
+            p.replication,
+            LeadershipConfig {
+                lease_timeout: Duration::from_secs(5),
+                check_interval: Duration::from_millis(1500),
+                takeover_grace: Duration::ZERO
+            }
+        );
         let s = p.storage(cfg.storage.as_ref());
         assert_eq!((s.url.as_deref(), s.pool_size), (Some("postgres://a@h/db"), 2));
         assert_eq!(cfg.sequencers["seq1"].health.check, HealthCheck::Ping, "sequencers still default to ping");
         let nodes: Vec<_> = cfg.nodes().iter().map(|n| (n.kind, n.name)).collect();
-        assert_eq!(nodes, [(NodeKind::Sequencer, "seq1"), (NodeKind::Mediator, "med1"), (NodeKind::Participant, "part1")]);
+        assert_eq!(
+            nodes,
+            [(NodeKind::Sequencer, "seq1"), (NodeKind::Mediator, "med1"), (NodeKind::Participant, "part1")]
+        );
         assert_eq!((cfg.kind_of("part1"), cfg.kind_of("nope")), (Some(NodeKind::Participant), None));
         // A configuration of replicated nodes only is complete.
         let c = write(d.path(), "c.toml", &format!("{STORAGE}{MEDIATOR}"));
@@ -113,7 +136,11 @@ metrics = { address = "127.0.0.1:4024" }
     #[test]
     fn unknown_top_level_tables_are_errors() {
         let d = tempfile::tempdir().unwrap();
-        let g = write(d.path(), "g.toml", &format!("{STORAGE}[observers.o1]\nadmin_api = {{ address = \"127.0.0.1:1\" }}\n"));
+        let g = write(
+            d.path(),
+            "g.toml",
+            &format!("{STORAGE}[observers.o1]\nadmin_api = {{ address = \"127.0.0.1:1\" }}\n"),
+        );
         let e = load(&[g]).unwrap_err().to_string();
         assert!(e.contains("observers"), "{e}");
     }

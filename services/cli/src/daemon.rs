@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use syncline_node::config::{NodeKind, NodeRef, NodeSection, NodesConfig};
 use syncline_node::http::{self, PrometheusHandle};
-use syncline_node::{Listeners, NodeHost};
 use syncline_node::logging::{self, LogConfig};
+use syncline_node::{Listeners, NodeHost};
 use syncline_sequencer::config::SequencerConfig;
 use syncline_sequencer::Sequencer;
 use tokio_util::sync::CancellationToken;
@@ -70,13 +70,20 @@ pub async fn start(cfg: &Config, only: &[String]) -> Result<Vec<NodeHost>> {
     let metrics = http::metrics_handle()?;
     let mut nodes = Vec::new();
     for (name, node) in selected {
-        let host = start_sequencer(name, node, cfg, metrics.clone()).await.with_context(|| format!("starting sequencer {name}"))?;
+        let host = start_sequencer(name, node, cfg, metrics.clone())
+            .await
+            .with_context(|| format!("starting sequencer {name}"))?;
         nodes.push(host);
     }
     Ok(nodes)
 }
 
-async fn start_sequencer(name: &str, node: &SequencerConfig, cfg: &Config, metrics: PrometheusHandle) -> Result<NodeHost> {
+async fn start_sequencer(
+    name: &str,
+    node: &SequencerConfig,
+    cfg: &Config,
+    metrics: PrometheusHandle,
+) -> Result<NodeHost> {
     // Bound before the node starts: a taken port fails without touching the database.
     let listeners = Listeners::bind(node.common()).await?;
     let seq = Sequencer::start(node.storage(cfg.storage.as_ref()).db_config(name), node.settings(name)).await?;
@@ -142,9 +149,23 @@ mod tests {
         assert_eq!(names(&cfg, &["s2"]).unwrap(), ["s2"]);
         assert_eq!(names(&cfg, &["s3"]).unwrap_err().to_string(), "node s3 is not in the configuration");
 
-        let cfg = load("mixed.toml", &format!("{}{}{}", node("sequencers", "s1", 5000), node("mediators", "m1", 5010), node("participants", "p1", 5020)));
-        assert_eq!(names(&cfg, &[]).unwrap_err().to_string(), "mediator node m1: mediator nodes are not implemented yet in this version");
-        assert_eq!(names(&cfg, &["s1", "p1"]).unwrap_err().to_string(), "participant node p1: participant nodes are not implemented yet in this version");
+        let cfg = load(
+            "mixed.toml",
+            &format!(
+                "{}{}{}",
+                node("sequencers", "s1", 5000),
+                node("mediators", "m1", 5010),
+                node("participants", "p1", 5020)
+            ),
+        );
+        assert_eq!(
+            names(&cfg, &[]).unwrap_err().to_string(),
+            "mediator node m1: mediator nodes are not implemented yet in this version"
+        );
+        assert_eq!(
+            names(&cfg, &["s1", "p1"]).unwrap_err().to_string(),
+            "participant node p1: participant nodes are not implemented yet in this version"
+        );
         assert_eq!(names(&cfg, &["s1"]).unwrap(), ["s1"], "replicated nodes that are not selected do not matter");
     }
 }

@@ -37,7 +37,14 @@ const VICTIM: usize = 0;
 pub async fn run(args: DemoArgs) -> Result<()> {
     println!("Syncline demo: {NODES} active sequencer processes on one PostgreSQL database\n");
     let db = Database::open(args.database_url.clone(), "syncline_demo").await?;
-    println!("  database   {}", if args.database_url.is_some() { "the one given with --database-url" } else { "a throwaway PostgreSQL cluster (removed at the end)" });
+    println!(
+        "  database   {}",
+        if args.database_url.is_some() {
+            "the one given with --database-url"
+        } else {
+            "a throwaway PostgreSQL cluster (removed at the end)"
+        }
+    );
     let dir = std::env::temp_dir().join(format!("syncline-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let storage = dir.join("storage.toml");
@@ -48,7 +55,13 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     }
     for n in &mut nodes {
         n.spawn(&dir, &storage)?;
-        println!("  started    {} (pid {}): gRPC {}, health+metrics http://{}/health", n.name, n.child.as_ref().map_or(0, Child::id), n.public, n.health);
+        println!(
+            "  started    {} (pid {}): gRPC {}, health+metrics http://{}/health",
+            n.name,
+            n.child.as_ref().map_or(0, Child::id),
+            n.public,
+            n.health
+        );
     }
     let result = workload(&args, &mut nodes, &dir, &storage).await;
     println!("\n  stopping the sequencers (SIGTERM: each goes offline cleanly)");
@@ -135,7 +148,11 @@ async fn workload(args: &DemoArgs, nodes: &mut [Node], dir: &Path, storage: &Pat
                 restarted_at = Some(Instant::now());
                 println!("  >>> restarting {}", nodes[VICTIM].name);
                 rejoin = wait_healthy(&nodes[VICTIM], Duration::from_secs(30)).await?;
-                println!("  >>> {} recovered (truncated past its watermark) and is online again after {:.0} ms", nodes[VICTIM].name, rejoin.as_secs_f64() * 1000.0);
+                println!(
+                    "  >>> {} recovered (truncated past its watermark) and is online again after {:.0} ms",
+                    nodes[VICTIM].name,
+                    rejoin.as_secs_f64() * 1000.0
+                );
             }
         }
         if last_print.elapsed() >= Duration::from_secs(1) {
@@ -177,13 +194,18 @@ async fn workload(args: &DemoArgs, nodes: &mut [Node], dir: &Path, storage: &Pat
 /// How each message's send ended, by message id.
 type Outcomes = Arc<std::sync::Mutex<HashMap<String, Result<Sent, SendError>>>>;
 
-fn report(logs: &[Log], nodes: &[Node], outcomes: &HashMap<String, Result<Sent, SendError>>, killed_at: Option<Instant>, rejoin: Duration, elapsed: Duration) -> Result<()> {
+fn report(
+    logs: &[Log],
+    nodes: &[Node],
+    outcomes: &HashMap<String, Result<Sent, SendError>>,
+    killed_at: Option<Instant>,
+    rejoin: Duration,
+    elapsed: Duration,
+) -> Result<()> {
     println!("\nWhat happened");
     // The timestamp each OK carried: the event must be delivered at exactly that timestamp.
-    let sequenced: HashMap<&str, i64> = outcomes
-        .iter()
-        .filter_map(|(id, o)| Some((id.as_str(), o.as_ref().ok()?.timestamp)))
-        .collect();
+    let sequenced: HashMap<&str, i64> =
+        outcomes.iter().filter_map(|(id, o)| Some((id.as_str(), o.as_ref().ok()?.timestamp))).collect();
     let expected = sequenced.len();
     let unconfirmed = outcomes.len() - expected;
     let resends: u32 = outcomes.values().filter_map(|o| Some(o.as_ref().ok()?.resends)).sum();
@@ -219,7 +241,11 @@ fn report(logs: &[Log], nodes: &[Node], outcomes: &HashMap<String, Result<Sent, 
                 gap = gap.max(at.duration_since(prev));
                 prev = *at;
             }
-            println!("  longest pause of the subscriber on {} after the kill: {:.0} ms (Canton: 8-13 s)", n.name, gap.as_secs_f64() * 1000.0);
+            println!(
+                "  longest pause of the subscriber on {} after the kill: {:.0} ms (Canton: 8-13 s)",
+                n.name,
+                gap.as_secs_f64() * 1000.0
+            );
         }
     }
     println!("  {} restarted and rejoined in {:.0} ms", nodes[VICTIM].name, rejoin.as_secs_f64() * 1000.0);
@@ -230,7 +256,11 @@ fn report(logs: &[Log], nodes: &[Node], outcomes: &HashMap<String, Result<Sent, 
             println!("    for example: {e}");
         }
     }
-    println!("  throughput: {:.0} messages/s over {:.1} s", expected as f64 / elapsed.as_secs_f64(), elapsed.as_secs_f64());
+    println!(
+        "  throughput: {:.0} messages/s over {:.1} s",
+        expected as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
     if !ok {
         bail!("a send went unconfirmed, or a subscriber missed, duplicated or reordered messages");
     }

@@ -45,9 +45,15 @@ mod tests {
     #[test]
     fn failed_calls_read_as_one_line() {
         let d = Duration::from_secs(10);
-        assert_eq!(explain(&Status::unavailable("sequencer s1 is not accepting sends: offline"), d), "sequencer s1 is not accepting sends: offline");
+        assert_eq!(
+            explain(&Status::unavailable("sequencer s1 is not accepting sends: offline"), d),
+            "sequencer s1 is not accepting sends: offline"
+        );
         assert_eq!(explain(&Status::cancelled("Timeout expired"), d), "no answer within 10s");
-        assert_eq!(explain(&Status::new(Code::Unavailable, ""), d), "not available (not running, or cannot be reached)");
+        assert_eq!(
+            explain(&Status::new(Code::Unavailable, ""), d),
+            "not available (not running, or cannot be reached)"
+        );
         let text = explain(&Status::failed_precondition("x"), d);
         assert!(!text.contains("code:") && !text.contains("Status {"), "{text}");
     }

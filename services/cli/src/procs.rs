@@ -127,7 +127,8 @@ pub fn follow(client: SequencerClient, member: String, log: Log) -> tokio::task:
                 Ok(e) => e,
                 Err(e) => return Some(e),
             };
-            let id = e.envelopes.first().map(|env| String::from_utf8_lossy(&env.content).into_owned()).unwrap_or_default();
+            let id =
+                e.envelopes.first().map(|env| String::from_utf8_lossy(&env.content).into_owned()).unwrap_or_default();
             log.lock().unwrap().push((e.timestamp, id, Instant::now()));
         }
         None
@@ -171,4 +172,3 @@ pub async fn wait_healthy(node: &Node, limit: Duration) -> Result<Duration> {
     }
     Ok(start.elapsed())
 }
-

@@ -143,7 +143,11 @@ impl Cluster {
     pub fn start_again(&mut self) -> Result<(), Error> {
         let dir = self.dir.clone().ok_or(Error::Stopped)?;
         let log_path = dir.join("postgres.log");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io(log_path.display().to_string()))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io(log_path.display().to_string()))?;
         if let Some((uid, gid)) = self.ids {
             let _ = chown(&log_path, Some(uid), Some(gid));
         }
@@ -218,7 +222,9 @@ pub async fn create_database(admin_url: &str, name: &str) -> Result<(), Error> {
     loop {
         match create(admin_url, name).await {
             Ok(()) => return Ok(()),
-            Err(e) if Instant::now() < deadline && starting_up(&e) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) if Instant::now() < deadline && starting_up(&e) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
             Err(source) => return Err(Error::CreateDatabase { name: name.to_string(), source }),
         }
     }

@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use syncline_proto::admin::node_admin_service_server::{NodeAdminService, NodeAdminServiceServer};
-use syncline_proto::admin::{ComponentHealth, HealthState, SetPassiveRequest, SetPassiveResponse, StatusRequest, StatusResponse};
+use syncline_proto::admin::{
+    ComponentHealth, HealthState, SetPassiveRequest, SetPassiveResponse, StatusRequest, StatusResponse,
+};
 use tonic::{Request, Response, Status};
 
 use syncline_coordination::leadership::LeadershipHandle;
@@ -50,7 +52,12 @@ impl NodeAdmin {
                 .node
                 .components()
                 .into_iter()
-                .map(|(name, detail)| ComponentHealth { name, state: HealthState::Ok as i32, detail, components: vec![] })
+                .map(|(name, detail)| ComponentHealth {
+                    name,
+                    state: HealthState::Ok as i32,
+                    detail,
+                    components: vec![],
+                })
                 .collect(),
         };
         StatusResponse {

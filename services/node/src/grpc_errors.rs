@@ -74,6 +74,9 @@ mod tests {
         let s = answered(Status::unavailable("failed to decode Protobuf message"));
         assert_eq!(s.code(), Code::Unavailable, "only INTERNAL is rewritten");
         let ok = http::Response::new(());
-        assert!(malformed_request_is_invalid_argument(ok).headers().is_empty(), "responses without a status stay as they are");
+        assert!(
+            malformed_request_is_invalid_argument(ok).headers().is_empty(),
+            "responses without a status stay as they are"
+        );
     }
 }

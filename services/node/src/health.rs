@@ -48,9 +48,15 @@ pub trait NodeHealth: Send + Sync + 'static {
 
 /// Keep `reporter` (`grpc.health.v1`, for `service` and the server as a whole) in step with
 /// `health` until cancelled or the node drops its sender.
-pub async fn report_grpc(reporter: HealthReporter, service: &'static str, mut health: watch::Receiver<HealthState>, cancel: CancellationToken) {
+pub async fn report_grpc(
+    reporter: HealthReporter,
+    service: &'static str,
+    mut health: watch::Receiver<HealthState>,
+    cancel: CancellationToken,
+) {
     loop {
-        let status = if health.borrow_and_update().serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+        let status =
+            if health.borrow_and_update().serving { ServingStatus::Serving } else { ServingStatus::NotServing };
         reporter.set_service_status(service, status).await;
         reporter.set_service_status("", status).await;
         tokio::select! {
@@ -77,7 +83,10 @@ mod tests {
         let status = |name: &'static str| {
             let service = service.clone();
             async move {
-                service.check(tonic::Request::new(HealthCheckRequest { service: name.into() })).await.map(|r| r.into_inner().status)
+                service
+                    .check(tonic::Request::new(HealthCheckRequest { service: name.into() }))
+                    .await
+                    .map(|r| r.into_inner().status)
             }
         };
         let wait_for = |want: ServingStatus| async move {

@@ -113,7 +113,13 @@ pub struct NodeHost {
 impl NodeHost {
     /// Serve `node` on `listeners` until [`shutdown`](Self::shutdown).
     pub fn serve(listeners: Listeners, node: Box<dyn Node>, metrics: PrometheusHandle) -> Result<Self, HostError> {
-        let Listeners { public: (public_addr, public_listener), admin: (admin_addr, admin_listener), health: (health_addr, health_listener), check, metrics: metrics_listener } = listeners;
+        let Listeners {
+            public: (public_addr, public_listener),
+            admin: (admin_addr, admin_listener),
+            health: (health_addr, health_listener),
+            check,
+            metrics: metrics_listener,
+        } = listeners;
         let name = node.name().to_string();
         let status = node.status();
         let servers = CancellationToken::new();
@@ -122,7 +128,12 @@ impl NodeHost {
             tasks.push(http::serve_metrics(l, metrics, servers.clone()));
         }
         let (reporter, grpc_health) = tonic_health::server::health_reporter();
-        tasks.push(tokio::spawn(health::report_grpc(reporter, node.health_service(), status.health(), servers.clone())));
+        tasks.push(tokio::spawn(health::report_grpc(
+            reporter,
+            node.health_service(),
+            status.health(),
+            servers.clone(),
+        )));
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(syncline_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -142,11 +153,15 @@ impl NodeHost {
             .add_routes(node.admin_routes())
             .add_service(reflection)
             .add_service(node_admin.into_service());
-        for (router, (addr, listener), what) in [(public, (public_addr, public_listener), "public API"), (admin, (admin_addr, admin_listener), "admin API")] {
+        for (router, (addr, listener), what) in
+            [(public, (public_addr, public_listener), "public API"), (admin, (admin_addr, admin_listener), "admin API")]
+        {
             let stop = servers.clone();
             let node = name.clone();
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned()).await {
+                if let Err(e) =
+                    router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned()).await
+                {
                     tracing::error!(%e, node, what, %addr, "gRPC server failed");
                 }
             }));
@@ -225,7 +240,9 @@ mod tests {
         async fn shutdown(self: Box<Self>) {
             // A node ends its streams and answers held calls while the servers still run.
             let answered = match NodeAdminServiceClient::connect(format!("http://{}", self.public)).await {
-                Ok(mut c) => c.status(StatusRequest {}).await.map(|r| r.into_inner().name).unwrap_or_else(|e| e.to_string()),
+                Ok(mut c) => {
+                    c.status(StatusRequest {}).await.map(|r| r.into_inner().name).unwrap_or_else(|e| e.to_string())
+                }
                 Err(e) => e.to_string(),
             };
             self.log.lock().unwrap().push(answered);
@@ -241,7 +258,8 @@ mod tests {
     }
 
     async fn grpc_status(addr: SocketAddr, service: &str) -> i32 {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
         let mut c = HealthClient::new(channel);
         c.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner().status
     }
@@ -252,9 +270,16 @@ mod tests {
         let public_api = PublicApiConfig { address: any, max_request_size: 1024 };
         let admin_api = ApiConfig { address: any };
         let health = HealthConfig { address: any, check: HealthCheck::Ping };
-        let common = CommonSections { storage: None, public_api: &public_api, admin_api: &admin_api, health: &health, metrics: None };
+        let common = CommonSections {
+            storage: None,
+            public_api: &public_api,
+            admin_api: &admin_api,
+            health: &health,
+            metrics: None,
+        };
         let listeners = Listeners::bind(common).await.unwrap();
-        let (public, admin, http_addr) = (listeners.public_address(), listeners.admin_address(), listeners.health_address());
+        let (public, admin, http_addr) =
+            (listeners.public_address(), listeners.admin_address(), listeners.health_address());
         let (tx, rx) = watch::channel(HealthState::serving());
         let log = Arc::new(Mutex::new(Vec::new()));
         let node = Fake { health: rx, public, log: log.clone() };

@@ -66,7 +66,11 @@ pub fn serve(
 }
 
 /// Serve only `/metrics` on `listener` until `cancel`.
-pub fn serve_metrics(listener: tokio::net::TcpListener, metrics: PrometheusHandle, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
+pub fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    metrics: PrometheusHandle,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     let app = Router::new().route("/metrics", get(move || async move { metrics.render() }));
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await;
@@ -155,11 +159,24 @@ mod tests {
     #[tokio::test]
     async fn health_answers_by_check_type() {
         let passive = || Fake { serving: true, active: false };
-        assert_eq!(get(HealthCheck::Ping, passive(), None).await, (StatusCode::OK, "SERVING\n  writer: running\n".into()));
+        assert_eq!(
+            get(HealthCheck::Ping, passive(), None).await,
+            (StatusCode::OK, "SERVING\n  writer: running\n".into())
+        );
         let (code, body) = get(HealthCheck::IsActive, passive(), None).await;
-        assert_eq!((code, body.lines().next()), (StatusCode::SERVICE_UNAVAILABLE, Some("NOT_SERVING: passive replica")));
-        assert_eq!(get(HealthCheck::IsActive, passive(), Some("ping")).await.0, StatusCode::OK, "?check= overrides the configured check");
-        assert_eq!(get(HealthCheck::Ping, Fake { serving: true, active: true }, Some("is-active")).await.0, StatusCode::OK);
+        assert_eq!(
+            (code, body.lines().next()),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("NOT_SERVING: passive replica"))
+        );
+        assert_eq!(
+            get(HealthCheck::IsActive, passive(), Some("ping")).await.0,
+            StatusCode::OK,
+            "?check= overrides the configured check"
+        );
+        assert_eq!(
+            get(HealthCheck::Ping, Fake { serving: true, active: true }, Some("is-active")).await.0,
+            StatusCode::OK
+        );
         let (code, body) = get(HealthCheck::Ping, Fake { serving: false, active: true }, None).await;
         assert_eq!((code, body.lines().next()), (StatusCode::SERVICE_UNAVAILABLE, Some("NOT_SERVING: writer stopped")));
         assert_eq!(get(HealthCheck::Ping, passive(), Some("alive")).await.0, StatusCode::BAD_REQUEST);

@@ -37,7 +37,8 @@ pub enum LogError {
 
 /// Install the global subscriber.
 pub fn init(config: &LogConfig) -> Result<(), LogError> {
-    let filter = EnvFilter::try_new(&config.filter).map_err(|source| LogError::Filter { filter: config.filter.clone(), source })?;
+    let filter = EnvFilter::try_new(&config.filter)
+        .map_err(|source| LogError::Filter { filter: config.filter.clone(), source })?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let result = match &config.file {
         Some(path) => {

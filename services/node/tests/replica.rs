@@ -32,7 +32,13 @@ impl Replica {
 /// A replica whose active-only service writes (epoch, name) rows under its fence every 10 ms.
 fn replica(url: &str, name: &'static str) -> Replica {
     let cfg = DbConfig::new(url);
-    let leadership = Leadership::start(syncline_coordination::Db::new(cfg.clone()).unwrap(), "participant1", name, LeadershipConfig::default()).unwrap();
+    let leadership = Leadership::start(
+        syncline_coordination::Db::new(cfg.clone()).unwrap(),
+        "participant1",
+        name,
+        LeadershipConfig::default(),
+    )
+    .unwrap();
     let running = Arc::new(AtomicBool::new(false));
     let flag = running.clone();
     let manager = ReplicaManager::spawn(name, leadership.watch(), move |fence, stop| {
@@ -104,9 +110,16 @@ async fn active_only_services_follow_leadership_and_their_writes_are_fenced() {
 
     // The leader's session dies: b's services start, a's stop.
     let leader = leadership::leader(&mut c, "participant1").await.unwrap().unwrap();
-    diesel::sql_query("select pg_terminate_backend($1)").bind::<Integer, _>(leader.holder_pid).execute(&mut c).await.unwrap();
+    diesel::sql_query("select pg_terminate_backend($1)")
+        .bind::<Integer, _>(leader.holder_pid)
+        .execute(&mut c)
+        .await
+        .unwrap();
     until(Duration::from_secs(5), "b active", || b.manager.state() == ServiceState::Active { epoch: 2 }).await;
-    until(Duration::from_secs(5), "a's services stopped", || !a.running() && a.manager.state() == ServiceState::Passive).await;
+    until(Duration::from_secs(5), "a's services stopped", || {
+        !a.running() && a.manager.state() == ServiceState::Passive
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Graceful hand-over back to a, once a queues up as the standby again.
@@ -150,7 +163,13 @@ async fn active_only_services_follow_leadership_and_their_writes_are_fenced() {
 async fn services_that_fail_while_leading_are_restarted() {
     let tdb = fresh_database().await;
     db::migrate(&DbConfig::new(&tdb.url)).await.unwrap();
-    let l = Leadership::start(syncline_coordination::Db::new(DbConfig::new(&tdb.url)).unwrap(), "mediator", "m1", LeadershipConfig::default()).unwrap();
+    let l = Leadership::start(
+        syncline_coordination::Db::new(DbConfig::new(&tdb.url)).unwrap(),
+        "mediator",
+        "m1",
+        LeadershipConfig::default(),
+    )
+    .unwrap();
     let starts = Arc::new(AtomicUsize::new(0));
     let n = starts.clone();
     let m = ReplicaManager::spawn("m1", l.watch(), move |_fence, stop| {
@@ -164,7 +183,11 @@ async fn services_that_fail_while_leading_are_restarted() {
         }
     });
     let mut w = m.watch();
-    let r = tokio::time::timeout(Duration::from_secs(10), w.wait_for(|s| matches!(s, ServiceState::Restarting { .. }))).await.unwrap().unwrap().clone();
+    let r = tokio::time::timeout(Duration::from_secs(10), w.wait_for(|s| matches!(s, ServiceState::Restarting { .. })))
+        .await
+        .unwrap()
+        .unwrap()
+        .clone();
     assert_eq!(r, ServiceState::Restarting { epoch: 1, error: "cannot reach the sequencer".into() });
     assert!(!r.is_active(), "a replica whose services failed reports active");
     tokio::time::timeout(Duration::from_secs(5), w.wait_for(|s| s.is_active())).await.unwrap().unwrap();
@@ -191,7 +214,15 @@ async fn set_passive_through_the_node_admin_api_hands_over_only_to_a_standby() {
     }
     let tdb = fresh_database().await;
     db::migrate(&DbConfig::new(&tdb.url)).await.unwrap();
-    let start = |name: &str| Leadership::start(syncline_coordination::Db::new(DbConfig::new(&tdb.url)).unwrap(), "participant1", name, LeadershipConfig::default()).unwrap();
+    let start = |name: &str| {
+        Leadership::start(
+            syncline_coordination::Db::new(DbConfig::new(&tdb.url)).unwrap(),
+            "participant1",
+            name,
+            LeadershipConfig::default(),
+        )
+        .unwrap()
+    };
     let a = start("a");
     let mut w = a.watch();
     tokio::time::timeout(Duration::from_secs(10), w.wait_for(|r| r.is_active())).await.unwrap().unwrap();
@@ -204,7 +235,14 @@ async fn set_passive_through_the_node_admin_api_hands_over_only_to_a_standby() {
     let b = start("b");
     let mut c = db::connect(&DbConfig::new(&tdb.url), SessionKind::Pooled).await.unwrap();
     let begun = Instant::now();
-    while syncline_coordination::locks::waiters(&mut c, syncline_coordination::locks::LockId::leadership("participant1")).await.unwrap() == 0 {
+    while syncline_coordination::locks::waiters(
+        &mut c,
+        syncline_coordination::locks::LockId::leadership("participant1"),
+    )
+    .await
+    .unwrap()
+        == 0
+    {
         assert!(begun.elapsed() < Duration::from_secs(10), "b never waits");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -258,7 +296,10 @@ async fn the_manager_reports_not_active_the_moment_leadership_is_lost() {
 
     // The same on shutdown.
     role.send_replace(Role::Active(fence(2)));
-    tokio::time::timeout(Duration::from_secs(2), w.wait_for(|s| *s == ServiceState::Active { epoch: 2 })).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(2), w.wait_for(|s| *s == ServiceState::Active { epoch: 2 }))
+        .await
+        .unwrap()
+        .unwrap();
     while !is_running() {
         tokio::time::sleep(moment).await;
     }

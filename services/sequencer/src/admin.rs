@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use scoped_futures::ScopedFutureExt;
 use crate::store::timestamps::now_micros;
 use crate::store::watermarks;
+use scoped_futures::ScopedFutureExt;
 use syncline_proto::sequencer::sequencer_admin_service_server::SequencerAdminService;
 use syncline_proto::sequencer::{
     DisableMemberRequest, DisableMemberResponse, MemberAck, PruneRequest, PruneResponse, PruningStatusRequest,
@@ -50,7 +50,12 @@ impl AdminApi {
     }
 
     /// Run `work` (which does `what`) for at most `after`.
-    async fn within<T>(&self, what: &'static str, after: Duration, work: impl Future<Output = SeqResult<T>>) -> SeqResult<T> {
+    async fn within<T>(
+        &self,
+        what: &'static str,
+        after: Duration,
+        work: impl Future<Output = SeqResult<T>>,
+    ) -> SeqResult<T> {
         match tokio::time::timeout(after, work).await {
             Ok(r) => r,
             Err(_) => {
@@ -117,7 +122,10 @@ impl SequencerAdminService for AdminApi {
         Ok(Response::new(st))
     }
 
-    async fn pruning_status(&self, _: Request<PruningStatusRequest>) -> Result<Response<PruningStatusResponse>, Status> {
+    async fn pruning_status(
+        &self,
+        _: Request<PruningStatusRequest>,
+    ) -> Result<Response<PruningStatusResponse>, Status> {
         let st = self.within("read the pruning status", self.admin_wait(), pruning::status(&self.inner.db)).await?;
         Ok(Response::new(PruningStatusResponse {
             safe_pruning_timestamp: st.safe,

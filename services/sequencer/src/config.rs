@@ -171,9 +171,11 @@ impl NodeSection for SequencerConfig {
 /// Where this section sets a [`SequencerSettings`] field, below `sequencers.NAME`.
 fn key_of(field: &str) -> String {
     let table = match field {
-        "total_node_count" | "keep_alive_interval" | "online_check_interval" | "offline_duration" | "max_clock_wait" => {
-            "high_availability"
-        }
+        "total_node_count"
+        | "keep_alive_interval"
+        | "online_check_interval"
+        | "offline_duration"
+        | "max_clock_wait" => "high_availability",
         "queue_size" | "max_batch_size" | "max_sequencing_horizon" | "write_timeout" => "writer",
         "max_request_size" => "public_api",
         _ => "reader",
@@ -244,8 +246,13 @@ health = { address = "127.0.0.1:4003" }
     fn files_merge_in_order_and_tables_merge_deeply() {
         let d = tmp();
         let a = write(d.path(), "storage.toml", "[storage]\nurl = \"postgres://a@h/db\"\npool_size = 4\n");
-        let b = write(d.path(), "seq.toml", &format!("{NODE}[sequencers.seq1.high_availability]\ntotal_node_count = 5\n"));
-        let c = write(d.path(), "override.toml", "[storage]\npool_size = 16\n[sequencers.seq1.high_availability]\nkeep_alive_interval = \"20ms\"\n");
+        let b =
+            write(d.path(), "seq.toml", &format!("{NODE}[sequencers.seq1.high_availability]\ntotal_node_count = 5\n"));
+        let c = write(
+            d.path(),
+            "override.toml",
+            "[storage]\npool_size = 16\n[sequencers.seq1.high_availability]\nkeep_alive_interval = \"20ms\"\n",
+        );
         let cfg = load(&[a, b, c]).unwrap();
         let s = cfg.storage.as_ref().unwrap();
         assert_eq!((s.url.as_deref(), s.pool_size), (Some("postgres://a@h/db"), 16));
@@ -259,7 +266,11 @@ health = { address = "127.0.0.1:4003" }
     #[test]
     fn per_node_storage_overrides_the_default() {
         let d = tmp();
-        let a = write(d.path(), "a.toml", &format!("[storage]\nurl = \"postgres://a@h/db\"\n{NODE}storage = {{ url = \"postgres://b@h/other\" }}\n"));
+        let a = write(
+            d.path(),
+            "a.toml",
+            &format!("[storage]\nurl = \"postgres://a@h/db\"\n{NODE}storage = {{ url = \"postgres://b@h/other\" }}\n"),
+        );
         let cfg = load(&[a]).unwrap();
         let s = cfg.sequencers["seq1"].storage(cfg.storage.as_ref());
         assert_eq!(s.url.as_deref(), Some("postgres://b@h/other"));
@@ -284,7 +295,13 @@ health = { address = "127.0.0.1:4003" }
         assert!(e.contains("sequencers.seq1.high_availability.total_node_count"), "{e}");
         let b = write(d.path(), "b.toml", &format!("[storage]\nurl = \"postgres://a@h/db\"\n{NODE}[sequencers.seq1.high_availability]\ntotal_node_count = 40\n"));
         let e = load(std::slice::from_ref(&b)).unwrap_err().to_string();
-        assert_eq!(e, format!("sequencers.seq1.high_availability.total_node_count: 40 is not between 1 and 31 (in {})", b.display()));
+        assert_eq!(
+            e,
+            format!(
+                "sequencers.seq1.high_availability.total_node_count: 40 is not between 1 and 31 (in {})",
+                b.display()
+            )
+        );
         let c = write(d.path(), "c.toml", &format!("[storage]\nurl = \"postgres://a@h/db\"\n{NODE}[sequencers.seq1.writer]\nmax_sequencing_horizon = \"soon\"\n"));
         assert!(load(&[c]).unwrap_err().to_string().contains("max_sequencing_horizon"));
         let s = write(d.path(), "s.toml", "[storage\nurl = 1");
@@ -295,7 +312,9 @@ health = { address = "127.0.0.1:4003" }
     #[test]
     fn zero_intervals_are_refused_at_load_naming_key_and_file() {
         let d = tmp();
-        let seq = |name: &str, table: &str, body: &str| write(d.path(), name, &format!("{STORAGE}{NODE}[sequencers.seq1.{table}]\n{body}\n"));
+        let seq = |name: &str, table: &str, body: &str| {
+            write(d.path(), name, &format!("{STORAGE}{NODE}[sequencers.seq1.{table}]\n{body}\n"))
+        };
         let a = seq("a.toml", "high_availability", "online_check_interval = \"0s\"");
         assert_eq!(
             load(std::slice::from_ref(&a)).unwrap_err().to_string(),
@@ -318,17 +337,27 @@ health = { address = "127.0.0.1:4003" }
         ] {
             let f = seq("c.toml", table, body);
             let e = load(std::slice::from_ref(&f)).unwrap_err().to_string();
-            assert!(e.starts_with(&format!("sequencers.seq1.{key}: ")) && e.ends_with(&format!("(in {})", f.display())), "{body}: {e}");
+            assert!(
+                e.starts_with(&format!("sequencers.seq1.{key}: ")) && e.ends_with(&format!("(in {})", f.display())),
+                "{body}: {e}"
+            );
         }
         let e = seq("e.toml", "high_availability", "keep_alive_interval = \"10s\"");
         let e = load(&[e]).unwrap_err().to_string();
         assert!(e.contains("10s must be shorter than offline_duration (8s)"), "{e}");
         let p = write(d.path(), "p.toml", &format!("[storage]\nurl = \"postgres://a@h/db\"\npool_size = 0\n{NODE}"));
-        assert_eq!(load(std::slice::from_ref(&p)).unwrap_err().to_string(), format!("storage.pool_size: must be positive (in {})", p.display()));
+        assert_eq!(
+            load(std::slice::from_ref(&p)).unwrap_err().to_string(),
+            format!("storage.pool_size: must be positive (in {})", p.display())
+        );
         let q = write(d.path(), "q.toml", &format!("{STORAGE}{NODE}storage = {{ connect_timeout = \"0s\" }}\n"));
         let e = load(std::slice::from_ref(&q)).unwrap_err().to_string();
         assert_eq!(e, format!("sequencers.seq1.storage.connect_timeout: must be positive (in {})", q.display()));
-        let r = write(d.path(), "r.toml", &format!("{STORAGE}{}", NODE.replace("4001\" }", "4001\", max_request_size = 0 }")));
+        let r = write(
+            d.path(),
+            "r.toml",
+            &format!("{STORAGE}{}", NODE.replace("4001\" }", "4001\", max_request_size = 0 }")),
+        );
         let e = load(std::slice::from_ref(&r)).unwrap_err().to_string();
         assert_eq!(e, format!("sequencers.seq1.public_api.max_request_size: must be positive (in {})", r.display()));
     }

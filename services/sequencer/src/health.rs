@@ -105,7 +105,11 @@ pub(crate) fn components(inner: &Inner) -> Vec<(String, String)> {
 
 /// Publish the node's health on `tx` whenever it changes, and the `syncline_sequencer_serving`
 /// gauge with it, until `stop`; then once more (the node has stopped by then).
-pub(crate) fn spawn(inner: Arc<Inner>, tx: watch::Sender<HealthState>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+pub(crate) fn spawn(
+    inner: Arc<Inner>,
+    tx: watch::Sender<HealthState>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     let span = tracing::info_span!("health", node = %inner.settings.name);
     tokio::spawn(
         async move {

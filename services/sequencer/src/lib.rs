@@ -20,9 +20,9 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use syncline_coordination::{Db, DbConfig};
+use syncline_node::HealthState;
 use syncline_proto::sequencer::sequencer_admin_service_server::SequencerAdminServiceServer;
 use syncline_proto::sequencer::sequencer_service_server::SequencerServiceServer;
-use syncline_node::HealthState;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -92,10 +92,7 @@ impl Sequencer {
         let health_stop = CancellationToken::new();
         let health_task = health::spawn(inner.clone(), health_tx, health_stop.clone());
         let writer_task = tokio::spawn(writer::run(db_config.clone(), settings.clone(), shared, rx, cancel.clone()));
-        let tasks = vec![
-            tokio::spawn(liveness::run(db, settings, cancel.clone())),
-            listener,
-        ];
+        let tasks = vec![tokio::spawn(liveness::run(db, settings, cancel.clone())), listener];
         Ok(Sequencer { inner, writer_task, tasks, health, health_stop, health_task })
     }
 

@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
+use crate::store::timestamps::now_micros;
+use crate::store::{offline, recovery, watermarks};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use syncline_coordination::error::DieselContext;
-use crate::store::timestamps::now_micros;
-use crate::store::{offline, recovery, watermarks};
 use syncline_coordination::Db;
 use syncline_schema::tables::sequencer_message_ids as m;
 use tokio_util::sync::CancellationToken;

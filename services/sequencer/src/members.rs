@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
+use crate::store::timestamps::now_micros;
+use crate::store::watermarks;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use syncline_coordination::error::DieselContext;
-use crate::store::timestamps::now_micros;
-use crate::store::watermarks;
 use syncline_coordination::{CoordError, Db};
 use syncline_schema::tables::sequencer_members as m;
 
@@ -65,7 +65,9 @@ impl Members {
                 async move {
                     let start = match watermarks::safe(c).await? {
                         Some(s) => s,
-                        None => watermarks::all(c).await?.iter().map(|w| w.watermark_ts).max().unwrap_or_else(now_micros),
+                        None => {
+                            watermarks::all(c).await?.iter().map(|w| w.watermark_ts).max().unwrap_or_else(now_micros)
+                        }
                     };
                     diesel::insert_into(m::table)
                         .values((m::member.eq(name), m::registered_ts.eq(start)))
@@ -149,7 +151,8 @@ impl Members {
         let name: String = self
             .db
             .run("reading a member name", |c| {
-                async move { m::table.find(id).select(m::member).first(c).await.during("reading a member name") }.scope_boxed()
+                async move { m::table.find(id).select(m::member).first(c).await.during("reading a member name") }
+                    .scope_boxed()
             })
             .await?;
         self.names.write().unwrap().insert(id, name.clone());

@@ -9,14 +9,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::store::events::BROADCAST;
+use crate::store::watermarks::VISIBILITY_CAP_SQL;
 use diesel::sql_types::{BigInt, Nullable};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_util::{FutureExt, StreamExt};
 use syncline_coordination::db::{self, SessionKind};
 use syncline_coordination::error::DieselContext;
-use crate::store::events::BROADCAST;
-use crate::store::watermarks::VISIBILITY_CAP_SQL;
 use syncline_coordination::{CoordError, DbConfig};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -101,7 +101,11 @@ impl ListenerStatus {
 }
 
 /// Start following notifications until cancelled, reconnecting after errors.
-pub(crate) fn spawn(cfg: DbConfig, cancel: CancellationToken, changes: Arc<Changes>) -> (Signals, tokio::task::JoinHandle<()>) {
+pub(crate) fn spawn(
+    cfg: DbConfig,
+    cancel: CancellationToken,
+    changes: Arc<Changes>,
+) -> (Signals, tokio::task::JoinHandle<()>) {
     let state = Arc::new(RwLock::new(Visibility::unknown()));
     let (tx, changed) = watch::channel(0);
     let listener = Arc::new(ListenerStatus::new(changes));
@@ -146,9 +150,9 @@ struct Bounds {
 
 async fn bounds(conn: &mut AsyncPgConnection) -> Result<Bounds, CoordError> {
     diesel::sql_query(format!("select {VISIBILITY_CAP_SQL} as cap, (select max(ts) from sequencer_events) as newest"))
-    .get_result(conn)
-    .await
-    .during("reading the visibility bound")
+        .get_result(conn)
+        .await
+        .during("reading the visibility bound")
 }
 
 async fn follow(
@@ -165,7 +169,11 @@ async fn follow(
     let b = bounds(&mut query).await?;
     {
         let mut st = state.write().unwrap();
-        *st = Visibility { cap: b.cap.unwrap_or(i64::MIN), newest: HashMap::new(), newest_any: b.newest.unwrap_or(i64::MIN) };
+        *st = Visibility {
+            cap: b.cap.unwrap_or(i64::MIN),
+            newest: HashMap::new(),
+            newest_any: b.newest.unwrap_or(i64::MIN),
+        };
     }
     listener.set(true, "listening".into());
     tracing::debug!("listening for notifications");

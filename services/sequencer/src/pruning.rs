@@ -118,7 +118,11 @@ impl PruningStatus {
 /// The safe pruning point: the minimum over enabled members of their acknowledgement (or
 /// registration), capped at what readers can read; with no enabled member, that cap.
 pub async fn status(db: &Db) -> Result<PruningStatus> {
-    Ok(db.run("reading the pruning status", |c| async move { status_in(c).await.during("reading the pruning status") }.scope_boxed()).await?)
+    Ok(db
+        .run("reading the pruning status", |c| {
+            async move { status_in(c).await.during("reading the pruning status") }.scope_boxed()
+        })
+        .await?)
 }
 
 #[derive(QueryableByName)]

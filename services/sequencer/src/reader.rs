@@ -10,14 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use crate::store::events::{self, EventKind, Page, StoredEvent};
+use crate::store::timestamps::now_micros;
 use diesel::{OptionalExtension, QueryDsl};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures_util::Stream;
 use prost::Message;
 use scoped_futures::ScopedFutureExt;
 use syncline_coordination::error::DieselContext;
-use crate::store::events::{self, EventKind, Page, StoredEvent};
-use crate::store::timestamps::now_micros;
 use syncline_coordination::CoordError;
 use syncline_proto::sequencer::{Batch, DeliverError, Event, SubscribeResponse};
 use syncline_schema::tables::sequencer_lower_bound as lb;
@@ -136,7 +136,8 @@ impl Drop for Slot {
 pub(crate) async fn subscribe(inner: Arc<Inner>, member: Member, after: Option<i64>) -> Result<Subscription> {
     let slot = Slot::take(&inner)?;
     let cursor = after.unwrap_or(member.registered_ts).max(member.registered_ts);
-    let lower_bound = inner.db.run("reading the lower bound", |c| async move { lower_bound(c).await }.scope_boxed()).await?;
+    let lower_bound =
+        inner.db.run("reading the lower bound", |c| async move { lower_bound(c).await }.scope_boxed()).await?;
     if let Some(lower_bound) = lower_bound {
         if cursor < lower_bound {
             return Err(SequencerError::Pruned { requested: cursor, lower_bound });
@@ -310,11 +311,8 @@ async fn to_proto(inner: &Inner, member: &Member, ev: StoredEvent, previous: Opt
         EventKind::Deliver => {
             let batch = Batch::decode(ev.payload.as_deref().unwrap_or_default())
                 .map_err(|e| Status::data_loss(format!("event {} has an undecodable payload: {e}", ev.ts)))?;
-            event.envelopes = batch
-                .envelopes
-                .into_iter()
-                .filter(|env| env.recipients.iter().any(|r| r == &member.member))
-                .collect();
+            event.envelopes =
+                batch.envelopes.into_iter().filter(|env| env.recipients.iter().any(|r| r == &member.member)).collect();
         }
         EventKind::Error => {
             let text = ev.error.unwrap_or_default();

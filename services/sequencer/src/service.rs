@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use prost::Message;
+use sha2::{Digest, Sha256};
 use syncline_proto::sequencer::sequencer_service_server::SequencerService;
 use syncline_proto::sequencer::{
     AcknowledgeRequest, AcknowledgeResponse, Batch, SendRequest, SendResponse, SubscribeRequest,
 };
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
@@ -35,7 +35,8 @@ impl PublicApi {
         outcome.await.unwrap_or_else(|_| {
             Err(SequencerError::Unavailable {
                 node: self.inner.settings.name.clone(),
-                reason: "the writer stopped before it could confirm this send; resend it with the same message id".into(),
+                reason: "the writer stopped before it could confirm this send; resend it with the same message id"
+                    .into(),
             })
         })
     }
@@ -61,7 +62,10 @@ impl PublicApi {
         }
         // Refuse at once while not serving: no database round trip that could hang.
         if !inner.writer.is_running() {
-            return Err(SequencerError::Unavailable { node: inner.settings.name.clone(), reason: inner.writer.detail() });
+            return Err(SequencerError::Unavailable {
+                node: inner.settings.name.clone(),
+                reason: inner.writer.detail(),
+            });
         }
         let now = inner.settings.now();
         if req.max_sequencing_time < now {
@@ -75,7 +79,8 @@ impl PublicApi {
             )));
         }
         let sender = inner.members.require_enabled(&req.sender).await?;
-        let names: BTreeSet<&str> = req.envelopes.iter().flat_map(|e| e.recipients.iter().map(String::as_str)).collect();
+        let names: BTreeSet<&str> =
+            req.envelopes.iter().flat_map(|e| e.recipients.iter().map(String::as_str)).collect();
         let mut recipients = vec![sender.id];
         let mut unknown = Vec::new();
         for name in names {
@@ -108,13 +113,13 @@ impl PublicApi {
                     .set((inner.queue.max_capacity() - inner.queue.capacity()) as f64);
                 Ok(outcome)
             }
-            Err(TrySendError::Full(_)) => {
-                Err(SequencerError::Overloaded { node: inner.settings.name.clone(), pending: inner.settings.queue_size })
-            }
-            Err(TrySendError::Closed(_)) => Err(SequencerError::Unavailable {
+            Err(TrySendError::Full(_)) => Err(SequencerError::Overloaded {
                 node: inner.settings.name.clone(),
-                reason: "shutting down".into(),
+                pending: inner.settings.queue_size,
             }),
+            Err(TrySendError::Closed(_)) => {
+                Err(SequencerError::Unavailable { node: inner.settings.name.clone(), reason: "shutting down".into() })
+            }
         }
     }
 }
@@ -122,7 +127,9 @@ impl PublicApi {
 fn count_send(inner: &Inner, r: &Result<i64>) {
     let node = inner.settings.name.clone();
     match r {
-        Ok(_) => metrics::counter!("syncline_sequencer_sends_total", "node" => node, "result" => "sequenced").increment(1),
+        Ok(_) => {
+            metrics::counter!("syncline_sequencer_sends_total", "node" => node, "result" => "sequenced").increment(1)
+        }
         Err(e) => {
             let reason = match e {
                 SequencerError::Overloaded { .. } => "overloaded",

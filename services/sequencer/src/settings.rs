@@ -134,7 +134,10 @@ impl SequencerSettings {
         if self.keep_alive_interval >= self.offline_duration {
             return bad(
                 "keep_alive_interval",
-                format!("{:?} must be shorter than offline_duration ({:?})", self.keep_alive_interval, self.offline_duration),
+                format!(
+                    "{:?} must be shorter than offline_duration ({:?})",
+                    self.keep_alive_interval, self.offline_duration
+                ),
             );
         }
         let sizes = [
@@ -157,11 +160,17 @@ impl SequencerSettings {
         if self.subscription_buffer_bytes < self.max_request_size {
             return bad(
                 "subscription_buffer_bytes",
-                format!("{} must be at least max_request_size ({})", self.subscription_buffer_bytes, self.max_request_size),
+                format!(
+                    "{} must be at least max_request_size ({})",
+                    self.subscription_buffer_bytes, self.max_request_size
+                ),
             );
         }
         if self.max_clock_wait > MAX_INTERVAL {
-            return bad("max_clock_wait", format!("{:?} is longer than the maximum of {MAX_INTERVAL:?}", self.max_clock_wait));
+            return bad(
+                "max_clock_wait",
+                format!("{:?} is longer than the maximum of {MAX_INTERVAL:?}", self.max_clock_wait),
+            );
         }
         Ok(())
     }
@@ -217,7 +226,10 @@ mod tests {
         assert!(e.problem.contains("longer than the maximum"), "{e}");
         assert_eq!(refused(|s| s.queue_size = usize::MAX).field, "queue_size");
         assert_eq!(refused(|s| s.max_request_size = usize::MAX).field, "max_request_size");
-        assert_eq!(refused(|s| s.total_node_count = 0).to_string(), "invalid setting total_node_count: 0 is not between 1 and 31");
+        assert_eq!(
+            refused(|s| s.total_node_count = 0).to_string(),
+            "invalid setting total_node_count: 0 is not between 1 and 31"
+        );
         assert_eq!(refused(|s| s.total_node_count = 32).field, "total_node_count");
         let e = refused(|s| s.keep_alive_interval = s.offline_duration);
         assert_eq!(e.to_string(), "invalid setting keep_alive_interval: 8s must be shorter than offline_duration (8s)");

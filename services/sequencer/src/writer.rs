@@ -15,12 +15,12 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use syncline_coordination::db::{self, SessionKind};
-use crate::store::events::{self, EventKind, ExistingClaim, MessageIdClaim, NewEvent};
 use crate::store;
+use crate::store::events::{self, EventKind, ExistingClaim, MessageIdClaim, NewEvent};
 use crate::store::node_index::{self, IndexLease};
 use crate::store::timestamps::TimestampGenerator;
 use crate::store::{recovery, watermarks};
+use syncline_coordination::db::{self, SessionKind};
 use syncline_coordination::{CoordError, DbConfig};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -245,7 +245,11 @@ impl Writer {
         };
         let node = self.settings.name.clone();
         for sub in self.carry.iter_mut().filter(|s| s.reply.is_some() && s.accepted_at.elapsed() >= after) {
-            let e = SequencerError::OutcomeUnknown { node: node.clone(), message_id: sub.message_id.clone(), reason: reason.clone() };
+            let e = SequencerError::OutcomeUnknown {
+                node: node.clone(),
+                message_id: sub.message_id.clone(),
+                reason: reason.clone(),
+            };
             sub.answer(Err(e));
         }
     }
@@ -289,7 +293,8 @@ impl Writer {
             timeout(t * 6, syncline_coordination::db::migrate(&self.db)).await?;
             self.migrated = true;
         }
-        let mut lease = timeout(t, node_index::acquire_after(&self.db, self.settings.total_node_count, self.previous)).await?;
+        let mut lease =
+            timeout(t, node_index::acquire_after(&self.db, self.settings.total_node_count, self.previous)).await?;
         self.previous = Some(lease.previous());
         timeout(t, check_commit_mode(lease.conn(), self.settings.allow_unsafe_commit)).await?;
         // Free dead nodes' uncovered claims early, so that sends colliding with them are not
@@ -299,7 +304,8 @@ impl Writer {
             tracing::warn!(%e, "could not sweep dead nodes' rows; continuing");
         }
         self.wait_for_clock(lease.conn(), cancel).await?;
-        let mut gen = TimestampGenerator::with_clock(lease.index(), self.settings.total_node_count, node_clock(&self.settings))?;
+        let mut gen =
+            TimestampGenerator::with_clock(lease.index(), self.settings.total_node_count, node_clock(&self.settings))?;
         self.rejoin(&mut lease, &mut gen).await?;
         Ok((lease, gen))
     }
@@ -307,7 +313,11 @@ impl Writer {
     /// A node whose clock is behind the highest watermark waits (bounded) for its clock to
     /// get there, rather than going online with timestamps ahead of its own clock: those
     /// would hold the safe watermark, and so every reader, back until its clock caught up.
-    async fn wait_for_clock(&self, conn: &mut diesel_async::AsyncPgConnection, cancel: &CancellationToken) -> Result<(), CoordError> {
+    async fn wait_for_clock(
+        &self,
+        conn: &mut diesel_async::AsyncPgConnection,
+        cancel: &CancellationToken,
+    ) -> Result<(), CoordError> {
         let highest = timeout(self.settings.write_timeout, watermarks::highest(conn)).await?;
         let Some(highest) = highest else { return Ok(()) };
         let behind = highest - self.settings.now();
@@ -316,8 +326,11 @@ impl Writer {
         }
         let behind = Duration::from_micros(behind as u64);
         let wait = behind.min(self.settings.max_clock_wait);
-        tracing::warn!(behind_ms = behind.as_millis() as u64, wait_ms = wait.as_millis() as u64,
-            "this node's clock is behind the highest sequencer watermark; waiting before going online");
+        tracing::warn!(
+            behind_ms = behind.as_millis() as u64,
+            wait_ms = wait.as_millis() as u64,
+            "this node's clock is behind the highest sequencer watermark; waiting before going online"
+        );
         self.shared.set_down(format!("waiting {} ms for the clock to reach the highest watermark", wait.as_millis()));
         tokio::select! {
             _ = cancel.cancelled() => {}
@@ -343,7 +356,12 @@ impl Writer {
         Ok(())
     }
 
-    async fn step(&mut self, lease: &mut IndexLease, gen: &mut TimestampGenerator, cancel: &CancellationToken) -> Outcome {
+    async fn step(
+        &mut self,
+        lease: &mut IndexLease,
+        gen: &mut TimestampGenerator,
+        cancel: &CancellationToken,
+    ) -> Outcome {
         let mut batch = std::mem::take(&mut self.carry);
         // Held sends are retried with the next batch; the wait for news bounds how often.
         match self.collect(cancel, batch.len()).await {
@@ -385,7 +403,8 @@ impl Writer {
     }
 
     fn publish_queue_depth(&self) {
-        metrics::gauge!("syncline_sequencer_queue_depth", "node" => self.settings.name.clone()).set(self.rx.len() as f64);
+        metrics::gauge!("syncline_sequencer_queue_depth", "node" => self.settings.name.clone())
+            .set(self.rx.len() as f64);
     }
 
     /// Wait up to a keep-alive interval for a first send, then take whatever else is queued
@@ -413,7 +432,12 @@ impl Writer {
     /// Commit `batch` (possibly empty: a keep-alive) and the watermark covering it, then
     /// answer every send whose outcome is known and leave in `batch` those still pending.
     /// On error nothing was answered and `batch` is unchanged.
-    async fn write(&self, lease: &mut IndexLease, gen: &mut TimestampGenerator, batch: &mut Vec<Submission>) -> Result<(), CoordError> {
+    async fn write(
+        &self,
+        lease: &mut IndexLease,
+        gen: &mut TimestampGenerator,
+        batch: &mut Vec<Submission>,
+    ) -> Result<(), CoordError> {
         let name = &self.settings.name;
         let index = lease.index();
         let mut events = Vec::with_capacity(batch.len());
@@ -457,7 +481,8 @@ impl Writer {
         let found = if unresolved.is_empty() {
             Ok(Vec::new())
         } else {
-            let keys: Vec<(i32, &str)> = unresolved.iter().map(|&i| (batch[i].sender, batch[i].message_id.as_str())).collect();
+            let keys: Vec<(i32, &str)> =
+                unresolved.iter().map(|&i| (batch[i].sender, batch[i].message_id.as_str())).collect();
             events::claims(lease.conn(), &keys).await
         };
         let found = found.unwrap_or_else(|e| {
@@ -494,7 +519,13 @@ impl Writer {
     /// The outcome of a send that was not written: from the claim on its message id. `late`
     /// carries the safe watermark read before the claims when the send's max-sequencing-time
     /// has passed.
-    fn resolve(&self, sub: &Submission, claim: Option<&ExistingClaim>, late: Option<Option<i64>>, stats: &mut Stats) -> Resolution {
+    fn resolve(
+        &self,
+        sub: &Submission,
+        claim: Option<&ExistingClaim>,
+        late: Option<Option<i64>>,
+        stats: &mut Stats,
+    ) -> Resolution {
         match (claim, late) {
             (Some(c), _) if c.covered => {
                 if c.digest.as_ref().is_none_or(|d| *d == sub.digest) {
@@ -592,9 +623,12 @@ impl Stats {
         }
         metrics::counter!("syncline_sequencer_events_written_total", "node" => node.clone()).increment(self.written);
         metrics::histogram!("syncline_sequencer_batch_size", "node" => node.clone()).record(batch as f64);
-        for (reason, n) in [("duplicate", self.resent), ("message_id_reused", self.refused), ("max_sequencing_time", self.late)] {
+        for (reason, n) in
+            [("duplicate", self.resent), ("message_id_reused", self.refused), ("max_sequencing_time", self.late)]
+        {
             if n > 0 {
-                metrics::counter!("syncline_sequencer_dropped_total", "node" => node.clone(), "reason" => reason).increment(n);
+                metrics::counter!("syncline_sequencer_dropped_total", "node" => node.clone(), "reason" => reason)
+                    .increment(n);
             }
         }
         if self.pending > 0 {
@@ -616,7 +650,9 @@ async fn check_commit_mode(conn: &mut diesel_async::AsyncPgConnection, allow_uns
         ));
     }
     if value == "off" {
-        tracing::warn!("synchronous_commit is off: a PostgreSQL crash can lose delivered events (allowed by allow_unsafe_commit)");
+        tracing::warn!(
+            "synchronous_commit is off: a PostgreSQL crash can lose delivered events (allowed by allow_unsafe_commit)"
+        );
     }
     Ok(())
 }
@@ -671,7 +707,10 @@ fn to_event(ts: i64, sub: &Submission) -> NewEvent {
 }
 
 /// Bound a database call: a blackholed connection must not hang the writer.
-async fn timeout<T>(after: Duration, f: impl std::future::Future<Output = Result<T, CoordError>>) -> Result<T, CoordError> {
+async fn timeout<T>(
+    after: Duration,
+    f: impl std::future::Future<Output = Result<T, CoordError>>,
+) -> Result<T, CoordError> {
     tokio::time::timeout(after, f)
         .await
         .unwrap_or_else(|_| Err(CoordError::Timeout { during: "writing to the database".into(), after }))

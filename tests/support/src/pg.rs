@@ -141,15 +141,10 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// Create a fresh, empty database for the calling test.
 pub async fn fresh_database() -> TestDb {
     let server = server();
-    let name = format!(
-        "t_{}_{}_{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed),
-        rand::random::<u16>()
-    );
+    let name =
+        format!("t_{}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed), rand::random::<u16>());
     if let Err(e) = syncline_embedded_pg::create_database(&server.url("postgres"), &name).await {
         panic!("cannot create test database: {}", error_chain(&e));
     }
     TestDb { url: server.url(&name), name }
 }
-

@@ -4,7 +4,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::support::*;
-use syncline_testkit::{Daemon, TempDir, fresh_database, http_get, http_status, wait_for, write_file};
+use syncline_testkit::{fresh_database, http_get, http_status, wait_for, write_file, Daemon, TempDir};
 
 fn admin(remote: &std::path::Path, args: &[&str]) -> (bool, String) {
     let out = Command::new(syncline_bin()).arg("admin").arg("--config").arg(remote).args(args).output().unwrap();
@@ -22,13 +22,17 @@ async fn daemons_from_config_files_are_administered_remotely() {
     // Two nodes in one process, one in another.
     let both = write_file(dir.path(), "ab.toml", &format!("{}{}", a.toml(""), b.toml("")));
     let c = SequencerAddrs::new("seqc");
-    let cfg_c = write_file(dir.path(), "c.toml", &c.toml("[sequencers.seqc.high_availability]\ntotal_node_count = 10\n"));
+    let cfg_c =
+        write_file(dir.path(), "c.toml", &c.toml("[sequencers.seqc.high_availability]\ntotal_node_count = 10\n"));
     std::env::set_var("SYNCLINE_TEST_DB", &tdb.url);
     let mut d1 = Daemon::start(&syncline_bin(), dir.path(), "ab", &[storage.clone(), both]);
     let mut d2 = Daemon::start(&syncline_bin(), dir.path(), "c", &[storage, cfg_c]);
     for n in [&a, &b, &c] {
         let h = n.health;
-        wait_for(Duration::from_secs(60), &format!("{} healthy", n.name), || async move { http_status(h, "/health").await == Some(200) }).await;
+        wait_for(Duration::from_secs(60), &format!("{} healthy", n.name), || async move {
+            http_status(h, "/health").await == Some(200)
+        })
+        .await;
     }
     let remote = write_file(
         dir.path(),
@@ -49,7 +53,11 @@ async fn daemons_from_config_files_are_administered_remotely() {
     let (ok, out) = admin(&remote, &["sequencer-status"]);
     assert!(ok, "{out}");
     assert!(out.contains("3 members") || out.contains("1 members"), "{out}");
-    assert_eq!(out.lines().filter(|l| l.split_whitespace().nth(1) == Some("yes")).count(), 3, "three online indexes:\n{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.split_whitespace().nth(1) == Some("yes")).count(),
+        3,
+        "three online indexes:\n{out}"
+    );
     let (ok, out) = admin(&remote, &["set-passive", "seqa"]);
     assert!(!ok && out.contains("all sequencers are active"), "{out}");
     let (ok, out) = admin(&remote, &["pruning-status"]);
@@ -70,7 +78,11 @@ async fn daemons_from_config_files_are_administered_remotely() {
     assert!(st.success(), "daemon exit status {st:?}\n{}", d2.log_text());
     let (ok, out) = admin(&remote, &["sequencer-status", "--node", "seqa"]);
     assert!(ok, "{out}");
-    assert_eq!(out.lines().filter(|l| l.split_whitespace().nth(1) == Some("no")).count(), 1, "seqc went offline:\n{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.split_whitespace().nth(1) == Some("no")).count(),
+        1,
+        "seqc went offline:\n{out}"
+    );
     let (ok, out) = admin(&remote, &["status"]);
     assert!(!ok, "status fails while a node is down:\n{out}");
     assert!(out.lines().any(|l| l.starts_with("seqc") && l.contains("UNREACHABLE")), "{out}");
@@ -84,16 +96,25 @@ fn bad_configuration_is_refused_with_the_file_and_key() {
     let cfg = write_file(
         dir.path(),
         "bad.toml",
-        &format!("[storage]\nurl = \"postgres://x@127.0.0.1:1/db\"\n{}[sequencers.s1.high_availability]\ntotal_nodes = 4\n", a.toml("")),
+        &format!(
+            "[storage]\nurl = \"postgres://x@127.0.0.1:1/db\"\n{}[sequencers.s1.high_availability]\ntotal_nodes = 4\n",
+            a.toml("")
+        ),
     );
     let out = Command::new(syncline_bin()).args(["daemon", "--config"]).arg(&cfg).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("sequencers.s1.high_availability") && err.contains("total_nodes") && err.contains("bad.toml"), "{err}");
+    assert!(
+        err.contains("sequencers.s1.high_availability") && err.contains("total_nodes") && err.contains("bad.toml"),
+        "{err}"
+    );
     let unset = write_file(dir.path(), "unset.toml", "[storage]\nurl = \"${SYNCLINE_SURELY_UNSET_VAR}\"\n");
     let out = Command::new(syncline_bin()).args(["daemon", "--config"]).arg(&unset).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("SYNCLINE_SURELY_UNSET_VAR is not set") && err.contains("unset.toml"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("SYNCLINE_SURELY_UNSET_VAR is not set") && err.contains("unset.toml"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,7 +124,11 @@ async fn a_daemon_started_while_the_database_is_down_serves_once_it_is_up() {
     proxy.down();
     let dir = TempDir::new("syncline-dbdown");
     let a = SequencerAddrs::new("s1");
-    let cfg = write_file(dir.path(), "s1.toml", &format!("[storage]\nurl = \"{}\"\n{}", tdb.url_via(proxy.addr()), a.toml("")));
+    let cfg = write_file(
+        dir.path(),
+        "s1.toml",
+        &format!("[storage]\nurl = \"{}\"\n{}", tdb.url_via(proxy.addr()), a.toml("")),
+    );
     let _d = Daemon::start(&syncline_bin(), dir.path(), "s1", &[cfg]);
     wait_for(Duration::from_secs(20), "health answers 503 while the database is down", || async {
         http_status(a.health, "/health").await == Some(503)

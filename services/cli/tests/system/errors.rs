@@ -7,9 +7,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut};
 use crate::support::*;
-use syncline_testkit::{Daemon, FaultProxy, TempDir, fresh_database, http_status, write_file};
+use bytes::{Buf, BufMut};
+use syncline_testkit::{fresh_database, http_status, write_file, Daemon, FaultProxy, TempDir};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
@@ -134,7 +134,11 @@ async fn malformed_requests_are_invalid_argument_on_every_service() {
     ] {
         let s = call_raw(url, path, streaming).await;
         assert_eq!(s.code(), Code::InvalidArgument, "{path}: {s:?}");
-        assert!(s.message().starts_with("malformed request: failed to decode Protobuf message"), "{path}: {}", s.message());
+        assert!(
+            s.message().starts_with("malformed request: failed to decode Protobuf message"),
+            "{path}: {}",
+            s.message()
+        );
     }
     // Still serving afterwards.
     assert_eq!(http_status(a.health, "/health").await, Some(200));
@@ -170,7 +174,11 @@ async fn admin_against_a_node_in_trouble_names_it_and_what_failed_in_time() {
     let proxy = FaultProxy::start(tdb.server_addr()).await;
     let dir = TempDir::new("syncline-trouble");
     let a = SequencerAddrs::new("s1");
-    let cfg = write_file(dir.path(), "s1.toml", &format!("[storage]\nurl = \"{}\"\n{}", tdb.url_via(proxy.addr()), a.toml("")));
+    let cfg = write_file(
+        dir.path(),
+        "s1.toml",
+        &format!("[storage]\nurl = \"{}\"\n{}", tdb.url_via(proxy.addr()), a.toml("")),
+    );
     let d = Daemon::start(&syncline_bin(), dir.path(), "s1", &[cfg]);
     wait_healthy(&a, &d).await;
     let remote = write_file(dir.path(), "remote.toml", &format!("[sequencers.s1]\nadmin_api = \"{}\"\n", a.admin));

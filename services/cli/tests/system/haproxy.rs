@@ -8,10 +8,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::support::*;
 use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
 use syncline_sequencer_client::{ClientConfig, RequestBuilder, SequencerApi, SequencerClient};
-use crate::support::*;
-use syncline_testkit::{Daemon, FaultProxy, TempDir, free_port, fresh_database, http_get, http_status, wait_for, write_file};
+use syncline_testkit::{
+    free_port, fresh_database, http_get, http_status, wait_for, write_file, Daemon, FaultProxy, TempDir,
+};
 
 struct Haproxy(Child);
 
@@ -30,7 +32,8 @@ impl Haproxy {
             cmd.env(format!("SEQ{}_HEALTH", i + 1), n.health.port().to_string());
         }
         let out = std::fs::File::create(log).unwrap();
-        let child = cmd.stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out).spawn().expect("starting haproxy");
+        let child =
+            cmd.stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out).spawn().expect("starting haproxy");
         Haproxy(child)
     }
 }
@@ -76,7 +79,11 @@ async fn haproxy_routes_around_a_node_without_database_and_a_killed_node() {
     let mut daemons = Vec::new();
     for (i, n) in nodes.iter().enumerate() {
         // seq1 reaches the database through the fault proxy.
-        let extra = if i == 0 { format!("storage = {{ url = \"{}\" }}\n", tdb.url_via(db_proxy.addr())) } else { String::new() };
+        let extra = if i == 0 {
+            format!("storage = {{ url = \"{}\" }}\n", tdb.url_via(db_proxy.addr()))
+        } else {
+            String::new()
+        };
         let cfg = write_file(dir.path(), &format!("{}.toml", n.name), &n.toml(&extra));
         daemons.push(Some(Daemon::start(&syncline_bin(), dir.path(), &n.name, &[storage.clone(), cfg])));
     }
@@ -119,7 +126,10 @@ async fn haproxy_routes_around_a_node_without_database_and_a_killed_node() {
 
     // seq1 loses its database: /health turns 503 and HAProxy stops routing to it.
     db_proxy.down();
-    wait_for(Duration::from_secs(10), "seq1 unhealthy", || async { http_status(nodes[0].health, "/health").await == Some(503) }).await;
+    wait_for(Duration::from_secs(10), "seq1 unhealthy", || async {
+        http_status(nodes[0].health, "/health").await == Some(503)
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let seq1_before = accepted(&nodes[0]).await.unwrap();
     send_all(c, "db-cut", 30, &mut ids).await;
@@ -133,7 +143,10 @@ async fn haproxy_routes_around_a_node_without_database_and_a_killed_node() {
 
     // seq1's database returns: it serves again and HAProxy routes to it again.
     db_proxy.restore();
-    wait_for(Duration::from_secs(20), "seq1 healthy again", || async { http_status(nodes[0].health, "/health").await == Some(200) }).await;
+    wait_for(Duration::from_secs(20), "seq1 healthy again", || async {
+        http_status(nodes[0].health, "/health").await == Some(200)
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let seq1_before = accepted(&nodes[0]).await.unwrap();
     send_all(c, "recovered", 30, &mut ids).await;
@@ -157,7 +170,12 @@ async fn haproxy_routes_around_a_node_without_database_and_a_killed_node() {
     let mut expected = ids.clone();
     expected.sort();
     let missing: Vec<&String> = expected.iter().filter(|id| received.binary_search(id).is_err()).collect();
-    assert!(missing.is_empty(), "{} of {} messages never delivered through HAProxy: {missing:?}", missing.len(), expected.len());
+    assert!(
+        missing.is_empty(),
+        "{} of {} messages never delivered through HAProxy: {missing:?}",
+        missing.len(),
+        expected.len()
+    );
     assert_eq!(received, expected, "messages duplicated through HAProxy");
 }
 

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use syncline_testkit::{TempDir, write_file};
+use syncline_testkit::{write_file, TempDir};
 
 fn ops() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../ops")
@@ -62,11 +62,8 @@ fn prometheus_config_and_alert_rules_are_valid_and_their_unit_tests_pass() {
 #[test]
 fn every_dashboard_query_is_valid_promql() {
     let json = std::fs::read_to_string(ops().join("compose/grafana/dashboards/syncline-sequencers.json")).unwrap();
-    let exprs: Vec<&str> = json
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("\"expr\": "))
-        .map(|e| e.trim_end_matches(','))
-        .collect();
+    let exprs: Vec<&str> =
+        json.lines().filter_map(|l| l.trim().strip_prefix("\"expr\": ")).map(|e| e.trim_end_matches(',')).collect();
     assert!(exprs.len() >= 10, "found only {} queries", exprs.len());
     // Each query as a recording rule (the JSON string literal is valid YAML as it is).
     let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");

@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use syncline_sequencer_client::{RequestBuilder, SendError, SendRequest, SequencerApi, SequencerClient};
 use crate::support::*;
-use syncline_testkit::{Daemon, FaultProxy, TempDir, fresh_database, http_status, wait_for, write_file};
+use syncline_sequencer_client::{RequestBuilder, SendError, SendRequest, SequencerApi, SequencerClient};
+use syncline_testkit::{fresh_database, http_status, wait_for, write_file, Daemon, FaultProxy, TempDir};
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -55,7 +55,8 @@ impl Topology {
 
     fn restart(&mut self, i: usize) {
         let cfg = self.dir.path().join(format!("seq{}.toml", i + 1));
-        self.daemons[i] = Some(Daemon::start(&syncline_bin(), self.dir.path(), &self.nodes[i].name, &[self.storage.clone(), cfg]));
+        self.daemons[i] =
+            Some(Daemon::start(&syncline_bin(), self.dir.path(), &self.nodes[i].name, &[self.storage.clone(), cfg]));
     }
 
     /// A client of node `i` alone.
@@ -99,7 +100,10 @@ async fn sends_spread_over_three_processes_reach_every_subscriber_once_in_one_or
     // Round robin over the three processes: send k goes to node k % 3.
     let client = client_of(&t.nodes);
     for k in 0..n {
-        let sent = client.send(send("alice", &format!("m{k}"), &["bob"], format!("{k}").as_bytes(), Duration::from_secs(30))).await.unwrap();
+        let sent = client
+            .send(send("alice", &format!("m{k}"), &["bob"], format!("{k}").as_bytes(), Duration::from_secs(30)))
+            .await
+            .unwrap();
         assert_eq!(sent.resends, 0, "m{k}: every node answers");
     }
     wait_for(Duration::from_secs(30), "every subscriber got every event", || {
@@ -108,13 +112,15 @@ async fn sends_spread_over_three_processes_reach_every_subscriber_once_in_one_or
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let orders: Vec<Vec<i64>> = sinks.iter().map(|s| s.lock().unwrap().events.iter().map(|(e, _)| e.timestamp).collect()).collect();
+    let orders: Vec<Vec<i64>> =
+        sinks.iter().map(|s| s.lock().unwrap().events.iter().map(|(e, _)| e.timestamp).collect()).collect();
     for (i, o) in orders.iter().enumerate() {
         assert_eq!(o.len(), n, "subscriber on seq{} got {} events", i + 1, o.len());
         check_chain("bob", &sinks[i].lock().unwrap());
     }
     assert!(orders.windows(2).all(|w| w[0] == w[1]), "identical order on every node");
-    let bodies: HashSet<Vec<u8>> = sinks[0].lock().unwrap().events.iter().map(|(e, _)| e.envelopes[0].content.clone()).collect();
+    let bodies: HashSet<Vec<u8>> =
+        sinks[0].lock().unwrap().events.iter().map(|(e, _)| e.envelopes[0].content.clone()).collect();
     assert_eq!(bodies.len(), n, "each send exactly once");
     subs.iter().for_each(|s| s.abort());
 }
@@ -190,13 +196,23 @@ async fn kill_9_under_load_pauses_other_readers_briefly_and_loses_nothing() {
         assert_eq!(ts, reference, "seq{}: order differs", i + 1);
         for (e, _) in &r.events {
             let id = String::from_utf8(e.envelopes[0].content.clone()).unwrap();
-            assert_eq!(oks.get(&id), Some(&e.timestamp), "seq{}: {id} delivered at another timestamp than its OK named", i + 1);
+            assert_eq!(
+                oks.get(&id),
+                Some(&e.timestamp),
+                "seq{}: {id} delivered at another timestamp than its OK named",
+                i + 1
+            );
         }
     }
     // The pause seen by subscribers of the surviving nodes around the kill.
     for i in [1, 2] {
         let r = sinks[i].lock().unwrap();
-        let arrivals: Vec<Instant> = r.events.iter().map(|(_, at)| *at).filter(|at| *at > killed_at - Duration::from_millis(500) && *at < killed_at + Duration::from_secs(3)).collect();
+        let arrivals: Vec<Instant> = r
+            .events
+            .iter()
+            .map(|(_, at)| *at)
+            .filter(|at| *at > killed_at - Duration::from_millis(500) && *at < killed_at + Duration::from_secs(3))
+            .collect();
         let mut gap = Duration::ZERO;
         let mut prev = killed_at;
         for at in arrivals.iter().filter(|at| **at >= killed_at) {
@@ -218,7 +234,10 @@ async fn a_database_cut_turns_one_node_not_serving_while_the_others_sequence() {
     let health = async |i: usize| {
         let channel = Channel::from_shared(t.nodes[i].public_url()).ok()?.connect().await.ok()?;
         let mut c = tonic_health::pb::health_client::HealthClient::new(channel);
-        let r = c.check(tonic_health::pb::HealthCheckRequest { service: "syncline.sequencer.v1.SequencerService".into() }).await.ok()?;
+        let r = c
+            .check(tonic_health::pb::HealthCheckRequest { service: "syncline.sequencer.v1.SequencerService".into() })
+            .await
+            .ok()?;
         Some(r.into_inner().status)
     };
     // gRPC health follows the node's health within its 100 ms reporting tick.
@@ -228,7 +247,10 @@ async fn a_database_cut_turns_one_node_not_serving_while_the_others_sequence() {
     .await;
     proxy.down();
     let cut = Instant::now();
-    wait_for(Duration::from_secs(10), "seq1 /health 503", || async { http_status(t.nodes[0].health, "/health").await == Some(503) }).await;
+    wait_for(Duration::from_secs(10), "seq1 /health 503", || async {
+        http_status(t.nodes[0].health, "/health").await == Some(503)
+    })
+    .await;
     println!("seq1 reported NOT_SERVING {:?} after the cut", cut.elapsed());
     wait_for(Duration::from_secs(5), "seq1 gRPC NOT_SERVING", || async {
         health(0).await == Some(tonic_health::pb::health_check_response::ServingStatus::NotServing as i32)
@@ -266,7 +288,8 @@ async fn idempotent_sends_and_clear_errors_across_processes() {
     assert_eq!(t.client(1).send(req.clone()).await.unwrap().timestamp, first);
     assert_eq!(t.client(2).send(req).await.unwrap().timestamp, first);
     // The same id with other content is refused, naming the id.
-    let reused = t.client(1).send(send("alice", "once", &["bob"], b"other", Duration::from_secs(30))).await.unwrap_err();
+    let reused =
+        t.client(1).send(send("alice", "once", &["bob"], b"other", Duration::from_secs(30))).await.unwrap_err();
     let SendError::AlreadyExists { message, .. } = &reused else { panic!("{reused:?}") };
     assert!(message.contains("\"once\""), "{message}");
     t.client(2).send(send("alice", "marker", &["bob"], b"marker", Duration::from_secs(30))).await.unwrap();
@@ -277,7 +300,8 @@ async fn idempotent_sends_and_clear_errors_across_processes() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let bodies: Vec<Vec<u8>> = sink.lock().unwrap().events.iter().map(|(e, _)| e.envelopes[0].content.clone()).collect();
+    let bodies: Vec<Vec<u8>> =
+        sink.lock().unwrap().events.iter().map(|(e, _)| e.envelopes[0].content.clone()).collect();
     assert_eq!(bodies, vec![b"once".to_vec(), b"marker".to_vec()]);
     assert_eq!(sink.lock().unwrap().events[0].0.timestamp, first);
     sub.abort();
@@ -288,7 +312,10 @@ async fn idempotent_sends_and_clear_errors_across_processes() {
     let e = c.send(past).await.unwrap_err();
     let SendError::Rejected { code: Code::InvalidArgument, message, .. } = &e else { panic!("{e:?}") };
     assert!(message.contains("in the past"), "{message}");
-    let e = c.send(send("alice", "huge", &["bob"], &vec![0u8; 5 * 1024 * 1024], Duration::from_secs(30))).await.unwrap_err();
+    let e = c
+        .send(send("alice", "huge", &["bob"], &vec![0u8; 5 * 1024 * 1024], Duration::from_secs(30)))
+        .await
+        .unwrap_err();
     let SendError::Rejected { code: Code::OutOfRange, message, .. } = &e else { panic!("{e:?}") };
     assert!(message.contains("too large"), "{message}");
     let e = c.send(send("", "x", &["bob"], b"x", Duration::from_secs(30))).await.unwrap_err();

@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
 use syncline_proto::sequencer::SubscribeRequest;
 use syncline_sequencer_client::{ClientConfig, RequestBuilder, SequencerApi, SequencerClient};
-use crate::support::*;
-use syncline_testkit::{Daemon, TempDir, fresh_database, http_status, wait_for, write_file};
+use syncline_testkit::{fresh_database, http_status, wait_for, write_file, Daemon, TempDir};
 use tonic::Code;
 
 /// Sends of this many bytes each, just below the default 4 MiB request limit.
@@ -40,28 +40,39 @@ async fn a_stalled_subscriber_under_400_sends_of_4_mib_keeps_the_node_small() {
                  [sequencers.seq1.reader]\nmax_subscriptions = 3\nsubscription_buffer_bytes = 8388608\n";
     let cfg = write_file(dir.path(), "seq1.toml", &node.toml(extra));
     let daemon = Daemon::start(&syncline_bin(), dir.path(), "seq1", &[storage, cfg]);
-    wait_for(Duration::from_secs(60), "seq1 healthy", || async { http_status(node.health, "/health").await == Some(200) }).await;
+    wait_for(Duration::from_secs(60), "seq1 healthy", || async {
+        http_status(node.health, "/health").await == Some(200)
+    })
+    .await;
     let admin = node.admin();
     for m in ["alice", "bob"] {
         admin.register_member(m).await.unwrap();
     }
     // Raw subscriptions: the test holds them open without reading, which the client does not do.
-    let connect = || async { SequencerServiceClient::connect(node.public_url()).await.unwrap().max_decoding_message_size(8 << 20) };
+    let connect = || async {
+        SequencerServiceClient::connect(node.public_url()).await.unwrap().max_decoding_message_size(8 << 20)
+    };
     // Subscribes, then reads nothing: flow control leaves everything on the node's side.
-    let mut stalled = connect().await.subscribe(SubscribeRequest { member: "bob".into(), after: None }).await.unwrap().into_inner();
+    let mut stalled =
+        connect().await.subscribe(SubscribeRequest { member: "bob".into(), after: None }).await.unwrap().into_inner();
     let before = memory_mib(daemon.pid(), "VmRSS");
 
     let start = Instant::now();
     let mut senders = Vec::new();
     // One client (connection) per sender; an overloaded answer is retried after a short back-off.
-    let config = ClientConfig { backoff_max: Duration::from_millis(200), attempt_timeout: Duration::from_secs(60), ..Default::default() };
+    let config = ClientConfig {
+        backoff_max: Duration::from_millis(200),
+        attempt_timeout: Duration::from_secs(60),
+        ..Default::default()
+    };
     for w in 0..PARALLEL {
         let c = SequencerClient::new([node.public_url()], config.clone()).unwrap();
         senders.push(tokio::spawn(async move {
             for i in (w..SENDS).step_by(PARALLEL) {
                 let mut body = vec![0u8; BODY];
                 body[..8].copy_from_slice(&(i as u64).to_be_bytes());
-                let req = RequestBuilder::new("alice", format!("m{i}")).to(["bob"], body).within(Duration::from_secs(300));
+                let req =
+                    RequestBuilder::new("alice", format!("m{i}")).to(["bob"], body).within(Duration::from_secs(300));
                 if let Err(e) = c.send(req.build()).await {
                     panic!("{e}");
                 }
@@ -83,7 +94,10 @@ async fn a_stalled_subscriber_under_400_sends_of_4_mib_keeps_the_node_small() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let hwm = memory_mib(daemon.pid(), "VmHWM");
-    println!("RSS before {before} MiB, sampled peak {peak} MiB, VmHWM {hwm} MiB; {SENDS} sends in {:?}", start.elapsed());
+    println!(
+        "RSS before {before} MiB, sampled peak {peak} MiB, VmHWM {hwm} MiB; {SENDS} sends in {:?}",
+        start.elapsed()
+    );
     assert!(hwm < RSS_LIMIT_MIB, "the node peaked at {hwm} MiB (limit {RSS_LIMIT_MIB} MiB)");
 
     // The stalled subscription was alive all along: it delivers from the first event on.

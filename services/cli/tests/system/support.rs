@@ -67,7 +67,8 @@ impl SequencerAddrs {
 
 /// A client of the public APIs of `nodes` (round robin in this order, failing over).
 pub fn client_of<'a>(nodes: impl IntoIterator<Item = &'a SequencerAddrs>) -> SequencerClient {
-    SequencerClient::new(nodes.into_iter().map(SequencerAddrs::public_url), ClientConfig::default()).expect("valid URLs")
+    SequencerClient::new(nodes.into_iter().map(SequencerAddrs::public_url), ClientConfig::default())
+        .expect("valid URLs")
 }
 
 /// Everything a subscription delivered, with arrival times, and the error it ended with.
@@ -82,7 +83,10 @@ pub struct Received {
 impl Received {
     /// The message id each event carries as its first envelope's content, with its timestamp.
     pub fn ids(&self) -> Vec<(i64, String)> {
-        self.events.iter().map(|(e, _)| (e.timestamp, String::from_utf8_lossy(&e.envelopes[0].content).into_owned())).collect()
+        self.events
+            .iter()
+            .map(|(e, _)| (e.timestamp, String::from_utf8_lossy(&e.envelopes[0].content).into_owned()))
+            .collect()
     }
 }
 

@@ -26,7 +26,8 @@ fn merge(paths: &[PathBuf]) -> Result<Figment, ConfigError> {
     for path in paths {
         let raw = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
         let text = substitute(path, &raw, |v| std::env::var(v).ok())?;
-        toml::from_str::<toml::Value>(&text).map_err(|e| ConfigError::Syntax { path: path.clone(), message: e.to_string() })?;
+        toml::from_str::<toml::Value>(&text)
+            .map_err(|e| ConfigError::Syntax { path: path.clone(), message: e.to_string() })?;
         figment = figment.merge(TomlFile { path: path.clone(), text });
     }
     Ok(figment)
@@ -41,7 +42,8 @@ fn describe(e: figment::Error) -> String {
     e.into_iter()
         .map(|e| {
             let key = e.path.iter().filter(|k| k.as_str() != "default").cloned().collect::<Vec<_>>().join(".");
-            let file = e.metadata.as_ref().and_then(|m| m.source.as_ref()).map(|s| format!(" (in {s})")).unwrap_or_default();
+            let file =
+                e.metadata.as_ref().and_then(|m| m.source.as_ref()).map(|s| format!(" (in {s})")).unwrap_or_default();
             if key.is_empty() {
                 format!("{}{file}", e.kind)
             } else {
@@ -80,7 +82,9 @@ pub fn substitute(path: &Path, text: &str, env: impl Fn(&str) -> Option<String>)
             out.push_str("${");
             rest = after;
         } else if let Some(body) = tail.strip_prefix("${") {
-            let end = body.find('}').ok_or(ConfigError::Unterminated { path: path.to_path_buf(), at: text.len() - tail.len() })?;
+            let end = body
+                .find('}')
+                .ok_or(ConfigError::Unterminated { path: path.to_path_buf(), at: text.len() - tail.len() })?;
             let expr = &body[..end];
             let (var, default) = match expr.split_once(":-") {
                 Some((v, d)) => (v, Some(d)),
@@ -89,7 +93,9 @@ pub fn substitute(path: &Path, text: &str, env: impl Fn(&str) -> Option<String>)
             match (env(var), default) {
                 (Some(v), _) => out.push_str(&v),
                 (None, Some(d)) => out.push_str(d),
-                (None, None) => return Err(ConfigError::UnsetVariable { path: path.to_path_buf(), var: var.to_string() }),
+                (None, None) => {
+                    return Err(ConfigError::UnsetVariable { path: path.to_path_buf(), var: var.to_string() })
+                }
             }
             rest = &body[end + 1..];
         } else {
@@ -109,7 +115,10 @@ mod tests {
     fn environment_variables_are_substituted() {
         let p = Path::new("x.toml");
         let env = |v: &str| (v == "PGPASS").then(|| "s3cret".to_string());
-        assert_eq!(substitute(p, "url = \"postgres://u:${PGPASS}@h\"", env).unwrap(), "url = \"postgres://u:s3cret@h\"");
+        assert_eq!(
+            substitute(p, "url = \"postgres://u:${PGPASS}@h\"", env).unwrap(),
+            "url = \"postgres://u:s3cret@h\""
+        );
         assert_eq!(substitute(p, "port = ${PORT:-5432}", env).unwrap(), "port = 5432");
         assert_eq!(substitute(p, "x = \"$${NOT}\" $5", env).unwrap(), "x = \"${NOT}\" $5");
         let e = substitute(p, "url = \"${NOPE}\"", env).unwrap_err().to_string();

@@ -62,7 +62,11 @@ mod tests {
     #[test]
     fn remote_configs_list_admin_addresses() {
         let d = tempfile::tempdir().unwrap();
-        let a = write(d.path(), "r.toml", "[sequencers.a]\nadmin_api = \"127.0.0.1:1\"\n[sequencers.b]\nadmin_api = \"127.0.0.1:2\"\n");
+        let a = write(
+            d.path(),
+            "r.toml",
+            "[sequencers.a]\nadmin_api = \"127.0.0.1:1\"\n[sequencers.b]\nadmin_api = \"127.0.0.1:2\"\n",
+        );
         let r = load_remote(&[a]).unwrap();
         assert_eq!(r.sequencers.len(), 2);
     }

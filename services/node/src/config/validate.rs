@@ -15,7 +15,10 @@ pub(super) fn validate<C: NodesConfig>(config: &C, figment: &Figment) -> Result<
     };
     let nodes = config.nodes();
     if nodes.is_empty() {
-        return fail("sequencers".into(), "no node is configured (declare [sequencers.NAME], [mediators.NAME] or [participants.NAME])".into());
+        return fail(
+            "sequencers".into(),
+            "no node is configured (declare [sequencers.NAME], [mediators.NAME] or [participants.NAME])".into(),
+        );
     }
     let mut names: HashMap<&str, NodeKind> = HashMap::new();
     let mut listeners: HashMap<SocketAddr, String> = HashMap::new();
@@ -31,7 +34,12 @@ pub(super) fn validate<C: NodesConfig>(config: &C, figment: &Figment) -> Result<
         }
         let storage = node.section.storage(config.default_storage());
         match &storage.url {
-            None => return fail(key("storage.url"), "no database url (set [storage] url or this node's storage.url)".into()),
+            None => {
+                return fail(
+                    key("storage.url"),
+                    "no database url (set [storage] url or this node's storage.url)".into(),
+                )
+            }
             Some(u) if u.parse::<tokio_postgres::Config>().is_err() => {
                 return fail(key("storage.url"), format!("{u:?} is not a PostgreSQL connection string"))
             }
@@ -111,7 +119,9 @@ mod tests {
             self.storage.as_ref()
         }
         fn nodes(&self) -> Vec<NodeRef<'_>> {
-            nodes_of(NodeKind::Mediator, &self.mediators).chain(nodes_of(NodeKind::Participant, &self.participants)).collect()
+            nodes_of(NodeKind::Mediator, &self.mediators)
+                .chain(nodes_of(NodeKind::Participant, &self.participants))
+                .collect()
         }
     }
 
@@ -150,14 +160,28 @@ metrics = { address = "127.0.0.1:4024" }
         let cfg = load(&[a, b]).unwrap();
         let m = &cfg.mediators["med1"];
         assert_eq!(m.health.check, HealthCheck::IsActive, "replicated nodes check is-active by default");
-        assert_eq!(m.replication, LeadershipConfig { lease_timeout: Duration::from_secs(2), check_interval: Duration::from_millis(200), takeover_grace: Duration::from_secs(1) });
+        assert_eq!(
+            m.replication,
+            LeadershipConfig {
+                lease_timeout: Duration::from_secs(2),
+                check_interval: Duration::from_millis(200),
+                takeover_grace: Duration::from_secs(1)
+            }
+        );
         assert_eq!((m.public_api.max_request_size, m.metrics.as_ref()), (4 * 1024 * 1024, None));
         assert_eq!(m.storage(cfg.storage.as_ref()).pool_size, 8, "the default of [storage]");
         let p = &cfg.participants["part1"];
         assert_eq!(p.health.check, HealthCheck::Ping, "set explicitly");
         assert_eq!(p.public_api.max_request_size, 1024);
         assert_eq!(p.metrics.as_ref().map(|m| m.address.port()), Some(4024));
-        assert_eq!(p.replication, LeadershipConfig { lease_timeout: Duration::from_secs(5), check_interval: Duration::from_millis(1500), takeover_grace: Duration::ZERO });
+        assert_eq!(
+            p.replication,
+            LeadershipConfig {
+                lease_timeout: Duration::from_secs(5),
+                check_interval: Duration::from_millis(1500),
+                takeover_grace: Duration::ZERO
+            }
+        );
         let s = p.storage(cfg.storage.as_ref());
         assert_eq!((s.url.as_deref(), s.pool_size), (Some("postgres://a@h/db"), 2));
         assert_eq!((cfg.kind_of("part1"), cfg.kind_of("nope")), (Some(NodeKind::Participant), None));
@@ -169,19 +193,38 @@ metrics = { address = "127.0.0.1:4024" }
     #[test]
     fn unknown_keys_of_replicated_nodes_are_errors_naming_key_and_file() {
         let d = tempfile::tempdir().unwrap();
-        let a = write(d.path(), "a.toml", &format!("{STORAGE}{MEDIATOR}[mediators.med1.replication]\nlease = \"1s\"\n"));
+        let a =
+            write(d.path(), "a.toml", &format!("{STORAGE}{MEDIATOR}[mediators.med1.replication]\nlease = \"1s\"\n"));
         let e = load(std::slice::from_ref(&a)).unwrap_err().to_string();
-        assert!(e.contains("mediators.med1.replication") && e.contains("lease") && e.contains(&a.display().to_string()), "{e}");
-        let b = write(d.path(), "b.toml", &format!("{STORAGE}{}", MEDIATOR.replace("4013\" }", "4013\", chek = \"ping\" }")));
+        assert!(
+            e.contains("mediators.med1.replication") && e.contains("lease") && e.contains(&a.display().to_string()),
+            "{e}"
+        );
+        let b = write(
+            d.path(),
+            "b.toml",
+            &format!("{STORAGE}{}", MEDIATOR.replace("4013\" }", "4013\", chek = \"ping\" }")),
+        );
         let e = load(std::slice::from_ref(&b)).unwrap_err().to_string();
-        assert!(e.contains("mediators.med1.health") && e.contains("chek") && e.contains(&b.display().to_string()), "{e}");
+        assert!(
+            e.contains("mediators.med1.health") && e.contains("chek") && e.contains(&b.display().to_string()),
+            "{e}"
+        );
         let c = write(d.path(), "c.toml", &format!("{STORAGE}{}", PARTICIPANT.replace("\"ping\"", "\"alive\"")));
         let e = load(&[c]).unwrap_err().to_string();
         assert!(e.contains("participants.part1.health") && e.contains("alive"), "{e}");
-        let f = write(d.path(), "f.toml", &format!("{STORAGE}{PARTICIPANT}[participants.part1.replication]\ntakeover_grace = \"soon\"\n"));
+        let f = write(
+            d.path(),
+            "f.toml",
+            &format!("{STORAGE}{PARTICIPANT}[participants.part1.replication]\ntakeover_grace = \"soon\"\n"),
+        );
         let e = load(&[f]).unwrap_err().to_string();
         assert!(e.contains("participants.part1.replication.takeover_grace"), "{e}");
-        let g = write(d.path(), "g.toml", &format!("{STORAGE}[observers.o1]\nadmin_api = {{ address = \"127.0.0.1:1\" }}\n"));
+        let g = write(
+            d.path(),
+            "g.toml",
+            &format!("{STORAGE}[observers.o1]\nadmin_api = {{ address = \"127.0.0.1:1\" }}\n"),
+        );
         let e = load(&[g]).unwrap_err().to_string();
         assert!(e.contains("observers"), "{e}");
     }
@@ -191,11 +234,28 @@ metrics = { address = "127.0.0.1:4024" }
         let d = tempfile::tempdir().unwrap();
         let a = write(d.path(), "a.toml", &format!("{STORAGE}{PARTICIPANT}[participants.part1.replication]\nlease_timeout = \"1s\"\ncheck_interval = \"2s\"\n"));
         let e = load(std::slice::from_ref(&a)).unwrap_err().to_string();
-        assert_eq!(e, format!("participants.part1.replication.check_interval: 2s must be shorter than lease_timeout (1s) (in {})", a.display()));
-        let b = write(d.path(), "b.toml", &format!("{STORAGE}{MEDIATOR}[mediators.med1.replication]\nlease_timeout = \"100ms\"\n"));
+        assert_eq!(
+            e,
+            format!(
+                "participants.part1.replication.check_interval: 2s must be shorter than lease_timeout (1s) (in {})",
+                a.display()
+            )
+        );
+        let b = write(
+            d.path(),
+            "b.toml",
+            &format!("{STORAGE}{MEDIATOR}[mediators.med1.replication]\nlease_timeout = \"100ms\"\n"),
+        );
         let e = load(&[b]).unwrap_err().to_string();
-        assert_eq!(e, "mediators.med1.replication.check_interval: 200ms must be shorter than lease_timeout (100ms)", "the default check_interval is set in no file");
-        let c = write(d.path(), "c.toml", &format!("{STORAGE}{MEDIATOR}[mediators.med1.replication]\ncheck_interval = \"0s\"\n"));
+        assert_eq!(
+            e, "mediators.med1.replication.check_interval: 200ms must be shorter than lease_timeout (100ms)",
+            "the default check_interval is set in no file"
+        );
+        let c = write(
+            d.path(),
+            "c.toml",
+            &format!("{STORAGE}{MEDIATOR}[mediators.med1.replication]\ncheck_interval = \"0s\"\n"),
+        );
         let e = load(&[c]).unwrap_err().to_string();
         assert!(e.starts_with("mediators.med1.replication.check_interval: must be positive"), "{e}");
     }

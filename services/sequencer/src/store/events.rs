@@ -199,11 +199,19 @@ pub async fn append(conn: &mut AsyncPgConnection, index: u32, events: &[NewEvent
         .bind::<Array<Text>, _>(keep.iter().map(|ev| recipients(ev)).collect::<Vec<_>>())
         .bind::<Array<Nullable<Binary>>, _>(keep.iter().map(|ev| ev.payload.as_deref()).collect::<Vec<_>>())
         .bind::<Array<Nullable<Text>>, _>(keep.iter().map(|ev| ev.error.as_deref()).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Integer>>, _>(keep.iter().map(|ev| ev.claim.as_ref().map(|c| c.sender)).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Text>>, _>(keep.iter().map(|ev| ev.claim.as_ref().map(|c| c.message_id.as_str())).collect::<Vec<_>>())
-        .bind::<Array<Nullable<BigInt>>, _>(keep.iter().map(|ev| ev.claim.as_ref().map(|c| c.max_sequencing_ts)).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Integer>>, _>(
+            keep.iter().map(|ev| ev.claim.as_ref().map(|c| c.sender)).collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Text>>, _>(
+            keep.iter().map(|ev| ev.claim.as_ref().map(|c| c.message_id.as_str())).collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<BigInt>>, _>(
+            keep.iter().map(|ev| ev.claim.as_ref().map(|c| c.max_sequencing_ts)).collect::<Vec<_>>(),
+        )
         .bind::<SmallInt, _>(index as i16)
-        .bind::<Array<Nullable<Binary>>, _>(keep.iter().map(|ev| ev.claim.as_ref().map(|c| c.digest.as_slice())).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Binary>>, _>(
+            keep.iter().map(|ev| ev.claim.as_ref().map(|c| c.digest.as_slice())).collect::<Vec<_>>(),
+        )
         .load(conn)
         .await
         .during("appending events")?;
@@ -250,7 +258,13 @@ pub async fn claims(conn: &mut AsyncPgConnection, keys: &[(i32, &str)]) -> Resul
         .during("reading message-id claims")?;
     Ok(rows
         .into_iter()
-        .map(|r| ExistingClaim { sender: r.sender, message_id: r.message_id, ts: r.ts, digest: r.digest, covered: r.covered })
+        .map(|r| ExistingClaim {
+            sender: r.sender,
+            message_id: r.message_id,
+            ts: r.ts,
+            digest: r.digest,
+            covered: r.covered,
+        })
         .collect())
 }
 

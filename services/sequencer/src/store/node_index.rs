@@ -9,10 +9,10 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use rand::seq::SliceRandom;
 use syncline_schema::tables::sequencer_watermarks as w;
 
+use super::{offline, timestamps};
 use syncline_coordination::db::{self, DbConfig, SessionKind};
 use syncline_coordination::error::{CoordError, DieselContext, Result};
 use syncline_coordination::locks::{self, LockId};
-use super::{offline, timestamps};
 
 /// Exclusive ownership of one sequencer node index; dropping it closes the session and so
 /// releases the lock.
@@ -90,7 +90,11 @@ async fn end_lost_session(conn: &mut AsyncPgConnection, p: PreviousLease) -> Res
     if locks::holder_pid(conn, id).await? != Some(p.backend_pid) {
         return Ok(());
     }
-    tracing::warn!(index = p.index, backend_pid = p.backend_pid, "our previous session still holds the index; terminating it");
+    tracing::warn!(
+        index = p.index,
+        backend_pid = p.backend_pid,
+        "our previous session still holds the index; terminating it"
+    );
     diesel::sql_query("select pg_terminate_backend($1)")
         .bind::<Integer, _>(p.backend_pid)
         .execute(conn)
@@ -147,7 +151,11 @@ async fn check_partitioning(conn: &mut AsyncPgConnection, total: u32) -> Result<
             .execute(c)
             .await
             .during("changing total_node_count")?;
-        tracing::warn!(from = p.total_node_count, to = total, "changed the sequencers' total_node_count (no other sequencer runs)");
+        tracing::warn!(
+            from = p.total_node_count,
+            to = total,
+            "changed the sequencers' total_node_count (no other sequencer runs)"
+        );
         Ok(())
     })
     .await

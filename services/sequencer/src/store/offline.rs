@@ -30,11 +30,8 @@ pub async fn mark_offline(conn: &mut AsyncPgConnection, now: i64, offline_durati
          where w.online and (w.watermark_ts <= $1 or not {held}) returning w.node_index",
         held = sequencer_index_held_sql()
     );
-    let rows: Vec<Index> = diesel::sql_query(q)
-        .bind::<BigInt, _>(cutoff)
-        .load(conn)
-        .await
-        .during("marking lagging sequencers offline")?;
+    let rows: Vec<Index> =
+        diesel::sql_query(q).bind::<BigInt, _>(cutoff).load(conn).await.during("marking lagging sequencers offline")?;
     Ok(report(rows, "knocked sequencer nodes offline"))
 }
 

@@ -32,10 +32,7 @@ pub struct Truncation {
 /// Mark index `index` offline and delete its rows past its watermark, in one transaction.
 /// The caller must hold the index lock, so that no writer of this index is running.
 pub async fn truncate(conn: &mut AsyncPgConnection, index: u32) -> Result<Truncation> {
-    let t = conn
-        .transaction(async |c| truncate_rows(c, index).await)
-        .await
-        .during("truncating past the watermark")?;
+    let t = conn.transaction(async |c| truncate_rows(c, index).await).await.during("truncating past the watermark")?;
     report(index, &t);
     Ok(t)
 }
@@ -59,12 +56,8 @@ pub async fn sweep_dead(conn: &mut AsyncPgConnection) -> Result<Vec<(u32, Trunca
                 if !locks::try_xact_lock(c, LockId::sequencer_index(index)).await? {
                     return Ok(None); // alive (or being taken over): not ours to touch
                 }
-                let still_offline: Option<bool> = w::table
-                    .filter(w::node_index.eq(index as i32))
-                    .select(w::online)
-                    .first(c)
-                    .await
-                    .optional()?;
+                let still_offline: Option<bool> =
+                    w::table.filter(w::node_index.eq(index as i32)).select(w::online).first(c).await.optional()?;
                 if still_offline != Some(false) {
                     return Ok(None);
                 }

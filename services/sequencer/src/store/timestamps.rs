@@ -43,11 +43,10 @@ impl std::fmt::Debug for TimestampGenerator {
 
 /// Check that `index` of `total` is a valid partition.
 pub fn validate(index: u32, total: u32) -> Result<()> {
-    check_total_node_count(total).map_err(|problem| CoordError::InvalidConfig(format!("total_node_count: {problem}")))?;
+    check_total_node_count(total)
+        .map_err(|problem| CoordError::InvalidConfig(format!("total_node_count: {problem}")))?;
     if index >= total {
-        return Err(CoordError::InvalidConfig(format!(
-            "node index {index} is not below total_node_count {total}"
-        )));
+        return Err(CoordError::InvalidConfig(format!("node index {index} is not below total_node_count {total}")));
     }
     Ok(())
 }

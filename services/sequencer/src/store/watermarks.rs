@@ -46,11 +46,9 @@ pub async fn save(conn: &mut AsyncPgConnection, index: u32, ts: i64) -> Result<(
     }
     match get(conn, index).await? {
         Some(row) if !row.online => Err(CoordError::MarkedOffline { node_index: index }),
-        row => Err(CoordError::WatermarkChanged {
-            node_index: index,
-            expected: ts,
-            found: row.map(|r| r.watermark_ts),
-        }),
+        row => {
+            Err(CoordError::WatermarkChanged { node_index: index, expected: ts, found: row.map(|r| r.watermark_ts) })
+        }
     }
 }
 
@@ -67,12 +65,7 @@ pub async fn get(conn: &mut AsyncPgConnection, index: u32) -> Result<Option<Wate
 
 /// Every row, by node index.
 pub async fn all(conn: &mut AsyncPgConnection) -> Result<Vec<Watermark>> {
-    w::table
-        .order(w::node_index)
-        .select(Watermark::as_select())
-        .load(conn)
-        .await
-        .during("reading watermarks")
+    w::table.order(w::node_index).select(Watermark::as_select()).load(conn).await.during("reading watermarks")
 }
 
 /// The safe watermark: minimum over online nodes; `None` when no node is online.

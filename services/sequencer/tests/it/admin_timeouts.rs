@@ -4,10 +4,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use syncline_sequencer::store::timestamps::now_micros;
 use syncline_coordination::DbConfig;
 use syncline_proto::sequencer::sequencer_admin_service_client::SequencerAdminServiceClient;
 use syncline_proto::sequencer::{PruneRequest, PruningStatusRequest, RegisterMemberRequest, SequencerStatusRequest};
+use syncline_sequencer::store::timestamps::now_micros;
 use syncline_sequencer::{Sequencer, SequencerSettings};
 use syncline_testkit::{fresh_database, FaultProxy};
 use tokio_util::sync::CancellationToken;
@@ -29,14 +29,21 @@ async fn serve(seq: &Sequencer, stop: CancellationToken) -> SocketAddr {
 }
 
 /// Run `call` and check it fails UNAVAILABLE within [`BOUND`], saying what it could not do.
-async fn unavailable_in_time<T: std::fmt::Debug>(what: &str, call: impl std::future::Future<Output = Result<T, Status>>) {
+async fn unavailable_in_time<T: std::fmt::Debug>(
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, Status>>,
+) {
     let started = Instant::now();
     let r = tokio::time::timeout(Duration::from_secs(60), call).await.expect("no answer within 60 s");
     let took = started.elapsed();
     let status = r.expect_err(what);
     assert!(took < BOUND, "{what} took {took:?} (bound {BOUND:?}): {status:?}");
     assert_eq!(status.code(), Code::Unavailable, "{what}: {status:?}");
-    assert!(status.message().contains("database"), "{what}: the message says what is unreachable: {}", status.message());
+    assert!(
+        status.message().contains("database"),
+        "{what}: the message says what is unreachable: {}",
+        status.message()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,11 +4,11 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use syncline_sequencer::store::timestamps::now_micros;
 use syncline_coordination::DbConfig;
 use syncline_proto::sequencer::sequencer_admin_service_client::SequencerAdminServiceClient;
 use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
 use syncline_proto::sequencer::{Envelope, Event, RegisterMemberRequest, SendRequest, SubscribeRequest};
+use syncline_sequencer::store::timestamps::now_micros;
 use syncline_sequencer::{Sequencer, SequencerSettings};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -34,7 +34,8 @@ impl Node {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
-        let router = tonic::transport::Server::builder().add_service(seq.public_service()).add_service(seq.admin_service());
+        let router =
+            tonic::transport::Server::builder().add_service(seq.public_service()).add_service(seq.admin_service());
         let s = stop.clone();
         tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -103,14 +104,18 @@ pub fn send(sender: &str, id: &str, to: &[&str], body: impl AsRef<[u8]>) -> Send
         sender: sender.into(),
         message_id: id.into(),
         max_sequencing_time: now_micros() + 60_000_000,
-        envelopes: vec![Envelope { recipients: to.iter().map(|s| s.to_string()).collect(), content: body.as_ref().to_vec() }],
+        envelopes: vec![Envelope {
+            recipients: to.iter().map(|s| s.to_string()).collect(),
+            content: body.as_ref().to_vec(),
+        }],
     }
 }
 
 /// Collect `n` events of `member` from `node` (after `after`), failing after `limit` or on
 /// any extra event.
 pub async fn collect(node: &Node, member: &str, after: Option<i64>, n: usize, limit: Duration) -> Vec<Event> {
-    let mut stream = node.client().await.subscribe(SubscribeRequest { member: member.into(), after }).await.unwrap().into_inner();
+    let mut stream =
+        node.client().await.subscribe(SubscribeRequest { member: member.into(), after }).await.unwrap().into_inner();
     let mut out = Vec::new();
     let deadline = tokio::time::Instant::now() + limit;
     while out.len() < n {

@@ -11,16 +11,13 @@ use diesel::sql_types::BigInt;
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use syncline_coordination::db::{self, SessionKind};
-use syncline_sequencer::store::events::{self, EventKind, NewEvent, BROADCAST};
 use syncline_coordination::locks::{self, LockId};
-use syncline_sequencer::store::timestamps::now_micros;
-use syncline_sequencer::store::watermarks;
 use syncline_coordination::DbConfig;
 use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
-use syncline_proto::sequencer::{
-    AcknowledgeRequest, PruneRequest, PruningStatusRequest,
-    SubscribeRequest,
-};
+use syncline_proto::sequencer::{AcknowledgeRequest, PruneRequest, PruningStatusRequest, SubscribeRequest};
+use syncline_sequencer::store::events::{self, EventKind, NewEvent, BROADCAST};
+use syncline_sequencer::store::timestamps::now_micros;
+use syncline_sequencer::store::watermarks;
 use syncline_testkit::fresh_database;
 use tonic::Code;
 
@@ -193,7 +190,10 @@ async fn acknowledgements_are_validated_and_only_move_forward() {
     let unknown = ack(&a, "mallory", ev.timestamp).await.unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound, "{}", unknown.message());
     let mut c = db::connect(&DbConfig::new(&tdb.url), SessionKind::Pooled).await.unwrap();
-    diesel::sql_query("update sequencer_members set enabled = false where member = 'bob'").execute(&mut c).await.unwrap();
+    diesel::sql_query("update sequencer_members set enabled = false where member = 'bob'")
+        .execute(&mut c)
+        .await
+        .unwrap();
     let disabled = ack(&a, "bob", ev.timestamp).await.unwrap_err();
     assert_eq!(disabled.code(), Code::PermissionDenied, "{}", disabled.message());
     a.shutdown().await;
@@ -249,7 +249,10 @@ async fn a_stream_left_behind_a_prune_ends_out_of_range_instead_of_skipping() {
             Ok(Ok(Some(r))) => got.push(r.event.unwrap()),
             Ok(Ok(None)) => panic!("the stream ended OK after {} events", got.len()),
             Ok(Err(status)) => break status,
-            Err(_) => panic!("the stream neither ended nor stopped: got {:?}", got.iter().map(|e| e.timestamp).collect::<Vec<_>>()),
+            Err(_) => panic!(
+                "the stream neither ended nor stopped: got {:?}",
+                got.iter().map(|e| e.timestamp).collect::<Vec<_>>()
+            ),
         }
     };
     let got: Vec<i64> = got.iter().map(|e| e.timestamp).collect();

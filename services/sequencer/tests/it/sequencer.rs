@@ -5,12 +5,10 @@ use crate::harness::*;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use syncline_sequencer::store::timestamps::now_micros;
 use syncline_coordination::DbConfig;
 use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
-use syncline_proto::sequencer::{
-    SendRequest, SequencerStatusRequest, SubscribeRequest,
-};
+use syncline_proto::sequencer::{SendRequest, SequencerStatusRequest, SubscribeRequest};
+use syncline_sequencer::store::timestamps::now_micros;
 use syncline_sequencer::SequencerSettings;
 use syncline_testkit::{fresh_database, FaultProxy};
 use tonic::Code;
@@ -76,10 +74,9 @@ async fn the_same_message_id_sent_to_two_nodes_is_sequenced_once() {
     b.wait_serving().await;
     a.register(&["alice", "bob"]).await;
     let req = send("alice", "retry-me", &["bob"], "once");
-    let (ra, rb) = tokio::join!(
-        async { a.client().await.send(req.clone()).await },
-        async { b.client().await.send(req.clone()).await }
-    );
+    let (ra, rb) = tokio::join!(async { a.client().await.send(req.clone()).await }, async {
+        b.client().await.send(req.clone()).await
+    });
     let (ta, tb) = (ra.unwrap().into_inner().timestamp, rb.unwrap().into_inner().timestamp);
     assert_eq!(ta, tb, "both answers name the one timestamp it was sequenced at");
     // A later resend on a is answered from the claim too.
@@ -88,7 +85,11 @@ async fn the_same_message_id_sent_to_two_nodes_is_sequenced_once() {
     for n in [&a, &b] {
         let reused = n.client().await.send(send("alice", "retry-me", &["bob"], "different")).await.unwrap_err();
         assert_eq!(reused.code(), Code::AlreadyExists, "{reused:?}");
-        assert!(reused.message().contains("retry-me") && reused.message().contains("different send"), "{}", reused.message());
+        assert!(
+            reused.message().contains("retry-me") && reused.message().contains("different send"),
+            "{}",
+            reused.message()
+        );
     }
     let other = a.client().await.send(send("alice", "other", &["bob"], "twice")).await.unwrap().into_inner().timestamp;
     let evs = collect(&b, "bob", None, 2, Duration::from_secs(20)).await;
@@ -145,7 +146,8 @@ async fn a_node_cut_from_the_database_stops_serving_while_others_keep_sequencing
     a.wait_serving().await;
     b.wait_serving().await;
     b.register(&["alice", "bob"]).await;
-    let mut sub = b.client().await.subscribe(SubscribeRequest { member: "bob".into(), after: None }).await.unwrap().into_inner();
+    let mut sub =
+        b.client().await.subscribe(SubscribeRequest { member: "bob".into(), after: None }).await.unwrap().into_inner();
     proxy.down();
     let cut = Instant::now();
     wait_until(Duration::from_secs(10), || !a.seq().health().serving).await;
@@ -157,11 +159,16 @@ async fn a_node_cut_from_the_database_stops_serving_while_others_keep_sequencing
     let asked = Instant::now();
     let refused = a.client().await.send(send("alice", "to-a", &["bob"], "y")).await.unwrap_err();
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
-    assert!(asked.elapsed() < Duration::from_secs(1), "a node that does not serve refuses at once, took {:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "a node that does not serve refuses at once, took {:?}",
+        asked.elapsed()
+    );
     proxy.restore();
     wait_until(Duration::from_secs(20), || a.seq().health().serving).await;
     a.client().await.send(send("alice", "after", &["bob"], "z")).await.unwrap();
-    let ev = tokio::time::timeout(Duration::from_secs(10), sub.message()).await.expect("a sequences again after restore");
+    let ev =
+        tokio::time::timeout(Duration::from_secs(10), sub.message()).await.expect("a sequences again after restore");
     assert_eq!(ev.unwrap().unwrap().event.unwrap().envelopes[0].content, b"z");
     a.shutdown().await;
     b.shutdown().await;
@@ -257,8 +264,15 @@ async fn subscribers_are_woken_by_notifications_not_by_polling() {
     a.wait_serving().await;
     b.wait_serving().await;
     a.register(&["alice", "bob", "carol"]).await;
-    let mut bob = b.client().await.subscribe(SubscribeRequest { member: "bob".into(), after: None }).await.unwrap().into_inner();
-    let mut carol = b.client().await.subscribe(SubscribeRequest { member: "carol".into(), after: None }).await.unwrap().into_inner();
+    let mut bob =
+        b.client().await.subscribe(SubscribeRequest { member: "bob".into(), after: None }).await.unwrap().into_inner();
+    let mut carol = b
+        .client()
+        .await
+        .subscribe(SubscribeRequest { member: "carol".into(), after: None })
+        .await
+        .unwrap()
+        .into_inner();
     tokio::time::sleep(Duration::from_millis(300)).await;
     for i in 0..5 {
         let start = Instant::now();
@@ -285,7 +299,8 @@ async fn a_subscriber_that_stops_reading_holds_up_nobody_and_loses_nothing() {
     a.register(&members).await;
     // The slow member subscribes and then does not read: its server-side buffer, the HTTP/2
     // window and the socket fill up long before the sends end (600 × 4 KiB).
-    let mut slow = a.client().await.subscribe(SubscribeRequest { member: "slow".into(), after: None }).await.unwrap().into_inner();
+    let mut slow =
+        a.client().await.subscribe(SubscribeRequest { member: "slow".into(), after: None }).await.unwrap().into_inner();
     const N: usize = 600;
     let body = "x".repeat(4096);
     let readers: Vec<_> = fast
@@ -294,7 +309,8 @@ async fn a_subscriber_that_stops_reading_holds_up_nobody_and_loses_nothing() {
             let (m, addr) = (m.clone(), a.addr);
             tokio::spawn(async move {
                 let mut c = SequencerServiceClient::connect(format!("http://{addr}")).await.unwrap();
-                let mut s = c.subscribe(SubscribeRequest { member: m.clone(), after: None }).await.unwrap().into_inner();
+                let mut s =
+                    c.subscribe(SubscribeRequest { member: m.clone(), after: None }).await.unwrap().into_inner();
                 let mut n = 0;
                 while n < N {
                     match tokio::time::timeout(Duration::from_secs(60), s.message()).await {
@@ -317,7 +333,13 @@ async fn a_subscriber_that_stops_reading_holds_up_nobody_and_loses_nothing() {
     // The slow one, reading at last, gets everything in order.
     let mut prev = None;
     for n in 0..N {
-        let ev = tokio::time::timeout(Duration::from_secs(30), slow.message()).await.unwrap().unwrap().unwrap().event.unwrap();
+        let ev = tokio::time::timeout(Duration::from_secs(30), slow.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+            .event
+            .unwrap();
         assert_eq!(ev.previous_timestamp, prev, "slow: gap before event {n}");
         prev = Some(ev.timestamp);
     }
@@ -334,10 +356,10 @@ fn digest_of(req: &SendRequest) -> (Vec<u8>, Vec<u8>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_colliding_with_an_unconfirmed_claim_is_held_until_that_claim_is_covered_or_truncated() {
-    use syncline_sequencer::store::events::{self, EventKind, MessageIdClaim, NewEvent};
-    use syncline_coordination::locks::{self, LockId};
-    use syncline_sequencer::store::watermarks;
     use syncline_coordination::db;
+    use syncline_coordination::locks::{self, LockId};
+    use syncline_sequencer::store::events::{self, EventKind, MessageIdClaim, NewEvent};
+    use syncline_sequencer::store::watermarks;
     let tdb = fresh_database().await;
     let cfg = DbConfig::new(&tdb.url);
     db::migrate(&cfg).await.unwrap();
@@ -361,7 +383,8 @@ async fn a_send_colliding_with_an_unconfirmed_claim_is_held_until_that_claim_is_
             #[diesel(sql_type = diesel::sql_types::Integer)]
             id: i32,
         }
-        let rows: Vec<M> = diesel::sql_query("select member, id from sequencer_members").load(&mut frozen).await.unwrap();
+        let rows: Vec<M> =
+            diesel::sql_query("select member, id from sequencer_members").load(&mut frozen).await.unwrap();
         rows.into_iter().map(|m| (m.member, m.id)).collect()
     };
     let (alice, bob) = (members["alice"], members["bob"]);
@@ -397,14 +420,21 @@ async fn a_send_colliding_with_an_unconfirmed_claim_is_held_until_that_claim_is_
     };
     let (r1, r2) = (resend(covered_later.clone()), resend(dies.clone()));
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(!r1.is_finished() && !r2.is_finished(), "an unconfirmed claim is no proof: neither resend may be answered yet");
+    assert!(
+        !r1.is_finished() && !r2.is_finished(),
+        "an unconfirmed claim is no proof: neither resend may be answered yet"
+    );
     // The frozen node wakes up long enough to cover its first event, then dies: its
     // uncovered tail (the second claim) is truncated by the survivors.
     watermarks::save(&mut frozen, 3, written[0]).await.unwrap();
     let t1 = tokio::time::timeout(Duration::from_secs(10), r1).await.expect("answered once covered").unwrap().unwrap();
     assert_eq!(t1, written[0], "the resend learns the timestamp of the covered event");
     drop(frozen);
-    let t2 = tokio::time::timeout(Duration::from_secs(20), r2).await.expect("answered once the dead tail is gone").unwrap().unwrap();
+    let t2 = tokio::time::timeout(Duration::from_secs(20), r2)
+        .await
+        .expect("answered once the dead tail is gone")
+        .unwrap()
+        .unwrap();
     assert_ne!(t2, written[1], "sequenced anew, not taken for its truncated twin");
     let evs = collect(&a, "bob", None, 2, Duration::from_secs(20)).await;
     let got: Vec<(i64, &[u8])> = evs.iter().map(|e| (e.timestamp, e.envelopes[0].content.as_slice())).collect();
@@ -418,7 +448,8 @@ async fn a_node_whose_clock_is_behind_waits_for_it_and_never_writes_below_what_r
     let a = Node::start(&tdb.url, "a", |_| {}).await;
     a.wait_serving().await;
     a.register(&["alice", "bob"]).await;
-    let mut sub = a.client().await.subscribe(SubscribeRequest { member: "bob".into(), after: None }).await.unwrap().into_inner();
+    let mut sub =
+        a.client().await.subscribe(SubscribeRequest { member: "bob".into(), after: None }).await.unwrap().into_inner();
     let started = Instant::now();
     let b = Node::start(&tdb.url, "b", |s| s.clock_offset_micros = -3_000_000).await;
     b.wait_serving().await;
@@ -429,19 +460,34 @@ async fn a_node_whose_clock_is_behind_waits_for_it_and_never_writes_below_what_r
     let mut oks = Vec::new();
     for i in 0..6 {
         let node = if i % 2 == 0 { &a } else { &b };
-        oks.push(node.client().await.send(send("alice", &format!("k{i}"), &["bob"], "x")).await.unwrap().into_inner().timestamp);
+        oks.push(
+            node.client()
+                .await
+                .send(send("alice", &format!("k{i}"), &["bob"], "x"))
+                .await
+                .unwrap()
+                .into_inner()
+                .timestamp,
+        );
     }
     let mut prev = None;
     let mut got = Vec::new();
     for _ in 0..6 {
-        let ev = tokio::time::timeout(Duration::from_secs(20), sub.message()).await.expect("delivered").unwrap().unwrap().event.unwrap();
+        let ev = tokio::time::timeout(Duration::from_secs(20), sub.message())
+            .await
+            .expect("delivered")
+            .unwrap()
+            .unwrap()
+            .event
+            .unwrap();
         assert_eq!(ev.previous_timestamp, prev, "a gap in bob's stream");
         prev = Some(ev.timestamp);
         got.push(ev.timestamp);
     }
     oks.sort();
     assert_eq!(got, oks);
-    let late = b.client().await.subscribe(SubscribeRequest { member: "bob".into(), after: None }).await.unwrap().into_inner();
+    let late =
+        b.client().await.subscribe(SubscribeRequest { member: "bob".into(), after: None }).await.unwrap().into_inner();
     drop(late);
     a.shutdown().await;
     b.shutdown().await;
@@ -450,8 +496,8 @@ async fn a_node_whose_clock_is_behind_waits_for_it_and_never_writes_below_what_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sweep_that_times_out_does_not_keep_the_writer_from_going_online() {
     use diesel_async::SimpleAsyncConnection;
-    use syncline_sequencer::store::watermarks;
     use syncline_coordination::db;
+    use syncline_sequencer::store::watermarks;
     let tdb = fresh_database().await;
     let cfg = DbConfig::new(&tdb.url);
     db::migrate(&cfg).await.unwrap();

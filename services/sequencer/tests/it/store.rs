@@ -9,10 +9,10 @@ use diesel::sql_types::BigInt;
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use syncline_coordination::db::{self, SessionKind};
-use syncline_sequencer::store::events::{self, EventKind, MessageIdClaim, NewEvent, BROADCAST};
 use syncline_coordination::locks::{self, LockId};
-use syncline_sequencer::store::{node_index, offline, recovery, watermarks};
 use syncline_coordination::{CoordError, DbConfig};
+use syncline_sequencer::store::events::{self, EventKind, MessageIdClaim, NewEvent, BROADCAST};
+use syncline_sequencer::store::{node_index, offline, recovery, watermarks};
 use syncline_testkit::fresh_database;
 
 const ALICE: i32 = 1;
@@ -259,7 +259,10 @@ async fn going_online_waits_for_a_watermark_save_in_flight_and_starts_above_it()
     let (cfg, mut c) = setup().await;
     online(&mut c, &[(0, 100)]).await;
     let mut saver = db::connect(&cfg, SessionKind::Pooled).await.unwrap();
-    saver.batch_execute("begin; update sequencer_watermarks set watermark_ts = 500 where node_index = 0").await.unwrap();
+    saver
+        .batch_execute("begin; update sequencer_watermarks set watermark_ts = 500 where node_index = 0")
+        .await
+        .unwrap();
     let joining = tokio::spawn(async move {
         let mut c = db::connect(&cfg, SessionKind::Pooled).await.unwrap();
         watermarks::go_online(&mut c, 1, 200).await.unwrap()
@@ -302,10 +305,7 @@ async fn saving_a_watermark_detects_someone_else_on_the_index() {
         Err(CoordError::WatermarkChanged { node_index: 4, expected: 10, found: None })
     ));
     online(&mut c, &[(4, 50)]).await;
-    assert!(matches!(
-        watermarks::save(&mut c, 4, 40).await,
-        Err(CoordError::WatermarkChanged { found: Some(50), .. })
-    ));
+    assert!(matches!(watermarks::save(&mut c, 4, 40).await, Err(CoordError::WatermarkChanged { found: Some(50), .. })));
 }
 
 #[tokio::test]
@@ -313,7 +313,12 @@ async fn truncation_removes_events_recipients_payloads_and_claims_past_the_water
     let (_cfg, mut c) = setup().await;
     online(&mut c, &[(0, 4), (1, 100)]).await;
     let claimed = |mut e: NewEvent| {
-        e.claim = Some(MessageIdClaim { sender: ALICE, message_id: format!("m{}", e.ts), max_sequencing_ts: 1 << 40, digest: vec![] });
+        e.claim = Some(MessageIdClaim {
+            sender: ALICE,
+            message_id: format!("m{}", e.ts),
+            max_sequencing_ts: 1 << 40,
+            digest: vec![],
+        });
         e
     };
     events::append(&mut c, 0, &[claimed(deliver(1, ALICE, &[BOB])), claimed(deliver(6, ALICE, &[BOB]))]).await.unwrap();
@@ -341,7 +346,12 @@ async fn a_dead_nodes_uncovered_claims_do_not_block_a_retry_on_another_node() {
     online(&mut c, &[(0, 4), (1, 4)]).await;
     let dead = hold(&cfg, &[0]).await;
     let claimed = |mut e: NewEvent| {
-        e.claim = Some(MessageIdClaim { sender: ALICE, message_id: "retry-me".into(), max_sequencing_ts: 1 << 40, digest: vec![] });
+        e.claim = Some(MessageIdClaim {
+            sender: ALICE,
+            message_id: "retry-me".into(),
+            max_sequencing_ts: 1 << 40,
+            digest: vec![],
+        });
         e
     };
     events::append(&mut c, 0, &[claimed(deliver(10, ALICE, &[BOB]))]).await.unwrap();
@@ -400,7 +410,8 @@ async fn a_message_id_is_sequenced_once_across_nodes_and_batches() {
     online(&mut c, &[(0, 0), (1, 0)]).await;
     let claimed = |ts: i64, id: &str| {
         let mut e = deliver(ts, ALICE, &[BOB]);
-        e.claim = Some(MessageIdClaim { sender: ALICE, message_id: id.into(), max_sequencing_ts: 1 << 40, digest: vec![] });
+        e.claim =
+            Some(MessageIdClaim { sender: ALICE, message_id: id.into(), max_sequencing_ts: 1 << 40, digest: vec![] });
         e
     };
     let a = events::append(&mut c, 0, &[claimed(10, "x"), claimed(20, "x"), claimed(30, "y")]).await.unwrap();

@@ -45,7 +45,14 @@ fn subscriber(node: &Node, resubscribe: bool) -> (Arc<Mutex<Seen>>, tokio::task:
     let task = tokio::spawn(async move {
         loop {
             let after = sink.lock().unwrap().events.last().map(|e| e.timestamp);
-            let opened = async { SequencerServiceClient::connect(url.clone()).await.ok()?.subscribe(SubscribeRequest { member: "bob".into(), after }).await.ok() };
+            let opened = async {
+                SequencerServiceClient::connect(url.clone())
+                    .await
+                    .ok()?
+                    .subscribe(SubscribeRequest { member: "bob".into(), after })
+                    .await
+                    .ok()
+            };
             let Some(stream) = opened.await else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
@@ -79,7 +86,12 @@ async fn wait_events(seen: &Mutex<Seen>, n: usize, limit: Duration) {
             if s.events.len() >= n {
                 return;
             }
-            assert!(start.elapsed() < limit, "only {} of {n} events within {limit:?}; stream ends: {:?}", s.events.len(), s.ends);
+            assert!(
+                start.elapsed() < limit,
+                "only {} of {n} events within {limit:?}; stream ends: {:?}",
+                s.events.len(),
+                s.ends
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -87,7 +99,8 @@ async fn wait_events(seen: &Mutex<Seen>, n: usize, limit: Duration) {
 
 /// Exactly the bodies `m0..m{n-1}`, each once, in order, chained by previous timestamps.
 fn check_exactly(seen: &Seen, n: usize) {
-    let bodies: Vec<String> = seen.events.iter().map(|e| String::from_utf8_lossy(&e.envelopes[0].content).into_owned()).collect();
+    let bodies: Vec<String> =
+        seen.events.iter().map(|e| String::from_utf8_lossy(&e.envelopes[0].content).into_owned()).collect();
     let want: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
     assert_eq!(bodies, want, "each event once, in order");
     for w in seen.events.windows(2) {
@@ -164,7 +177,10 @@ async fn a_node_that_cannot_listen_stops_serving_and_serves_again_once_it_can() 
         let (url, name) = (admin_url.clone(), tdb.name.clone());
         async move {
             let mut c = AsyncPgConnection::establish(&url).await.unwrap();
-            diesel::sql_query(format!("alter database \"{name}\" with allow_connections {on}")).execute(&mut c).await.unwrap();
+            diesel::sql_query(format!("alter database \"{name}\" with allow_connections {on}"))
+                .execute(&mut c)
+                .await
+                .unwrap();
         }
     };
     // New sessions are refused, existing ones (writer, pool) go on: only the listener is lost.

@@ -33,11 +33,11 @@ use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use syncline_coordination::db::{self, SessionKind};
-use syncline_sequencer::store::timestamps::now_micros;
 use syncline_coordination::DbConfig;
 use syncline_proto::sequencer::sequencer_admin_service_client::SequencerAdminServiceClient;
 use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
 use syncline_proto::sequencer::{Envelope, Event, RegisterMemberRequest, SendRequest, SubscribeRequest};
+use syncline_sequencer::store::timestamps::now_micros;
 use syncline_sequencer::{Sequencer, SequencerSettings};
 use syncline_testkit::{fresh_database, FaultProxy};
 use tokio::sync::Semaphore;
@@ -89,7 +89,8 @@ impl Node {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
-        let router = tonic::transport::Server::builder().add_service(seq.public_service()).add_service(seq.admin_service());
+        let router =
+            tonic::transport::Server::builder().add_service(seq.public_service()).add_service(seq.admin_service());
         let s = stop.clone();
         tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -303,7 +304,15 @@ fn begin_attempt(shared: &Shared, key: usize, v: usize) -> SendRequest {
 
 /// Send `req` (variant `v` of `key`) once through `slot`, giving up after `patience`, and
 /// record the answer.
-async fn attempt(shared: Arc<Shared>, key: usize, v: usize, req: SendRequest, slot: usize, channel: Channel, patience: Duration) {
+async fn attempt(
+    shared: Arc<Shared>,
+    key: usize,
+    v: usize,
+    req: SendRequest,
+    slot: usize,
+    channel: Channel,
+    patience: Duration,
+) {
     let r = tokio::time::timeout(patience, SequencerServiceClient::new(channel).send(req)).await;
     let (answer, code) = match r {
         Err(_) => (Answer::Unknown, "no answer".to_string()),
@@ -314,7 +323,9 @@ async fn attempt(shared: Arc<Shared>, key: usize, v: usize, req: SendRequest, sl
                 Code::FailedPrecondition => Answer::NotSequenced,
                 Code::ResourceExhausted => Answer::Refused,
                 // The call, the node or its database failed: the outcome is unknown.
-                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Internal => Answer::Unknown,
+                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Internal => {
+                    Answer::Unknown
+                }
                 _ => {
                     let mut ledger = shared.ledger.lock().unwrap();
                     let k = &ledger.keys[key];
@@ -404,7 +415,14 @@ struct Seen {
 
 /// Subscribe `m` on its home node (or another running one while it is down), and resubscribe
 /// after the last timestamp seen whenever the stream ends, until `done`.
-async fn subscriber(shared: Arc<Shared>, m: usize, home: usize, seed: u64, seen: Arc<Mutex<Seen>>, done: CancellationToken) {
+async fn subscriber(
+    shared: Arc<Shared>,
+    m: usize,
+    home: usize,
+    seed: u64,
+    seen: Arc<Mutex<Seen>>,
+    done: CancellationToken,
+) {
     let mut rng = StdRng::seed_from_u64(seed);
     while !done.is_cancelled() {
         let target = match shared.cluster.channel(home) {
@@ -794,8 +812,15 @@ async fn read_all(shared: &Arc<Shared>, m: usize, slot: usize, until: i64) -> Ve
 fn check_chain(what: &str, events: &[Event]) {
     for (i, e) in events.iter().enumerate() {
         let expected = if i == 0 { None } else { Some(events[i - 1].timestamp) };
-        assert!(i == 0 || e.timestamp > events[i - 1].timestamp, "{what}: timestamps not increasing at {i}: {events:?}");
-        assert_eq!(e.previous_timestamp, expected, "{what}: previous_timestamp chain broken at event {i} (ts {})", e.timestamp);
+        assert!(
+            i == 0 || e.timestamp > events[i - 1].timestamp,
+            "{what}: timestamps not increasing at {i}: {events:?}"
+        );
+        assert_eq!(
+            e.previous_timestamp, expected,
+            "{what}: previous_timestamp chain broken at event {i} (ts {})",
+            e.timestamp
+        );
     }
 }
 
@@ -809,7 +834,10 @@ fn check_contract(ledger: &Ledger, sequences: &[Vec<Event>], seed: u64) {
         let mut keys_seen = HashSet::new();
         for e in events {
             let (key, variant) = if e.sender == member(m) {
-                let id = e.message_id.clone().unwrap_or_else(|| panic!("m{m}: its own event {} has no message id", e.timestamp));
+                let id = e
+                    .message_id
+                    .clone()
+                    .unwrap_or_else(|| panic!("m{m}: its own event {} has no message id", e.timestamp));
                 let key = *ledger
                     .by_id
                     .get(&(m, id.clone()))
@@ -838,7 +866,8 @@ fn check_contract(ledger: &Ledger, sequences: &[Vec<Event>], seed: u64) {
     }
     for (ki, k) in ledger.keys.iter().enumerate() {
         let name = format!("{}/{}", member(k.sender), k.id);
-        let oks: Vec<(usize, i64)> = k.variants.iter().enumerate().filter_map(|(vi, v)| v.ok().map(|ts| (vi, ts))).collect();
+        let oks: Vec<(usize, i64)> =
+            k.variants.iter().enumerate().filter_map(|(vi, v)| v.ok().map(|ts| (vi, ts))).collect();
         for (vi, v) in k.variants.iter().enumerate() {
             for (slot, a) in &v.attempts {
                 if let Answer::Ok(ts) = a {
@@ -862,7 +891,9 @@ fn check_contract(ledger: &Ledger, sequences: &[Vec<Event>], seed: u64) {
         let variants: HashSet<usize> = got.iter().filter_map(|g| g.2).collect();
         assert!(variants.len() <= 1, "{name}: different contents delivered: {got:?} (seed {seed})");
         // Every key has at least one recipient besides the sender, who sees the content.
-        let Some(&vi) = variants.iter().next() else { panic!("{name}: delivered only to its sender: {got:?} (seed {seed})") };
+        let Some(&vi) = variants.iter().next() else {
+            panic!("{name}: delivered only to its sender: {got:?} (seed {seed})")
+        };
         let v = &k.variants[vi];
         let mut expected: Vec<usize> = v.recipients.iter().copied().chain([k.sender]).collect();
         expected.sort_unstable();

@@ -14,11 +14,11 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use syncline_coordination::db::{self, SessionKind};
+use syncline_coordination::{CoordError, DbConfig};
 use syncline_sequencer::store::events::{self, EventKind, NewEvent, BROADCAST};
 use syncline_sequencer::store::node_index::{self, IndexLease};
 use syncline_sequencer::store::timestamps::{now_micros, TimestampGenerator};
 use syncline_sequencer::store::{self, offline, watermarks};
-use syncline_coordination::{CoordError, DbConfig};
 use syncline_testkit::fresh_database;
 
 const TOTAL: u32 = 4;
@@ -242,7 +242,10 @@ async fn readers_see_one_gap_free_total_order_through_crashes_and_recoveries() {
         }
         let full_set: BTreeSet<i64> = full.iter().copied().collect();
         for (ts, recipients) in covered.iter().filter(|(_, r)| addressed(r, member)) {
-            assert!(full_set.contains(ts), "member {member}: covered event {ts} lost (recipients {recipients:?}, seed {seed})");
+            assert!(
+                full_set.contains(ts),
+                "member {member}: covered event {ts} lost (recipients {recipients:?}, seed {seed})"
+            );
         }
         total_seen += full.len();
     }
