@@ -1,3 +1,4 @@
+//! Compile the gRPC protos (with a descriptor set for server reflection).
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()

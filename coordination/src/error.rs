@@ -11,14 +11,26 @@ pub type Result<T, E = CoordError> = std::result::Result<T, E>;
 pub enum CoordError {
     /// The database cannot be reached or dropped the connection; try again later.
     #[error("database unavailable while {during}: {reason}")]
-    Unavailable { during: String, reason: String },
+    Unavailable {
+        /// What was being done.
+        during: String,
+        /// Why.
+        reason: String,
+    },
     /// A serialization failure (40001) or deadlock (40P01) outlived the retries.
     #[error("transaction conflict while {during}: {reason}")]
-    Conflict { during: String, reason: String },
+    Conflict {
+        /// What was being done.
+        during: String,
+        /// Why.
+        reason: String,
+    },
     /// Any other database error: a bug or a schema mismatch, not retried.
     #[error("database error while {during}: {source}")]
     Query {
+        /// What was being done.
         during: String,
+        /// The database's error.
         #[source]
         source: diesel::result::Error,
     },
@@ -27,32 +39,68 @@ pub enum CoordError {
     Migration(String),
     /// Every sequencer node index is online or locked by another process.
     #[error("all {total} sequencer node indexes are in use (raise total_node_count or stop a node)")]
-    AllIndexesInUse { total: u32 },
+    AllIndexesInUse {
+        /// The total node count.
+        total: u32,
+    },
     /// This node's watermark row was marked offline by someone: the writer must stop and recover.
     #[error("sequencer node {node_index} was marked offline")]
-    MarkedOffline { node_index: u32 },
+    MarkedOffline {
+        /// The sequencer node index.
+        node_index: u32,
+    },
     /// This node's watermark row does not hold what it just wrote: another process writes
     /// with the same index, or the row vanished.
     #[error("watermark of sequencer node {node_index} changed by someone else (expected {expected}, found {found:?})")]
-    WatermarkChanged { node_index: u32, expected: i64, found: Option<i64> },
+    WatermarkChanged {
+        /// The sequencer node index.
+        node_index: u32,
+        /// The watermark this node wrote.
+        expected: i64,
+        /// What the row holds instead (`None`: the row is gone).
+        found: Option<i64>,
+    },
     /// The dedicated connection holding an advisory lock was lost, so the lock is gone too.
     #[error("lost the advisory lock {what}: {reason}")]
-    LockLost { what: String, reason: String },
+    LockLost {
+        /// What could not be done.
+        what: String,
+        /// Why.
+        reason: String,
+    },
     /// A write carried a fencing epoch older than the group's current one.
     #[error("fenced: replica group {group} is at epoch {current}, this write carried epoch {epoch}")]
-    Fenced { group: String, epoch: i64, current: i64 },
+    Fenced {
+        /// The replica group.
+        group: String,
+        /// The epoch the write carried.
+        epoch: i64,
+        /// The group's current epoch.
+        current: i64,
+    },
     /// The operation needs the active replica, and this one is passive.
     #[error("replica is not active in group {group}")]
-    NotActive { group: String },
+    NotActive {
+        /// The replica group.
+        group: String,
+    },
     /// `set_passive` found no replica waiting to take over, so this one stays active.
     #[error("no passive replica of group {group} is waiting to take over; staying active")]
-    NoStandby { group: String },
+    NoStandby {
+        /// The replica group.
+        group: String,
+    },
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
     /// The operation did not finish in time.
     #[error("timed out after {after:?} while {during}")]
-    Timeout { during: String, after: Duration },
+    Timeout {
+        /// What was being done.
+        during: String,
+        /// How long it waited.
+        after: Duration,
+    },
 }
 
 impl CoordError {

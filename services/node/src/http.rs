@@ -22,7 +22,14 @@ use crate::health::NodeHealth;
 pub enum HttpError {
     /// The listen address is taken or not ours.
     #[error("cannot listen on {addr} ({what})")]
-    Bind { addr: SocketAddr, what: &'static str, source: std::io::Error },
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Which listener.
+        what: &'static str,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// The Prometheus recorder could not be set up.
     #[error(transparent)]
     Metrics(#[from] BuildError),

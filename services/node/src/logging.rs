@@ -26,10 +26,20 @@ impl Default for LogConfig {
 pub enum LogError {
     /// The filter does not parse.
     #[error("invalid log filter {filter:?}")]
-    Filter { filter: String, source: tracing_subscriber::filter::ParseError },
+    Filter {
+        /// The filter as given.
+        filter: String,
+        /// The underlying error.
+        source: tracing_subscriber::filter::ParseError,
+    },
     /// The log file cannot be opened for appending.
     #[error("cannot open log file {}", path.display())]
-    Open { path: PathBuf, source: std::io::Error },
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// A global subscriber is already installed.
     #[error("cannot install the logger: {0}")]
     Install(String),

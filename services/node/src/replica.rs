@@ -17,12 +17,23 @@ pub enum ServiceState {
     /// Not leading; services stopped.
     Passive,
     /// Leading; services run under this epoch.
-    Active { epoch: i64 },
+    Active {
+        /// The epoch.
+        epoch: i64,
+    },
     /// Leading, but the services stopped with an error and are being restarted.
-    Restarting { epoch: i64, error: String },
+    Restarting {
+        /// The epoch.
+        epoch: i64,
+        /// Why the services stopped.
+        error: String,
+    },
     /// No longer leading under `epoch` (demoted or shutting down); its services are still
     /// stopping. Not active: requests must already go to the new leader.
-    Stopping { epoch: i64 },
+    Stopping {
+        /// The epoch.
+        epoch: i64,
+    },
 }
 
 impl ServiceState {

@@ -27,34 +27,90 @@ pub enum SequencerError {
     InvalidRequest(String),
     /// A send larger than the configured maximum.
     #[error("request of {size} bytes is too large: the maximum is {max} bytes")]
-    TooLarge { size: usize, max: usize },
+    TooLarge {
+        /// The request's size in bytes.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The max-sequencing-time has already passed.
     #[error("max_sequencing_time {mst} is in the past (now {now}); the send could never be sequenced")]
-    DeadlinePassed { mst: i64, now: i64 },
+    DeadlinePassed {
+        /// The send's max-sequencing-time (µs).
+        mst: i64,
+        /// The node's clock (µs).
+        now: i64,
+    },
     /// The writer's queue is full; retry later or on another sequencer.
     #[error("sequencer {node} is overloaded: {pending} sends already queued; retry later")]
-    Overloaded { node: String, pending: usize },
+    Overloaded {
+        /// The node's name.
+        node: String,
+        /// Sends already queued.
+        pending: usize,
+    },
     /// The node serves as many subscriptions as it is configured for.
     #[error("sequencer {node} already serves its maximum of {max} subscriptions; subscribe at another sequencer or retry later")]
-    TooManySubscriptions { node: String, max: usize },
+    TooManySubscriptions {
+        /// The node's name.
+        node: String,
+        /// The limit.
+        max: usize,
+    },
     /// The writer is not running (starting, recovering or stopping).
     #[error("sequencer {node} is not accepting sends: {reason}")]
-    Unavailable { node: String, reason: String },
+    Unavailable {
+        /// The node's name.
+        node: String,
+        /// Why.
+        reason: String,
+    },
     /// The (sender, message id) was already used for a send with other content.
     #[error("message id {message_id:?} of {sender} was already used for a different send (sequenced at {ts}); use a new message id for new content")]
-    AlreadyExists { sender: String, message_id: String, ts: i64 },
+    AlreadyExists {
+        /// The sender's name.
+        sender: String,
+        /// The sender's message id.
+        message_id: String,
+        /// The timestamp it was sequenced at.
+        ts: i64,
+    },
     /// The max-sequencing-time passed before the send could be sequenced: it never will be.
     #[error("message id {message_id:?} was not sequenced: its max_sequencing_time {mst} passed first")]
-    NotSequenced { message_id: String, mst: i64 },
+    NotSequenced {
+        /// The sender's message id.
+        message_id: String,
+        /// The send's max-sequencing-time (µs).
+        mst: i64,
+    },
     /// The node could not confirm the send yet; it may still be sequenced exactly once.
     #[error("sequencer {node} could not confirm message id {message_id:?} yet ({reason}); resend it with the same message id, on any sequencer, to learn its outcome")]
-    OutcomeUnknown { node: String, message_id: String, reason: String },
+    OutcomeUnknown {
+        /// The node's name.
+        node: String,
+        /// The sender's message id.
+        message_id: String,
+        /// Why.
+        reason: String,
+    },
     /// The requested events were pruned.
     #[error("events up to {lower_bound} have been pruned; cannot read from {requested}")]
-    Pruned { requested: i64, lower_bound: i64 },
+    Pruned {
+        /// The timestamp asked for.
+        requested: i64,
+        /// The pruning lower bound.
+        lower_bound: i64,
+    },
     /// Pruning past what every enabled member acknowledged.
     #[error("cannot prune before {requested}: the safe pruning point is {safe}{}", blocker.as_ref().map(|b| format!(" (held back by member {b})")).unwrap_or_default())]
-    UnsafePruning { requested: i64, safe: i64, blocker: Option<String> },
+    UnsafePruning {
+        /// The timestamp asked for.
+        requested: i64,
+        /// The safe pruning point.
+        safe: i64,
+        /// The member holding pruning back, if any.
+        blocker: Option<String>,
+    },
     /// A setting that would make the node panic or spin; refused at start.
     #[error(transparent)]
     InvalidSetting(#[from] InvalidSetting),
@@ -62,7 +118,14 @@ pub enum SequencerError {
     /// or overloaded. Answered rather than waited out, so operators see what is wrong;
     /// `writer` is why the writer is down too, when it is (the likely cause).
     #[error("could not {what} within {after:?}: the database did not answer in time ({})", writer.as_ref().map_or("unreachable or overloaded".to_string(), |w| format!("writer: {w}")))]
-    TimedOut { what: &'static str, after: Duration, writer: Option<String> },
+    TimedOut {
+        /// What could not be done.
+        what: &'static str,
+        /// The timeout.
+        after: Duration,
+        /// Why the writer is not running, if it is not.
+        writer: Option<String>,
+    },
 }
 
 impl From<SequencerError> for Status {

@@ -29,22 +29,49 @@ pub use sections::{
 pub enum ConfigError {
     /// A file could not be read.
     #[error("{path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// `${VAR}` names a variable that is not set and has no default.
     #[error("{path}: environment variable {var} is not set (use ${{{var}:-default}} for a default)")]
-    UnsetVariable { path: PathBuf, var: String },
+    UnsetVariable {
+        /// The file.
+        path: PathBuf,
+        /// The environment variable.
+        var: String,
+    },
     /// `${` without a closing brace.
     #[error("{path}: unterminated ${{ at byte {at}")]
-    Unterminated { path: PathBuf, at: usize },
+    Unterminated {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset of the unterminated `${`.
+        at: usize,
+    },
     /// Not valid TOML.
     #[error("{path}: {message}")]
-    Syntax { path: PathBuf, message: String },
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// A key is unknown, missing or of the wrong type.
     #[error("{0}")]
     Invalid(String),
     /// Values that do not fit together; `file` is the file that set `key`, when one did.
     #[error("{key}: {message}{}", in_file(file))]
-    Validation { key: String, message: String, file: Option<String> },
+    Validation {
+        /// The config key, e.g. `sequencers.seq1.writer.queue_size`.
+        key: String,
+        /// What is wrong.
+        message: String,
+        /// The file that set it, if known.
+        file: Option<String>,
+    },
 }
 
 fn in_file(file: &Option<String>) -> String {
