@@ -48,7 +48,6 @@ pub fn load(paths: &[PathBuf]) -> Result<Config, ConfigError> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
     use std::time::Duration;
 
     use syncline_coordination::leadership::LeadershipConfig;
@@ -56,11 +55,7 @@ mod tests {
 
     use super::*;
 
-    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-        let p = dir.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
+    use syncline_testkit::files::write_file as write;
 
     const NODE: &str = r#"
 [sequencers.seq1]

@@ -186,7 +186,7 @@ fn key_of(field: &str) -> String {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
 
     use syncline_node::config::{nodes_of, ConfigError, HealthCheck, NodeKind, NodeRef, NodesConfig, StorageConfig};
 
@@ -214,11 +214,7 @@ mod tests {
         syncline_node::config::load(paths)
     }
 
-    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-        let p = dir.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
+    use syncline_testkit::files::write_file as write;
 
     fn tmp() -> tempfile::TempDir {
         tempfile::tempdir().unwrap()

@@ -48,16 +48,11 @@ pub struct RemoteNode {
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
 
     use super::*;
     use crate::config::load_remote;
 
-    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-        let p = dir.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
+    use syncline_testkit::files::write_file as write;
 
     #[test]
     fn remote_configs_list_admin_addresses() {

@@ -95,7 +95,7 @@ mod tests {
     //! nodes (the sequencer's section is tested in its crate, the whole top level in the
     //! binary's).
     use std::collections::BTreeMap;
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
     use std::time::Duration;
 
     use serde::Deserialize;
@@ -129,11 +129,7 @@ mod tests {
         crate::config::load(paths)
     }
 
-    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-        let p = dir.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
+    use syncline_testkit::files::write_file as write;
 
     const MEDIATOR: &str = r#"
 [mediators.med1]
