@@ -9,10 +9,12 @@ pub mod host;
 pub mod http;
 pub mod logging;
 pub mod replica;
+pub mod replicated;
 
 pub use config::NodeKind;
 pub use health::{HealthState, NodeHealth};
 pub use host::{Listeners, Node, NodeHost};
+pub use replicated::ReplicatedNode;
 
 #[cfg(test)]
 mod test_support {

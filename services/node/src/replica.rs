@@ -2,6 +2,7 @@
 //! stops them when it stops leading. Services get the fence to carry on their writes, so even
 //! a service that has not noticed the demotion yet cannot write under an old epoch.
 
+use std::error::Error as StdError;
 use std::future::Future;
 use std::time::Duration;
 
@@ -60,10 +61,11 @@ impl ReplicaManager {
     /// Follow `role`: on becoming active call `start(fence, stop)` and run the future it
     /// returns until it ends or `stop` is cancelled (demotion or shutdown). A service that
     /// ends with an error while still leading is restarted after a short delay.
-    pub fn spawn<F, Fut>(name: &str, mut role: watch::Receiver<Role>, mut start: F) -> ReplicaManager
+    pub fn spawn<F, Fut, E>(name: &str, mut role: watch::Receiver<Role>, mut start: F) -> ReplicaManager
     where
         F: FnMut(Fence, CancellationToken) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<(), String>> + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<Box<dyn StdError + Send + Sync>> + Send + 'static,
     {
         let (state_tx, state) = watch::channel(ServiceState::Passive);
         let cancel = CancellationToken::new();
@@ -110,7 +112,7 @@ impl ReplicaManager {
                         Some(r) => {
                             let error = match r {
                                 Ok(Ok(())) => "services ended".to_string(),
-                                Ok(Err(e)) => e,
+                                Ok(Err(e)) => chain(&*e.into()),
                                 Err(e) => format!("services panicked: {e}"),
                             };
                             tracing::error!(epoch, %error, "active-only services stopped while leading; restarting");
@@ -143,4 +145,16 @@ impl ReplicaManager {
         self.cancel.cancel();
         let _ = self.task.await;
     }
+}
+
+/// An error and its causes on one line.
+fn chain(e: &(dyn StdError + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }

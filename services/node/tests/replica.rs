@@ -266,7 +266,7 @@ async fn the_manager_reports_not_active_the_moment_leadership_is_lost() {
             stop.cancelled().await;
             tokio::time::sleep(stopping_takes).await;
             flag.store(false, Ordering::SeqCst);
-            Ok(())
+            Ok::<_, String>(())
         }
     });
     let is_running = || AtomicBool::load(&running, Ordering::SeqCst);
@@ -313,4 +313,63 @@ async fn the_manager_reports_not_active_the_moment_leadership_is_lost() {
     assert!(is_running());
     shutdown.await.unwrap();
     assert!(!is_running(), "shutdown returned before the services stopped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_node_reports_active_only_on_the_leader_and_hands_over_on_shutdown() {
+    use syncline_node::ReplicatedNode;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("sequencer unreachable")]
+    struct Unreachable;
+
+    let tdb = fresh_database().await;
+    db::migrate(&DbConfig::new(&tdb.url)).await.unwrap();
+    let start = |name: &str, fail_first: bool| {
+        let attempts = Arc::new(AtomicUsize::new(0));
+        ReplicatedNode::start(
+            syncline_coordination::Db::new(DbConfig::new(&tdb.url)).unwrap(),
+            "mediator",
+            name,
+            LeadershipConfig::default(),
+            move |_fence, stop: tokio_util::sync::CancellationToken| {
+                let attempt = attempts.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if fail_first && attempt == 0 {
+                        return Err(Unreachable);
+                    }
+                    stop.cancelled().await;
+                    Ok(())
+                }
+            },
+        )
+        .unwrap()
+    };
+    let wait = |node: &ReplicatedNode, what: &'static str, want: fn(&syncline_node::HealthState) -> bool| {
+        let mut h = node.status().health();
+        async move {
+            tokio::time::timeout(Duration::from_secs(10), h.wait_for(want))
+                .await
+                .unwrap_or_else(|_| panic!("{what}: not within 10 s"))
+                .unwrap()
+                .clone()
+        }
+    };
+    // a's services fail once: it leads but is neither serving nor active until they run.
+    let a = start("a", true);
+    let h = wait(&a, "a restarting", |h| !h.serving).await;
+    assert!(!h.active && h.detail.contains("sequencer unreachable"), "{h:?}");
+    wait(&a, "a active", |h| h.active && h.serving).await;
+    let b = start("b", false);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let hb = b.status().health().borrow().clone();
+    assert!(hb.serving && !hb.active, "a standby must serve (ping) but not be active: {hb:?}");
+    let components = b.status().components();
+    assert!(components.contains(&("leadership".into(), "passive".into())), "{components:?}");
+
+    // Shutting the leader down hands over to the standby.
+    tokio::time::timeout(Duration::from_secs(10), a.shutdown()).await.expect("shutdown hangs");
+    let hb = wait(&b, "b active", |h| h.active).await;
+    assert_eq!(hb.detail, "active (epoch 2)");
+    tokio::time::timeout(Duration::from_secs(10), b.shutdown()).await.expect("shutdown hangs");
 }
