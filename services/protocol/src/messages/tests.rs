@@ -478,6 +478,9 @@ fn malformed_responses_and_results_name_the_field() {
     );
 }
 
+/// A change to a request.
+type Change = dyn Fn(&mut ConfirmationRequest);
+
 #[test]
 fn root_hash_is_deterministic_and_covers_every_field() {
     let req = request();
@@ -493,7 +496,7 @@ fn root_hash_is_deterministic_and_covers_every_field() {
         _ => unreachable!(),
     }
     // Every change of content changes the root hash.
-    let variants: Vec<Box<dyn Fn(&mut ConfirmationRequest)>> = vec![
+    let variants: Vec<Box<Change>> = vec![
         Box::new(|r| r.header.request_uuid = "0f8fad5b-d9cb-469f-a165-70867728950f".into()),
         Box::new(|r| r.header.ledger_time += 1),
         Box::new(|r| r.header.submitter.act_as.insert("bob".into()).then_some(()).unwrap()),
