@@ -12,5 +12,11 @@ pub mod admin {
     tonic::include_proto!("syncline.admin.v1");
 }
 
+/// `syncline.protocol.v1`: the synchronizer protocol's messages, carried as envelope contents.
+pub mod protocol {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("syncline.protocol.v1");
+}
+
 /// Encoded file descriptors of every service, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("syncline_descriptor");

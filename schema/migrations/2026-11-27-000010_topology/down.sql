@@ -1,0 +1,1 @@
+drop table topology_transactions;
