@@ -9,11 +9,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::store::events::BROADCAST;
-use crate::store::watermarks::VISIBILITY_CAP_SQL;
-use diesel::sql_types::{BigInt, Nullable};
-use diesel::QueryableByName;
-use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use crate::store::events::{self, BROADCAST};
+use diesel_async::SimpleAsyncConnection;
 use futures_util::{FutureExt, StreamExt};
 use syncline_coordination::db::{self, SessionKind};
 use syncline_coordination::error::DieselContext;
@@ -140,21 +137,6 @@ pub(crate) fn spawn(
     (signals, task)
 }
 
-#[derive(QueryableByName)]
-struct Bounds {
-    #[diesel(sql_type = Nullable<BigInt>)]
-    cap: Option<i64>,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    newest: Option<i64>,
-}
-
-async fn bounds(conn: &mut AsyncPgConnection) -> Result<Bounds, CoordError> {
-    diesel::sql_query(format!("select {VISIBILITY_CAP_SQL} as cap, (select max(ts) from sequencer_events) as newest"))
-        .get_result(conn)
-        .await
-        .during("reading the visibility bound")
-}
-
 async fn follow(
     cfg: &DbConfig,
     state: &RwLock<Visibility>,
@@ -166,7 +148,7 @@ async fn follow(
     let mut query = db::connect(cfg, SessionKind::Pooled).await?;
     listen.batch_execute(&format!("listen {WATERMARKS}; listen {EVENTS}")).await.during("listening")?;
     // Anything written before we listened is covered by `newest_any`.
-    let b = bounds(&mut query).await?;
+    let b = events::bounds(&mut query).await?;
     {
         let mut st = state.write().unwrap();
         *st = Visibility {
@@ -204,7 +186,7 @@ async fn follow(
             }
         }
         if watermark_moved {
-            let cap = bounds(&mut query).await?.cap.unwrap_or(i64::MIN);
+            let cap = events::bounds(&mut query).await?.cap.unwrap_or(i64::MIN);
             let mut st = state.write().unwrap();
             st.cap = st.cap.max(cap);
         }

@@ -11,24 +11,21 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use crate::store::events::{self, EventKind, Page, StoredEvent};
+use crate::store::pruning::lower_bound;
 use crate::store::timestamps::now_micros;
-use diesel::{OptionalExtension, QueryDsl};
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures_util::Stream;
 use prost::Message;
 use scoped_futures::ScopedFutureExt;
-use syncline_coordination::error::DieselContext;
 use syncline_coordination::CoordError;
 use syncline_proto::sequencer::{Batch, DeliverError, Event, SubscribeResponse};
-use syncline_schema::tables::sequencer_lower_bound as lb;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 use tracing::Instrument;
 
 use crate::error::{Result, SequencerError};
 use crate::health::Changes;
-use crate::members::Member;
 use crate::pruning;
+use crate::store::members::Member;
 use crate::Inner;
 
 /// Most events queued per subscription, whatever their size (the byte budget is the other bound).
@@ -236,16 +233,10 @@ async fn stream(
     }
 }
 
-/// The pruning lower bound, read after a page: if it is not past the page's cursor, no prune
-/// had removed anything after the cursor when the page was read (the bound commits with the
-/// deletes and only moves forward), so the page is complete.
-async fn lower_bound(c: &mut AsyncPgConnection) -> Result<Option<i64>, CoordError> {
-    lb::table.select(lb::ts).first(c).await.optional().during("reading the lower bound")
-}
-
 /// Read the next page after `cursor`: at most `read_batch_size` events and, when that many
 /// could exceed the byte budget, only as many as fit in it (at least one). Returns the page,
-/// the limit it was read with, and the pruning lower bound read after it (see [`lower_bound`]).
+/// the limit it was read with, and the pruning lower bound read after it: if it is not past the
+/// cursor, no prune had removed anything after the cursor when the page was read.
 async fn read_page(inner: &Inner, member: i32, cursor: i64) -> Result<(Page, u32, Option<i64>), CoordError> {
     let batch = inner.settings.read_batch_size.max(1);
     let budget = inner.settings.subscription_buffer_bytes;

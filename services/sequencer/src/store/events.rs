@@ -4,14 +4,17 @@
 //! watermark.
 
 use std::collections::HashSet;
+use std::sync::LazyLock;
 
 use diesel::sql_types::{Array, BigInt, Binary, Bool, Integer, Nullable, SmallInt, Text};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
+use super::watermarks::{visible_on_node_sql, VISIBILITY_CAP_SQL};
 use syncline_coordination::error::{DieselContext, Result};
+use syncline_schema::tables::sequencer_message_ids as m;
 
-/// Recipient id meaning "every member".
+/// Recipient id meaning "every member": the one place it is stated; SQL binds it.
 pub const BROADCAST: i32 = -1;
 
 /// Kind of a sequenced event.
@@ -303,54 +306,50 @@ struct Row {
     is_cap_row: bool,
 }
 
-// The visibility rule, stated once for reads (`watermarks::VISIBILITY_CAP_SQL` is the same cap
-// over the live table): the cap is the safe watermark (min over online nodes) or,
-// with no node online, the max over all, since each offline node is further capped at its
-// own watermark. Two ordered, limited index scans per node (own id, broadcast) are merged;
-// the outer limit keeps the page gap-free. $1 member, $2 cursor (exclusive), $3 limit.
-macro_rules! visible_hits {
-    () => {
-        "
-with wm as (select node_index, watermark_ts, online from sequencer_watermarks),
-bound as (select coalesce((select min(watermark_ts) from wm where online),
-                          (select max(watermark_ts) from wm)) as cap),
-hits as (
-  select distinct x.ts from wm cross join bound cross join lateral (
-    (select r.ts from sequencer_event_recipients r
-      where r.node_index = wm.node_index and r.recipient_id = $1 and r.ts > $2 and r.ts <= bound.cap
-        and (wm.online or r.ts <= wm.watermark_ts)
-      order by r.ts limit $3)
-    union all
-    (select r.ts from sequencer_event_recipients r
-      where r.node_index = wm.node_index and r.recipient_id = -1 and r.ts > $2 and r.ts <= bound.cap
-        and (wm.online or r.ts <= wm.watermark_ts)
-      order by r.ts limit $3)
-  ) x
-  order by x.ts limit $3
-)"
+// Two ordered, limited index scans per node (own id, broadcast) are merged; the outer limit
+// keeps the page gap-free. The cap and the offline-node rule are those of `watermarks`.
+// $1 member, $2 cursor (exclusive), $3 limit, $4 the broadcast recipient.
+fn visible_hits() -> String {
+    let scan = |recipient: &str| {
+        format!(
+            "(select r.ts from sequencer_event_recipients r \
+               where r.node_index = wm.node_index and r.recipient_id = {recipient} and r.ts > $2 and r.ts <= bound.cap \
+                 and {visible} \
+               order by r.ts limit $3)",
+            visible = visible_on_node_sql("wm", "r.ts")
+        )
     };
+    format!(
+        "with wm as (select node_index, watermark_ts, online from sequencer_watermarks), \
+         bound as (select {VISIBILITY_CAP_SQL} as cap), \
+         hits as ( \
+           select distinct x.ts from wm cross join bound cross join lateral ({own} union all {broadcast}) x \
+           order by x.ts limit $3)",
+        own = scan("$1"),
+        broadcast = scan("$4"),
+    )
 }
 
 // One statement, so the watermarks and the events come from one snapshot.
-const READ_SQL: &str = concat!(
-    visible_hits!(),
-    "
+static READ_SQL: LazyLock<String> = LazyLock::new(|| {
+    visible_hits()
+        + "
 select e.ts, e.node_index, e.kind, e.message_id, e.sender, e.recipients, e.error_message, p.content,
        null::bigint as cap, false as is_cap_row
   from hits join sequencer_events e on e.ts = hits.ts left join sequencer_payloads p on p.ts = e.ts
 union all
 select null, null, null, null, null, null, null, null, bound.cap, true from bound
 order by is_cap_row, ts"
-);
+});
 
 // The payload sizes of exactly the events `READ_SQL` returns, in order.
-const SIZES_SQL: &str = concat!(
-    visible_hits!(),
-    "
+static SIZES_SQL: LazyLock<String> = LazyLock::new(|| {
+    visible_hits()
+        + "
 select coalesce(octet_length(p.content), 0)::bigint as size
   from hits left join sequencer_payloads p on p.ts = hits.ts
  order by hits.ts"
-);
+});
 
 #[derive(QueryableByName)]
 struct Size {
@@ -361,10 +360,11 @@ struct Size {
 /// Payload sizes (bytes) of the events [`read`] with the same arguments returns, in the same
 /// order, without loading them: run both in one snapshot to cut a page to a byte budget.
 pub async fn sizes(conn: &mut AsyncPgConnection, member: i32, after: i64, limit: u32) -> Result<Vec<i64>> {
-    let rows: Vec<Size> = diesel::sql_query(SIZES_SQL)
+    let rows: Vec<Size> = diesel::sql_query(SIZES_SQL.as_str())
         .bind::<Integer, _>(member)
         .bind::<BigInt, _>(after)
         .bind::<BigInt, _>(i64::from(limit.max(1)))
+        .bind::<Integer, _>(BROADCAST)
         .load(conn)
         .await
         .during("sizing a page of events")?;
@@ -374,10 +374,11 @@ pub async fn sizes(conn: &mut AsyncPgConnection, member: i32, after: i64, limit:
 /// Read up to `limit` events of `member` with timestamps above `after`.
 pub async fn read(conn: &mut AsyncPgConnection, member: i32, after: i64, limit: u32) -> Result<Page> {
     let limit = limit.max(1);
-    let rows: Vec<Row> = diesel::sql_query(READ_SQL)
+    let rows: Vec<Row> = diesel::sql_query(READ_SQL.as_str())
         .bind::<Integer, _>(member)
         .bind::<BigInt, _>(after)
         .bind::<BigInt, _>(i64::from(limit))
+        .bind::<Integer, _>(BROADCAST)
         .load(conn)
         .await
         .during("reading events")?;
@@ -404,4 +405,34 @@ pub async fn read(conn: &mut AsyncPgConnection, member: i32, after: i64, limit: 
         last => cap.unwrap_or(after).max(last.map_or(after, |l| l.ts)).max(after),
     };
     Ok(Page { events, next_cursor })
+}
+
+/// Drop the message-id claims whose max-sequencing-time is before `cutoff` (µs): no send
+/// can be retried with them any more. Returns how many went.
+pub async fn expire_claims(conn: &mut AsyncPgConnection, cutoff: i64) -> Result<usize> {
+    use diesel::{ExpressionMethods, QueryDsl};
+    diesel::delete(m::table.filter(m::max_sequencing_ts.lt(cutoff)))
+        .execute(conn)
+        .await
+        .during("expiring message-id claims")
+}
+
+/// What the notification listener needs to start from: the visibility cap and the newest
+/// event of anyone, from one snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, QueryableByName)]
+pub struct Bounds {
+    /// The visibility cap (`None`: no node ever had a watermark).
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub cap: Option<i64>,
+    /// The newest stored event (`None`: none).
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub newest: Option<i64>,
+}
+
+/// The visibility cap and the newest event, in one statement.
+pub async fn bounds(conn: &mut AsyncPgConnection) -> Result<Bounds> {
+    diesel::sql_query(format!("select {VISIBILITY_CAP_SQL} as cap, (select max(ts) from sequencer_events) as newest"))
+        .get_result(conn)
+        .await
+        .during("reading the visibility bound")
 }

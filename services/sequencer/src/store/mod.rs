@@ -1,10 +1,13 @@
 //! The sequencer's store in PostgreSQL, one module per concept: partitioned timestamps, node
-//! index allocation, events, watermarks, offline detection and recovery truncation. Built on
+//! index allocation, events, watermarks, offline detection, recovery truncation, members, and
+//! acknowledgements and pruning. All the sequencer's SQL is here. Built on
 //! the HA primitives of `syncline-coordination` (pool, sessions, retry, locks).
 
 pub mod events;
+pub mod members;
 pub mod node_index;
 pub mod offline;
+pub mod pruning;
 pub mod recovery;
 pub mod timestamps;
 pub mod watermarks;
