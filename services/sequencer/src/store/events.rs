@@ -12,7 +12,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::watermarks::{visible_on_node_sql, VISIBILITY_CAP_SQL};
 use syncline_coordination::error::{DieselContext, Result};
-use syncline_schema::tables::sequencer_message_ids as m;
+use syncline_schema::tables::sequencer::sequencer_message_ids as m;
 
 /// Recipient id meaning "every member": the one place it is stated; SQL binds it.
 pub const BROADCAST: i32 = -1;

@@ -4,7 +4,7 @@
 
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use syncline_schema::tables::sequencer_members as m;
+use syncline_schema::tables::sequencer::sequencer_members as m;
 
 use super::watermarks;
 use syncline_coordination::error::{DieselContext, Result};

@@ -7,7 +7,7 @@ use diesel::sql_types::{BigInt, Integer};
 use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use rand::seq::SliceRandom;
-use syncline_schema::tables::sequencer_watermarks as w;
+use syncline_schema::tables::sequencer::sequencer_watermarks as w;
 
 use super::{offline, timestamps};
 use syncline_coordination::db::{self, DbConfig, SessionKind};

@@ -7,7 +7,7 @@ use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text};
 use diesel::{OptionalExtension, QueryDsl, QueryableByName};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use syncline_coordination::error::{DieselContext, Result};
-use syncline_schema::tables::sequencer_lower_bound as lb;
+use syncline_schema::tables::sequencer::sequencer_lower_bound as lb;
 
 use super::events::BROADCAST;
 use super::watermarks::{visible_on_node_sql, VISIBILITY_CAP_SQL as CAP_SQL};

@@ -5,7 +5,7 @@
 
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use syncline_schema::tables::{
+use syncline_schema::tables::sequencer::{
     sequencer_event_recipients as r, sequencer_events as e, sequencer_message_ids as m, sequencer_payloads as p,
     sequencer_watermarks as w,
 };

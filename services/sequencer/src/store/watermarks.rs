@@ -5,7 +5,7 @@
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use scoped_futures::ScopedFutureExt;
-use syncline_schema::tables::sequencer_watermarks as w;
+use syncline_schema::tables::sequencer::sequencer_watermarks as w;
 
 use syncline_coordination::db::retry_conflicts;
 use syncline_coordination::error::{CoordError, DieselContext, Result};
