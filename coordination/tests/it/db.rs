@@ -8,7 +8,7 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use syncline_coordination::db::{self, SessionKind};
 use syncline_coordination::locks::{self, LockId};
-use syncline_coordination::{CoordError, Db, DbConfig};
+use syncline_coordination::{Db, DbConfig, DbError};
 use syncline_testkit::{fresh_database, FaultProxy};
 
 #[derive(QueryableByName)]
@@ -40,7 +40,7 @@ async fn migrations_are_idempotent_and_safe_when_started_together() {
                 diesel::sql_query("select count(*) as n from __diesel_schema_migrations")
                     .get_result(c)
                     .await
-                    .map_err(|e| CoordError::from_diesel("count", e))
+                    .map_err(|e| DbError::from_diesel("count", e))
             }
             .scope_boxed()
         })
@@ -117,7 +117,7 @@ async fn outage_gives_retryable_errors_and_recovers_without_losing_commits() {
                     .bind::<diesel::sql_types::Integer, _>(v as i32)
                     .execute(c)
                     .await
-                    .map_err(|e| CoordError::from_diesel("insert", e))
+                    .map_err(|e| DbError::from_diesel("insert", e))
             }
             .scope_boxed()
         })
@@ -147,7 +147,7 @@ async fn outage_gives_retryable_errors_and_recovers_without_losing_commits() {
                 diesel::sql_query("select count(*) as n from sequencer_watermarks where node_index in (1, 4)")
                     .get_result(c)
                     .await
-                    .map_err(|e| CoordError::from_diesel("count", e))
+                    .map_err(|e| DbError::from_diesel("count", e))
             }
             .scope_boxed()
         })

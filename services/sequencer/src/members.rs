@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::store::members as store;
 use crate::store::timestamps::now_micros;
 use scoped_futures::ScopedFutureExt;
-use syncline_coordination::{CoordError, Db};
+use syncline_coordination::{Db, DbError};
 
 use crate::error::{Result, SequencerError};
 
@@ -59,7 +59,7 @@ impl Members {
             }
         }
         let fresh = tokio::time::timeout(REFRESH_TIMEOUT, self.lookup_fresh(name)).await.unwrap_or_else(|_| {
-            Err(CoordError::Timeout { during: format!("looking up member {name}"), after: REFRESH_TIMEOUT }.into())
+            Err(DbError::Timeout { during: format!("looking up member {name}"), after: REFRESH_TIMEOUT }.into())
         });
         match (fresh, cached) {
             (Err(e), Some((member, _))) => {

@@ -9,12 +9,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::store::error::StoreError;
 use crate::store::events::{self, BROADCAST};
 use diesel_async::SimpleAsyncConnection;
 use futures_util::{FutureExt, StreamExt};
 use syncline_coordination::db::{self, SessionKind};
 use syncline_coordination::error::DieselContext;
-use syncline_coordination::{CoordError, DbConfig};
+use syncline_coordination::{DbConfig, DbError};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -143,7 +144,7 @@ async fn follow(
     tx: &watch::Sender<u64>,
     listener: &ListenerStatus,
     cancel: &CancellationToken,
-) -> Result<(), CoordError> {
+) -> Result<(), StoreError> {
     let mut listen = db::connect(cfg, SessionKind::Lock).await?;
     let mut query = db::connect(cfg, SessionKind::Pooled).await?;
     listen.batch_execute(&format!("listen {WATERMARKS}; listen {EVENTS}")).await.during("listening")?;
@@ -172,8 +173,8 @@ async fn follow(
         loop {
             let n = match next {
                 Some(Ok(n)) => n,
-                Some(Err(e)) => return Err(CoordError::from_diesel("listening", e)),
-                None => return Err(CoordError::from_connection("listening", "connection closed")),
+                Some(Err(e)) => return Err(DbError::from_diesel("listening", e).into()),
+                None => return Err(DbError::from_connection("listening", "connection closed").into()),
             };
             if n.channel == WATERMARKS {
                 watermark_moved = true;

@@ -10,13 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use crate::store::error::StoreError;
 use crate::store::events::{self, EventKind, Page, StoredEvent};
 use crate::store::pruning::lower_bound;
 use crate::store::timestamps::now_micros;
 use futures_util::Stream;
 use prost::Message;
 use scoped_futures::ScopedFutureExt;
-use syncline_coordination::CoordError;
 use syncline_proto::sequencer::{Batch, DeliverError, Event, SubscribeResponse};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
@@ -61,7 +61,7 @@ impl Stream for Subscription {
             }
             None => {
                 self.ended = true;
-                Err(Status::unavailable("the subscription ended on the server; subscribe again"))
+                Err(SequencerError::SubscriptionEnded.into())
             }
         }))
     }
@@ -145,7 +145,8 @@ pub(crate) async fn subscribe(inner: Arc<Inner>, member: Member, after: Option<i
     let span = tracing::info_span!("subscription", node = %inner.settings.name, member = %member.member);
     tokio::spawn(
         async move {
-            if let Err(status) = stream(&slot.inner, &member, cursor, previous, &tx).await {
+            if let Err(e) = stream(&slot.inner, &member, cursor, previous, &tx).await {
+                let status = Status::from(e);
                 tracing::info!(code = ?status.code(), message = status.message(), "subscription ended by the server");
                 // A full queue means a client that does not read; it gets the end-of-stream
                 // UNAVAILABLE of `Subscription` once it drains the queue.
@@ -165,13 +166,13 @@ async fn stream(
     mut cursor: i64,
     mut previous: Option<i64>,
     tx: &mpsc::Sender<Queued>,
-) -> Result<(), Status> {
+) -> Result<()> {
     let node = &inner.settings.name;
     let mut wake = inner.signals.changed.clone();
     let budget = inner.settings.subscription_buffer_bytes.clamp(1, u32::MAX as usize);
     let queue_bytes = Arc::new(Semaphore::new(budget));
     let latency = metrics::histogram!("syncline_sequencer_read_latency_seconds", "node" => node.clone());
-    let shutting_down = || Status::unavailable(format!("sequencer {node} is shutting down"));
+    let shutting_down = || SequencerError::ShuttingDown { node: node.clone() };
     loop {
         wake.borrow_and_update();
         let (page, limit, lower_bound) = match read_page(inner, member.id, cursor).await {
@@ -179,17 +180,14 @@ async fn stream(
                 inner.readers.succeeded();
                 read
             }
-            Err(e) => {
-                inner.readers.failed(e.to_string());
-                return Err(Status::unavailable(format!("sequencer {node} cannot read events: {e}")));
+            Err(source) => {
+                inner.readers.failed(source.to_string());
+                return Err(SequencerError::ReadFailed { node: node.clone(), source });
             }
         };
         // Pruned past the cursor while this stream was behind: the page may lack events.
         if let Some(lower_bound) = lower_bound.filter(|&b| cursor < b) {
-            return Err(Status::out_of_range(format!(
-                "events up to {lower_bound} were pruned while this subscription was behind them (it had read up to {cursor}); \
-                 subscribe again after {lower_bound} or later"
-            )));
+            return Err(SequencerError::PrunedWhileBehind { cursor, lower_bound });
         }
         // A full (or cut) page: more may follow at once.
         let full = page.events.len() as u32 >= limit;
@@ -222,7 +220,7 @@ async fn stream(
                 _ = tx.closed() => return Ok(()),
                 r = wake.changed() => if r.is_err() {
                     // Only at shutdown: the listener task owns the sender and reconnects by itself.
-                    return Err(Status::unavailable(format!("sequencer {node} stopped following notifications")));
+                    return Err(SequencerError::NotFollowing { node: node.clone() });
                 },
                 _ = tokio::time::sleep_until(deadline) => break,
             }
@@ -237,7 +235,7 @@ async fn stream(
 /// could exceed the byte budget, only as many as fit in it (at least one). Returns the page,
 /// the limit it was read with, and the pruning lower bound read after it: if it is not past the
 /// cursor, no prune had removed anything after the cursor when the page was read.
-async fn read_page(inner: &Inner, member: i32, cursor: i64) -> Result<(Page, u32, Option<i64>), CoordError> {
+async fn read_page(inner: &Inner, member: i32, cursor: i64) -> Result<(Page, u32, Option<i64>), StoreError> {
     let batch = inner.settings.read_batch_size.max(1);
     let budget = inner.settings.subscription_buffer_bytes;
     if (batch as usize).saturating_mul(inner.settings.max_request_size) <= budget {
@@ -286,9 +284,9 @@ fn fitting(sizes: impl Iterator<Item = i64>, budget: usize, batch: u32) -> u32 {
 }
 
 /// Shape a stored event for `member`: its envelopes only, the message id only for the sender.
-async fn to_proto(inner: &Inner, member: &Member, ev: StoredEvent, previous: Option<i64>) -> Result<Event, Status> {
+async fn to_proto(inner: &Inner, member: &Member, ev: StoredEvent, previous: Option<i64>) -> Result<Event> {
     let sender_id = ev.sender.unwrap_or_default();
-    let sender = inner.members.name_of(sender_id).await.map_err(Status::from)?;
+    let sender = inner.members.name_of(sender_id).await?;
     let is_sender = sender_id == member.id;
     let mut event = Event {
         timestamp: ev.ts,
@@ -301,7 +299,7 @@ async fn to_proto(inner: &Inner, member: &Member, ev: StoredEvent, previous: Opt
     match ev.kind {
         EventKind::Deliver => {
             let batch = Batch::decode(ev.payload.as_deref().unwrap_or_default())
-                .map_err(|e| Status::data_loss(format!("event {} has an undecodable payload: {e}", ev.ts)))?;
+                .map_err(|e| SequencerError::Undecodable { ts: ev.ts, reason: e.to_string() })?;
             event.envelopes =
                 batch.envelopes.into_iter().filter(|env| env.recipients.iter().any(|r| r == &member.member)).collect();
         }

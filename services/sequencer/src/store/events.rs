@@ -10,8 +10,8 @@ use diesel::sql_types::{Array, BigInt, Binary, Bool, Integer, Nullable, SmallInt
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
+use super::error::{DieselContext, Result};
 use super::watermarks::{visible_on_node_sql, VISIBILITY_CAP_SQL};
-use syncline_coordination::error::{DieselContext, Result};
 use syncline_schema::tables::sequencer::sequencer_message_ids as m;
 
 /// Recipient id meaning "every member": the one place it is stated; SQL binds it.

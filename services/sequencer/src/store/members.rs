@@ -6,8 +6,8 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use syncline_schema::tables::sequencer::sequencer_members as m;
 
+use super::error::{DieselContext, Result};
 use super::watermarks;
-use syncline_coordination::error::{DieselContext, Result};
 
 /// A registered member.
 #[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable)]

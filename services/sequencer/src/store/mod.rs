@@ -3,6 +3,7 @@
 //! acknowledgements and pruning. All the sequencer's SQL is here. Built on
 //! the HA primitives of `syncline-coordination` (pool, sessions, retry, locks).
 
+pub mod error;
 pub mod events;
 pub mod members;
 pub mod node_index;
@@ -13,7 +14,7 @@ pub mod timestamps;
 pub mod watermarks;
 
 use diesel_async::AsyncPgConnection;
-use syncline_coordination::error::Result;
+use error::Result;
 
 /// The join sequence of a node that holds index `index` (its lock, on `conn`): remove what the
 /// index wrote past its watermark, go online at `max(all watermarks, now)`, and make `gen`

@@ -3,10 +3,10 @@
 //! can read (the visibility cap) and never an event its node has not covered (above its
 //! node's watermark: it may still be truncated, or become visible later).
 
+use super::error::{DieselContext, Result};
 use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text};
 use diesel::{OptionalExtension, QueryDsl, QueryableByName};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use syncline_coordination::error::{DieselContext, Result};
 use syncline_schema::tables::sequencer::sequencer_lower_bound as lb;
 
 use super::events::BROADCAST;

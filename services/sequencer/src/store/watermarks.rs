@@ -7,8 +7,8 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use scoped_futures::ScopedFutureExt;
 use syncline_schema::tables::sequencer::sequencer_watermarks as w;
 
+use super::error::{DieselContext, Result, StoreError};
 use syncline_coordination::db::retry_conflicts;
-use syncline_coordination::error::{CoordError, DieselContext, Result};
 
 /// The visibility cap readers stop at, as an SQL expression: the safe watermark (min over
 /// online nodes) or, with no node online, the highest watermark (each offline node's events
@@ -69,9 +69,9 @@ pub async fn save(conn: &mut AsyncPgConnection, index: u32, ts: i64) -> Result<(
         return Ok(());
     }
     match get(conn, index).await? {
-        Some(row) if !row.online => Err(CoordError::MarkedOffline { node_index: index }),
+        Some(row) if !row.online => Err(StoreError::MarkedOffline { node_index: index }),
         row => {
-            Err(CoordError::WatermarkChanged { node_index: index, expected: ts, found: row.map(|r| r.watermark_ts) })
+            Err(StoreError::WatermarkChanged { node_index: index, expected: ts, found: row.map(|r| r.watermark_ts) })
         }
     }
 }
