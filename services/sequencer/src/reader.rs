@@ -11,13 +11,13 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use crate::store::error::StoreError;
-use crate::store::events::{self, EventKind, Page, StoredEvent};
+use crate::store::events::{self, ErrorCode, EventError, EventKind, Page, StoredEvent};
 use crate::store::pruning::lower_bound;
 use crate::store::timestamps::now_micros;
 use futures_util::Stream;
 use prost::Message;
 use scoped_futures::ScopedFutureExt;
-use syncline_proto::sequencer::{Batch, DeliverError, Event, SubscribeResponse};
+use syncline_proto::sequencer::{Batch, DeliverError, DeliverErrorCode, Event, SubscribeResponse};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 use tracing::Instrument;
@@ -304,9 +304,16 @@ async fn to_proto(inner: &Inner, member: &Member, ev: StoredEvent, previous: Opt
                 batch.envelopes.into_iter().filter(|env| env.recipients.iter().any(|r| r == &member.member)).collect();
         }
         EventKind::Error => {
-            let text = ev.error.unwrap_or_default();
-            let (code, message) = text.split_once(": ").unwrap_or(("ERROR", text.as_str()));
-            event.error = Some(DeliverError { code: code.to_string(), message: message.to_string() });
+            let error = ev.error.unwrap_or(EventError { code: ErrorCode::Unspecified, message: String::new() });
+            let error_code = match error.code {
+                ErrorCode::Unspecified => DeliverErrorCode::Unspecified,
+                ErrorCode::UnknownRecipients => DeliverErrorCode::UnknownRecipients,
+            };
+            event.error = Some(DeliverError {
+                code: error.code.as_str().to_string(),
+                message: error.message,
+                error_code: error_code.into(),
+            });
         }
     }
     Ok(event)

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::store;
 use crate::store::error::StoreError;
-use crate::store::events::{self, EventKind, ExistingClaim, MessageIdClaim, NewEvent};
+use crate::store::events::{self, ErrorCode, EventError, EventKind, ExistingClaim, MessageIdClaim, NewEvent};
 use crate::store::node_index::{self, IndexLease};
 use crate::store::timestamps::TimestampGenerator;
 use crate::store::{recovery, watermarks};
@@ -701,7 +701,7 @@ fn to_event(ts: i64, sub: &Submission) -> NewEvent {
             sender: Some(sub.sender),
             recipients: vec![sub.sender],
             payload: None,
-            error: Some(format!("UNKNOWN_RECIPIENTS: {}", sub.unknown.join(", "))),
+            error: Some(EventError { code: ErrorCode::UnknownRecipients, message: sub.unknown.join(", ") }),
             claim,
         }
     }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use syncline_proto::sequencer::{DeliverError, Envelope, Event, SendRequest};
+use syncline_proto::sequencer::{DeliverError, DeliverErrorCode, Envelope, Event, SendRequest};
 use tokio::sync::watch;
 use tonic::Code;
 
@@ -199,7 +199,11 @@ impl FakeSequencer {
             }
         } else {
             // As the sequencer does: only the sender learns, through an error event.
-            let error = DeliverError { code: "UNKNOWN_RECIPIENTS".into(), message: unknown.join(", ") };
+            let error = DeliverError {
+                code: "UNKNOWN_RECIPIENTS".into(),
+                message: unknown.join(", "),
+                error_code: DeliverErrorCode::UnknownRecipients.into(),
+            };
             Stored {
                 timestamp: ts,
                 sender: req.sender.clone(),
@@ -396,6 +400,7 @@ mod tests {
         let alice = fake.events_of("alice");
         let error = alice[0].error.as_ref().expect("an error event");
         assert_eq!((error.code.as_str(), error.message.as_str()), ("UNKNOWN_RECIPIENTS", "zed"));
+        assert_eq!(error.error_code(), DeliverErrorCode::UnknownRecipients);
         assert!(fake.events_of("bob").is_empty());
     }
 

@@ -43,6 +43,41 @@ impl EventKind {
     }
 }
 
+/// The typed code of an error event, stored in its own column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// Written without a code (by a sequencer before codes had a column of their own).
+    Unspecified,
+    /// Some recipients of the send are not registered members.
+    UnknownRecipients,
+}
+
+impl ErrorCode {
+    /// The code as stored (and as the public API's string `code` shows it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Unspecified => "ERROR",
+            ErrorCode::UnknownRecipients => "UNKNOWN_RECIPIENTS",
+        }
+    }
+
+    fn parse(s: Option<&str>) -> ErrorCode {
+        match s {
+            Some("UNKNOWN_RECIPIENTS") => ErrorCode::UnknownRecipients,
+            _ => ErrorCode::Unspecified,
+        }
+    }
+}
+
+/// What an error event says: a code and a message for people.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventError {
+    /// Why the send was not delivered.
+    pub code: ErrorCode,
+    /// Details (e.g. the unknown recipients).
+    pub message: String,
+}
+
 /// A send's claim on its (sender, message id): sequenced at most once before `max_sequencing_ts`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MessageIdClaim {
@@ -88,8 +123,8 @@ pub struct NewEvent {
     pub recipients: Vec<i32>,
     /// The body, for deliver events.
     pub payload: Option<Vec<u8>>,
-    /// The error text, for error events.
-    pub error: Option<String>,
+    /// The error, for error events.
+    pub error: Option<EventError>,
     /// Deduplication claim; events whose claim is taken are not written.
     pub claim: Option<MessageIdClaim>,
 }
@@ -111,8 +146,8 @@ pub struct StoredEvent {
     pub recipients: Vec<i32>,
     /// Body of a deliver event.
     pub payload: Option<Vec<u8>>,
-    /// Error text of an error event.
-    pub error: Option<String>,
+    /// The error of an error event.
+    pub error: Option<EventError>,
 }
 
 /// What an append wrote.
@@ -133,8 +168,9 @@ pub struct Appended {
 const APPEND_SQL: &str = "
 with input as (
   select * from unnest($1::bigint[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::bytea[], $7::text[],
-                       $8::integer[], $9::text[], $10::bigint[], $12::bytea[])
-    as t(ts, kind, message_id, sender, recipients, payload, error_message, claim_sender, claim_id, mst, digest)
+                       $8::integer[], $9::text[], $10::bigint[], $12::bytea[], $13::text[])
+    as t(ts, kind, message_id, sender, recipients, payload, error_message, claim_sender, claim_id, mst, digest,
+         error_code)
 ),
 claimed as (
   insert into sequencer_message_ids (sender, message_id, ts, node_index, max_sequencing_ts, digest)
@@ -146,8 +182,8 @@ kept as (
   select * from input where mst is null or ts in (select ts from claimed)
 ),
 written as (
-  insert into sequencer_events (ts, node_index, kind, message_id, sender, recipients, error_message)
-  select ts, $11, kind, message_id, sender, recipients::integer[], error_message from kept
+  insert into sequencer_events (ts, node_index, kind, message_id, sender, recipients, error_message, error_code)
+  select ts, $11, kind, message_id, sender, recipients::integer[], error_message, error_code from kept
   returning ts, recipients
 ),
 fanout as (
@@ -201,7 +237,9 @@ pub async fn append(conn: &mut AsyncPgConnection, index: u32, events: &[NewEvent
         .bind::<Array<Nullable<Integer>>, _>(keep.iter().map(|ev| ev.sender).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(keep.iter().map(|ev| recipients(ev)).collect::<Vec<_>>())
         .bind::<Array<Nullable<Binary>>, _>(keep.iter().map(|ev| ev.payload.as_deref()).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Text>>, _>(keep.iter().map(|ev| ev.error.as_deref()).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(
+            keep.iter().map(|ev| ev.error.as_ref().map(|e| e.message.as_str())).collect::<Vec<_>>(),
+        )
         .bind::<Array<Nullable<Integer>>, _>(
             keep.iter().map(|ev| ev.claim.as_ref().map(|c| c.sender)).collect::<Vec<_>>(),
         )
@@ -214,6 +252,9 @@ pub async fn append(conn: &mut AsyncPgConnection, index: u32, events: &[NewEvent
         .bind::<SmallInt, _>(index as i16)
         .bind::<Array<Nullable<Binary>>, _>(
             keep.iter().map(|ev| ev.claim.as_ref().map(|c| c.digest.as_slice())).collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Text>>, _>(
+            keep.iter().map(|ev| ev.error.as_ref().map(|e| e.code.as_str())).collect::<Vec<_>>(),
         )
         .load(conn)
         .await
@@ -298,6 +339,8 @@ struct Row {
     recipients: Option<Vec<i32>>,
     #[diesel(sql_type = Nullable<Text>)]
     error_message: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    error_code: Option<String>,
     #[diesel(sql_type = Nullable<Binary>)]
     content: Option<Vec<u8>>,
     #[diesel(sql_type = Nullable<BigInt>)]
@@ -334,11 +377,11 @@ fn visible_hits() -> String {
 static READ_SQL: LazyLock<String> = LazyLock::new(|| {
     visible_hits()
         + "
-select e.ts, e.node_index, e.kind, e.message_id, e.sender, e.recipients, e.error_message, p.content,
+select e.ts, e.node_index, e.kind, e.message_id, e.sender, e.recipients, e.error_message, e.error_code, p.content,
        null::bigint as cap, false as is_cap_row
   from hits join sequencer_events e on e.ts = hits.ts left join sequencer_payloads p on p.ts = e.ts
 union all
-select null, null, null, null, null, null, null, null, bound.cap, true from bound
+select null, null, null, null, null, null, null, null, null, bound.cap, true from bound
 order by is_cap_row, ts"
 });
 
@@ -397,7 +440,9 @@ pub async fn read(conn: &mut AsyncPgConnection, member: i32, after: i64, limit: 
             sender: row.sender,
             recipients: row.recipients.unwrap_or_default(),
             payload: row.content,
-            error: row.error_message,
+            error: row
+                .error_message
+                .map(|message| EventError { code: ErrorCode::parse(row.error_code.as_deref()), message }),
         });
     }
     let next_cursor = match events.last() {

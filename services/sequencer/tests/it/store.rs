@@ -12,7 +12,7 @@ use syncline_coordination::db::{self, SessionKind};
 use syncline_coordination::locks::{self, LockId};
 use syncline_coordination::DbConfig;
 use syncline_sequencer::store::error::StoreError;
-use syncline_sequencer::store::events::{self, EventKind, MessageIdClaim, NewEvent, BROADCAST};
+use syncline_sequencer::store::events::{self, ErrorCode, EventError, EventKind, MessageIdClaim, NewEvent, BROADCAST};
 use syncline_sequencer::store::{node_index, offline, recovery, watermarks};
 use syncline_testkit::fresh_database;
 
@@ -89,7 +89,7 @@ async fn events_are_read_back_with_payloads_filtered_by_recipient() {
         sender: Some(BOB),
         recipients: vec![BOB],
         payload: None,
-        error: Some("Unknown recipients: dave".into()),
+        error: Some(EventError { code: ErrorCode::UnknownRecipients, message: "dave".into() }),
         claim: None,
     };
     events::append(&mut c, 0, &[deliver(1, ALICE, &[]), deliver(2, ALICE, &[BOB]), deliver(3, BOB, &[ALICE, CAROL])])
@@ -106,7 +106,7 @@ async fn events_are_read_back_with_payloads_filtered_by_recipient() {
     let bob = events::read(&mut c, BOB, 3, 100).await.unwrap();
     err.claim = None;
     assert_eq!(bob.events[0].kind, EventKind::Error);
-    assert_eq!(bob.events[0].error.as_deref(), Some("Unknown recipients: dave"));
+    assert_eq!(bob.events[0].error, Some(EventError { code: ErrorCode::UnknownRecipients, message: "dave".into() }));
     assert_eq!(bob.events[0].payload, None);
 }
 
