@@ -11,6 +11,7 @@ use scoped_futures::ScopedFutureExt;
 use syncline_coordination::{Db, DbError};
 
 use crate::error::{Result, SequencerError};
+use syncline_sequencer_client::BROADCAST_RECIPIENT;
 
 /// How long a cached enabled flag is trusted.
 const ENABLED_TTL: Duration = Duration::from_secs(1);
@@ -122,11 +123,16 @@ impl Members {
     }
 }
 
-/// Member names are non-empty, printable and bounded.
+/// Member names are non-empty, printable and bounded, and not the broadcast recipient.
 pub fn validate_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > MAX_MEMBER_NAME || name.chars().any(char::is_control) {
         return Err(SequencerError::InvalidRequest(format!(
             "member name must be 1 to {MAX_MEMBER_NAME} printable characters, got {name:?}"
+        )));
+    }
+    if name == BROADCAST_RECIPIENT {
+        return Err(SequencerError::InvalidRequest(format!(
+            "{BROADCAST_RECIPIENT:?} addresses every member and cannot be a member name"
         )));
     }
     Ok(())

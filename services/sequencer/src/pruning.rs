@@ -1,7 +1,9 @@
 //! Acknowledgements and pruning: a member acknowledges what it has processed; everything
 //! before the minimum acknowledgement over enabled members may be removed, but never past
 //! what readers can read (the visibility cap) and never an event its node has not covered.
-//! The SQL is in `store::pruning`.
+//! Broadcasts (recipient `*`) are never pruned: they carry what a member registered later
+//! must replay (the topology), and a subscription from a member's start delivers every
+//! broadcast still stored. The SQL is in `store::pruning`.
 //!
 //! An event is visible, as `events::read` has it, when it is at or below the cap (the safe
 //! watermark: the minimum over online nodes' watermarks, or with none online the maximum of

@@ -11,13 +11,14 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use crate::store::error::StoreError;
-use crate::store::events::{self, ErrorCode, EventError, EventKind, Page, StoredEvent};
+use crate::store::events::{self, Cursor, ErrorCode, EventError, EventKind, Page, StoredEvent};
 use crate::store::pruning::lower_bound;
 use crate::store::timestamps::now_micros;
 use futures_util::Stream;
 use prost::Message;
 use scoped_futures::ScopedFutureExt;
 use syncline_proto::sequencer::{Batch, DeliverError, DeliverErrorCode, Event, SubscribeResponse};
+use syncline_sequencer_client::BROADCAST_RECIPIENT;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 use tracing::Instrument;
@@ -132,15 +133,17 @@ impl Drop for Slot {
 /// Start streaming `member`'s events after `after` (default: its registration).
 pub(crate) async fn subscribe(inner: Arc<Inner>, member: Member, after: Option<i64>) -> Result<Subscription> {
     let slot = Slot::take(&inner)?;
-    let cursor = after.unwrap_or(member.registered_ts).max(member.registered_ts);
+    // A member's own events start after its registration; broadcasts (which pruning keeps)
+    // after `after`, or from the very first one for a subscription from the member's start.
+    let cursor = Cursor { member: member.id, after: after.unwrap_or(i64::MIN), own_after: member.registered_ts };
     let lower_bound =
         inner.db.run("reading the lower bound", |c| async move { lower_bound(c).await }.scope_boxed()).await?;
     if let Some(lower_bound) = lower_bound {
-        if cursor < lower_bound {
-            return Err(SequencerError::Pruned { requested: cursor, lower_bound });
+        if cursor.own() < lower_bound {
+            return Err(SequencerError::Pruned { requested: cursor.own(), lower_bound });
         }
     }
-    let previous = pruning::previous_event(&inner.db, &member, cursor).await?;
+    let previous = pruning::previous_event(&inner.db, &member, cursor.after).await?;
     let (tx, rx) = mpsc::channel(BUFFER);
     let span = tracing::info_span!("subscription", node = %inner.settings.name, member = %member.member);
     tokio::spawn(
@@ -163,7 +166,7 @@ pub(crate) async fn subscribe(inner: Arc<Inner>, member: Member, after: Option<i
 async fn stream(
     inner: &Inner,
     member: &Member,
-    mut cursor: i64,
+    mut cursor: Cursor,
     mut previous: Option<i64>,
     tx: &mpsc::Sender<Queued>,
 ) -> Result<()> {
@@ -175,7 +178,7 @@ async fn stream(
     let shutting_down = || SequencerError::ShuttingDown { node: node.clone() };
     loop {
         wake.borrow_and_update();
-        let (page, limit, lower_bound) = match read_page(inner, member.id, cursor).await {
+        let (page, limit, lower_bound) = match read_page(inner, cursor).await {
             Ok(read) => {
                 inner.readers.succeeded();
                 read
@@ -186,8 +189,8 @@ async fn stream(
             }
         };
         // Pruned past the cursor while this stream was behind: the page may lack events.
-        if let Some(lower_bound) = lower_bound.filter(|&b| cursor < b) {
-            return Err(SequencerError::PrunedWhileBehind { cursor, lower_bound });
+        if let Some(lower_bound) = lower_bound.filter(|&b| cursor.own() < b) {
+            return Err(SequencerError::PrunedWhileBehind { cursor: cursor.own(), lower_bound });
         }
         // A full (or cut) page: more may follow at once.
         let full = page.events.len() as u32 >= limit;
@@ -207,7 +210,7 @@ async fn stream(
             latency.record((now_micros() - ts).max(0) as f64 / 1e6);
             previous = Some(ts);
         }
-        cursor = page.next_cursor;
+        cursor.after = page.next_cursor;
         if full {
             continue;
         }
@@ -224,7 +227,7 @@ async fn stream(
                 },
                 _ = tokio::time::sleep_until(deadline) => break,
             }
-            if inner.signals.state.read().unwrap().may_have_news(member.id, cursor) {
+            if inner.signals.state.read().unwrap().may_have_news(member.id, cursor.after) {
                 break;
             }
         }
@@ -235,7 +238,7 @@ async fn stream(
 /// could exceed the byte budget, only as many as fit in it (at least one). Returns the page,
 /// the limit it was read with, and the pruning lower bound read after it: if it is not past the
 /// cursor, no prune had removed anything after the cursor when the page was read.
-async fn read_page(inner: &Inner, member: i32, cursor: i64) -> Result<(Page, u32, Option<i64>), StoreError> {
+async fn read_page(inner: &Inner, cursor: Cursor) -> Result<(Page, u32, Option<i64>), StoreError> {
     let batch = inner.settings.read_batch_size.max(1);
     let budget = inner.settings.subscription_buffer_bytes;
     if (batch as usize).saturating_mul(inner.settings.max_request_size) <= budget {
@@ -243,7 +246,7 @@ async fn read_page(inner: &Inner, member: i32, cursor: i64) -> Result<(Page, u32
             .db
             .run("reading events", |c| {
                 async move {
-                    let page = events::read(c, member, cursor, batch).await?;
+                    let page = events::read_at(c, cursor, batch).await?;
                     Ok((page, batch, lower_bound(c).await?))
                 }
                 .scope_boxed()
@@ -258,9 +261,9 @@ async fn read_page(inner: &Inner, member: i32, cursor: i64) -> Result<(Page, u32
                     .repeatable_read()
                     .read_only()
                     .run(async |c| {
-                        let sizes = events::sizes(c, member, cursor, batch).await?;
+                        let sizes = events::sizes_at(c, cursor, batch).await?;
                         let limit = fitting(sizes.iter().copied(), budget, batch);
-                        let page = events::read(c, member, cursor, limit).await?;
+                        let page = events::read_at(c, cursor, limit).await?;
                         Ok((page, limit, lower_bound(c).await?))
                     })
                     .await
@@ -300,8 +303,11 @@ async fn to_proto(inner: &Inner, member: &Member, ev: StoredEvent, previous: Opt
         EventKind::Deliver => {
             let batch = Batch::decode(ev.payload.as_deref().unwrap_or_default())
                 .map_err(|e| SequencerError::Undecodable { ts: ev.ts, reason: e.to_string() })?;
-            event.envelopes =
-                batch.envelopes.into_iter().filter(|env| env.recipients.iter().any(|r| r == &member.member)).collect();
+            event.envelopes = batch
+                .envelopes
+                .into_iter()
+                .filter(|env| env.recipients.iter().any(|r| r == &member.member || r == BROADCAST_RECIPIENT))
+                .collect();
         }
         EventKind::Error => {
             let error = ev.error.unwrap_or(EventError { code: ErrorCode::Unspecified, message: String::new() });

@@ -351,13 +351,14 @@ struct Row {
 
 // Two ordered, limited index scans per node (own id, broadcast) are merged; the outer limit
 // keeps the page gap-free. The cap and the offline-node rule are those of `watermarks`.
-// $1 member, $2 cursor (exclusive), $3 limit, $4 the broadcast recipient.
+// $1 member, $2 cursor (exclusive), $3 limit, $4 the broadcast recipient, $5 the floor of
+// the member's own events (exclusive; broadcasts have none, see [`Cursor`]).
 fn visible_hits() -> String {
-    let scan = |recipient: &str| {
+    let scan = |recipient: &str, after: &str| {
         format!(
             "(select r.ts from sequencer_event_recipients r \
-               where r.node_index = wm.node_index and r.recipient_id = {recipient} and r.ts > $2 and r.ts <= bound.cap \
-                 and {visible} \
+               where r.node_index = wm.node_index and r.recipient_id = {recipient} and r.ts > {after} \
+                 and r.ts <= bound.cap and {visible} \
                order by r.ts limit $3)",
             visible = visible_on_node_sql("wm", "r.ts")
         )
@@ -368,9 +369,35 @@ fn visible_hits() -> String {
          hits as ( \
            select distinct x.ts from wm cross join bound cross join lateral ({own} union all {broadcast}) x \
            order by x.ts limit $3)",
-        own = scan("$1"),
-        broadcast = scan("$4"),
+        own = scan("$1", "greatest($2, $5)"),
+        broadcast = scan("$4", "$2"),
     )
+}
+
+/// Where a member's read continues: after `after`, except that its own (member-addressed)
+/// events start after `own_after` when that is later. A subscription from a member's start
+/// reads from the very beginning with `own_after` its registration: every broadcast still
+/// stored, merged in order with its own events since it registered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    /// The member id.
+    pub member: i32,
+    /// Exclusive lower bound of every event read.
+    pub after: i64,
+    /// Exclusive lower bound of the member's own events.
+    pub own_after: i64,
+}
+
+impl Cursor {
+    /// Everything of `member` after `after`.
+    pub fn after(member: i32, after: i64) -> Cursor {
+        Cursor { member, after, own_after: after }
+    }
+
+    /// Where the member's own events continue: the later of the two bounds.
+    pub fn own(&self) -> i64 {
+        self.after.max(self.own_after)
+    }
 }
 
 // One statement, so the watermarks and the events come from one snapshot.
@@ -403,11 +430,17 @@ struct Size {
 /// Payload sizes (bytes) of the events [`read`] with the same arguments returns, in the same
 /// order, without loading them: run both in one snapshot to cut a page to a byte budget.
 pub async fn sizes(conn: &mut AsyncPgConnection, member: i32, after: i64, limit: u32) -> Result<Vec<i64>> {
+    sizes_at(conn, Cursor::after(member, after), limit).await
+}
+
+/// [`sizes`] at a [`Cursor`].
+pub async fn sizes_at(conn: &mut AsyncPgConnection, at: Cursor, limit: u32) -> Result<Vec<i64>> {
     let rows: Vec<Size> = diesel::sql_query(SIZES_SQL.as_str())
-        .bind::<Integer, _>(member)
-        .bind::<BigInt, _>(after)
+        .bind::<Integer, _>(at.member)
+        .bind::<BigInt, _>(at.after)
         .bind::<BigInt, _>(i64::from(limit.max(1)))
         .bind::<Integer, _>(BROADCAST)
+        .bind::<BigInt, _>(at.own_after)
         .load(conn)
         .await
         .during("sizing a page of events")?;
@@ -416,12 +449,19 @@ pub async fn sizes(conn: &mut AsyncPgConnection, member: i32, after: i64, limit:
 
 /// Read up to `limit` events of `member` with timestamps above `after`.
 pub async fn read(conn: &mut AsyncPgConnection, member: i32, after: i64, limit: u32) -> Result<Page> {
+    read_at(conn, Cursor::after(member, after), limit).await
+}
+
+/// Read up to `limit` events at a [`Cursor`]; the page's `next_cursor` is the next `after`.
+pub async fn read_at(conn: &mut AsyncPgConnection, at: Cursor, limit: u32) -> Result<Page> {
+    let after = at.after;
     let limit = limit.max(1);
     let rows: Vec<Row> = diesel::sql_query(READ_SQL.as_str())
-        .bind::<Integer, _>(member)
+        .bind::<Integer, _>(at.member)
         .bind::<BigInt, _>(after)
         .bind::<BigInt, _>(i64::from(limit))
         .bind::<Integer, _>(BROADCAST)
+        .bind::<BigInt, _>(at.own_after)
         .load(conn)
         .await
         .during("reading events")?;

@@ -1,7 +1,9 @@
 //! Acknowledgements, the pruning bounds and pruning itself, in SQL. Everything before the
 //! minimum acknowledgement over enabled members may be removed, but never past what readers
-//! can read (the visibility cap) and never an event its node has not covered (above its
-//! node's watermark: it may still be truncated, or become visible later).
+//! can read (the visibility cap), never an event its node has not covered (above its node's
+//! watermark: it may still be truncated, or become visible later), and never a broadcast:
+//! broadcasts carry what a member joining later must replay (the topology), and its
+//! subscription from its start delivers every one still stored.
 
 use super::error::{DieselContext, Result};
 use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text};
@@ -79,9 +81,11 @@ pub struct MemberAck {
 }
 
 impl MemberAck {
-    /// How far this member lets pruning go.
+    /// How far this member lets pruning go: its acknowledgement, but never below its
+    /// registration (it has no events of its own before, and the broadcasts before it, which
+    /// it may acknowledge as it catches up, are never pruned).
     pub fn safe_point(&self) -> i64 {
-        self.acknowledged.unwrap_or(self.registered_ts)
+        self.acknowledged.map_or(self.registered_ts, |a| a.max(self.registered_ts))
     }
 }
 
@@ -123,7 +127,7 @@ async fn status_in(c: &mut AsyncPgConnection) -> Result<PruningStatus, diesel::r
     let members: Vec<MemberAck> = diesel::sql_query(
         "select m.member, a.ts as acknowledged, m.registered_ts from sequencer_members m \
          left join sequencer_acknowledgements a on a.member_id = m.id where m.enabled \
-         order by coalesce(a.ts, m.registered_ts), m.member",
+         order by greatest(a.ts, m.registered_ts), m.member",
     )
     .load(c)
     .await?;
@@ -203,27 +207,35 @@ pub async fn prune(conn: &mut AsyncPgConnection, before: i64) -> Result<PruneOut
         .bind::<BigInt, _>(before.saturating_sub(1))
         .execute(c)
         .await?;
-        let events: Count = diesel::sql_query(
+        // Broadcasts stay, with their recipient rows and payloads: they carry what a member
+        // joining later must replay (e.g. the topology).
+        let events: Count = diesel::sql_query(format!(
             "with d as (delete from sequencer_events e using sequencer_watermarks w \
-             where w.node_index = e.node_index and e.ts < $1 and e.ts <= w.watermark_ts returning 1) \
+             where w.node_index = e.node_index and e.ts < $1 and e.ts <= w.watermark_ts and not {} returning 1) \
              select count(*) as n from d",
-        )
+            is_broadcast("e")
+        ))
         .bind::<BigInt, _>(before)
+        .bind::<Integer, _>(BROADCAST)
         .get_result(c)
         .await?;
-        diesel::sql_query(
+        diesel::sql_query(format!(
             "delete from sequencer_event_recipients r using sequencer_watermarks w \
-             where w.node_index = r.node_index and r.ts < $1 and r.ts <= w.watermark_ts",
-        )
+             where w.node_index = r.node_index and r.ts < $1 and r.ts <= w.watermark_ts and not {}",
+            is_broadcast("r")
+        ))
         .bind::<BigInt, _>(before)
+        .bind::<Integer, _>(BROADCAST)
         .execute(c)
         .await?;
-        let payloads: Count = diesel::sql_query(
+        let payloads: Count = diesel::sql_query(format!(
             "with d as (delete from sequencer_payloads p using sequencer_watermarks w \
-             where w.node_index = p.node_index and p.ts < $1 and p.ts <= w.watermark_ts returning 1) \
+             where w.node_index = p.node_index and p.ts < $1 and p.ts <= w.watermark_ts and not {} returning 1) \
              select count(*) as n from d",
-        )
+            is_broadcast("p")
+        ))
         .bind::<BigInt, _>(before)
+        .bind::<Integer, _>(BROADCAST)
         .get_result(c)
         .await?;
         Ok::<_, diesel::result::Error>(PruneOutcome::Pruned(Pruned {
@@ -235,18 +247,30 @@ pub async fn prune(conn: &mut AsyncPgConnection, before: i64) -> Result<PruneOut
     .during("pruning")
 }
 
+/// SQL condition: the event `t.ts` written by node `t.node_index` is a broadcast ($2 binds
+/// the broadcast recipient). One index probe on the recipient rows.
+fn is_broadcast(t: &str) -> String {
+    format!(
+        "exists (select 1 from sequencer_event_recipients b \
+         where b.node_index = {t}.node_index and b.recipient_id = $2 and b.ts = {t}.ts)"
+    )
+}
+
 #[derive(QueryableByName)]
 struct Prev {
     #[diesel(sql_type = Nullable<BigInt>)]
     ts: Option<i64>,
 }
 
-/// Member `id`'s last visible event at or before `at` (or its pruned previous timestamp).
+/// Member `id`'s last visible event at or before `at`: the latest of those still stored and
+/// of its pruned previous timestamp (which is below every stored event of its own, but may be
+/// above a broadcast that pruning kept).
 pub async fn previous_event(conn: &mut AsyncPgConnection, id: i32, at: i64) -> Result<Option<i64>> {
     let prev: Prev = diesel::sql_query(format!(
-        "select coalesce((select max(r.ts) from sequencer_event_recipients r join sequencer_watermarks w \
+        "select greatest((select max(r.ts) from sequencer_event_recipients r join sequencer_watermarks w \
          on w.node_index = r.node_index where r.recipient_id in ($1, $3) and r.ts <= $2 and {visible}), \
-         (select pruned_previous_event_ts from sequencer_members where id = $1)) as ts",
+         (select pruned_previous_event_ts from sequencer_members where id = $1 and pruned_previous_event_ts <= $2)) \
+         as ts",
         visible = visible_on_node_sql("w", "r.ts")
     ))
     .bind::<Integer, _>(id)
