@@ -13,7 +13,7 @@ use futures_util::FutureExt;
 use scoped_futures::ScopedBoxFuture;
 use tokio_postgres::NoTls;
 
-use crate::error::{CoordError, DieselContext, Result};
+use crate::error::{DbError, DieselContext, HasDbError, Result};
 use crate::locks::LockId;
 
 /// A Diesel-async connection pool.
@@ -65,7 +65,7 @@ pub enum SessionKind {
 /// Build the tokio-postgres configuration for a session of `kind`.
 pub fn pg_config(cfg: &DbConfig, kind: SessionKind) -> Result<tokio_postgres::Config> {
     let mut pg: tokio_postgres::Config =
-        cfg.url.parse().map_err(|e| CoordError::InvalidConfig(format!("database url: {e}")))?;
+        cfg.url.parse().map_err(|e| DbError::InvalidConfig(format!("database url: {e}")))?;
     pg.application_name(&cfg.application_name);
     pg.connect_timeout(cfg.connect_timeout);
     pg.keepalives(true);
@@ -93,7 +93,7 @@ pub fn pg_config(cfg: &DbConfig, kind: SessionKind) -> Result<tokio_postgres::Co
 /// Open one connection of `kind`, outside any pool.
 pub async fn connect(cfg: &DbConfig, kind: SessionKind) -> Result<AsyncPgConnection> {
     let pg = pg_config(cfg, kind)?;
-    open(pg).await.map_err(|e| CoordError::from_connection("connecting", e))
+    open(pg).await.map_err(|e| DbError::from_connection("connecting", e))
 }
 
 async fn open(pg: tokio_postgres::Config) -> diesel::ConnectionResult<AsyncPgConnection> {
@@ -132,10 +132,10 @@ pub async fn migrate(cfg: &DbConfig) -> Result<()> {
         harness
             .run_pending_migrations(syncline_schema::MIGRATIONS)
             .map(|applied| applied.len())
-            .map_err(|e| CoordError::Migration(e.to_string()))
+            .map_err(|e| DbError::Migration(e.to_string()))
     })
     .await
-    .map_err(|e| CoordError::Migration(format!("migration task failed: {e}")))?
+    .map_err(|e| DbError::Migration(format!("migration task failed: {e}")))?
     .map(|applied| {
         if applied > 0 {
             tracing::info!(applied, "applied schema migrations");
@@ -168,11 +168,13 @@ impl RetryPolicy {
 }
 
 /// Run `op` until it succeeds, fails with a non-retryable error, or the policy gives up, in
-/// which case the last (retryable) error is returned for the caller to act on.
-pub async fn retry<T, F, Fut>(policy: &RetryPolicy, what: &str, op: F) -> Result<T>
+/// which case the last (retryable) error is returned for the caller to act on. Only errors
+/// that wrap a retryable [`DbError`] are retried.
+pub async fn retry<T, E, F, Fut>(policy: &RetryPolicy, what: &str, op: F) -> Result<T, E>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: HasDbError + std::fmt::Display,
 {
     let backoff = ExponentialBuilder::default()
         .with_min_delay(policy.min_delay)
@@ -180,7 +182,7 @@ where
         .with_max_times(policy.max_retries)
         .with_jitter();
     op.retry(backoff)
-        .when(CoordError::is_retryable)
+        .when(|e: &E| e.db_error().is_some_and(DbError::is_retryable))
         .notify(|e, delay| tracing::debug!(%e, ?delay, what, "retrying after transient error"))
         .await
 }
@@ -204,16 +206,18 @@ impl Db {
     }
 
     /// Run `f` on a pooled connection, retrying transient errors with the configured policy.
-    /// `f` returns `async move { … }.scope_boxed()` (scoped_futures), so it may borrow.
-    pub async fn run<'a, T, F>(&self, what: &str, f: F) -> Result<T>
+    /// `f` returns `async move { … }.scope_boxed()` (scoped_futures), so it may borrow; its
+    /// error is the caller's own type, as long as it can hold a [`DbError`].
+    pub async fn run<'a, T, E, F>(&self, what: &str, f: F) -> Result<T, E>
     where
-        F: for<'c> FnMut(&'c mut AsyncPgConnection) -> ScopedBoxFuture<'a, 'c, Result<T>> + Send + 'a,
+        F: for<'c> FnMut(&'c mut AsyncPgConnection) -> ScopedBoxFuture<'a, 'c, Result<T, E>> + Send + 'a,
         T: Send + 'a,
+        E: From<DbError> + HasDbError + std::fmt::Display + Send + 'a,
     {
         // backon wants an `FnMut() -> Future`; the mutex lets each attempt borrow `f`.
         let f = tokio::sync::Mutex::new(f);
         let attempt = || async {
-            let mut conn = self.pool.get().await.map_err(|e| CoordError::from_connection(what, e))?;
+            let mut conn = self.pool.get().await.map_err(|e| DbError::from_pool(what, e))?;
             let mut f = f.lock().await;
             (*f)(&mut conn).await
         };
@@ -222,16 +226,17 @@ impl Db {
 
     /// A pooled connection, for callers that manage retries themselves.
     pub async fn conn(&self) -> Result<bb8::PooledConnection<'_, AsyncDieselConnectionManager<AsyncPgConnection>>> {
-        self.pool.get().await.map_err(|e| CoordError::from_connection("getting a pooled connection", e))
+        self.pool.get().await.map_err(|e| DbError::from_pool("getting a pooled connection", e))
     }
 }
 
 /// Run `f` on one given connection (e.g. a lock session), retrying only transaction
 /// conflicts (40001, 40P01): other errors on a dedicated connection need the caller to act.
-pub async fn retry_conflicts<'a, T, F>(conn: &'a mut AsyncPgConnection, what: &str, f: F) -> Result<T>
+pub async fn retry_conflicts<'a, T, E, F>(conn: &'a mut AsyncPgConnection, what: &str, f: F) -> Result<T, E>
 where
-    F: for<'c> FnMut(&'c mut AsyncPgConnection) -> ScopedBoxFuture<'a, 'c, Result<T>> + Send + 'a,
+    F: for<'c> FnMut(&'c mut AsyncPgConnection) -> ScopedBoxFuture<'a, 'c, Result<T, E>> + Send + 'a,
     T: Send + 'a,
+    E: HasDbError + std::fmt::Display + Send + 'a,
 {
     let state = tokio::sync::Mutex::new((conn, f));
     let attempt = || async {
@@ -246,7 +251,7 @@ where
         .with_jitter();
     attempt
         .retry(backoff)
-        .when(|e| matches!(e, CoordError::Conflict { .. }))
+        .when(|e: &E| e.db_error().is_some_and(DbError::is_conflict))
         .notify(|e, delay| tracing::debug!(%e, ?delay, what, "retrying after a transaction conflict"))
         .await
 }
@@ -264,6 +269,6 @@ pub async fn setting(conn: &mut AsyncPgConnection, name: &str) -> Result<String>
         .bind::<diesel::sql_types::Text, _>(name)
         .get_result(conn)
         .await
-        .map_err(|e| CoordError::from_diesel(&format!("reading the setting {name}"), e))?;
+        .map_err(|e| DbError::from_diesel(&format!("reading the setting {name}"), e))?;
     Ok(row.value)
 }

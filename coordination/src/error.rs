@@ -1,17 +1,28 @@
-//! The coordination crate's error type and its classification into retryable or not.
+//! The database layer's error type, [`DbError`], and its classification into retryable or
+//! not. Each layer above wraps it in its own type (the leadership module's
+//! `LeadershipError`, a service's store error); the one retry policy ([`crate::db::retry`])
+//! asks only the `DbError` inside, through [`HasDbError`].
 
 use std::time::Duration;
 
-/// Result of a coordination call.
-pub type Result<T, E = CoordError> = std::result::Result<T, E>;
+/// Result of a database call.
+pub type Result<T, E = DbError> = std::result::Result<T, E>;
 
-/// Everything a coordination call can fail with. `is_retryable` tells callers whether to try
-/// again later (database outage, contention) or to act (fenced, marked offline, bad input).
+/// Everything a call to the database can fail with. `is_retryable` tells callers whether to
+/// try again later (outage, contention, timeout) or to act (a bug, a bad configuration).
 #[derive(Debug, thiserror::Error)]
-pub enum CoordError {
+pub enum DbError {
     /// The database cannot be reached or dropped the connection; try again later.
     #[error("database unavailable while {during}: {reason}")]
-    Unavailable {
+    Connection {
+        /// What was being done.
+        during: String,
+        /// Why.
+        reason: String,
+    },
+    /// No pooled connection could be had in time (the pool is exhausted or cannot connect).
+    #[error("no database connection while {during}: {reason}")]
+    Pool {
         /// What was being done.
         during: String,
         /// Why.
@@ -34,65 +45,6 @@ pub enum CoordError {
         #[source]
         source: diesel::result::Error,
     },
-    /// Applying the schema migrations failed.
-    #[error("schema migration failed: {0}")]
-    Migration(String),
-    /// Every sequencer node index is online or locked by another process.
-    #[error("all {total} sequencer node indexes are in use (raise total_node_count or stop a node)")]
-    AllIndexesInUse {
-        /// The total node count.
-        total: u32,
-    },
-    /// This node's watermark row was marked offline by someone: the writer must stop and recover.
-    #[error("sequencer node {node_index} was marked offline")]
-    MarkedOffline {
-        /// The sequencer node index.
-        node_index: u32,
-    },
-    /// This node's watermark row does not hold what it just wrote: another process writes
-    /// with the same index, or the row vanished.
-    #[error("watermark of sequencer node {node_index} changed by someone else (expected {expected}, found {found:?})")]
-    WatermarkChanged {
-        /// The sequencer node index.
-        node_index: u32,
-        /// The watermark this node wrote.
-        expected: i64,
-        /// What the row holds instead (`None`: the row is gone).
-        found: Option<i64>,
-    },
-    /// The dedicated connection holding an advisory lock was lost, so the lock is gone too.
-    #[error("lost the advisory lock {what}: {reason}")]
-    LockLost {
-        /// What could not be done.
-        what: String,
-        /// Why.
-        reason: String,
-    },
-    /// A write carried a fencing epoch older than the group's current one.
-    #[error("fenced: replica group {group} is at epoch {current}, this write carried epoch {epoch}")]
-    Fenced {
-        /// The replica group.
-        group: String,
-        /// The epoch the write carried.
-        epoch: i64,
-        /// The group's current epoch.
-        current: i64,
-    },
-    /// The operation needs the active replica, and this one is passive.
-    #[error("replica is not active in group {group}")]
-    NotActive {
-        /// The replica group.
-        group: String,
-    },
-    /// `set_passive` found no replica waiting to take over, so this one stays active.
-    #[error("no passive replica of group {group} is waiting to take over; staying active")]
-    NoStandby {
-        /// The replica group.
-        group: String,
-    },
-    /// A configuration value is out of range.
-    #[error("invalid configuration: {0}")]
-    InvalidConfig(String),
     /// The operation did not finish in time.
     #[error("timed out after {after:?} while {during}")]
     Timeout {
@@ -101,18 +53,34 @@ pub enum CoordError {
         /// How long it waited.
         after: Duration,
     },
+    /// Applying the schema migrations failed.
+    #[error("schema migration failed: {0}")]
+    Migration(String),
+    /// The dedicated connection holding an advisory lock was lost, so the lock is gone too.
+    #[error("lost the advisory lock {what}: {reason}")]
+    LockLost {
+        /// What could not be done.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// The database configuration (its URL) is unusable.
+    #[error("invalid database configuration: {0}")]
+    InvalidConfig(String),
 }
 
-impl CoordError {
+impl DbError {
     /// True when the same call may succeed later without anyone acting on the cause.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            CoordError::Unavailable { .. }
-                | CoordError::Conflict { .. }
-                | CoordError::AllIndexesInUse { .. }
-                | CoordError::Timeout { .. }
+            DbError::Connection { .. } | DbError::Pool { .. } | DbError::Conflict { .. } | DbError::Timeout { .. }
         )
+    }
+
+    /// True for a transaction conflict (40001, 40P01), which a retry on the same session can cure.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, DbError::Conflict { .. })
     }
 
     /// Classify a Diesel error raised while doing `during`.
@@ -121,40 +89,58 @@ impl CoordError {
         let during = during.to_string();
         match &e {
             E::DatabaseError(K::SerializationFailure, info) => {
-                CoordError::Conflict { during, reason: info.message().to_string() }
+                DbError::Conflict { during, reason: info.message().to_string() }
             }
             E::DatabaseError(K::UnableToSendCommand | K::ClosedConnection, info) => {
-                CoordError::Unavailable { during, reason: info.message().to_string() }
+                DbError::Connection { during, reason: info.message().to_string() }
             }
             E::BrokenTransactionManager => {
-                CoordError::Unavailable { during, reason: "connection broke inside a transaction".into() }
+                DbError::Connection { during, reason: "connection broke inside a transaction".into() }
             }
             // diesel-async does not expose SQLSTATE for these; Postgres' messages are stable
             // in the C locale our clusters use.
             E::DatabaseError(K::Unknown, info) => {
                 let msg = info.message();
                 if msg.contains("deadlock detected") {
-                    CoordError::Conflict { during, reason: msg.to_string() }
+                    DbError::Conflict { during, reason: msg.to_string() }
                 } else if is_transient_message(msg) {
-                    CoordError::Unavailable { during, reason: msg.to_string() }
+                    DbError::Connection { during, reason: msg.to_string() }
                 } else {
-                    CoordError::Query { during, source: e }
+                    DbError::Query { during, source: e }
                 }
             }
-            _ => CoordError::Query { during, source: e },
+            _ => DbError::Query { during, source: e },
         }
     }
 
     /// Classify a connection error raised while doing `during`: always retryable.
     pub fn from_connection(during: &str, e: impl std::fmt::Display) -> Self {
-        CoordError::Unavailable { during: during.to_string(), reason: e.to_string() }
+        DbError::Connection { during: during.to_string(), reason: e.to_string() }
+    }
+
+    /// A pool that could not hand out a connection while doing `during`: retryable.
+    pub fn from_pool(during: &str, e: impl std::fmt::Display) -> Self {
+        DbError::Pool { during: during.to_string(), reason: e.to_string() }
     }
 }
 
 /// Errors raised inside `transaction` closures (BEGIN/COMMIT included).
-impl From<diesel::result::Error> for CoordError {
+impl From<diesel::result::Error> for DbError {
     fn from(e: diesel::result::Error) -> Self {
-        CoordError::from_diesel("running a transaction", e)
+        DbError::from_diesel("running a transaction", e)
+    }
+}
+
+/// An error type of a layer above the database that may wrap a [`DbError`]: the retry
+/// policy retries exactly those whose `DbError` is retryable.
+pub trait HasDbError {
+    /// The database error inside, if this is one.
+    fn db_error(&self) -> Option<&DbError>;
+}
+
+impl HasDbError for DbError {
+    fn db_error(&self) -> Option<&DbError> {
+        Some(self)
     }
 }
 
@@ -175,12 +161,12 @@ fn is_transient_message(msg: &str) -> bool {
 
 /// Attach a "while doing X" context to Diesel results.
 pub trait DieselContext<T> {
-    /// Map a Diesel error to a classified [`CoordError`].
+    /// Map a Diesel error to a classified [`DbError`].
     fn during(self, what: &str) -> Result<T>;
 }
 
 impl<T> DieselContext<T> for std::result::Result<T, diesel::result::Error> {
     fn during(self, what: &str) -> Result<T> {
-        self.map_err(|e| CoordError::from_diesel(what, e))
+        self.map_err(|e| DbError::from_diesel(what, e))
     }
 }

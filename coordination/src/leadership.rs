@@ -32,8 +32,60 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::db::{self, Db, SessionKind};
-use crate::error::{CoordError, DieselContext, Result};
+use crate::error::{DbError, DieselContext, HasDbError};
 use crate::locks::{self, LockId};
+
+/// Result of a leadership call.
+pub type Result<T, E = LeadershipError> = std::result::Result<T, E>;
+
+/// What leadership calls fail with: the database's errors, and the leadership-specific ones.
+#[derive(Debug, thiserror::Error)]
+pub enum LeadershipError {
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// A write carried a fencing epoch older than the group's current one.
+    #[error("fenced: replica group {group} is at epoch {current}, this write carried epoch {epoch}")]
+    Fenced {
+        /// The replica group.
+        group: String,
+        /// The epoch the write carried.
+        epoch: i64,
+        /// The group's current epoch.
+        current: i64,
+    },
+    /// The operation needs the active replica, and this one is passive.
+    #[error("replica is not active in group {group}")]
+    NotActive {
+        /// The replica group.
+        group: String,
+    },
+    /// `set_passive` found no replica waiting to take over, so this one stays active.
+    #[error("no passive replica of group {group} is waiting to take over; staying active")]
+    NoStandby {
+        /// The replica group.
+        group: String,
+    },
+    /// The group or its timing is misconfigured.
+    #[error("invalid leadership configuration: {0}")]
+    InvalidConfig(String),
+}
+
+impl LeadershipError {
+    /// True when the same call may succeed later without anyone acting on the cause.
+    pub fn is_retryable(&self) -> bool {
+        self.db_error().is_some_and(DbError::is_retryable)
+    }
+}
+
+impl HasDbError for LeadershipError {
+    fn db_error(&self) -> Option<&DbError> {
+        match self {
+            LeadershipError::Db(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Timing of a replica group's leadership: the `replication` section of a mediator or
 /// participant in the configuration, and what [`Leadership::start`] runs with.
@@ -159,7 +211,7 @@ pub struct Leader {
 }
 
 /// The recorded leader of `group`, if it ever had one.
-pub async fn leader(conn: &mut AsyncPgConnection, group: &str) -> Result<Option<Leader>> {
+pub async fn leader(conn: &mut AsyncPgConnection, group: &str) -> Result<Option<Leader>, DbError> {
     let rows: Vec<Leader> = diesel::sql_query(
         "select l.epoch, l.holder, l.holder_pid, coalesce(h.heartbeat_ts, l.heartbeat_ts) as heartbeat_ts \
          from leadership l left join leadership_heartbeat h on h.group_key = l.group_key and h.epoch = l.epoch \
@@ -202,7 +254,7 @@ pub async fn check_fence(conn: &mut AsyncPgConnection, fence: &Fence) -> Result<
     .during("checking the fencing epoch")?;
     let current = rows.into_iter().next().map(|r| r.epoch).unwrap_or(0);
     if current != fence.epoch {
-        return Err(CoordError::Fenced { group: fence.group.clone(), epoch: fence.epoch, current });
+        return Err(LeadershipError::Fenced { group: fence.group.clone(), epoch: fence.epoch, current });
     }
     Ok(())
 }
@@ -210,16 +262,36 @@ pub async fn check_fence(conn: &mut AsyncPgConnection, fence: &Fence) -> Result<
 /// Run `f` in a transaction that first checks `fence` (see [`check_fence`]): the write
 /// commits only while `fence` is the current epoch. Each statement of `f`, and each pause
 /// between them, must stay below `fence.step_timeout`, or the server aborts the transaction.
-pub async fn fenced<'a, T, F>(conn: &'a mut AsyncPgConnection, fence: &'a Fence, f: F) -> Result<T>
+/// The error type is the caller's (a service's store error): it only needs to hold a
+/// [`LeadershipError`], which carries `Fenced` and the database's errors (BEGIN, COMMIT).
+pub async fn fenced<'a, T, E, F>(conn: &'a mut AsyncPgConnection, fence: &'a Fence, f: F) -> Result<T, E>
 where
-    F: for<'c> FnOnce(&'c mut AsyncPgConnection) -> scoped_futures::ScopedBoxFuture<'a, 'c, Result<T>> + Send + 'a,
+    F: for<'c> FnOnce(&'c mut AsyncPgConnection) -> scoped_futures::ScopedBoxFuture<'a, 'c, Result<T, E>> + Send + 'a,
     T: Send + 'a,
+    E: From<LeadershipError> + Send + 'a,
 {
-    conn.transaction::<T, CoordError, _>(async move |c| {
-        check_fence(&mut *c, fence).await?;
-        f(c).await
+    let r = conn
+        .transaction::<T, Tx<E>, _>(async move |c| {
+            check_fence(&mut *c, fence).await.map_err(|e| Tx::Caller(e.into()))?;
+            f(c).await.map_err(Tx::Caller)
+        })
+        .await;
+    r.map_err(|e| match e {
+        Tx::Caller(e) => e,
+        Tx::Diesel(e) => LeadershipError::Db(DbError::from_diesel("running a fenced transaction", e)).into(),
     })
-    .await
+}
+
+/// The error of a fenced transaction: the caller's, or Diesel's from BEGIN, COMMIT or ROLLBACK.
+enum Tx<E> {
+    Caller(E),
+    Diesel(diesel::result::Error),
+}
+
+impl<E> From<diesel::result::Error> for Tx<E> {
+    fn from(e: diesel::result::Error) -> Self {
+        Tx::Diesel(e)
+    }
 }
 
 /// A replica's leadership: owns the task that competes for the group's lock. Only the owner
@@ -252,9 +324,9 @@ impl Leadership {
     ) -> Result<Leadership> {
         let (group, replica) = (group.into(), replica.into());
         if group.is_empty() {
-            return Err(CoordError::InvalidConfig("leadership group name is empty".into()));
+            return Err(LeadershipError::InvalidConfig("leadership group name is empty".into()));
         }
-        cfg.validate().map_err(|e| CoordError::InvalidConfig(format!("leadership {e}")))?;
+        cfg.validate().map_err(|e| LeadershipError::InvalidConfig(format!("leadership {e}")))?;
         let (role_tx, role) = watch::channel(Role::Passive);
         let (requests, rx) = mpsc::channel(4);
         let cancel = CancellationToken::new();
@@ -316,7 +388,7 @@ impl LeadershipHandle {
     /// replica stays active and `NoStandby` says so. `NotActive` on a passive or stopped replica.
     pub async fn set_passive(&self) -> Result<()> {
         let (tx, rx) = oneshot::channel();
-        let gone = || CoordError::NotActive { group: self.group.clone() };
+        let gone = || LeadershipError::NotActive { group: self.group.clone() };
         self.requests.send(tx).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
@@ -353,7 +425,7 @@ impl Runner {
             // A session that hangs here holds the lock without leading: give up on it.
             let lease = self.cfg.lease_timeout;
             let took = tokio::time::timeout(lease, self.take_over(&mut conn)).await.unwrap_or_else(|_| {
-                Err(CoordError::Timeout { during: "recording a leadership takeover".into(), after: lease })
+                Err(DbError::Timeout { during: "recording a leadership takeover".into(), after: lease }.into())
             });
             match took {
                 Ok(fence) => {
@@ -402,7 +474,7 @@ impl Runner {
             let attempt = async move {
                 let mut conn = db::connect(&cfg, SessionKind::Lock).await?;
                 locks::lock(&mut conn, lock).await?;
-                Ok::<_, CoordError>(conn)
+                Ok::<_, LeadershipError>(conn)
             };
             tokio::pin!(attempt);
             let watchdog = watchdog(&self.db, &self.group, &self.cfg);
@@ -413,7 +485,7 @@ impl Runner {
                     r = &mut attempt => break r,
                     _ = &mut watchdog => unreachable!("the watchdog runs until dropped"),
                     Some(reply) = self.requests.recv() => {
-                        let _ = reply.send(Err(CoordError::NotActive { group: self.group.clone() }));
+                        let _ = reply.send(Err(LeadershipError::NotActive { group: self.group.clone() }));
                     }
                 }
             };
@@ -459,7 +531,7 @@ impl Runner {
         .during("recording a leadership takeover")?;
         match rows.into_iter().next() {
             Some(r) => Ok(Fence { group: self.group.clone(), epoch: r.epoch, step_timeout: self.cfg.step_timeout() }),
-            None => Err(CoordError::InvalidConfig(format!(
+            None => Err(LeadershipError::InvalidConfig(format!(
                 "replica group name {:?} shares its lock id with another group in this database; rename one",
                 self.group
             ))),
@@ -481,7 +553,7 @@ impl Runner {
                             return TermEnd::HandedOver;
                         }
                         Err(e) => {
-                            let lost = !matches!(e, CoordError::NoStandby { .. });
+                            let lost = !matches!(e, LeadershipError::NoStandby { .. });
                             let _ = reply.send(Err(e));
                             if lost {
                                 return TermEnd::Lost;
@@ -517,9 +589,9 @@ impl Runner {
         let lock = LockId::leadership(&self.group);
         let waiters = tokio::time::timeout(left, locks::waiters(conn, lock))
             .await
-            .map_err(|_| CoordError::Timeout { during: "counting standby replicas".into(), after: left })??;
+            .map_err(|_| DbError::Timeout { during: "counting standby replicas".into(), after: left })??;
         if waiters == 0 {
-            return Err(CoordError::NoStandby { group: self.group.clone() });
+            return Err(LeadershipError::NoStandby { group: self.group.clone() });
         }
         Ok(())
     }

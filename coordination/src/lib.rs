@@ -8,4 +8,5 @@ pub mod leadership;
 pub mod locks;
 
 pub use db::{Db, DbConfig, RetryPolicy};
-pub use error::{CoordError, Result};
+pub use error::{DbError, HasDbError, Result};
+pub use leadership::LeadershipError;

@@ -8,7 +8,7 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use syncline_coordination::db::{self, SessionKind};
 use syncline_coordination::locks::{self, LockId};
-use syncline_coordination::{CoordError, Db, DbConfig};
+use syncline_coordination::{Db, DbConfig, DbError};
 use syncline_testkit::{fresh_database, FaultProxy};
 
 #[derive(QueryableByName)]
@@ -40,7 +40,7 @@ async fn migrations_are_idempotent_and_safe_when_started_together() {
                 diesel::sql_query("select count(*) as n from __diesel_schema_migrations")
                     .get_result(c)
                     .await
-                    .map_err(|e| CoordError::from_diesel("count", e))
+                    .map_err(|e| DbError::from_diesel("count", e))
             }
             .scope_boxed()
         })
@@ -117,7 +117,7 @@ async fn outage_gives_retryable_errors_and_recovers_without_losing_commits() {
                     .bind::<diesel::sql_types::Integer, _>(v as i32)
                     .execute(c)
                     .await
-                    .map_err(|e| CoordError::from_diesel("insert", e))
+                    .map_err(|e| DbError::from_diesel("insert", e))
             }
             .scope_boxed()
         })
@@ -147,11 +147,66 @@ async fn outage_gives_retryable_errors_and_recovers_without_losing_commits() {
                 diesel::sql_query("select count(*) as n from sequencer_watermarks where node_index in (1, 4)")
                     .get_result(c)
                     .await
-                    .map_err(|e| CoordError::from_diesel("count", e))
+                    .map_err(|e| DbError::from_diesel("count", e))
             }
             .scope_boxed()
         })
         .await
         .unwrap();
     assert_eq!(n.n, 2, "what was committed before the outage is still there");
+}
+
+/// Error events written before error codes had a column carried the code as a "CODE: "
+/// prefix of the message: the migration that adds the column splits them.
+#[tokio::test]
+async fn the_error_code_migration_splits_old_error_events() {
+    use diesel::migration::MigrationSource;
+    use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+    use diesel_async::AsyncPgConnection;
+    use diesel_migrations::MigrationHarness;
+
+    let tdb = fresh_database().await;
+    let cfg = DbConfig::new(&tdb.url);
+    let conn = db::connect(&cfg, SessionKind::Lock).await.unwrap();
+    tokio::task::spawn_blocking(move || {
+        let mut h = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
+        let all = MigrationSource::<diesel::pg::Pg>::migrations(&syncline_schema::MIGRATIONS).unwrap();
+        let before: Vec<_> = all.iter().take_while(|m| !m.name().to_string().contains("event_error_code")).collect();
+        assert!(before.len() < all.len(), "the error-code migration exists");
+        diesel::migration::MigrationConnection::setup(&mut h).unwrap();
+        for m in before {
+            h.run_migration(m.as_ref()).unwrap();
+        }
+        diesel::RunQueryDsl::execute(
+            diesel::sql_query(
+                "insert into sequencer_events (ts, node_index, kind, sender, recipients, error_message) values \
+             (1, 0, 'error', 1, '{1}', 'UNKNOWN_RECIPIENTS: dave, erin'), (2, 0, 'error', 1, '{1}', 'no code here')",
+            ),
+            &mut h,
+        )
+        .unwrap();
+    })
+    .await
+    .unwrap();
+    db::migrate(&cfg).await.unwrap();
+
+    #[derive(QueryableByName, Debug, PartialEq)]
+    struct Split {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        error_code: Option<String>,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        error_message: String,
+    }
+    let mut c = db::connect(&cfg, SessionKind::Pooled).await.unwrap();
+    let rows: Vec<Split> = diesel::sql_query("select error_code, error_message from sequencer_events order by ts")
+        .load(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            Split { error_code: Some("UNKNOWN_RECIPIENTS".into()), error_message: "dave, erin".into() },
+            Split { error_code: None, error_message: "no code here".into() },
+        ]
+    );
 }

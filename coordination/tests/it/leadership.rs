@@ -13,7 +13,7 @@ use scoped_futures::ScopedFutureExt;
 use syncline_coordination::db::{self, SessionKind};
 use syncline_coordination::leadership::{self, Fence, Leadership, LeadershipConfig, LeadershipHandle, Role};
 use syncline_coordination::locks::{self, LockId};
-use syncline_coordination::{CoordError, Db, DbConfig};
+use syncline_coordination::{Db, DbConfig, DbError, LeadershipError};
 use syncline_testkit::{fresh_database, FaultProxy, TestDb};
 
 const GROUP: &str = "mediator";
@@ -78,7 +78,7 @@ async fn leader_via_proxy_and_standby(
 }
 
 /// Write one row under `fence`.
-async fn write(c: &mut AsyncPgConnection, fence: &Fence, replica: &str) -> Result<(), CoordError> {
+async fn write(c: &mut AsyncPgConnection, fence: &Fence, replica: &str) -> Result<(), LeadershipError> {
     let replica = replica.to_string();
     leadership::fenced(c, fence, |c| {
         async move {
@@ -87,7 +87,7 @@ async fn write(c: &mut AsyncPgConnection, fence: &Fence, replica: &str) -> Resul
                 .bind::<Text, _>(replica)
                 .execute(c)
                 .await
-                .map_err(|e| CoordError::from_diesel("test write", e))?;
+                .map_err(|e| DbError::from_diesel("test write", e))?;
             Ok(())
         }
         .scope_boxed()
@@ -139,7 +139,7 @@ async fn a_waiting_replica_leads_within_a_second_after_the_leaders_session_is_ki
 
     // The former leader's writes are rejected from now on, the new leader's accepted.
     let e = write(&mut c, &fa, "a").await.unwrap_err();
-    assert!(matches!(e, CoordError::Fenced { epoch: 1, current: 2, .. }), "{e}");
+    assert!(matches!(e, LeadershipError::Fenced { epoch: 1, current: 2, .. }), "{e}");
     assert!(e.to_string().contains("epoch 2"), "{e}");
     write(&mut c, &fb, "b").await.unwrap();
     assert_eq!(rows(&mut c).await, vec![(1, "a".to_string()), (2, "b".to_string())]);
@@ -175,7 +175,7 @@ async fn a_blackholed_leader_demotes_within_its_lease_and_a_passive_takes_over()
     let fb = b.role().fence().cloned().unwrap();
     assert_eq!(fb.epoch, fa.epoch + 1);
     let e = write(&mut c, &fa, "a").await.unwrap_err();
-    assert!(matches!(e, CoordError::Fenced { .. }), "{e}");
+    assert!(matches!(e, LeadershipError::Fenced { .. }), "{e}");
 
     // When the network heals the former leader is a standby, not a second leader.
     proxy.restore();
@@ -212,14 +212,14 @@ async fn set_passive_hands_over_only_when_a_replica_waits() {
     let a = replica(&tdb.url, "a");
     let fa = until_active(&a, Duration::from_secs(10)).await;
     let e = a.set_passive().await.unwrap_err();
-    assert!(matches!(e, CoordError::NoStandby { .. }), "{e}");
+    assert!(matches!(e, LeadershipError::NoStandby { .. }), "{e}");
     assert!(e.to_string().contains("staying active"), "{e}");
     assert_eq!(a.role(), Role::Active(fa.clone()), "a gave up leadership with nobody to take it");
 
     let b = replica(&tdb.url, "b");
     until_waiting(&mut c, 1).await;
     let e = b.set_passive().await.unwrap_err();
-    assert!(matches!(e, CoordError::NotActive { .. }), "{e}");
+    assert!(matches!(e, LeadershipError::NotActive { .. }), "{e}");
     let asked = Instant::now();
     a.set_passive().await.expect("hand-over to the waiting replica");
     let fb = until_active(&b, Duration::from_secs(5)).await;
@@ -296,7 +296,7 @@ async fn the_owner_releases_the_lock_at_shutdown_while_handles_remain() {
     assert!(begun.elapsed() < Duration::from_secs(5), "the lock was released at shutdown, not after a lease");
     assert!(!handle.role().is_active() && !also.watch().borrow().is_active(), "handles see the replica passive");
     let e = handle.set_passive().await.unwrap_err();
-    assert!(matches!(e, CoordError::NotActive { .. }), "{e}");
+    assert!(matches!(e, LeadershipError::NotActive { .. }), "{e}");
     b.shutdown().await;
 }
 
@@ -318,7 +318,7 @@ async fn long_fenced_write(
     replica: &str,
     n: u32,
     step: Duration,
-) -> Result<(), CoordError> {
+) -> Result<(), LeadershipError> {
     let replica = replica.to_string();
     leadership::fenced(c, fence, |c| {
         async move {
@@ -327,12 +327,12 @@ async fn long_fenced_write(
                 .bind::<Text, _>(replica)
                 .execute(c)
                 .await
-                .map_err(|e| CoordError::from_diesel("test write", e))?;
+                .map_err(|e| DbError::from_diesel("test write", e))?;
             for _ in 0..n {
                 diesel::sql_query(format!("select pg_sleep({})", step.as_secs_f64()))
                     .execute(c)
                     .await
-                    .map_err(|e| CoordError::from_diesel("sleeping in a fenced transaction", e))?;
+                    .map_err(|e| DbError::from_diesel("sleeping in a fenced transaction", e))?;
             }
             Ok(())
         }
@@ -396,17 +396,17 @@ async fn fenced_transactions_are_bounded_by_the_server() {
 
     // A pause longer than the step timeout inside the transaction: the server ends it.
     let mut w = db::connect(&DbConfig::new(&tdb.url), SessionKind::Pooled).await.unwrap();
-    let r = leadership::fenced(&mut w, &fa, |c| {
+    let r = leadership::fenced::<_, LeadershipError, _>(&mut w, &fa, |c| {
         async move {
             diesel::sql_query("insert into fenced_writes values (1, 'idle')")
                 .execute(c)
                 .await
-                .map_err(|e| CoordError::from_diesel("test write", e))?;
+                .map_err(|e| DbError::from_diesel("test write", e))?;
             tokio::time::sleep(over).await;
             diesel::sql_query("insert into fenced_writes values (1, 'after the pause')")
                 .execute(c)
                 .await
-                .map_err(|e| CoordError::from_diesel("test write after a pause", e))?;
+                .map_err(|e| DbError::from_diesel("test write after a pause", e))?;
             Ok(())
         }
         .scope_boxed()
@@ -437,16 +437,16 @@ async fn a_leader_blackholed_inside_a_fenced_transaction_is_replaced_within_leas
     let go2 = go.clone();
     let fence = fa.clone();
     let writer = tokio::spawn(async move {
-        leadership::fenced(&mut w, &fence, |c| {
+        leadership::fenced::<_, LeadershipError, _>(&mut w, &fence, |c| {
             async move {
                 diesel::sql_query("insert into fenced_writes values ($1, 'partitioned')")
                     .bind::<BigInt, _>(fence.epoch)
                     .execute(c)
                     .await
-                    .map_err(|e| CoordError::from_diesel("test write", e))?;
+                    .map_err(|e| DbError::from_diesel("test write", e))?;
                 let _ = inside_tx.send(());
                 go2.notified().await;
-                diesel::sql_query("select 1").execute(c).await.map_err(|e| CoordError::from_diesel("test read", e))?;
+                diesel::sql_query("select 1").execute(c).await.map_err(|e| DbError::from_diesel("test read", e))?;
                 Ok(())
             }
             .scope_boxed()
@@ -469,7 +469,7 @@ async fn a_leader_blackholed_inside_a_fenced_transaction_is_replaced_within_leas
 
     // The partitioned transaction never commits, and a's epoch is fenced off.
     let e = write(&mut c, &fa, "a").await.unwrap_err();
-    assert!(matches!(e, CoordError::Fenced { .. }), "{e}");
+    assert!(matches!(e, LeadershipError::Fenced { .. }), "{e}");
     write(&mut c, &fb, "b").await.unwrap();
     proxy.restore();
     let r = tokio::time::timeout(Duration::from_secs(10), writer)
@@ -548,5 +548,54 @@ async fn epochs_continue_from_a_row_under_the_former_lock_id() {
     let fa = until_active(&a, Duration::from_secs(10)).await;
     assert_eq!(fa.epoch, 8, "the epoch went back after the lock id changed");
     write(&mut c, &fa, "a").await.unwrap();
+    a.shutdown().await;
+}
+
+/// A service's own store error, as a mediator or topology store would have it.
+#[derive(Debug, thiserror::Error)]
+enum OwnStoreError {
+    #[error(transparent)]
+    Leadership(#[from] LeadershipError),
+    #[error("refused by the service: {0}")]
+    Refused(String),
+}
+
+/// `fenced` runs with the caller's error type: its own errors roll the write back and come
+/// out as they went in, and a stale epoch comes out as that type's `Fenced`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fenced_writes_carry_the_callers_error_type() {
+    let tdb = fresh_database().await;
+    let mut c = prepare(&tdb).await;
+    let a = replica(&tdb.url, "a");
+    let fa = until_active(&a, Duration::from_secs(10)).await;
+    let own = |fence: Fence, refuse: bool| {
+        let url = tdb.url.clone();
+        async move {
+            let mut w = db::connect(&DbConfig::new(&url), SessionKind::Pooled).await.unwrap();
+            leadership::fenced::<_, OwnStoreError, _>(&mut w, &fence, |c| {
+                async move {
+                    diesel::sql_query("insert into fenced_writes values ($1, 'own')")
+                        .bind::<BigInt, _>(fence.epoch)
+                        .execute(c)
+                        .await
+                        .map_err(|e| LeadershipError::from(DbError::from_diesel("test write", e)))?;
+                    if refuse {
+                        return Err(OwnStoreError::Refused("after the insert".into()));
+                    }
+                    Ok(())
+                }
+                .scope_boxed()
+            })
+            .await
+        }
+    };
+    let e = own(fa.clone(), true).await.unwrap_err();
+    assert!(matches!(e, OwnStoreError::Refused(_)), "{e}");
+    assert!(rows(&mut c).await.is_empty(), "the caller's error rolled the write back");
+    own(fa.clone(), false).await.unwrap();
+    assert_eq!(rows(&mut c).await, vec![(fa.epoch, "own".to_string())]);
+    let stale = Fence { epoch: fa.epoch - 1, ..fa.clone() };
+    let e = own(stale, false).await.unwrap_err();
+    assert!(matches!(e, OwnStoreError::Leadership(LeadershipError::Fenced { .. })), "{e}");
     a.shutdown().await;
 }

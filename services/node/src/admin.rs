@@ -10,7 +10,7 @@ use syncline_proto::admin::{
 use tonic::{Request, Response, Status};
 
 use syncline_coordination::leadership::LeadershipHandle;
-use syncline_coordination::CoordError;
+use syncline_coordination::LeadershipError;
 
 use crate::config::NodeKind;
 use crate::health::NodeHealth;
@@ -85,7 +85,7 @@ impl NodeAdminService for NodeAdmin {
             ))),
             (_, Some(l)) => match l.set_passive().await {
                 Ok(()) => Ok(Response::new(SetPassiveResponse {})),
-                Err(e @ (CoordError::NoStandby { .. } | CoordError::NotActive { .. })) => {
+                Err(e @ (LeadershipError::NoStandby { .. } | LeadershipError::NotActive { .. })) => {
                     Err(Status::failed_precondition(format!("{}: {e}", self.name)))
                 }
                 Err(e) => Err(Status::unavailable(format!("{}: {e}", self.name))),

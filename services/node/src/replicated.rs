@@ -28,7 +28,7 @@ pub struct ReplicatedNode {
 }
 
 /// A replicated node that could not start.
-pub type StartError = syncline_coordination::CoordError;
+pub type StartError = syncline_coordination::LeadershipError;
 
 impl ReplicatedNode {
     /// Start replica `replica` of group `group` (all replicas of a group share the name and

@@ -12,7 +12,7 @@ use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
 use syncline_coordination::db::{self, SessionKind};
 use syncline_coordination::leadership::{self, Fence, Leadership, LeadershipConfig, Role};
-use syncline_coordination::{CoordError, DbConfig};
+use syncline_coordination::{DbConfig, DbError, LeadershipError};
 use syncline_node::replica::{ReplicaManager, ServiceState};
 use syncline_testkit::fresh_database;
 
@@ -58,7 +58,7 @@ fn replica(url: &str, name: &'static str) -> Replica {
                             .bind::<Text, _>(name)
                             .execute(c)
                             .await
-                            .map_err(|e| CoordError::from_diesel("test write", e))
+                            .map_err(|e| LeadershipError::from(DbError::from_diesel("test write", e)))
                     }
                     .scope_boxed()
                 })
@@ -127,7 +127,7 @@ async fn active_only_services_follow_leadership_and_their_writes_are_fenced() {
     loop {
         match b.leadership.set_passive().await {
             Ok(()) => break,
-            Err(CoordError::NoStandby { .. }) if start.elapsed() < Duration::from_secs(10) => {
+            Err(LeadershipError::NoStandby { .. }) if start.elapsed() < Duration::from_secs(10) => {
                 tokio::time::sleep(Duration::from_millis(50)).await
             }
             Err(e) => panic!("hand-over: {e}"),

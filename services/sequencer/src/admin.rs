@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::store::error::StoreError;
 use crate::store::timestamps::now_micros;
 use crate::store::watermarks;
 use scoped_futures::ScopedFutureExt;
@@ -71,7 +72,8 @@ impl AdminApi {
         let (rows, safe) = inner
             .db
             .run("reading watermarks", |c| {
-                async move { Ok((watermarks::all(c).await?, watermarks::safe(c).await?)) }.scope_boxed()
+                async move { Ok::<_, StoreError>((watermarks::all(c).await?, watermarks::safe(c).await?)) }
+                    .scope_boxed()
             })
             .await?;
         let now = now_micros();

@@ -1,8 +1,11 @@
-//! The sequencer's error type and how each error reaches a gRPC client.
+//! The sequencer's error type and how each error reaches a gRPC client: every gRPC error
+//! of the sequencer is a [`SequencerError`] turned into a status by the one `From` below.
 
 use std::time::Duration;
 
-use syncline_coordination::CoordError;
+use syncline_coordination::DbError;
+
+use crate::store::error::StoreError;
 
 use crate::settings::InvalidSetting;
 use tonic::{Code, Status};
@@ -13,9 +16,9 @@ pub type Result<T, E = SequencerError> = std::result::Result<T, E>;
 /// Everything a sequencer call can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum SequencerError {
-    /// The database or coordination layer failed.
+    /// The store (or the database under it) failed.
     #[error(transparent)]
-    Coord(#[from] CoordError),
+    Store(#[from] StoreError),
     /// A member name that was never registered.
     #[error("member {0} is not registered at this sequencer")]
     UnknownMember(String),
@@ -111,6 +114,46 @@ pub enum SequencerError {
         /// The member holding pruning back, if any.
         blocker: Option<String>,
     },
+    /// A subscription could not read its next events.
+    #[error("sequencer {node} cannot read events: {source}")]
+    ReadFailed {
+        /// The node's name.
+        node: String,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
+    /// Events after a subscription's cursor were pruned while it was behind them.
+    #[error("events up to {lower_bound} were pruned while this subscription was behind them (it had read up to {cursor}); subscribe again after {lower_bound} or later")]
+    PrunedWhileBehind {
+        /// Where the subscription was.
+        cursor: i64,
+        /// The pruning lower bound.
+        lower_bound: i64,
+    },
+    /// A stored event cannot be decoded: the store holds something this version did not write.
+    #[error("event {ts} has an undecodable payload: {reason}")]
+    Undecodable {
+        /// The event's timestamp.
+        ts: i64,
+        /// What the decoder said.
+        reason: String,
+    },
+    /// The node is shutting down.
+    #[error("sequencer {node} is shutting down")]
+    ShuttingDown {
+        /// The node's name.
+        node: String,
+    },
+    /// The node no longer follows notifications (only at shutdown).
+    #[error("sequencer {node} stopped following notifications")]
+    NotFollowing {
+        /// The node's name.
+        node: String,
+    },
+    /// A subscription's reader stopped without saying why (a bug: it always says).
+    #[error("the subscription ended on the server; subscribe again")]
+    SubscriptionEnded,
     /// A setting that would make the node panic or spin; refused at start.
     #[error(transparent)]
     InvalidSetting(#[from] InvalidSetting),
@@ -131,8 +174,14 @@ pub enum SequencerError {
 impl From<SequencerError> for Status {
     fn from(e: SequencerError) -> Status {
         let code = match &e {
-            SequencerError::Coord(c) if c.is_retryable() => Code::Unavailable,
-            SequencerError::Coord(_) => Code::Internal,
+            SequencerError::Store(c) if c.is_retryable() => Code::Unavailable,
+            SequencerError::Store(_) => Code::Internal,
+            SequencerError::ReadFailed { .. } => Code::Unavailable,
+            SequencerError::PrunedWhileBehind { .. } => Code::OutOfRange,
+            SequencerError::Undecodable { .. } => Code::DataLoss,
+            SequencerError::ShuttingDown { .. } => Code::Unavailable,
+            SequencerError::NotFollowing { .. } => Code::Unavailable,
+            SequencerError::SubscriptionEnded => Code::Unavailable,
             SequencerError::UnknownMember(_) => Code::NotFound,
             SequencerError::MemberDisabled(_) => Code::PermissionDenied,
             SequencerError::InvalidRequest(_) => Code::InvalidArgument,
@@ -151,5 +200,12 @@ impl From<SequencerError> for Status {
             SequencerError::TimedOut { .. } => Code::Unavailable,
         };
         Status::new(code, e.to_string())
+    }
+}
+
+/// The database's errors reach the sequencer through its store.
+impl From<DbError> for SequencerError {
+    fn from(e: DbError) -> Self {
+        SequencerError::Store(e.into())
     }
 }

@@ -6,13 +6,9 @@
 use std::time::Duration;
 
 use crate::store::timestamps::now_micros;
-use crate::store::{offline, recovery, watermarks};
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use crate::store::{events, offline, recovery, watermarks};
 use scoped_futures::ScopedFutureExt;
-use syncline_coordination::error::DieselContext;
 use syncline_coordination::Db;
-use syncline_schema::tables::sequencer_message_ids as m;
 use tokio_util::sync::CancellationToken;
 
 use crate::settings::SequencerSettings;
@@ -85,13 +81,7 @@ pub(crate) async fn run(db: Db, settings: SequencerSettings, cancel: Cancellatio
             let cutoff = now_micros() - CLAIM_GRACE_MICROS;
             let r = db
                 .run("expiring message-id claims", |c| {
-                    async move {
-                        diesel::delete(m::table.filter(m::max_sequencing_ts.lt(cutoff)))
-                            .execute(c)
-                            .await
-                            .during("expiring message-id claims")
-                    }
-                    .scope_boxed()
+                    async move { events::expire_claims(c, cutoff).await }.scope_boxed()
                 })
                 .await;
             if let Err(e) = r {

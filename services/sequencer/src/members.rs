@@ -5,16 +5,13 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
+use crate::store::members as store;
 use crate::store::timestamps::now_micros;
-use crate::store::watermarks;
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
 use scoped_futures::ScopedFutureExt;
-use syncline_coordination::error::DieselContext;
-use syncline_coordination::{CoordError, Db};
-use syncline_schema::tables::sequencer_members as m;
+use syncline_coordination::{Db, DbError};
 
 use crate::error::{Result, SequencerError};
+use syncline_sequencer_client::BROADCAST_RECIPIENT;
 
 /// How long a cached enabled flag is trusted.
 const ENABLED_TTL: Duration = Duration::from_secs(1);
@@ -26,21 +23,7 @@ const REFRESH_TIMEOUT: Duration = Duration::from_millis(500);
 /// Longest accepted member name.
 pub const MAX_MEMBER_NAME: usize = 255;
 
-/// A registered member.
-#[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable)]
-#[diesel(table_name = m)]
-pub struct Member {
-    /// Compact id used in event rows.
-    pub id: i32,
-    /// The member's name.
-    pub member: String,
-    /// It reads events strictly after this.
-    pub registered_ts: i64,
-    /// Its last event below the pruning point.
-    pub pruned_previous_event_ts: Option<i64>,
-    /// Disabled members can neither send nor subscribe.
-    pub enabled: bool,
-}
+pub use crate::store::members::Member;
 
 /// The registry.
 pub struct Members {
@@ -61,30 +44,7 @@ impl Members {
         validate_name(name)?;
         let member = self
             .db
-            .run("registering a member", |c| {
-                async move {
-                    let start = match watermarks::safe(c).await? {
-                        Some(s) => s,
-                        None => {
-                            watermarks::all(c).await?.iter().map(|w| w.watermark_ts).max().unwrap_or_else(now_micros)
-                        }
-                    };
-                    diesel::insert_into(m::table)
-                        .values((m::member.eq(name), m::registered_ts.eq(start)))
-                        .on_conflict(m::member)
-                        .do_nothing()
-                        .execute(c)
-                        .await
-                        .during("registering a member")?;
-                    m::table
-                        .filter(m::member.eq(name))
-                        .select(Member::as_select())
-                        .first(c)
-                        .await
-                        .during("reading a member")
-                }
-                .scope_boxed()
-            })
+            .run("registering a member", |c| async move { store::register(c, name, now_micros()).await }.scope_boxed())
             .await?;
         self.remember(&member);
         Ok(member)
@@ -100,7 +60,7 @@ impl Members {
             }
         }
         let fresh = tokio::time::timeout(REFRESH_TIMEOUT, self.lookup_fresh(name)).await.unwrap_or_else(|_| {
-            Err(CoordError::Timeout { during: format!("looking up member {name}"), after: REFRESH_TIMEOUT }.into())
+            Err(DbError::Timeout { during: format!("looking up member {name}"), after: REFRESH_TIMEOUT }.into())
         });
         match (fresh, cached) {
             (Err(e), Some((member, _))) => {
@@ -113,21 +73,8 @@ impl Members {
 
     /// The member called `name`, read from the database.
     pub async fn lookup_fresh(&self, name: &str) -> Result<Option<Member>> {
-        let found: Option<Member> = self
-            .db
-            .run("looking up a member", |c| {
-                async move {
-                    m::table
-                        .filter(m::member.eq(name))
-                        .select(Member::as_select())
-                        .first(c)
-                        .await
-                        .optional()
-                        .during("looking up a member")
-                }
-                .scope_boxed()
-            })
-            .await?;
+        let found =
+            self.db.run("looking up a member", |c| async move { store::find(c, name).await }.scope_boxed()).await?;
         if let Some(member) = &found {
             self.remember(member);
         }
@@ -148,33 +95,17 @@ impl Members {
         if let Some(name) = self.names.read().unwrap().get(&id) {
             return Ok(name.clone());
         }
-        let name: String = self
-            .db
-            .run("reading a member name", |c| {
-                async move { m::table.find(id).select(m::member).first(c).await.during("reading a member name") }
-                    .scope_boxed()
-            })
-            .await?;
+        let name =
+            self.db.run("reading a member name", |c| async move { store::name_of(c, id).await }.scope_boxed()).await?;
         self.names.write().unwrap().insert(id, name.clone());
         Ok(name)
     }
 
     /// Disable `name`: it can no longer send or subscribe, and no longer holds back pruning.
     pub async fn disable(&self, name: &str) -> Result<()> {
-        let n = self
-            .db
-            .run("disabling a member", |c| {
-                async move {
-                    diesel::update(m::table.filter(m::member.eq(name)))
-                        .set(m::enabled.eq(false))
-                        .execute(c)
-                        .await
-                        .during("disabling a member")
-                }
-                .scope_boxed()
-            })
-            .await?;
-        if n == 0 {
+        let found =
+            self.db.run("disabling a member", |c| async move { store::disable(c, name).await }.scope_boxed()).await?;
+        if !found {
             return Err(SequencerError::UnknownMember(name.to_string()));
         }
         self.by_name.write().unwrap().remove(name);
@@ -183,12 +114,7 @@ impl Members {
 
     /// Number of registered members.
     pub async fn count(&self) -> Result<i64> {
-        Ok(self
-            .db
-            .run("counting members", |c| {
-                async move { m::table.count().get_result(c).await.during("counting members") }.scope_boxed()
-            })
-            .await?)
+        Ok(self.db.run("counting members", |c| async move { store::count(c).await }.scope_boxed()).await?)
     }
 
     fn remember(&self, member: &Member) {
@@ -197,11 +123,16 @@ impl Members {
     }
 }
 
-/// Member names are non-empty, printable and bounded.
+/// Member names are non-empty, printable and bounded, and not the broadcast recipient.
 pub fn validate_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > MAX_MEMBER_NAME || name.chars().any(char::is_control) {
         return Err(SequencerError::InvalidRequest(format!(
             "member name must be 1 to {MAX_MEMBER_NAME} printable characters, got {name:?}"
+        )));
+    }
+    if name == BROADCAST_RECIPIENT {
+        return Err(SequencerError::InvalidRequest(format!(
+            "{BROADCAST_RECIPIENT:?} addresses every member and cannot be a member name"
         )));
     }
     Ok(())

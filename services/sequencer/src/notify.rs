@@ -9,15 +9,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::store::events::BROADCAST;
-use crate::store::watermarks::VISIBILITY_CAP_SQL;
-use diesel::sql_types::{BigInt, Nullable};
-use diesel::QueryableByName;
-use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use crate::store::error::StoreError;
+use crate::store::events::{self, BROADCAST};
+use diesel_async::SimpleAsyncConnection;
 use futures_util::{FutureExt, StreamExt};
 use syncline_coordination::db::{self, SessionKind};
 use syncline_coordination::error::DieselContext;
-use syncline_coordination::{CoordError, DbConfig};
+use syncline_coordination::{DbConfig, DbError};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -140,33 +138,18 @@ pub(crate) fn spawn(
     (signals, task)
 }
 
-#[derive(QueryableByName)]
-struct Bounds {
-    #[diesel(sql_type = Nullable<BigInt>)]
-    cap: Option<i64>,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    newest: Option<i64>,
-}
-
-async fn bounds(conn: &mut AsyncPgConnection) -> Result<Bounds, CoordError> {
-    diesel::sql_query(format!("select {VISIBILITY_CAP_SQL} as cap, (select max(ts) from sequencer_events) as newest"))
-        .get_result(conn)
-        .await
-        .during("reading the visibility bound")
-}
-
 async fn follow(
     cfg: &DbConfig,
     state: &RwLock<Visibility>,
     tx: &watch::Sender<u64>,
     listener: &ListenerStatus,
     cancel: &CancellationToken,
-) -> Result<(), CoordError> {
+) -> Result<(), StoreError> {
     let mut listen = db::connect(cfg, SessionKind::Lock).await?;
     let mut query = db::connect(cfg, SessionKind::Pooled).await?;
     listen.batch_execute(&format!("listen {WATERMARKS}; listen {EVENTS}")).await.during("listening")?;
     // Anything written before we listened is covered by `newest_any`.
-    let b = bounds(&mut query).await?;
+    let b = events::bounds(&mut query).await?;
     {
         let mut st = state.write().unwrap();
         *st = Visibility {
@@ -190,8 +173,8 @@ async fn follow(
         loop {
             let n = match next {
                 Some(Ok(n)) => n,
-                Some(Err(e)) => return Err(CoordError::from_diesel("listening", e)),
-                None => return Err(CoordError::from_connection("listening", "connection closed")),
+                Some(Err(e)) => return Err(DbError::from_diesel("listening", e).into()),
+                None => return Err(DbError::from_connection("listening", "connection closed").into()),
             };
             if n.channel == WATERMARKS {
                 watermark_moved = true;
@@ -204,7 +187,7 @@ async fn follow(
             }
         }
         if watermark_moved {
-            let cap = bounds(&mut query).await?.cap.unwrap_or(i64::MIN);
+            let cap = events::bounds(&mut query).await?.cap.unwrap_or(i64::MIN);
             let mut st = state.write().unwrap();
             st.cap = st.cap.max(cap);
         }

@@ -10,25 +10,23 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use crate::store::events::{self, EventKind, Page, StoredEvent};
+use crate::store::error::StoreError;
+use crate::store::events::{self, Cursor, ErrorCode, EventError, EventKind, Page, StoredEvent};
+use crate::store::pruning::lower_bound;
 use crate::store::timestamps::now_micros;
-use diesel::{OptionalExtension, QueryDsl};
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures_util::Stream;
 use prost::Message;
 use scoped_futures::ScopedFutureExt;
-use syncline_coordination::error::DieselContext;
-use syncline_coordination::CoordError;
-use syncline_proto::sequencer::{Batch, DeliverError, Event, SubscribeResponse};
-use syncline_schema::tables::sequencer_lower_bound as lb;
+use syncline_proto::sequencer::{Batch, DeliverError, DeliverErrorCode, Event, SubscribeResponse};
+use syncline_sequencer_client::BROADCAST_RECIPIENT;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 use tracing::Instrument;
 
 use crate::error::{Result, SequencerError};
 use crate::health::Changes;
-use crate::members::Member;
 use crate::pruning;
+use crate::store::members::Member;
 use crate::Inner;
 
 /// Most events queued per subscription, whatever their size (the byte budget is the other bound).
@@ -64,7 +62,7 @@ impl Stream for Subscription {
             }
             None => {
                 self.ended = true;
-                Err(Status::unavailable("the subscription ended on the server; subscribe again"))
+                Err(SequencerError::SubscriptionEnded.into())
             }
         }))
     }
@@ -135,20 +133,23 @@ impl Drop for Slot {
 /// Start streaming `member`'s events after `after` (default: its registration).
 pub(crate) async fn subscribe(inner: Arc<Inner>, member: Member, after: Option<i64>) -> Result<Subscription> {
     let slot = Slot::take(&inner)?;
-    let cursor = after.unwrap_or(member.registered_ts).max(member.registered_ts);
+    // A member's own events start after its registration; broadcasts (which pruning keeps)
+    // after `after`, or from the very first one for a subscription from the member's start.
+    let cursor = Cursor { member: member.id, after: after.unwrap_or(i64::MIN), own_after: member.registered_ts };
     let lower_bound =
         inner.db.run("reading the lower bound", |c| async move { lower_bound(c).await }.scope_boxed()).await?;
     if let Some(lower_bound) = lower_bound {
-        if cursor < lower_bound {
-            return Err(SequencerError::Pruned { requested: cursor, lower_bound });
+        if cursor.own() < lower_bound {
+            return Err(SequencerError::Pruned { requested: cursor.own(), lower_bound });
         }
     }
-    let previous = pruning::previous_event(&inner.db, &member, cursor).await?;
+    let previous = pruning::previous_event(&inner.db, &member, cursor.after).await?;
     let (tx, rx) = mpsc::channel(BUFFER);
     let span = tracing::info_span!("subscription", node = %inner.settings.name, member = %member.member);
     tokio::spawn(
         async move {
-            if let Err(status) = stream(&slot.inner, &member, cursor, previous, &tx).await {
+            if let Err(e) = stream(&slot.inner, &member, cursor, previous, &tx).await {
+                let status = Status::from(e);
                 tracing::info!(code = ?status.code(), message = status.message(), "subscription ended by the server");
                 // A full queue means a client that does not read; it gets the end-of-stream
                 // UNAVAILABLE of `Subscription` once it drains the queue.
@@ -165,34 +166,31 @@ pub(crate) async fn subscribe(inner: Arc<Inner>, member: Member, after: Option<i
 async fn stream(
     inner: &Inner,
     member: &Member,
-    mut cursor: i64,
+    mut cursor: Cursor,
     mut previous: Option<i64>,
     tx: &mpsc::Sender<Queued>,
-) -> Result<(), Status> {
+) -> Result<()> {
     let node = &inner.settings.name;
     let mut wake = inner.signals.changed.clone();
     let budget = inner.settings.subscription_buffer_bytes.clamp(1, u32::MAX as usize);
     let queue_bytes = Arc::new(Semaphore::new(budget));
     let latency = metrics::histogram!("syncline_sequencer_read_latency_seconds", "node" => node.clone());
-    let shutting_down = || Status::unavailable(format!("sequencer {node} is shutting down"));
+    let shutting_down = || SequencerError::ShuttingDown { node: node.clone() };
     loop {
         wake.borrow_and_update();
-        let (page, limit, lower_bound) = match read_page(inner, member.id, cursor).await {
+        let (page, limit, lower_bound) = match read_page(inner, cursor).await {
             Ok(read) => {
                 inner.readers.succeeded();
                 read
             }
-            Err(e) => {
-                inner.readers.failed(e.to_string());
-                return Err(Status::unavailable(format!("sequencer {node} cannot read events: {e}")));
+            Err(source) => {
+                inner.readers.failed(source.to_string());
+                return Err(SequencerError::ReadFailed { node: node.clone(), source });
             }
         };
         // Pruned past the cursor while this stream was behind: the page may lack events.
-        if let Some(lower_bound) = lower_bound.filter(|&b| cursor < b) {
-            return Err(Status::out_of_range(format!(
-                "events up to {lower_bound} were pruned while this subscription was behind them (it had read up to {cursor}); \
-                 subscribe again after {lower_bound} or later"
-            )));
+        if let Some(lower_bound) = lower_bound.filter(|&b| cursor.own() < b) {
+            return Err(SequencerError::PrunedWhileBehind { cursor: cursor.own(), lower_bound });
         }
         // A full (or cut) page: more may follow at once.
         let full = page.events.len() as u32 >= limit;
@@ -212,7 +210,7 @@ async fn stream(
             latency.record((now_micros() - ts).max(0) as f64 / 1e6);
             previous = Some(ts);
         }
-        cursor = page.next_cursor;
+        cursor.after = page.next_cursor;
         if full {
             continue;
         }
@@ -225,28 +223,22 @@ async fn stream(
                 _ = tx.closed() => return Ok(()),
                 r = wake.changed() => if r.is_err() {
                     // Only at shutdown: the listener task owns the sender and reconnects by itself.
-                    return Err(Status::unavailable(format!("sequencer {node} stopped following notifications")));
+                    return Err(SequencerError::NotFollowing { node: node.clone() });
                 },
                 _ = tokio::time::sleep_until(deadline) => break,
             }
-            if inner.signals.state.read().unwrap().may_have_news(member.id, cursor) {
+            if inner.signals.state.read().unwrap().may_have_news(member.id, cursor.after) {
                 break;
             }
         }
     }
 }
 
-/// The pruning lower bound, read after a page: if it is not past the page's cursor, no prune
-/// had removed anything after the cursor when the page was read (the bound commits with the
-/// deletes and only moves forward), so the page is complete.
-async fn lower_bound(c: &mut AsyncPgConnection) -> Result<Option<i64>, CoordError> {
-    lb::table.select(lb::ts).first(c).await.optional().during("reading the lower bound")
-}
-
 /// Read the next page after `cursor`: at most `read_batch_size` events and, when that many
 /// could exceed the byte budget, only as many as fit in it (at least one). Returns the page,
-/// the limit it was read with, and the pruning lower bound read after it (see [`lower_bound`]).
-async fn read_page(inner: &Inner, member: i32, cursor: i64) -> Result<(Page, u32, Option<i64>), CoordError> {
+/// the limit it was read with, and the pruning lower bound read after it: if it is not past the
+/// cursor, no prune had removed anything after the cursor when the page was read.
+async fn read_page(inner: &Inner, cursor: Cursor) -> Result<(Page, u32, Option<i64>), StoreError> {
     let batch = inner.settings.read_batch_size.max(1);
     let budget = inner.settings.subscription_buffer_bytes;
     if (batch as usize).saturating_mul(inner.settings.max_request_size) <= budget {
@@ -254,7 +246,7 @@ async fn read_page(inner: &Inner, member: i32, cursor: i64) -> Result<(Page, u32
             .db
             .run("reading events", |c| {
                 async move {
-                    let page = events::read(c, member, cursor, batch).await?;
+                    let page = events::read_at(c, cursor, batch).await?;
                     Ok((page, batch, lower_bound(c).await?))
                 }
                 .scope_boxed()
@@ -269,9 +261,9 @@ async fn read_page(inner: &Inner, member: i32, cursor: i64) -> Result<(Page, u32
                     .repeatable_read()
                     .read_only()
                     .run(async |c| {
-                        let sizes = events::sizes(c, member, cursor, batch).await?;
+                        let sizes = events::sizes_at(c, cursor, batch).await?;
                         let limit = fitting(sizes.iter().copied(), budget, batch);
-                        let page = events::read(c, member, cursor, limit).await?;
+                        let page = events::read_at(c, cursor, limit).await?;
                         Ok((page, limit, lower_bound(c).await?))
                     })
                     .await
@@ -295,9 +287,9 @@ fn fitting(sizes: impl Iterator<Item = i64>, budget: usize, batch: u32) -> u32 {
 }
 
 /// Shape a stored event for `member`: its envelopes only, the message id only for the sender.
-async fn to_proto(inner: &Inner, member: &Member, ev: StoredEvent, previous: Option<i64>) -> Result<Event, Status> {
+async fn to_proto(inner: &Inner, member: &Member, ev: StoredEvent, previous: Option<i64>) -> Result<Event> {
     let sender_id = ev.sender.unwrap_or_default();
-    let sender = inner.members.name_of(sender_id).await.map_err(Status::from)?;
+    let sender = inner.members.name_of(sender_id).await?;
     let is_sender = sender_id == member.id;
     let mut event = Event {
         timestamp: ev.ts,
@@ -310,14 +302,24 @@ async fn to_proto(inner: &Inner, member: &Member, ev: StoredEvent, previous: Opt
     match ev.kind {
         EventKind::Deliver => {
             let batch = Batch::decode(ev.payload.as_deref().unwrap_or_default())
-                .map_err(|e| Status::data_loss(format!("event {} has an undecodable payload: {e}", ev.ts)))?;
-            event.envelopes =
-                batch.envelopes.into_iter().filter(|env| env.recipients.iter().any(|r| r == &member.member)).collect();
+                .map_err(|e| SequencerError::Undecodable { ts: ev.ts, reason: e.to_string() })?;
+            event.envelopes = batch
+                .envelopes
+                .into_iter()
+                .filter(|env| env.recipients.iter().any(|r| r == &member.member || r == BROADCAST_RECIPIENT))
+                .collect();
         }
         EventKind::Error => {
-            let text = ev.error.unwrap_or_default();
-            let (code, message) = text.split_once(": ").unwrap_or(("ERROR", text.as_str()));
-            event.error = Some(DeliverError { code: code.to_string(), message: message.to_string() });
+            let error = ev.error.unwrap_or(EventError { code: ErrorCode::Unspecified, message: String::new() });
+            let error_code = match error.code {
+                ErrorCode::Unspecified => DeliverErrorCode::Unspecified,
+                ErrorCode::UnknownRecipients => DeliverErrorCode::UnknownRecipients,
+            };
+            event.error = Some(DeliverError {
+                code: error.code.as_str().to_string(),
+                message: error.message,
+                error_code: error_code.into(),
+            });
         }
     }
     Ok(event)

@@ -15,8 +15,10 @@ use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
 use crate::error::{Result, SequencerError};
+use crate::store::events::BROADCAST;
 use crate::writer::{SendResult, Submission};
 use crate::{members, pruning, reader, Inner};
+use syncline_sequencer_client::BROADCAST_RECIPIENT;
 
 /// Longest accepted message id.
 pub const MAX_MESSAGE_ID: usize = 128;
@@ -84,6 +86,10 @@ impl PublicApi {
         let mut recipients = vec![sender.id];
         let mut unknown = Vec::new();
         for name in names {
+            if name == BROADCAST_RECIPIENT {
+                recipients.push(BROADCAST);
+                continue;
+            }
             match inner.members.lookup(name).await? {
                 Some(m) => recipients.push(m.id),
                 None => unknown.push(name.to_string()),

@@ -16,12 +16,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::store;
-use crate::store::events::{self, EventKind, ExistingClaim, MessageIdClaim, NewEvent};
+use crate::store::error::StoreError;
+use crate::store::events::{self, ErrorCode, EventError, EventKind, ExistingClaim, MessageIdClaim, NewEvent};
 use crate::store::node_index::{self, IndexLease};
 use crate::store::timestamps::TimestampGenerator;
 use crate::store::{recovery, watermarks};
 use syncline_coordination::db::{self, SessionKind};
-use syncline_coordination::{CoordError, DbConfig};
+use syncline_coordination::{DbConfig, DbError};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -287,7 +288,7 @@ impl Writer {
         }
     }
 
-    async fn try_join(&mut self, cancel: &CancellationToken) -> Result<(IndexLease, TimestampGenerator), CoordError> {
+    async fn try_join(&mut self, cancel: &CancellationToken) -> Result<(IndexLease, TimestampGenerator), StoreError> {
         let t = self.settings.write_timeout;
         if !self.migrated {
             timeout(t * 6, syncline_coordination::db::migrate(&self.db)).await?;
@@ -317,7 +318,7 @@ impl Writer {
         &self,
         conn: &mut diesel_async::AsyncPgConnection,
         cancel: &CancellationToken,
-    ) -> Result<(), CoordError> {
+    ) -> Result<(), StoreError> {
         let highest = timeout(self.settings.write_timeout, watermarks::highest(conn)).await?;
         let Some(highest) = highest else { return Ok(()) };
         let behind = highest - self.settings.now();
@@ -344,7 +345,7 @@ impl Writer {
     }
 
     /// Truncate past the watermark and go online on the lease we hold.
-    async fn rejoin(&mut self, lease: &mut IndexLease, gen: &mut TimestampGenerator) -> Result<(), CoordError> {
+    async fn rejoin(&mut self, lease: &mut IndexLease, gen: &mut TimestampGenerator) -> Result<(), StoreError> {
         let t = self.settings.write_timeout;
         let index = lease.index();
         // One bound for the whole sequence: a timeout leaves the session mid-way, and the
@@ -380,7 +381,7 @@ impl Writer {
                 }
                 Outcome::Continue
             }
-            Err(CoordError::MarkedOffline { .. }) => {
+            Err(StoreError::MarkedOffline { .. }) => {
                 tracing::warn!("marked offline by another node; recovering in place");
                 self.shared.set_down("marked offline; recovering");
                 self.carry = batch;
@@ -437,7 +438,7 @@ impl Writer {
         lease: &mut IndexLease,
         gen: &mut TimestampGenerator,
         batch: &mut Vec<Submission>,
-    ) -> Result<(), CoordError> {
+    ) -> Result<(), StoreError> {
         let name = &self.settings.name;
         let index = lease.index();
         let mut events = Vec::with_capacity(batch.len());
@@ -639,10 +640,10 @@ impl Stats {
 
 /// Refuse a database that acknowledges commits before they are durable: after a crash it
 /// would forget events that readers have already been given.
-async fn check_commit_mode(conn: &mut diesel_async::AsyncPgConnection, allow_unsafe: bool) -> Result<(), CoordError> {
+async fn check_commit_mode(conn: &mut diesel_async::AsyncPgConnection, allow_unsafe: bool) -> Result<(), StoreError> {
     let value = db::setting(conn, "synchronous_commit").await?;
     if value == "off" && !allow_unsafe {
-        return Err(CoordError::InvalidConfig(
+        return Err(StoreError::InvalidConfig(
             "the database runs with synchronous_commit = off, which can lose committed events (already delivered to \
              subscribers) when PostgreSQL crashes; set synchronous_commit = on for the sequencer's database or role \
              (ALTER DATABASE … SET synchronous_commit = on), or set allow_unsafe_commit = true on a throwaway test database"
@@ -660,7 +661,7 @@ async fn check_commit_mode(conn: &mut diesel_async::AsyncPgConnection, allow_uns
 /// Sweep dead nodes' tails on a session of its own (dropped afterwards, whatever happened).
 /// The server bounds its statements too: a backend left waiting on a row lock after we gave
 /// up would hold a table lock that keeps every node from going online.
-async fn sweep_dead(cfg: &DbConfig, within: Duration) -> Result<(), CoordError> {
+async fn sweep_dead(cfg: &DbConfig, within: Duration) -> Result<(), StoreError> {
     let mut cfg = cfg.clone();
     cfg.statement_timeout = within;
     let mut conn = db::connect(&cfg, SessionKind::Pooled).await?;
@@ -700,18 +701,18 @@ fn to_event(ts: i64, sub: &Submission) -> NewEvent {
             sender: Some(sub.sender),
             recipients: vec![sub.sender],
             payload: None,
-            error: Some(format!("UNKNOWN_RECIPIENTS: {}", sub.unknown.join(", "))),
+            error: Some(EventError { code: ErrorCode::UnknownRecipients, message: sub.unknown.join(", ") }),
             claim,
         }
     }
 }
 
 /// Bound a database call: a blackholed connection must not hang the writer.
-async fn timeout<T>(
+async fn timeout<T, E: From<DbError>>(
     after: Duration,
-    f: impl std::future::Future<Output = Result<T, CoordError>>,
-) -> Result<T, CoordError> {
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
     tokio::time::timeout(after, f)
         .await
-        .unwrap_or_else(|_| Err(CoordError::Timeout { during: "writing to the database".into(), after }))
+        .unwrap_or_else(|_| Err(DbError::Timeout { during: "writing to the database".into(), after }.into()))
 }

@@ -18,7 +18,7 @@ pub use processor::{apply, Applied, BROADCAST_RECIPIENT};
 pub use snapshot::TopologySnapshot;
 pub use store::{snapshot_at, Outcome, StoredTransaction};
 
-use syncline_coordination::CoordError;
+use syncline_coordination::DbError;
 
 use crate::messages::DecodeError;
 
@@ -26,9 +26,9 @@ use crate::messages::DecodeError;
 /// is an [`Applied::Ignored`] outcome).
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
-    /// The database failed (see [`CoordError::is_retryable`]).
+    /// The database failed (see [`DbError::is_retryable`]).
     #[error(transparent)]
-    Db(#[from] CoordError),
+    Db(#[from] DbError),
     /// A stored transaction no longer decodes (written by another protocol version?).
     #[error("the topology transaction stored at {sequenced_at} cannot be read")]
     Corrupt {
@@ -68,6 +68,6 @@ impl TopologyError {
 /// Errors raised inside `transaction` closures (BEGIN/COMMIT included).
 impl From<diesel::result::Error> for TopologyError {
     fn from(e: diesel::result::Error) -> Self {
-        TopologyError::Db(CoordError::from_diesel("applying a topology transaction", e))
+        TopologyError::Db(DbError::from_diesel("applying a topology transaction", e))
     }
 }

@@ -19,9 +19,8 @@ use super::authorization::validate;
 use super::store::{self, NewTransaction, Outcome};
 use super::{MappingKey, TopologyError};
 
-/// The recipient that addresses every member (the sequencer's broadcast address; the same
-/// value as the sequencer client's `BROADCAST_RECIPIENT`).
-pub const BROADCAST_RECIPIENT: &str = "*";
+/// The recipient that addresses every member: the sequencer's broadcast address.
+pub use syncline_sequencer_client::BROADCAST_RECIPIENT;
 
 /// What [`apply`] did with a transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]

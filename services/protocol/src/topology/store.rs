@@ -6,7 +6,7 @@
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use syncline_coordination::error::DieselContext;
-use syncline_schema::tables::topology_transactions as t;
+use syncline_schema::tables::topology::topology_transactions as t;
 
 use crate::messages::{self, Message, Operation, TopologyTransaction};
 

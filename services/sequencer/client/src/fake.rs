@@ -5,7 +5,8 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use syncline_proto::sequencer::{DeliverError, Envelope, Event, SendRequest};
+use crate::BROADCAST_RECIPIENT as ALL;
+use syncline_proto::sequencer::{DeliverError, DeliverErrorCode, Envelope, Event, SendRequest};
 use tokio::sync::watch;
 use tonic::Code;
 
@@ -54,7 +55,11 @@ struct Stored {
 
 impl Stored {
     fn concerns(&self, member: &str) -> bool {
-        self.sender == member || self.envelopes.iter().any(|e| e.recipients.iter().any(|r| r == member))
+        self.sender == member || self.envelopes.iter().any(|e| e.recipients.iter().any(|r| r == member || r == ALL))
+    }
+
+    fn is_broadcast(&self) -> bool {
+        self.envelopes.iter().any(|e| e.recipients.iter().any(|r| r == ALL))
     }
 
     /// The event as `member` receives it.
@@ -65,7 +70,12 @@ impl Stored {
             previous_timestamp: previous,
             sender: self.sender.clone(),
             message_id: is_sender.then(|| self.message_id.clone()),
-            envelopes: self.envelopes.iter().filter(|e| e.recipients.iter().any(|r| r == member)).cloned().collect(),
+            envelopes: self
+                .envelopes
+                .iter()
+                .filter(|e| e.recipients.iter().any(|r| r == member || r == ALL))
+                .cloned()
+                .collect(),
             error: if is_sender { self.error.clone() } else { None },
         }
     }
@@ -184,7 +194,7 @@ impl FakeSequencer {
             .iter()
             .flat_map(|e| &e.recipients)
             .map(String::as_str)
-            .filter(|r| !s.members.contains_key(*r))
+            .filter(|r| *r != ALL && !s.members.contains_key(*r))
             .collect();
         unknown.sort_unstable();
         unknown.dedup();
@@ -199,7 +209,11 @@ impl FakeSequencer {
             }
         } else {
             // As the sequencer does: only the sender learns, through an error event.
-            let error = DeliverError { code: "UNKNOWN_RECIPIENTS".into(), message: unknown.join(", ") };
+            let error = DeliverError {
+                code: "UNKNOWN_RECIPIENTS".into(),
+                message: unknown.join(", "),
+                error_code: DeliverErrorCode::UnknownRecipients.into(),
+            };
             Stored {
                 timestamp: ts,
                 sender: req.sender.clone(),
@@ -232,16 +246,18 @@ impl SequencerApi for FakeSequencer {
         let start = match s.members.get(member) {
             None => Err(refused(Code::NotFound, format!("member {member} is not registered"))),
             Some(m) if !m.enabled => Err(refused(Code::PermissionDenied, format!("member {member} is disabled"))),
-            Some(m) => Ok(after.unwrap_or(m.registered_at).max(m.registered_at)),
+            // As the sequencer does: broadcasts from the very first, own events after registration.
+            Some(m) => Ok((after.unwrap_or(i64::MIN), m.registered_at)),
         };
-        let cursor = match start {
-            Ok(cursor) => cursor,
+        let (cursor, own_after) = match start {
+            Ok(start) => start,
             Err(e) => return Box::pin(futures_util::stream::iter([Err(e)])),
         };
         let sub = Subscription {
             fake: self.clone(),
             member: member.to_string(),
             cursor,
+            own_after,
             previous: s.previous(member, cursor),
             failures_seen: s.subscription_failures.len(),
             changed: self.changed.subscribe(),
@@ -278,6 +294,8 @@ struct Subscription {
     fake: FakeSequencer,
     member: String,
     cursor: i64,
+    /// The member's own events start after this (its registration); broadcasts do not.
+    own_after: i64,
     previous: Option<i64>,
     failures_seen: usize,
     changed: watch::Receiver<u64>,
@@ -295,7 +313,11 @@ impl Subscription {
                 let state = self.fake.state.clone();
                 let s = state.lock().unwrap();
                 let failure = s.subscription_failures.get(self.failures_seen);
-                let next = s.events.iter().find(|e| e.timestamp > self.cursor && e.concerns(&self.member));
+                let next = s.events.iter().find(|e| {
+                    e.timestamp > self.cursor
+                        && (e.timestamp > self.own_after || e.is_broadcast())
+                        && e.concerns(&self.member)
+                });
                 match (next, failure) {
                     (Some(e), None) => return Some(Ok(self.deliver(e))),
                     (Some(e), Some((_, at))) if e.timestamp <= *at => return Some(Ok(self.deliver(e))),
@@ -344,6 +366,21 @@ mod tests {
             answered.push(api.send(req).await.map_err(|e| e.to_string())?.timestamp);
         }
         Ok(answered)
+    }
+
+    #[tokio::test]
+    async fn a_broadcast_reaches_members_registered_later_as_the_sequencer_does() {
+        let fake = FakeSequencer::new();
+        fake.register("alice");
+        fake.register("bob");
+        let b = fake.send(RequestBuilder::new("alice", "b").to([ALL], "topology").build()).await.unwrap().timestamp;
+        fake.send(RequestBuilder::new("alice", "p").to(["bob"], "private").build()).await.unwrap();
+        fake.register("carol");
+        let own = fake.send(RequestBuilder::new("bob", "c").to(["carol"], "hi").build()).await.unwrap().timestamp;
+        let carol: Vec<Event> = fake.subscribe("carol", None).take(2).map(|e| e.unwrap()).collect().await;
+        assert_eq!(carol.iter().map(|e| e.timestamp).collect::<Vec<_>>(), [b, own]);
+        assert_eq!((carol[0].envelopes[0].content.as_slice(), carol[0].previous_timestamp), (&b"topology"[..], None));
+        assert_eq!(carol[1].previous_timestamp, Some(b));
     }
 
     #[tokio::test]
@@ -396,6 +433,7 @@ mod tests {
         let alice = fake.events_of("alice");
         let error = alice[0].error.as_ref().expect("an error event");
         assert_eq!((error.code.as_str(), error.message.as_str()), ("UNKNOWN_RECIPIENTS", "zed"));
+        assert_eq!(error.error_code(), DeliverErrorCode::UnknownRecipients);
         assert!(fake.events_of("bob").is_empty());
     }
 

@@ -37,6 +37,12 @@ pub use error::{AcknowledgeError, SendError, SubscribeError};
 pub use request::{now_micros, RequestBuilder};
 pub use send::Sent;
 
+/// The recipient that addresses an envelope to every member of the sequencer, including
+/// members registered later: a member's subscription from its start (no `after`) delivers
+/// every broadcast still stored, and pruning never removes broadcasts. No member can be
+/// called this.
+pub const BROADCAST_RECIPIENT: &str = "*";
+
 /// A member's events in timestamp order; an `Err` item is final (the stream ends after it).
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<Event, SubscribeError>> + Send>>;
 

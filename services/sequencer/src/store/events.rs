@@ -4,14 +4,17 @@
 //! watermark.
 
 use std::collections::HashSet;
+use std::sync::LazyLock;
 
 use diesel::sql_types::{Array, BigInt, Binary, Bool, Integer, Nullable, SmallInt, Text};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use syncline_coordination::error::{DieselContext, Result};
+use super::error::{DieselContext, Result};
+use super::watermarks::{visible_on_node_sql, VISIBILITY_CAP_SQL};
+use syncline_schema::tables::sequencer::sequencer_message_ids as m;
 
-/// Recipient id meaning "every member".
+/// Recipient id meaning "every member": the one place it is stated; SQL binds it.
 pub const BROADCAST: i32 = -1;
 
 /// Kind of a sequenced event.
@@ -38,6 +41,41 @@ impl EventKind {
             EventKind::Deliver
         }
     }
+}
+
+/// The typed code of an error event, stored in its own column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// Written without a code (by a sequencer before codes had a column of their own).
+    Unspecified,
+    /// Some recipients of the send are not registered members.
+    UnknownRecipients,
+}
+
+impl ErrorCode {
+    /// The code as stored (and as the public API's string `code` shows it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Unspecified => "ERROR",
+            ErrorCode::UnknownRecipients => "UNKNOWN_RECIPIENTS",
+        }
+    }
+
+    fn parse(s: Option<&str>) -> ErrorCode {
+        match s {
+            Some("UNKNOWN_RECIPIENTS") => ErrorCode::UnknownRecipients,
+            _ => ErrorCode::Unspecified,
+        }
+    }
+}
+
+/// What an error event says: a code and a message for people.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventError {
+    /// Why the send was not delivered.
+    pub code: ErrorCode,
+    /// Details (e.g. the unknown recipients).
+    pub message: String,
 }
 
 /// A send's claim on its (sender, message id): sequenced at most once before `max_sequencing_ts`.
@@ -85,8 +123,8 @@ pub struct NewEvent {
     pub recipients: Vec<i32>,
     /// The body, for deliver events.
     pub payload: Option<Vec<u8>>,
-    /// The error text, for error events.
-    pub error: Option<String>,
+    /// The error, for error events.
+    pub error: Option<EventError>,
     /// Deduplication claim; events whose claim is taken are not written.
     pub claim: Option<MessageIdClaim>,
 }
@@ -108,8 +146,8 @@ pub struct StoredEvent {
     pub recipients: Vec<i32>,
     /// Body of a deliver event.
     pub payload: Option<Vec<u8>>,
-    /// Error text of an error event.
-    pub error: Option<String>,
+    /// The error of an error event.
+    pub error: Option<EventError>,
 }
 
 /// What an append wrote.
@@ -130,8 +168,9 @@ pub struct Appended {
 const APPEND_SQL: &str = "
 with input as (
   select * from unnest($1::bigint[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::bytea[], $7::text[],
-                       $8::integer[], $9::text[], $10::bigint[], $12::bytea[])
-    as t(ts, kind, message_id, sender, recipients, payload, error_message, claim_sender, claim_id, mst, digest)
+                       $8::integer[], $9::text[], $10::bigint[], $12::bytea[], $13::text[])
+    as t(ts, kind, message_id, sender, recipients, payload, error_message, claim_sender, claim_id, mst, digest,
+         error_code)
 ),
 claimed as (
   insert into sequencer_message_ids (sender, message_id, ts, node_index, max_sequencing_ts, digest)
@@ -143,8 +182,8 @@ kept as (
   select * from input where mst is null or ts in (select ts from claimed)
 ),
 written as (
-  insert into sequencer_events (ts, node_index, kind, message_id, sender, recipients, error_message)
-  select ts, $11, kind, message_id, sender, recipients::integer[], error_message from kept
+  insert into sequencer_events (ts, node_index, kind, message_id, sender, recipients, error_message, error_code)
+  select ts, $11, kind, message_id, sender, recipients::integer[], error_message, error_code from kept
   returning ts, recipients
 ),
 fanout as (
@@ -198,7 +237,9 @@ pub async fn append(conn: &mut AsyncPgConnection, index: u32, events: &[NewEvent
         .bind::<Array<Nullable<Integer>>, _>(keep.iter().map(|ev| ev.sender).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(keep.iter().map(|ev| recipients(ev)).collect::<Vec<_>>())
         .bind::<Array<Nullable<Binary>>, _>(keep.iter().map(|ev| ev.payload.as_deref()).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Text>>, _>(keep.iter().map(|ev| ev.error.as_deref()).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(
+            keep.iter().map(|ev| ev.error.as_ref().map(|e| e.message.as_str())).collect::<Vec<_>>(),
+        )
         .bind::<Array<Nullable<Integer>>, _>(
             keep.iter().map(|ev| ev.claim.as_ref().map(|c| c.sender)).collect::<Vec<_>>(),
         )
@@ -211,6 +252,9 @@ pub async fn append(conn: &mut AsyncPgConnection, index: u32, events: &[NewEvent
         .bind::<SmallInt, _>(index as i16)
         .bind::<Array<Nullable<Binary>>, _>(
             keep.iter().map(|ev| ev.claim.as_ref().map(|c| c.digest.as_slice())).collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Text>>, _>(
+            keep.iter().map(|ev| ev.error.as_ref().map(|e| e.code.as_str())).collect::<Vec<_>>(),
         )
         .load(conn)
         .await
@@ -295,6 +339,8 @@ struct Row {
     recipients: Option<Vec<i32>>,
     #[diesel(sql_type = Nullable<Text>)]
     error_message: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    error_code: Option<String>,
     #[diesel(sql_type = Nullable<Binary>)]
     content: Option<Vec<u8>>,
     #[diesel(sql_type = Nullable<BigInt>)]
@@ -303,54 +349,77 @@ struct Row {
     is_cap_row: bool,
 }
 
-// The visibility rule, stated once for reads (`watermarks::VISIBILITY_CAP_SQL` is the same cap
-// over the live table): the cap is the safe watermark (min over online nodes) or,
-// with no node online, the max over all, since each offline node is further capped at its
-// own watermark. Two ordered, limited index scans per node (own id, broadcast) are merged;
-// the outer limit keeps the page gap-free. $1 member, $2 cursor (exclusive), $3 limit.
-macro_rules! visible_hits {
-    () => {
-        "
-with wm as (select node_index, watermark_ts, online from sequencer_watermarks),
-bound as (select coalesce((select min(watermark_ts) from wm where online),
-                          (select max(watermark_ts) from wm)) as cap),
-hits as (
-  select distinct x.ts from wm cross join bound cross join lateral (
-    (select r.ts from sequencer_event_recipients r
-      where r.node_index = wm.node_index and r.recipient_id = $1 and r.ts > $2 and r.ts <= bound.cap
-        and (wm.online or r.ts <= wm.watermark_ts)
-      order by r.ts limit $3)
-    union all
-    (select r.ts from sequencer_event_recipients r
-      where r.node_index = wm.node_index and r.recipient_id = -1 and r.ts > $2 and r.ts <= bound.cap
-        and (wm.online or r.ts <= wm.watermark_ts)
-      order by r.ts limit $3)
-  ) x
-  order by x.ts limit $3
-)"
+// Two ordered, limited index scans per node (own id, broadcast) are merged; the outer limit
+// keeps the page gap-free. The cap and the offline-node rule are those of `watermarks`.
+// $1 member, $2 cursor (exclusive), $3 limit, $4 the broadcast recipient, $5 the floor of
+// the member's own events (exclusive; broadcasts have none, see [`Cursor`]).
+fn visible_hits() -> String {
+    let scan = |recipient: &str, after: &str| {
+        format!(
+            "(select r.ts from sequencer_event_recipients r \
+               where r.node_index = wm.node_index and r.recipient_id = {recipient} and r.ts > {after} \
+                 and r.ts <= bound.cap and {visible} \
+               order by r.ts limit $3)",
+            visible = visible_on_node_sql("wm", "r.ts")
+        )
     };
+    format!(
+        "with wm as (select node_index, watermark_ts, online from sequencer_watermarks), \
+         bound as (select {VISIBILITY_CAP_SQL} as cap), \
+         hits as ( \
+           select distinct x.ts from wm cross join bound cross join lateral ({own} union all {broadcast}) x \
+           order by x.ts limit $3)",
+        own = scan("$1", "greatest($2, $5)"),
+        broadcast = scan("$4", "$2"),
+    )
+}
+
+/// Where a member's read continues: after `after`, except that its own (member-addressed)
+/// events start after `own_after` when that is later. A subscription from a member's start
+/// reads from the very beginning with `own_after` its registration: every broadcast still
+/// stored, merged in order with its own events since it registered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    /// The member id.
+    pub member: i32,
+    /// Exclusive lower bound of every event read.
+    pub after: i64,
+    /// Exclusive lower bound of the member's own events.
+    pub own_after: i64,
+}
+
+impl Cursor {
+    /// Everything of `member` after `after`.
+    pub fn after(member: i32, after: i64) -> Cursor {
+        Cursor { member, after, own_after: after }
+    }
+
+    /// Where the member's own events continue: the later of the two bounds.
+    pub fn own(&self) -> i64 {
+        self.after.max(self.own_after)
+    }
 }
 
 // One statement, so the watermarks and the events come from one snapshot.
-const READ_SQL: &str = concat!(
-    visible_hits!(),
-    "
-select e.ts, e.node_index, e.kind, e.message_id, e.sender, e.recipients, e.error_message, p.content,
+static READ_SQL: LazyLock<String> = LazyLock::new(|| {
+    visible_hits()
+        + "
+select e.ts, e.node_index, e.kind, e.message_id, e.sender, e.recipients, e.error_message, e.error_code, p.content,
        null::bigint as cap, false as is_cap_row
   from hits join sequencer_events e on e.ts = hits.ts left join sequencer_payloads p on p.ts = e.ts
 union all
-select null, null, null, null, null, null, null, null, bound.cap, true from bound
+select null, null, null, null, null, null, null, null, null, bound.cap, true from bound
 order by is_cap_row, ts"
-);
+});
 
 // The payload sizes of exactly the events `READ_SQL` returns, in order.
-const SIZES_SQL: &str = concat!(
-    visible_hits!(),
-    "
+static SIZES_SQL: LazyLock<String> = LazyLock::new(|| {
+    visible_hits()
+        + "
 select coalesce(octet_length(p.content), 0)::bigint as size
   from hits left join sequencer_payloads p on p.ts = hits.ts
  order by hits.ts"
-);
+});
 
 #[derive(QueryableByName)]
 struct Size {
@@ -361,10 +430,17 @@ struct Size {
 /// Payload sizes (bytes) of the events [`read`] with the same arguments returns, in the same
 /// order, without loading them: run both in one snapshot to cut a page to a byte budget.
 pub async fn sizes(conn: &mut AsyncPgConnection, member: i32, after: i64, limit: u32) -> Result<Vec<i64>> {
-    let rows: Vec<Size> = diesel::sql_query(SIZES_SQL)
-        .bind::<Integer, _>(member)
-        .bind::<BigInt, _>(after)
+    sizes_at(conn, Cursor::after(member, after), limit).await
+}
+
+/// [`sizes`] at a [`Cursor`].
+pub async fn sizes_at(conn: &mut AsyncPgConnection, at: Cursor, limit: u32) -> Result<Vec<i64>> {
+    let rows: Vec<Size> = diesel::sql_query(SIZES_SQL.as_str())
+        .bind::<Integer, _>(at.member)
+        .bind::<BigInt, _>(at.after)
         .bind::<BigInt, _>(i64::from(limit.max(1)))
+        .bind::<Integer, _>(BROADCAST)
+        .bind::<BigInt, _>(at.own_after)
         .load(conn)
         .await
         .during("sizing a page of events")?;
@@ -373,11 +449,19 @@ pub async fn sizes(conn: &mut AsyncPgConnection, member: i32, after: i64, limit:
 
 /// Read up to `limit` events of `member` with timestamps above `after`.
 pub async fn read(conn: &mut AsyncPgConnection, member: i32, after: i64, limit: u32) -> Result<Page> {
+    read_at(conn, Cursor::after(member, after), limit).await
+}
+
+/// Read up to `limit` events at a [`Cursor`]; the page's `next_cursor` is the next `after`.
+pub async fn read_at(conn: &mut AsyncPgConnection, at: Cursor, limit: u32) -> Result<Page> {
+    let after = at.after;
     let limit = limit.max(1);
-    let rows: Vec<Row> = diesel::sql_query(READ_SQL)
-        .bind::<Integer, _>(member)
+    let rows: Vec<Row> = diesel::sql_query(READ_SQL.as_str())
+        .bind::<Integer, _>(at.member)
         .bind::<BigInt, _>(after)
         .bind::<BigInt, _>(i64::from(limit))
+        .bind::<Integer, _>(BROADCAST)
+        .bind::<BigInt, _>(at.own_after)
         .load(conn)
         .await
         .during("reading events")?;
@@ -396,7 +480,9 @@ pub async fn read(conn: &mut AsyncPgConnection, member: i32, after: i64, limit: 
             sender: row.sender,
             recipients: row.recipients.unwrap_or_default(),
             payload: row.content,
-            error: row.error_message,
+            error: row
+                .error_message
+                .map(|message| EventError { code: ErrorCode::parse(row.error_code.as_deref()), message }),
         });
     }
     let next_cursor = match events.last() {
@@ -404,4 +490,34 @@ pub async fn read(conn: &mut AsyncPgConnection, member: i32, after: i64, limit: 
         last => cap.unwrap_or(after).max(last.map_or(after, |l| l.ts)).max(after),
     };
     Ok(Page { events, next_cursor })
+}
+
+/// Drop the message-id claims whose max-sequencing-time is before `cutoff` (µs): no send
+/// can be retried with them any more. Returns how many went.
+pub async fn expire_claims(conn: &mut AsyncPgConnection, cutoff: i64) -> Result<usize> {
+    use diesel::{ExpressionMethods, QueryDsl};
+    diesel::delete(m::table.filter(m::max_sequencing_ts.lt(cutoff)))
+        .execute(conn)
+        .await
+        .during("expiring message-id claims")
+}
+
+/// What the notification listener needs to start from: the visibility cap and the newest
+/// event of anyone, from one snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, QueryableByName)]
+pub struct Bounds {
+    /// The visibility cap (`None`: no node ever had a watermark).
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub cap: Option<i64>,
+    /// The newest stored event (`None`: none).
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub newest: Option<i64>,
+}
+
+/// The visibility cap and the newest event, in one statement.
+pub async fn bounds(conn: &mut AsyncPgConnection) -> Result<Bounds> {
+    diesel::sql_query(format!("select {VISIBILITY_CAP_SQL} as cap, (select max(ts) from sequencer_events) as newest"))
+        .get_result(conn)
+        .await
+        .during("reading the visibility bound")
 }

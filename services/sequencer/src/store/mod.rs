@@ -1,16 +1,20 @@
 //! The sequencer's store in PostgreSQL, one module per concept: partitioned timestamps, node
-//! index allocation, events, watermarks, offline detection and recovery truncation. Built on
+//! index allocation, events, watermarks, offline detection, recovery truncation, members, and
+//! acknowledgements and pruning. All the sequencer's SQL is here. Built on
 //! the HA primitives of `syncline-coordination` (pool, sessions, retry, locks).
 
+pub mod error;
 pub mod events;
+pub mod members;
 pub mod node_index;
 pub mod offline;
+pub mod pruning;
 pub mod recovery;
 pub mod timestamps;
 pub mod watermarks;
 
 use diesel_async::AsyncPgConnection;
-use syncline_coordination::error::Result;
+use error::Result;
 
 /// The join sequence of a node that holds index `index` (its lock, on `conn`): remove what the
 /// index wrote past its watermark, go online at `max(all watermarks, now)`, and make `gen`

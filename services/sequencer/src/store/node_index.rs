@@ -7,11 +7,12 @@ use diesel::sql_types::{BigInt, Integer};
 use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use rand::seq::SliceRandom;
-use syncline_schema::tables::sequencer_watermarks as w;
+use syncline_schema::tables::sequencer::sequencer_watermarks as w;
 
+use super::error::{DieselContext, Result, StoreError};
 use super::{offline, timestamps};
 use syncline_coordination::db::{self, DbConfig, SessionKind};
-use syncline_coordination::error::{CoordError, DieselContext, Result};
+use syncline_coordination::error::DbError;
 use syncline_coordination::locks::{self, LockId};
 
 /// Exclusive ownership of one sequencer node index; dropping it closes the session and so
@@ -81,7 +82,7 @@ pub async fn acquire_after(cfg: &DbConfig, total: u32, previous: Option<Previous
             return Ok(IndexLease { index, total, backend_pid, conn });
         }
     }
-    Err(CoordError::AllIndexesInUse { total })
+    Err(StoreError::AllIndexesInUse { total })
 }
 
 /// Terminate `p`'s session if it still holds `p.index`, and wait until its lock is gone.
@@ -103,7 +104,9 @@ async fn end_lost_session(conn: &mut AsyncPgConnection, p: PreviousLease) -> Res
     let start = std::time::Instant::now();
     while locks::holder_pid(conn, id).await? == Some(p.backend_pid) {
         if start.elapsed() > std::time::Duration::from_secs(5) {
-            return Err(CoordError::Timeout { during: "ending our previous session".into(), after: start.elapsed() });
+            return Err(
+                DbError::Timeout { during: "ending our previous session".into(), after: start.elapsed() }.into()
+            );
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
@@ -129,7 +132,7 @@ async fn check_partitioning(conn: &mut AsyncPgConnection, total: u32) -> Result<
          from sequencer_partitioning for update",
         others = locks::other_sequencer_index_locks_sql()
     );
-    conn.transaction::<_, CoordError, _>(async |c| {
+    conn.transaction::<_, StoreError, _>(async |c| {
         diesel::sql_query("insert into sequencer_partitioning (total_node_count) values ($1) on conflict do nothing")
             .bind::<Integer, _>(total as i32)
             .execute(c)
@@ -140,7 +143,7 @@ async fn check_partitioning(conn: &mut AsyncPgConnection, total: u32) -> Result<
             return Ok(());
         }
         if p.others > 0 {
-            return Err(CoordError::InvalidConfig(format!(
+            return Err(StoreError::InvalidConfig(format!(
                 "total_node_count {total} differs from {} used by the {} sequencer(s) running on this database; \
                  use the same value on every sequencer (to change it, stop them all first)",
                 p.total_node_count, p.others
@@ -187,8 +190,8 @@ impl IndexLease {
         let what = format!("of sequencer node index {}", self.index);
         match locks::held_by_me(&mut self.conn, LockId::sequencer_index(self.index)).await {
             Ok(true) => Ok(()),
-            Ok(false) => Err(CoordError::LockLost { what, reason: "not held by this session".into() }),
-            Err(e) => Err(CoordError::LockLost { what, reason: e.to_string() }),
+            Ok(false) => Err(DbError::LockLost { what, reason: "not held by this session".into() }.into()),
+            Err(e) => Err(DbError::LockLost { what, reason: e.to_string() }.into()),
         }
     }
 

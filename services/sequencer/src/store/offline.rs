@@ -11,7 +11,7 @@ use diesel::sql_types::{BigInt, Integer};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use syncline_coordination::error::{DieselContext, Result};
+use super::error::{DieselContext, Result};
 use syncline_coordination::locks::sequencer_index_held_sql;
 
 #[derive(QueryableByName)]

@@ -5,12 +5,12 @@
 
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use syncline_schema::tables::{
+use syncline_schema::tables::sequencer::{
     sequencer_event_recipients as r, sequencer_events as e, sequencer_message_ids as m, sequencer_payloads as p,
     sequencer_watermarks as w,
 };
 
-use syncline_coordination::error::{CoordError, DieselContext, Result};
+use super::error::{DieselContext, Result, StoreError};
 use syncline_coordination::locks::{self, LockId};
 
 /// What a truncation removed.
@@ -52,7 +52,7 @@ pub async fn sweep_dead(conn: &mut AsyncPgConnection) -> Result<Vec<(u32, Trunca
     let mut swept = Vec::new();
     for index in offline.into_iter().map(|i| i as u32) {
         let t = conn
-            .transaction::<_, CoordError, _>(async |c| {
+            .transaction::<_, StoreError, _>(async |c| {
                 if !locks::try_xact_lock(c, LockId::sequencer_index(index)).await? {
                     return Ok(None); // alive (or being taken over): not ours to touch
                 }

@@ -4,7 +4,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use syncline_coordination::error::{CoordError, Result};
+use super::error::{Result, StoreError};
 
 /// Largest total node count plus one: indexes must fit the lock namespace and stay cheap.
 pub const MAX_TOTAL_NODES: u32 = 32;
@@ -44,9 +44,9 @@ impl std::fmt::Debug for TimestampGenerator {
 /// Check that `index` of `total` is a valid partition.
 pub fn validate(index: u32, total: u32) -> Result<()> {
     check_total_node_count(total)
-        .map_err(|problem| CoordError::InvalidConfig(format!("total_node_count: {problem}")))?;
+        .map_err(|problem| StoreError::InvalidConfig(format!("total_node_count: {problem}")))?;
     if index >= total {
-        return Err(CoordError::InvalidConfig(format!("node index {index} is not below total_node_count {total}")));
+        return Err(StoreError::InvalidConfig(format!("node index {index} is not below total_node_count {total}")));
     }
     Ok(())
 }

@@ -5,17 +5,41 @@
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use scoped_futures::ScopedFutureExt;
-use syncline_schema::tables::sequencer_watermarks as w;
+use syncline_schema::tables::sequencer::sequencer_watermarks as w;
 
+use super::error::{DieselContext, Result, StoreError};
 use syncline_coordination::db::retry_conflicts;
-use syncline_coordination::error::{CoordError, DieselContext, Result};
 
 /// The visibility cap readers stop at, as an SQL expression: the safe watermark (min over
 /// online nodes) or, with no node online, the highest watermark (each offline node's events
-/// are further capped at its own watermark). `events::read` applies the same rule to the
-/// watermarks of its snapshot.
+/// are further capped at its own watermark, see [`visible_on_node_sql`]). The one statement
+/// of the rule: reads, acknowledgements, pruning, registration and the notification
+/// listener all use it.
 pub const VISIBILITY_CAP_SQL: &str = "coalesce((select min(watermark_ts) from sequencer_watermarks where online), \
      (select max(watermark_ts) from sequencer_watermarks))";
+
+/// The offline-node rule, as an SQL condition on the watermark row `w` of the node that wrote
+/// an event at `ts`: an online node's events are visible up to the cap, an offline node's only
+/// up to its own watermark (what it wrote above may never have committed in order, and
+/// recovery truncates it).
+pub fn visible_on_node_sql(w: &str, ts: &str) -> String {
+    format!("({w}.online or {ts} <= {w}.watermark_ts)")
+}
+
+#[derive(diesel::QueryableByName)]
+struct Cap {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    cap: Option<i64>,
+}
+
+/// The visibility cap now (`None`: no node ever had a watermark).
+pub async fn visibility_cap(conn: &mut AsyncPgConnection) -> Result<Option<i64>> {
+    let row: Cap = diesel::sql_query(format!("select {VISIBILITY_CAP_SQL} as cap"))
+        .get_result(conn)
+        .await
+        .during("reading the visibility cap")?;
+    Ok(row.cap)
+}
 
 /// One row of `sequencer_watermarks`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Queryable, Selectable)]
@@ -45,9 +69,9 @@ pub async fn save(conn: &mut AsyncPgConnection, index: u32, ts: i64) -> Result<(
         return Ok(());
     }
     match get(conn, index).await? {
-        Some(row) if !row.online => Err(CoordError::MarkedOffline { node_index: index }),
+        Some(row) if !row.online => Err(StoreError::MarkedOffline { node_index: index }),
         row => {
-            Err(CoordError::WatermarkChanged { node_index: index, expected: ts, found: row.map(|r| r.watermark_ts) })
+            Err(StoreError::WatermarkChanged { node_index: index, expected: ts, found: row.map(|r| r.watermark_ts) })
         }
     }
 }

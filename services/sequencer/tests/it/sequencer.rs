@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use syncline_coordination::DbConfig;
 use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
-use syncline_proto::sequencer::{SendRequest, SequencerStatusRequest, SubscribeRequest};
+use syncline_proto::sequencer::{DeliverErrorCode, SendRequest, SequencerStatusRequest, SubscribeRequest};
 use syncline_sequencer::store::timestamps::now_micros;
 use syncline_sequencer::SequencerSettings;
 use syncline_testkit::{fresh_database, FaultProxy};
@@ -132,7 +132,8 @@ async fn bad_requests_get_clear_errors_and_unknown_recipients_an_error_event() {
     let evs = collect(&n, "alice", None, 1, Duration::from_secs(20)).await;
     let err = evs[0].error.as_ref().expect("an error event");
     assert_eq!(err.code, "UNKNOWN_RECIPIENTS");
-    assert!(err.message.contains("dave"));
+    assert_eq!(err.error_code(), DeliverErrorCode::UnknownRecipients);
+    assert_eq!(err.message, "dave", "the code is not repeated in the message");
     assert_eq!(evs[0].message_id.as_deref(), Some("u"));
     n.shutdown().await;
 }

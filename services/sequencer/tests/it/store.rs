@@ -10,8 +10,9 @@ use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use syncline_coordination::db::{self, SessionKind};
 use syncline_coordination::locks::{self, LockId};
-use syncline_coordination::{CoordError, DbConfig};
-use syncline_sequencer::store::events::{self, EventKind, MessageIdClaim, NewEvent, BROADCAST};
+use syncline_coordination::DbConfig;
+use syncline_sequencer::store::error::StoreError;
+use syncline_sequencer::store::events::{self, ErrorCode, EventError, EventKind, MessageIdClaim, NewEvent, BROADCAST};
 use syncline_sequencer::store::{node_index, offline, recovery, watermarks};
 use syncline_testkit::fresh_database;
 
@@ -88,7 +89,7 @@ async fn events_are_read_back_with_payloads_filtered_by_recipient() {
         sender: Some(BOB),
         recipients: vec![BOB],
         payload: None,
-        error: Some("Unknown recipients: dave".into()),
+        error: Some(EventError { code: ErrorCode::UnknownRecipients, message: "dave".into() }),
         claim: None,
     };
     events::append(&mut c, 0, &[deliver(1, ALICE, &[]), deliver(2, ALICE, &[BOB]), deliver(3, BOB, &[ALICE, CAROL])])
@@ -105,7 +106,7 @@ async fn events_are_read_back_with_payloads_filtered_by_recipient() {
     let bob = events::read(&mut c, BOB, 3, 100).await.unwrap();
     err.claim = None;
     assert_eq!(bob.events[0].kind, EventKind::Error);
-    assert_eq!(bob.events[0].error.as_deref(), Some("Unknown recipients: dave"));
+    assert_eq!(bob.events[0].error, Some(EventError { code: ErrorCode::UnknownRecipients, message: "dave".into() }));
     assert_eq!(bob.events[0].payload, None);
 }
 
@@ -148,7 +149,7 @@ async fn stale_sequencers_are_knocked_offline_and_must_recover() {
     assert_eq!(knocked, vec![0, 1]);
     for i in [0, 1] {
         match watermarks::save(&mut c, i, 20).await {
-            Err(CoordError::MarkedOffline { node_index }) => assert_eq!(node_index, i),
+            Err(StoreError::MarkedOffline { node_index }) => assert_eq!(node_index, i),
             other => panic!("node {i} must learn it is offline, got {other:?}"),
         }
     }
@@ -302,10 +303,10 @@ async fn saving_a_watermark_detects_someone_else_on_the_index() {
     let (_cfg, mut c) = setup().await;
     assert!(matches!(
         watermarks::save(&mut c, 4, 10).await,
-        Err(CoordError::WatermarkChanged { node_index: 4, expected: 10, found: None })
+        Err(StoreError::WatermarkChanged { node_index: 4, expected: 10, found: None })
     ));
     online(&mut c, &[(4, 50)]).await;
-    assert!(matches!(watermarks::save(&mut c, 4, 40).await, Err(CoordError::WatermarkChanged { found: Some(50), .. })));
+    assert!(matches!(watermarks::save(&mut c, 4, 40).await, Err(StoreError::WatermarkChanged { found: Some(50), .. })));
 }
 
 #[tokio::test]
@@ -464,7 +465,7 @@ async fn five_nodes_starting_together_get_indexes_0_to_4_once_and_a_sixth_is_ref
         l.check().await.unwrap();
     }
     let err = node_index::acquire(&cfg, 5).await.unwrap_err();
-    assert!(matches!(err, CoordError::AllIndexesInUse { total: 5 }) && err.is_retryable(), "{err}");
+    assert!(matches!(err, StoreError::AllIndexesInUse { total: 5 }) && err.is_retryable(), "{err}");
     assert!(err.to_string().contains("all 5 sequencer node indexes are in use"));
     // A node that stops frees its index for the next one.
     let freed = leases.remove(2);
@@ -522,7 +523,7 @@ async fn every_sequencer_of_a_database_uses_the_same_total_node_count() {
     let (cfg, _c) = setup().await;
     let first = node_index::acquire(&cfg, 5).await.unwrap();
     let err = node_index::acquire(&cfg, 10).await.unwrap_err();
-    assert!(matches!(err, CoordError::InvalidConfig(_)) && !err.is_retryable(), "{err}");
+    assert!(matches!(err, StoreError::InvalidConfig(_)) && !err.is_retryable(), "{err}");
     let msg = err.to_string();
     assert!(msg.contains("total_node_count 10 differs from 5"), "{msg}");
     // The refused node did not keep an index.
@@ -542,6 +543,6 @@ async fn every_sequencer_of_a_database_uses_the_same_total_node_count() {
 async fn bad_partitions_are_rejected_before_touching_the_database() {
     let cfg = DbConfig::new("postgres://nobody@127.0.0.1:1/none");
     let err = node_index::acquire(&cfg, 32).await.unwrap_err();
-    assert!(matches!(err, CoordError::InvalidConfig(_)), "{err}");
+    assert!(matches!(err, StoreError::InvalidConfig(_)), "{err}");
     assert!(err.to_string().contains("total_node_count"));
 }

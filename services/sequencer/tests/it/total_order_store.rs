@@ -14,7 +14,8 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use syncline_coordination::db::{self, SessionKind};
-use syncline_coordination::{CoordError, DbConfig};
+use syncline_coordination::DbConfig;
+use syncline_sequencer::store::error::StoreError;
 use syncline_sequencer::store::events::{self, EventKind, NewEvent, BROADCAST};
 use syncline_sequencer::store::node_index::{self, IndexLease};
 use syncline_sequencer::store::timestamps::{now_micros, TimestampGenerator};
@@ -60,7 +61,7 @@ impl Writer {
         store::join(lease.conn(), idx, now_micros(), self.gen.as_mut().unwrap()).await.unwrap();
     }
 
-    async fn append(&mut self, rng: &mut StdRng, save: bool, covered: &Covered) -> Result<(), CoordError> {
+    async fn append(&mut self, rng: &mut StdRng, save: bool, covered: &Covered) -> Result<(), StoreError> {
         let lease = self.lease.as_mut().unwrap();
         let gen = self.gen.as_mut().unwrap();
         let idx = lease.index();
@@ -98,7 +99,7 @@ impl Writer {
         Ok(())
     }
 
-    async fn keep_alive(&mut self) -> Result<(), CoordError> {
+    async fn keep_alive(&mut self) -> Result<(), StoreError> {
         let lease = self.lease.as_mut().unwrap();
         let gen = self.gen.as_mut().unwrap();
         let (ts, idx) = (gen.generate(), lease.index());
@@ -196,7 +197,7 @@ async fn readers_see_one_gap_free_total_order_through_crashes_and_recoveries() {
                 };
                 match r {
                     Ok(()) => {}
-                    Err(CoordError::MarkedOffline { .. }) => me.recover().await,
+                    Err(StoreError::MarkedOffline { .. }) => me.recover().await,
                     Err(e) => panic!("writer {w}: {e}"),
                 }
                 tokio::time::sleep(Duration::from_millis(rng.random_range(0..8))).await;
