@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "syncline/sequencer/v1/sequencer.proto",
             "syncline/admin/v1/admin.proto",
             "syncline/protocol/v1/protocol.proto",
+            "syncline/mediator/v1/mediator_admin.proto",
         ],
         &["."],
     )?;

@@ -18,5 +18,11 @@ pub mod protocol {
     tonic::include_proto!("syncline.protocol.v1");
 }
 
+/// `syncline.mediator.v1`: the mediator's admin API.
+pub mod mediator {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("syncline.mediator.v1");
+}
+
 /// Encoded file descriptors of every service, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("syncline_descriptor");

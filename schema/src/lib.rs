@@ -10,6 +10,7 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 #[allow(missing_docs)]
 pub mod tables {
     pub mod leadership;
+    pub mod mediator;
     pub mod sequencer;
     pub mod topology;
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use syncline_mediator::config::MediatorConfig;
 use syncline_node::config::{
     nodes_of, ConfigError, NodeKind, NodeRef, NodesConfig, ReplicatedNodeConfig, StorageConfig,
 };
@@ -21,7 +22,7 @@ pub struct Config {
     pub sequencers: BTreeMap<String, SequencerConfig>,
     /// Mediator nodes by name.
     #[serde(default)]
-    pub mediators: BTreeMap<String, ReplicatedNodeConfig>,
+    pub mediators: BTreeMap<String, MediatorConfig>,
     /// Participant nodes by name.
     #[serde(default)]
     pub participants: BTreeMap<String, ReplicatedNodeConfig>,
@@ -69,6 +70,7 @@ health = { address = "127.0.0.1:4003" }
 public_api = { address = "127.0.0.1:4011" }
 admin_api = { address = "127.0.0.1:4012" }
 health = { address = "127.0.0.1:4013" }
+sequencer = { endpoints = ["http://127.0.0.1:4001"] }
 "#;
 
     const PARTICIPANT: &str = r#"
@@ -102,6 +104,12 @@ metrics = { address = "127.0.0.1:4024" }
             }
         );
         assert_eq!((m.public_api.max_request_size, m.metrics.as_ref()), (4 * 1024 * 1024, None));
+        assert_eq!(
+            (m.member("med1"), m.sequencer.endpoints.len()),
+            ("med1", 1),
+            "the member defaults to the node's name"
+        );
+        assert_eq!(m.mediator, syncline_mediator::config::MediatorParameters::default());
         let p = &cfg.participants["part1"];
         assert_eq!(p.health.check, HealthCheck::Ping, "set explicitly");
         assert_eq!(p.public_api.max_request_size, 1024);
@@ -126,6 +134,31 @@ metrics = { address = "127.0.0.1:4024" }
         // A configuration of replicated nodes only is complete.
         let c = write(d.path(), "c.toml", &format!("{STORAGE}{MEDIATOR}"));
         assert_eq!(load(&[c]).unwrap().nodes().len(), 1);
+    }
+
+    #[test]
+    fn a_mediator_needs_sequencer_urls_and_sane_parameters() {
+        let d = tempfile::tempdir().unwrap();
+        let endpoints = "sequencer = { endpoints = [\"http://127.0.0.1:4001\"] }\n";
+        for (text, want) in [
+            (
+                MEDIATOR.replace(endpoints, "sequencer = { endpoints = [] }\n"),
+                "mediators.med1.sequencer.endpoints: needs at least one URL",
+            ),
+            (
+                MEDIATOR.replace(endpoints, "sequencer = { endpoints = [\"127.0.0.1:1\"] }\n"),
+                "\"127.0.0.1:1\" is not an http:// or https:// URL",
+            ),
+            (
+                format!("{MEDIATOR}[mediators.med1.mediator]\ntime_proof_delay = \"0s\"\n"),
+                "mediators.med1.mediator.time_proof_delay: must be between",
+            ),
+            (format!("{MEDIATOR}[mediators.med1.mediator]\ntime_proof = \"1s\"\n"), "time_proof"),
+        ] {
+            let f = write(d.path(), "m.toml", &format!("{STORAGE}{text}"));
+            let e = load(&[f]).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
     }
 
     #[test]

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use syncline_mediator::config::MediatorConfig;
+use syncline_mediator::Mediator;
 use syncline_node::config::{NodeKind, NodeRef, NodeSection, NodesConfig};
 use syncline_node::http::{self, PrometheusHandle};
 use syncline_node::logging::{self, LogConfig};
@@ -69,10 +71,13 @@ pub async fn start(cfg: &Config, only: &[String]) -> Result<Vec<NodeHost>> {
     let selected = select(cfg, only)?;
     let metrics = http::metrics_handle()?;
     let mut nodes = Vec::new();
-    for (name, node) in selected {
-        let host = start_sequencer(name, node, cfg, metrics.clone())
-            .await
-            .with_context(|| format!("starting sequencer {name}"))?;
+    for NodeRef { kind, name, .. } in selected {
+        let host = match kind {
+            NodeKind::Sequencer => start_sequencer(name, &cfg.sequencers[name], cfg, metrics.clone()).await,
+            NodeKind::Mediator => start_mediator(name, &cfg.mediators[name], cfg, metrics.clone()).await,
+            NodeKind::Participant => unreachable!("refused by select"),
+        }
+        .with_context(|| format!("starting {kind} {name}"))?;
         nodes.push(host);
     }
     Ok(nodes)
@@ -90,18 +95,29 @@ async fn start_sequencer(
     Ok(NodeHost::serve(listeners, Box::new(seq), metrics)?)
 }
 
-/// The nodes to run: those named in `only` (default: all). Only sequencers run in this version.
-fn select<'a>(cfg: &'a Config, only: &[String]) -> Result<Vec<(&'a str, &'a SequencerConfig)>> {
+async fn start_mediator(
+    name: &str,
+    node: &MediatorConfig,
+    cfg: &Config,
+    metrics: PrometheusHandle,
+) -> Result<NodeHost> {
+    let listeners = Listeners::bind(node.common()).await?;
+    let mediator = Mediator::start(name, node, node.storage(cfg.storage.as_ref()).db_config(name)).await?;
+    Ok(NodeHost::serve(listeners, Box::new(mediator), metrics)?)
+}
+
+/// The nodes to run: those named in `only` (default: all). Participants do not run in this
+/// version.
+fn select<'a>(cfg: &'a Config, only: &[String]) -> Result<Vec<NodeRef<'a>>> {
     for name in only {
         anyhow::ensure!(cfg.kind_of(name).is_some(), "node {name} is not in the configuration");
     }
     let wanted = |name: &str| only.is_empty() || only.iter().any(|n| n == name);
-    for NodeRef { kind, name, .. } in cfg.nodes().into_iter().filter(|n| wanted(n.name)) {
-        if kind != NodeKind::Sequencer {
-            bail!("{kind} node {name}: {kind} nodes are not implemented yet in this version");
-        }
+    let selected: Vec<NodeRef<'a>> = cfg.nodes().into_iter().filter(|n| wanted(n.name)).collect();
+    if let Some(NodeRef { kind, name, .. }) = selected.iter().find(|n| n.kind == NodeKind::Participant) {
+        bail!("{kind} node {name}: {kind} nodes are not implemented yet in this version");
     }
-    Ok(cfg.sequencers.iter().filter(|(n, _)| wanted(n)).map(|(n, c)| (n.as_str(), c)).collect())
+    Ok(selected)
 }
 
 async fn signals(stop: CancellationToken) {
@@ -129,8 +145,10 @@ mod tests {
     }
 
     fn node(table: &str, name: &str, port: u16) -> String {
+        let sequencer =
+            if table == "mediators" { "sequencer = { endpoints = [\"http://127.0.0.1:5000\"] }\n" } else { "" };
         format!(
-            "[{table}.{name}]\npublic_api = {{ address = \"127.0.0.1:{}\" }}\nadmin_api = {{ address = \"127.0.0.1:{}\" }}\nhealth = {{ address = \"127.0.0.1:{}\" }}\n",
+            "[{table}.{name}]\npublic_api = {{ address = \"127.0.0.1:{}\" }}\nadmin_api = {{ address = \"127.0.0.1:{}\" }}\nhealth = {{ address = \"127.0.0.1:{}\" }}\n{sequencer}",
             port,
             port + 1,
             port + 2
@@ -139,11 +157,11 @@ mod tests {
 
     fn names(cfg: &Config, only: &[&str]) -> Result<Vec<String>> {
         let only: Vec<String> = only.iter().map(|s| s.to_string()).collect();
-        Ok(select(cfg, &only)?.into_iter().map(|(n, _)| n.to_string()).collect())
+        Ok(select(cfg, &only)?.into_iter().map(|n| n.name.to_string()).collect())
     }
 
     #[test]
-    fn only_sequencers_run_and_replicated_nodes_are_refused() {
+    fn sequencers_and_mediators_run_and_participants_are_refused() {
         let cfg = load("seq.toml", &format!("{}{}", node("sequencers", "s1", 5000), node("sequencers", "s2", 5010)));
         assert_eq!(names(&cfg, &[]).unwrap(), ["s1", "s2"]);
         assert_eq!(names(&cfg, &["s2"]).unwrap(), ["s2"]);
@@ -160,12 +178,12 @@ mod tests {
         );
         assert_eq!(
             names(&cfg, &[]).unwrap_err().to_string(),
-            "mediator node m1: mediator nodes are not implemented yet in this version"
-        );
-        assert_eq!(
-            names(&cfg, &["s1", "p1"]).unwrap_err().to_string(),
             "participant node p1: participant nodes are not implemented yet in this version"
         );
-        assert_eq!(names(&cfg, &["s1"]).unwrap(), ["s1"], "replicated nodes that are not selected do not matter");
+        assert_eq!(
+            names(&cfg, &["s1", "m1"]).unwrap(),
+            ["s1", "m1"],
+            "participants that are not selected do not matter"
+        );
     }
 }

@@ -174,8 +174,9 @@ impl NodeSection for ReplicatedNodeConfig {
     }
 }
 
-/// `health` of a replicated node: as [`HealthConfig`], but an unset `check` means `is-active`.
-fn health_is_active_by_default<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HealthConfig, D::Error> {
+/// `health` of a replicated node: as [`HealthConfig`], but an unset `check` means `is-active`
+/// (for `#[serde(deserialize_with)]`).
+pub fn health_is_active_by_default<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HealthConfig, D::Error> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Raw {

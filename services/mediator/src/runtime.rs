@@ -1,0 +1,195 @@
+//! The leader's work: subscribe after the processed position, process each event in one
+//! fenced transaction, send the verdicts it finalized, ask for time proofs while a deadline is
+//! pending, acknowledge processed events and prune old requests. Any failure ends the run;
+//! the replica manager starts it again, and it resumes from the database.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use scoped_futures::ScopedFutureExt;
+use syncline_coordination::db::{self, SessionKind};
+use syncline_coordination::leadership::{self, Fence};
+use syncline_coordination::Db;
+use syncline_sequencer_client::{now_micros, RequestBuilder, SequencerApi};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::MediatorParameters;
+use crate::error::MediatorError;
+use crate::processor::{self, Processor};
+use crate::store::{self, StoredRequest};
+
+/// What the runtime needs, shared by every run of one replica.
+pub struct Context<S> {
+    /// The mediator's member name.
+    pub member: String,
+    /// Its database.
+    pub db: Db,
+    /// The sequencers.
+    pub sequencer: S,
+    /// Its parameters.
+    pub params: MediatorParameters,
+}
+
+/// How often processed events are acknowledged to the sequencer at most.
+const ACK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The least pause between two time proofs for the same deadline.
+const TIME_PROOF_RETRY: Duration = Duration::from_secs(1);
+
+/// Run as leader under `fence` until `stop`.
+pub async fn run<S: SequencerApi + Clone + 'static>(
+    ctx: Arc<Context<S>>,
+    fence: Fence,
+    stop: CancellationToken,
+) -> Result<(), MediatorError> {
+    let processor = Processor::new(&ctx.member, &ctx.params);
+    let mut conn = db::connect(ctx.db.config(), SessionKind::Pooled).await?;
+    let position = store::position(&mut conn, &ctx.member).await?;
+    let (pending, mut next_deadline) = store::pending(&mut conn).await?;
+    metrics::gauge!("syncline_mediator_outstanding_requests").set(pending as f64);
+    tracing::info!(?position, pending, "leading: resuming after the processed position");
+
+    // Verdicts a former leader stored but may not have sent; the message id makes a second
+    // send of one that did go out harmless.
+    let mut sends = JoinSet::new();
+    for request in store::undelivered(&mut conn, now_micros()).await? {
+        tracing::info!(request_id = request.request_id, "re-sending a stored verdict not yet seen sequenced");
+        spawn_verdict(&mut sends, &ctx, &request);
+    }
+
+    let mut events = ctx.sequencer.subscribe(&ctx.member, position);
+    let mut last_ts = position.unwrap_or(0);
+    let mut acknowledged = last_ts;
+    let mut ack = tokio::time::interval(ACK_INTERVAL);
+    let mut prune = tokio::time::interval(ctx.params.prune_interval);
+    let mut proof_asked: Option<(i64, tokio::time::Instant)> = None;
+    loop {
+        let proof_due = time_proof_due(next_deadline, last_ts, proof_asked, ctx.params.time_proof_delay);
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            event = events.next() => {
+                let Some(event) = event else { return Err(MediatorError::SubscriptionEnded) };
+                let event = event?;
+                let ts = event.timestamp;
+                let processed = leadership::fenced(&mut conn, &fence, |c| {
+                    let (processor, event) = (&processor, &event);
+                    async move { processor.process(c, event).await }.scope_boxed()
+                })
+                .await?;
+                last_ts = ts;
+                next_deadline = processed.next_deadline;
+                metrics::gauge!("syncline_mediator_outstanding_requests").set(processed.pending as f64);
+                for request in &processed.finalized {
+                    spawn_verdict(&mut sends, &ctx, request);
+                }
+            }
+            _ = sleep_until_wall(proof_due) => {
+                let deadline = next_deadline.expect("a time proof is only due for a pending deadline");
+                proof_asked = Some((deadline, tokio::time::Instant::now()));
+                spawn_time_proof(&mut sends, &ctx, deadline);
+            }
+            _ = ack.tick(), if last_ts > acknowledged => {
+                match ctx.sequencer.acknowledge(&ctx.member, last_ts).await {
+                    Ok(()) => acknowledged = last_ts,
+                    Err(e) => tracing::warn!(error = %e, "could not acknowledge processed events; will retry"),
+                }
+            }
+            _ = prune.tick() => {
+                let before = last_ts - ctx.params.retention.as_micros() as i64;
+                let removed = leadership::fenced(&mut conn, &fence, |c| async move { Ok::<_, MediatorError>(store::prune(c, before).await?) }.scope_boxed()).await?;
+                if removed > 0 {
+                    tracing::info!(removed, "pruned finalized requests past the retention");
+                }
+            }
+            Some(done) = sends.join_next(), if !sends.is_empty() => {
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "a send task failed");
+                }
+            }
+        }
+    }
+    // Stopping: sends still under way are dropped; the next leader re-sends what was not
+    // seen sequenced.
+    sends.abort_all();
+    Ok(())
+}
+
+/// When a time proof is due (wall-clock µs): a deadline is pending and no event past it has
+/// been seen, `delay` after the deadline (and not again within [`TIME_PROOF_RETRY`]).
+fn time_proof_due(
+    next_deadline: Option<i64>,
+    last_ts: i64,
+    asked: Option<(i64, tokio::time::Instant)>,
+    delay: Duration,
+) -> Option<i64> {
+    let deadline = next_deadline.filter(|d| *d >= last_ts)?;
+    let mut due = deadline + delay.as_micros() as i64;
+    if let Some((d, at)) = asked {
+        if d == deadline {
+            let retry = at + TIME_PROOF_RETRY;
+            let wait = retry.saturating_duration_since(tokio::time::Instant::now());
+            due = due.max(now_micros() + wait.as_micros() as i64);
+        }
+    }
+    Some(due)
+}
+
+/// Sleep until wall-clock `at` (µs since the epoch); forever if `None`.
+async fn sleep_until_wall(at: Option<i64>) {
+    match at {
+        Some(at) => tokio::time::sleep(Duration::from_micros((at - now_micros()).max(0) as u64)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Send the verdict of `request` to its participants, in the background.
+fn spawn_verdict<S: SequencerApi + Clone + 'static>(
+    sends: &mut JoinSet<()>,
+    ctx: &Arc<Context<S>>,
+    request: &StoredRequest,
+) {
+    let Some(send) = processor::verdict_send(&ctx.member, request) else { return };
+    let (sequencer, request_id) = (ctx.sequencer.clone(), request.request_id);
+    sends.spawn(async move {
+        match sequencer.send(send).await {
+            Ok(sent) => tracing::debug!(request_id, timestamp = sent.timestamp, "verdict sequenced"),
+            // Late or refused: the participants time out on their own (logged, as Canton does).
+            Err(e) => tracing::warn!(request_id, error = %e, "verdict not sequenced"),
+        }
+    });
+}
+
+/// Ask for a time proof: an empty send to itself, so that an event past `deadline` arrives
+/// even when no one else sends.
+fn spawn_time_proof<S: SequencerApi + Clone + 'static>(sends: &mut JoinSet<()>, ctx: &Arc<Context<S>>, deadline: i64) {
+    metrics::counter!("syncline_mediator_time_proofs_total").increment(1);
+    let request = RequestBuilder::new(&ctx.member, format!("{}{}", processor::TIME_PROOF_PREFIX, now_micros()))
+        .to([ctx.member.clone()], Vec::new())
+        .within(Duration::from_secs(10))
+        .build();
+    let sequencer = ctx.sequencer.clone();
+    sends.spawn(async move {
+        tracing::debug!(deadline, "asking for a time proof");
+        if let Err(e) = sequencer.send(request).await {
+            tracing::warn!(deadline, error = %e, "time proof not sequenced");
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_proof_is_due_after_a_pending_deadline_not_yet_passed_by_an_event() {
+        let delay = Duration::from_millis(100);
+        assert_eq!(time_proof_due(None, 5, None, delay), None);
+        assert_eq!(time_proof_due(Some(1_000), 2_000, None, delay), None, "an event already passed it");
+        assert_eq!(time_proof_due(Some(1_000), 500, None, delay), Some(101_000));
+        let asked = Some((1_000, tokio::time::Instant::now()));
+        let due = time_proof_due(Some(1_000), 500, asked, delay).unwrap();
+        assert!(due >= now_micros() + 900_000, "asked again at once");
+    }
+}

@@ -1,0 +1,5 @@
+//! The mediator's integration tests: one binary (link time on 2 cores).
+
+mod harness;
+mod mediator;
+mod replication;
