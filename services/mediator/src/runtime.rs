@@ -15,6 +15,7 @@ use syncline_sequencer_client::{now_micros, RequestBuilder, SequencerApi};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::aggregation::{self, Verdict};
 use crate::config::MediatorParameters;
 use crate::error::MediatorError;
 use crate::processor::{self, Processor};
@@ -82,6 +83,7 @@ pub async fn run<S: SequencerApi + Clone + 'static>(
                 next_deadline = processed.next_deadline;
                 metrics::gauge!("syncline_mediator_outstanding_requests").set(processed.pending as f64);
                 for request in &processed.finalized {
+                    record_verdict(request);
                     spawn_verdict(&mut sends, &ctx, request);
                 }
             }
@@ -114,6 +116,24 @@ pub async fn run<S: SequencerApi + Clone + 'static>(
     // seen sequenced.
     sends.abort_all();
     Ok(())
+}
+
+/// Count a finalized request in the metrics (after its commit, so a retried transaction does
+/// not count twice).
+fn record_verdict(request: &StoredRequest) {
+    let Some(verdict) = request.verdict() else { return };
+    metrics::counter!("syncline_mediator_verdicts_total", "kind" => verdict.kind()).increment(1);
+    if let Some(at) = request.finalized_at {
+        let seconds = (at - request.request_id).max(0) as f64 / 1e6;
+        metrics::histogram!("syncline_mediator_decision_seconds").record(seconds);
+    }
+    if let Verdict::MediatorReject { code, unresponsive_parties, .. } = &verdict {
+        if code == aggregation::TIMED_OUT {
+            for party in unresponsive_parties {
+                metrics::counter!("syncline_mediator_timeouts_total", "party" => party.clone()).increment(1);
+            }
+        }
+    }
 }
 
 /// When a time proof is due (wall-clock µs): a deadline is pending and no event past it has

@@ -3,3 +3,4 @@
 mod harness;
 mod mediator;
 mod replication;
+mod store;

@@ -71,6 +71,7 @@ async fn rejects_as_soon_as_a_confirming_party_rejects_with_its_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn times_out_naming_the_silent_party_and_drops_a_late_response() {
+    metrics();
     let s = setup().await;
     let (mut p1, p2) = (Participant::new(&s.seq, "p1"), Participant::new(&s.seq, "p2"));
     let request = create_request("p1", "alice", &["alice", "bob"], &[]);
@@ -90,6 +91,15 @@ async fn times_out_naming_the_silent_party_and_drops_a_late_response() {
     // bob's answer after the deadline changes nothing: no second verdict.
     p2.respond(id, request.root_hash(), LocalVerdict::Approve, &["bob"]).await;
     assert!(p1.next_result(Duration::from_secs(2)).await.is_none(), "a second verdict");
+    let m = metrics();
+    for name in [
+        "syncline_mediator_timeouts_total{party=\"bob\"}",
+        "syncline_mediator_verdicts_total{kind=\"timeout\"}",
+        "syncline_mediator_time_proofs_total",
+        "syncline_mediator_late_responses_total",
+    ] {
+        assert!(sample(&m, name).is_some_and(|v| v >= 1.0), "{name} not counted:\n{m}");
+    }
     s.mediator.shutdown().await;
 }
 
