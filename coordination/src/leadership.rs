@@ -529,6 +529,10 @@ impl Runner {
         .load(conn)
         .await
         .during("recording a leadership takeover")?;
+        // Crash window: the new epoch is committed, this replica does not lead yet.
+        fail::fail_point!("leadership-after-takeover-insert", |_| {
+            Err(DbError::from_connection("recording a leadership takeover", "failpoint").into())
+        });
         match rows.into_iter().next() {
             Some(r) => Ok(Fence { group: self.group.clone(), epoch: r.epoch, step_timeout: self.cfg.step_timeout() }),
             None => Err(LeadershipError::InvalidConfig(format!(

@@ -385,6 +385,7 @@ impl Writer {
                 tracing::warn!("marked offline by another node; recovering in place");
                 self.shared.set_down("marked offline; recovering");
                 self.carry = batch;
+                self.answer_overdue(false);
                 match self.rejoin(lease, gen).await {
                     Ok(()) => Outcome::Continue,
                     Err(e) => {
@@ -398,6 +399,9 @@ impl Writer {
                 tracing::warn!(%e, pending = batch.len(), "write failed; rejoining");
                 self.shared.set_down(format!("write failed: {e}"));
                 self.carry = batch;
+                // Writes may keep failing while rejoining works: held sends still get their
+                // "outcome unknown" answer after `write_timeout`.
+                self.answer_overdue(false);
                 Outcome::Rejoin
             }
         }
@@ -459,6 +463,10 @@ impl Writer {
         if !events.is_empty() {
             conflicts = events::append(lease.conn(), index, &events).await?.conflicts;
         }
+        // Crash window: the batch is committed, the watermark that covers it is not.
+        fail::fail_point!("sequencer-writer-after-append", |_| {
+            Err(DbError::from_connection("saving the watermark", "failpoint").into())
+        });
         let watermark = gen.last();
         watermarks::save(lease.conn(), index, watermark).await?;
         self.shared.wrote(watermark);
