@@ -19,6 +19,9 @@ pub enum MediatorError {
     /// The subscription to the sequencers failed.
     #[error("subscription to the sequencers failed")]
     Subscription(#[from] SubscribeError),
+    /// A failpoint stopped the run (tests only).
+    #[error("failpoint {0}")]
+    Failpoint(&'static str),
     /// The subscription ended without an error (it never should).
     #[error("the subscription to the sequencers ended")]
     SubscriptionEnded,

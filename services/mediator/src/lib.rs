@@ -55,7 +55,13 @@ impl Mediator {
         db::migrate(&db_config).await?;
         let db = Db::new(db_config)?;
         let sequencer = SequencerClient::new(cfg.sequencer.endpoints.iter().cloned(), ClientConfig::default())?;
-        let ctx = Arc::new(Context { member: member.clone(), db: db.clone(), sequencer, params: cfg.mediator.clone() });
+        let ctx = Arc::new(Context {
+            member: member.clone(),
+            replica: name.to_string(),
+            db: db.clone(),
+            sequencer,
+            params: cfg.mediator.clone(),
+        });
         let node = ReplicatedNode::start(
             db.clone(),
             &format!("mediator:{member}"),

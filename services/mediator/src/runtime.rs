@@ -18,13 +18,15 @@ use tokio_util::sync::CancellationToken;
 use crate::aggregation::{self, Verdict};
 use crate::config::MediatorParameters;
 use crate::error::MediatorError;
-use crate::processor::{self, Processor};
+use crate::processor::{self, Processed, Processor};
 use crate::store::{self, StoredRequest};
 
 /// What the runtime needs, shared by every run of one replica.
 pub struct Context<S> {
     /// The mediator's member name.
     pub member: String,
+    /// This replica's name.
+    pub replica: String,
     /// Its database.
     pub db: Db,
     /// The sequencers.
@@ -82,6 +84,7 @@ pub async fn run<S: SequencerApi + Clone + 'static>(
                 last_ts = ts;
                 next_deadline = processed.next_deadline;
                 metrics::gauge!("syncline_mediator_outstanding_requests").set(processed.pending as f64);
+                crash_window(&ctx.replica, &processed)?;
                 for request in &processed.finalized {
                     record_verdict(request);
                     spawn_verdict(&mut sends, &ctx, request);
@@ -115,6 +118,19 @@ pub async fn run<S: SequencerApi + Clone + 'static>(
     // Stopping: sends still under way are dropped; the next leader re-sends what was not
     // seen sequenced.
     sends.abort_all();
+    Ok(())
+}
+
+/// Failpoint `mediator-after-verdict-stored` (configured `return(<replica>)`): the replica
+/// named stops right after committing a verdict and before sending it, as if it crashed.
+fn crash_window(replica: &str, processed: &Processed) -> Result<(), MediatorError> {
+    #[cfg(feature = "failpoints")]
+    if !processed.finalized.is_empty()
+        && fail::eval("mediator-after-verdict-stored", |target| target.as_deref() == Some(replica)) == Some(true)
+    {
+        return Err(MediatorError::Failpoint("mediator-after-verdict-stored"));
+    }
+    let _ = (replica, processed);
     Ok(())
 }
 

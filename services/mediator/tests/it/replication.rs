@@ -135,3 +135,36 @@ async fn set_passive_hands_over_only_to_a_standby() {
     m1.shutdown().await;
     m2.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verdict_stored_but_not_sent_when_the_leader_dies_is_sent_once_by_the_next() {
+    let seq = SequencerNode::start().await;
+    bootstrap(&seq).await;
+    let db = syncline_testkit::fresh_database().await;
+    let proxy = FaultProxy::start(db.server_addr()).await;
+    let cfg = mediator_config(&seq.url());
+    let m1 = start_mediator("fp-m1", &cfg, &db.url_via(proxy.addr())).await;
+    wait_active(&m1, WAIT).await;
+    let m2 = start_mediator("fp-m2", &cfg, &db.url).await;
+    // Only fp-m1 stops between storing a verdict and sending it.
+    fail::cfg("mediator-after-verdict-stored", "return(fp-m1)").unwrap();
+
+    let mut p1 = Participant::new(&seq, "p1");
+    let r = create_request("p1", "alice", &["alice"], &[]);
+    let id = p1.submit(&r).await;
+    p1.respond(id, r.root_hash(), LocalVerdict::Approve, &["alice"]).await;
+    // fp-m1 committed the verdict and stopped; before it restarts (1 s later) it loses its
+    // database, as a dead process would: fp-m2 takes over and finds the verdict unsent.
+    let mut h = m1.status().health();
+    tokio::time::timeout(WAIT, h.wait_for(|h| !h.serving)).await.expect("the failpoint never fired").unwrap();
+    proxy.cut();
+    wait_active(&m2, WAIT).await;
+    let (_, result) = p1.next_result(WAIT).await.expect("the stored verdict was never sent");
+    assert_eq!((result.request_id, result.verdict), (id, Verdict::Approve));
+    fail::remove("mediator-after-verdict-stored");
+    proxy.restore();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(one_verdict_each(&seq, "p1").await.len(), 1);
+    m1.shutdown().await;
+    m2.shutdown().await;
+}
