@@ -162,6 +162,25 @@ metrics = { address = "127.0.0.1:4024" }
     }
 
     #[test]
+    fn the_test_kit_topology_writes_configurations_the_daemon_loads() {
+        use syncline_testkit::{Kind, NodeSpec, Topology};
+        let d = tempfile::tempdir().unwrap();
+        let mut t = Topology::new(std::path::Path::new("/bin/true"), d.path(), "postgres://u@h/db");
+        let s1 = t.add(NodeSpec::new(Kind::Sequencer, "s1"));
+        let endpoints = format!("sequencer = {{ endpoints = [\"{}\"] }}", s1.public_url());
+        t.add(NodeSpec::new(Kind::Mediator, "m1").with(&format!("member = \"mediator\"\n{endpoints}")));
+        t.add(NodeSpec::new(Kind::Mediator, "m2").with(&format!("member = \"mediator\"\n{endpoints}")));
+        let files: Vec<_> =
+            ["storage.toml", "s1.toml", "m1.toml", "m2.toml"].iter().map(|f| d.path().join(f)).collect();
+        let cfg = load(&files).unwrap();
+        assert_eq!((cfg.sequencers.len(), cfg.mediators.len()), (1, 2));
+        assert_eq!(cfg.mediators["m2"].member("m2"), "mediator");
+        assert_eq!(cfg.mediators["m1"].health.check, HealthCheck::IsActive);
+        let remote = syncline_node::config::load_remote(&[t.remote_config()]).unwrap();
+        assert_eq!(remote.nodes().count(), 3);
+    }
+
+    #[test]
     fn unknown_top_level_tables_are_errors() {
         let d = tempfile::tempdir().unwrap();
         let g = write(

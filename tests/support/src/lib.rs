@@ -6,12 +6,14 @@ pub mod files;
 pub mod pg;
 pub mod process;
 pub mod proxy;
+pub mod topology;
 pub mod wait;
 
 pub use files::{write_file, TempDir};
 pub use pg::{fresh_database, TestDb};
 pub use process::Daemon;
 pub use proxy::FaultProxy;
+pub use topology::{Kind, NodeSpec, Topology};
 pub use wait::{http_get, http_status, wait_for};
 
 use std::net::SocketAddr;
