@@ -4,6 +4,7 @@
 mod admin_timeouts;
 mod broadcast;
 mod harness;
+mod late_send;
 mod pruning;
 mod sequencer;
 mod settings_validation;
