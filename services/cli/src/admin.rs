@@ -16,7 +16,7 @@ use syncline_proto::sequencer::{
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::grpc_errors;
+use crate::{admin_topology, grpc_errors};
 
 /// Options of `syncline admin`.
 #[derive(clap::Args, Debug)]
@@ -58,6 +58,43 @@ enum AdminCommand {
     },
     /// Hand a replicated node's activity over to a waiting passive replica.
     SetPassive { node: String },
+    /// Bootstrap the synchronizer: register the mediator member and publish the initial
+    /// synchronizer parameters and mediator state (serial 1). Repeating it is harmless; a
+    /// synchronizer bootstrapped differently is refused, naming what exists.
+    Bootstrap(admin_topology::BootstrapArgs),
+    /// Register a participant member and publish its join (operator-issued).
+    JoinParticipant {
+        /// The participant's member name.
+        participant: String,
+        /// The join's serial: 1 for the first, the previous one + 1 to join again after a removal.
+        #[arg(long, default_value_t = 1)]
+        serial: u32,
+    },
+    /// Publish an operator-issued party-to-participant mapping.
+    HostParty {
+        /// The party.
+        party: String,
+        /// A hosting participant, NAME[:submission|confirmation|observation] (default
+        /// submission); repeat for several.
+        #[arg(long = "participant", required = true, value_parser = admin_topology::host)]
+        participants: Vec<admin_topology::Host>,
+        /// The mapping's serial: 1 for the party's first, the previous one + 1 to replace it.
+        #[arg(long, default_value_t = 1)]
+        serial: u32,
+    },
+    /// The topology as a mediator replica received it: the snapshot in effect at a timestamp
+    /// and every topology transaction with its outcome.
+    Topology {
+        /// The snapshot's timestamp (µs since the epoch; default: now).
+        #[arg(long)]
+        at: Option<i64>,
+        /// Ask this mediator replica (default: the first that answers).
+        #[arg(long)]
+        node: Option<String>,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Deadline of every call unless `--timeout` says otherwise. Nodes answer admin calls within
@@ -75,16 +112,16 @@ fn seconds(text: &str) -> Result<Duration, String> {
 }
 
 /// A connected node admin API, named in every error.
-struct Node {
-    name: String,
+pub(crate) struct Node {
+    pub(crate) name: String,
     addr: String,
-    channel: Channel,
+    pub(crate) channel: Channel,
     deadline: Duration,
 }
 
 impl Node {
     /// Connect to node `name` at `addr`; calls fail after `deadline`.
-    async fn connect(name: &str, addr: &str, deadline: Duration) -> Result<Node> {
+    pub(crate) async fn connect(name: &str, addr: &str, deadline: Duration) -> Result<Node> {
         let url = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
         let fail = |what: String| anyhow!("{name} ({addr}): {what}");
         let channel = Channel::from_shared(url)
@@ -98,7 +135,7 @@ impl Node {
     }
 
     /// A failed call to this node, as one line naming it.
-    fn failed(&self, status: &Status) -> anyhow::Error {
+    pub(crate) fn failed(&self, status: &Status) -> anyhow::Error {
         anyhow!("{} ({}): {}", self.name, self.addr, grpc_errors::explain(status, self.deadline))
     }
 
@@ -124,7 +161,7 @@ fn causes(e: &dyn std::error::Error) -> String {
 
 /// Whether another sequencer may succeed where this answer failed (they share one database,
 /// so any of them can answer, unless they all lost it).
-fn try_next(status: &Status) -> bool {
+pub(crate) fn try_next(status: &Status) -> bool {
     matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled)
 }
 
@@ -208,13 +245,21 @@ pub async fn run(args: AdminArgs) -> Result<()> {
             println!("{node} handed over and is now passive");
             Ok(())
         }
+        AdminCommand::Bootstrap(b) => admin_topology::bootstrap(&remote, b, d).await,
+        AdminCommand::JoinParticipant { participant, serial } => {
+            admin_topology::join_participant(&remote, participant, serial, d).await
+        }
+        AdminCommand::HostParty { party, participants, serial } => {
+            admin_topology::host_party(&remote, party, participants, serial, d).await
+        }
+        AdminCommand::Topology { at, node, json } => admin_topology::topology(&remote, node, at, json, d).await,
     }
 }
 
 /// Make `call` on sequencer `only`, or on the first sequencer that answers it: one that cannot
 /// be reached or answers UNAVAILABLE is skipped. Returns the answering node's name and its
 /// answer; every failure names its node.
-async fn on_a_sequencer<T, F, Fut>(
+pub(crate) async fn on_a_sequencer<T, F, Fut>(
     remote: &RemoteConfig,
     only: Option<&str>,
     deadline: Duration,

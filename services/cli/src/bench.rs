@@ -1,6 +1,8 @@
 //! `syncline bench`: sequencing throughput with 1 and 2 nodes, send→deliver latency at
 //! about half of the maximum throughput, and — on the same database, in the same run — the
-//! rate of plain batched inserts of equally sized rows, so the ratio can be read.
+//! rate of plain batched inserts of equally sized rows, so the ratio can be read; then the
+//! reader pause after kill -9 of a sequencer and the mediator takeover after kill -9 of its
+//! leader ([`crate::bench_mediator`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,6 +36,9 @@ pub struct BenchArgs {
     /// Concurrent senders.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Mediator takeover runs (kill -9 of the leading mediator replica); 0 skips the phase.
+    #[arg(long, default_value_t = 20)]
+    mediator_runs: usize,
 }
 
 const RECEIVER: &str = "bench-receiver";
@@ -61,6 +66,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         kills.push(kill_pause(&database.url).await.context("kill -9 pause")?);
     }
     kills.sort_by_key(|k| k.longest_gap);
+    let takeovers = match args.mediator_runs {
+        0 => None,
+        runs => Some(crate::bench_mediator::takeovers(&database.url, runs).await.context("mediator takeover")?),
+    };
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let normal = kills.iter().map(|k| k.normal_gap).max().unwrap_or_default();
     println!();
@@ -92,6 +101,16 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         ms(kills[kills.len() - 1].longest_gap),
         ms(normal)
     );
+    if let Some(t) = &takeovers {
+        println!(
+            "| mediator takeover after kill -9 of the leader (2 replica processes; kill → first verdict by the new leader for a request submitted right after the kill; {} runs) | p50 {:.0} ms, p99 {:.0} ms (min {:.0} ms, max {:.0} ms) | Canton: the passive replica retries its lock every 15 s |",
+            t.times.len(),
+            ms(t.quantile(0.50)),
+            ms(t.quantile(0.99)),
+            ms(t.times[0]),
+            ms(t.times[t.times.len() - 1])
+        );
+    }
     println!(
         "| (refused with RESOURCE_EXHAUSTED and retried: 1 node {}, 2 nodes {}) | | |",
         one.overloaded, two.overloaded

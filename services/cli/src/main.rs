@@ -2,7 +2,9 @@
 //! (admin) and the benchmarks (bench).
 
 mod admin;
+mod admin_topology;
 mod bench;
+mod bench_mediator;
 mod config;
 mod daemon;
 mod demo;
@@ -29,7 +31,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Administer running nodes remotely.
     Admin(admin::AdminArgs),
-    /// Measure sequencing throughput and latency against a plain-insert baseline.
+    /// Measure sequencing throughput and latency against a plain-insert baseline, and
+    /// failover pauses (sequencer kill -9, mediator takeover).
     Bench(bench::BenchArgs),
 }
 

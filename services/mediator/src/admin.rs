@@ -5,7 +5,7 @@ use syncline_coordination::db::{self, SessionKind};
 use syncline_coordination::leadership::{LeadershipHandle, Role};
 use syncline_coordination::Db;
 use syncline_proto::mediator::mediator_admin_service_server::{MediatorAdminService, MediatorAdminServiceServer};
-use syncline_proto::mediator::{MediatorStatusRequest, MediatorStatusResponse};
+use syncline_proto::mediator::{MediatorStatusRequest, MediatorStatusResponse, TopologyRequest, TopologyResponse};
 use syncline_sequencer_client::now_micros;
 use tonic::{Request, Response, Status};
 
@@ -52,5 +52,10 @@ impl MediatorAdminService for MediatorAdmin {
             next_deadline,
             undelivered_verdicts: undelivered as u64,
         }))
+    }
+
+    async fn topology(&self, request: Request<TopologyRequest>) -> Result<Response<TopologyResponse>, Status> {
+        let at = request.into_inner().at;
+        Ok(Response::new(crate::topology_admin::topology(&self.name, &self.db, at).await?))
     }
 }

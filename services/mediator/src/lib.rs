@@ -10,6 +10,7 @@ pub mod error;
 pub mod processor;
 pub mod runtime;
 pub mod store;
+pub mod topology_admin;
 
 use std::sync::Arc;
 

@@ -14,13 +14,14 @@ use scoped_futures::ScopedFutureExt;
 use syncline_proto::sequencer::sequencer_admin_service_server::SequencerAdminService;
 use syncline_proto::sequencer::{
     DisableMemberRequest, DisableMemberResponse, MemberAck, PruneRequest, PruneResponse, PruningStatusRequest,
-    PruningStatusResponse, RegisterMemberRequest, RegisterMemberResponse, SequencerStatusRequest,
-    SequencerStatusResponse, WatermarkStatus,
+    PruningStatusResponse, PublishTopologyRequest, PublishTopologyResponse, RegisterMemberRequest,
+    RegisterMemberResponse, SequencerStatusRequest, SequencerStatusResponse, WatermarkStatus,
 };
 use tonic::{Request, Response, Status};
 
 use crate::error::{Result as SeqResult, SequencerError};
-use crate::{pruning, Inner};
+use crate::service::PublicApi;
+use crate::{pruning, topology, Inner};
 
 /// Longest an admin call waits for the database before answering UNAVAILABLE.
 pub const MAX_ADMIN_WAIT: Duration = Duration::from_secs(5);
@@ -149,5 +150,17 @@ impl SequencerAdminService for AdminApi {
         self.within("read the pruning status", self.admin_wait(), pruning::status(&self.inner.db)).await?;
         let pruned = self.within("prune", self.prune_wait(), pruning::prune(&self.inner.db, before)).await?;
         Ok(Response::new(PruneResponse { events_removed: pruned.events, payloads_removed: pruned.payloads }))
+    }
+
+    async fn publish_topology(
+        &self,
+        request: Request<PublishTopologyRequest>,
+    ) -> Result<Response<PublishTopologyResponse>, Status> {
+        let txs = topology::decode_all(&request.into_inner().transactions)?;
+        let api = PublicApi { inner: self.inner.clone() };
+        // Each send may wait for the writer as long as a short admin call may.
+        let wait = self.admin_wait() * (txs.len() as u32 + 1);
+        let timestamps = self.within("publish the topology transactions", wait, topology::publish(&api, &txs)).await?;
+        Ok(Response::new(PublishTopologyResponse { timestamps }))
     }
 }

@@ -25,6 +25,9 @@ pub enum SequencerError {
     /// A member that was disabled.
     #[error("member {0} is disabled at this sequencer")]
     MemberDisabled(String),
+    /// A public send from the synchronizer operator, who sends only through the admin API.
+    #[error("{} sends only through the admin API (SequencerAdminService.PublishTopology, e.g. `syncline admin bootstrap`), not through the public Send", syncline_protocol::topology::OPERATOR)]
+    OperatorSend,
     /// A request that can never succeed as sent.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
@@ -184,6 +187,7 @@ impl From<SequencerError> for Status {
             SequencerError::SubscriptionEnded => Code::Unavailable,
             SequencerError::UnknownMember(_) => Code::NotFound,
             SequencerError::MemberDisabled(_) => Code::PermissionDenied,
+            SequencerError::OperatorSend => Code::PermissionDenied,
             SequencerError::InvalidRequest(_) => Code::InvalidArgument,
             // As tonic does for messages over its decoding limit.
             SequencerError::TooLarge { .. } => Code::OutOfRange,

@@ -14,6 +14,7 @@ mod reader;
 pub mod service;
 pub mod settings;
 pub mod store;
+pub mod topology;
 mod writer;
 
 use std::sync::atomic::AtomicUsize;

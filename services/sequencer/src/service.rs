@@ -18,6 +18,7 @@ use crate::error::{Result, SequencerError};
 use crate::store::events::BROADCAST;
 use crate::writer::{SendResult, Submission};
 use crate::{members, pruning, reader, Inner};
+use syncline_protocol::topology::OPERATOR;
 use syncline_sequencer_client::BROADCAST_RECIPIENT;
 
 /// Longest accepted message id.
@@ -31,8 +32,9 @@ pub struct PublicApi {
 
 impl PublicApi {
     /// Validate a send, queue it, and wait for the writer's answer: its timestamp once it is
-    /// committed and covered by the watermark.
-    async fn sequence(&self, req: SendRequest) -> Result<i64> {
+    /// committed and covered by the watermark. Any sender, the operator included (the admin
+    /// API's path); the public Send refuses the operator before it gets here.
+    pub(crate) async fn sequence(&self, req: SendRequest) -> Result<i64> {
         let outcome = self.admit(req).await?;
         outcome.await.unwrap_or_else(|_| {
             Err(SequencerError::Unavailable {
@@ -144,6 +146,7 @@ fn count_send(inner: &Inner, r: &Result<i64>) {
                 SequencerError::TooLarge { .. } => "too_large",
                 SequencerError::UnknownMember(_) => "unknown_sender",
                 SequencerError::MemberDisabled(_) => "disabled_sender",
+                SequencerError::OperatorSend => "operator_sender",
                 SequencerError::InvalidRequest(_) => "invalid",
                 SequencerError::AlreadyExists { .. } => "message_id_reused",
                 SequencerError::NotSequenced { .. } => "max_sequencing_time",
@@ -159,7 +162,10 @@ fn count_send(inner: &Inner, r: &Result<i64>) {
 #[tonic::async_trait]
 impl SequencerService for PublicApi {
     async fn send(&self, request: Request<SendRequest>) -> Result<Response<SendResponse>, Status> {
-        let r = self.sequence(request.into_inner()).await;
+        let request = request.into_inner();
+        // Operator topology is published through the admin port only (see crate::topology).
+        let r =
+            if request.sender == OPERATOR { Err(SequencerError::OperatorSend) } else { self.sequence(request).await };
         count_send(&self.inner, &r);
         r.map(|timestamp| Response::new(SendResponse { timestamp })).map_err(Status::from)
     }

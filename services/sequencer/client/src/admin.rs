@@ -5,7 +5,7 @@ use std::future::Future;
 use syncline_proto::sequencer::sequencer_admin_service_client::SequencerAdminServiceClient;
 use syncline_proto::sequencer::{
     DisableMemberRequest, PruneRequest, PruneResponse, PruningStatusRequest, PruningStatusResponse,
-    RegisterMemberRequest, SequencerStatusRequest, SequencerStatusResponse,
+    PublishTopologyRequest, RegisterMemberRequest, SequencerStatusRequest, SequencerStatusResponse,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -78,6 +78,21 @@ impl AdminClient {
     /// Remove events before `before` (refused past the safe pruning point).
     pub async fn prune(&self, before: i64) -> Result<PruneResponse, AdminError> {
         self.call(format!("prune before {before}"), |mut c| async move { c.prune(PruneRequest { before }).await }).await
+    }
+
+    /// Publish the synchronizer operator's topology transactions (each an encoded protocol
+    /// message holding a topology transaction), broadcast in order; their sequencing
+    /// timestamps. Publishing the same transactions again is answered with the first
+    /// timestamps, so a call whose outcome is unknown can simply be repeated.
+    pub async fn publish_topology(&self, transactions: Vec<Vec<u8>>) -> Result<Vec<i64>, AdminError> {
+        let n = transactions.len();
+        let request = PublishTopologyRequest { transactions };
+        let r =
+            self.call(format!("publish {n} topology transaction(s)"), |mut c| async move {
+                c.publish_topology(request).await
+            })
+            .await?;
+        Ok(r.timestamps)
     }
 
     async fn call<T, F, Fut>(&self, what: String, f: F) -> Result<T, AdminError>

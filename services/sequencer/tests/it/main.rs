@@ -10,5 +10,6 @@ mod sequencer;
 mod settings_validation;
 mod store;
 mod subscriptions;
+mod topology_admin;
 mod total_order_ha;
 mod total_order_store;

@@ -1,0 +1,305 @@
+//! A synchronizer of real processes for the system tests: one sequencer and mediator replicas
+//! started as `syncline daemon` from config files, bootstrapped with `syncline admin`, and
+//! scripted participants (sequencer clients) that submit requests, respond and read verdicts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use syncline_protocol::messages::{
+    self, Action, ConfirmationRequest, ConfirmationResponse, ConfirmationResult, Create, DeduplicationPeriod, Hash,
+    LocalVerdict, Message, RequestHeader, SubmitterMetadata, View, ViewCommonData, ViewResponse,
+};
+use syncline_sequencer_client::{Event, RequestBuilder, SequencerApi, SequencerClient};
+use syncline_testkit::{free_port, http_status, wait_for, write_file, Daemon};
+
+use crate::support::*;
+
+/// The mediator's member name, shared by its replicas.
+pub const MEDIATOR: &str = "mediator";
+
+/// Addresses of one mediator replica process.
+#[derive(Clone, Debug)]
+pub struct MediatorAddrs {
+    /// Node name.
+    pub name: String,
+    /// Public gRPC API.
+    pub public: SocketAddr,
+    /// Admin gRPC API.
+    pub admin: SocketAddr,
+    /// HTTP health (`is-active`) and metrics.
+    pub health: SocketAddr,
+}
+
+impl MediatorAddrs {
+    /// Fresh loopback ports for replica `name`.
+    pub fn new(name: &str) -> Self {
+        let a = |p| SocketAddr::from(([127, 0, 0, 1], p));
+        MediatorAddrs { name: name.into(), public: a(free_port()), admin: a(free_port()), health: a(free_port()) }
+    }
+
+    /// Its config file: replica of [`MEDIATOR`] on `db_url`, talking to the sequencer at `sequencer`.
+    pub fn toml(&self, sequencer: &str, db_url: &str) -> String {
+        format!(
+            "[mediators.{n}]\nmember = \"{MEDIATOR}\"\nstorage = {{ url = \"{db_url}\" }}\n\
+             public_api = {{ address = \"{p}\" }}\nadmin_api = {{ address = \"{a}\" }}\nhealth = {{ address = \"{h}\" }}\n\
+             sequencer = {{ endpoints = [\"{sequencer}\"] }}\n[mediators.{n}.mediator]\ntime_proof_delay = \"50ms\"\n",
+            n = self.name,
+            p = self.public,
+            a = self.admin,
+            h = self.health
+        )
+    }
+
+    /// Whether it is the active replica (its `is-active` health check answers 200).
+    pub async fn is_active(&self) -> bool {
+        http_status(self.health, "/health").await == Some(200)
+    }
+
+    /// Whether its process serves at all (liveness).
+    pub async fn is_live(&self) -> bool {
+        http_status(self.health, "/livez").await == Some(200)
+    }
+}
+
+/// One sequencer and two mediator replicas, each its own `syncline daemon` process, and the
+/// remote configuration that names them for `syncline admin`.
+pub struct Synchronizer {
+    /// The sequencer's addresses.
+    pub seq: SequencerAddrs,
+    /// Mediator replicas med1 and med2.
+    pub meds: Vec<MediatorAddrs>,
+    /// The sequencer process (stopped when dropped).
+    _seq_proc: Daemon,
+    /// The replica processes, by index in `meds` (None once killed).
+    pub med_procs: Vec<Option<Daemon>>,
+    /// The replicas' config files.
+    pub med_configs: Vec<PathBuf>,
+    /// `remote.toml` for `syncline admin`.
+    pub remote: PathBuf,
+    /// Where configs and logs live.
+    pub dir: PathBuf,
+    /// Replica processes started so far (names their log files).
+    starts: usize,
+}
+
+impl Synchronizer {
+    /// Start the sequencer on `seq_db`, then med1 (waits until active), then med2 (waits until
+    /// live) on `med_db`.
+    pub async fn start(dir: &Path, seq_db: &str, med_db: &str) -> Synchronizer {
+        let seq = SequencerAddrs::new("seq1");
+        let storage = write_file(dir, "seq-storage.toml", &format!("[storage]\nurl = \"{seq_db}\"\n"));
+        let seq_cfg = write_file(dir, "seq1.toml", &seq.toml(""));
+        let seq_proc = Daemon::start(&syncline_bin(), dir, "seq1", &[storage, seq_cfg]);
+        let h = seq.health;
+        wait_for(
+            Duration::from_secs(60),
+            "seq1 healthy",
+            || async move { http_status(h, "/health").await == Some(200) },
+        )
+        .await;
+        let meds = vec![MediatorAddrs::new("med1"), MediatorAddrs::new("med2")];
+        let med_configs: Vec<PathBuf> = meds
+            .iter()
+            .map(|m| write_file(dir, &format!("{}.toml", m.name), &m.toml(&seq.public_url(), med_db)))
+            .collect();
+        let mut remote = format!("[sequencers.seq1]\nadmin_api = \"{}\"\n", seq.admin);
+        for m in &meds {
+            remote.push_str(&format!("[mediators.{}]\nadmin_api = \"{}\"\n", m.name, m.admin));
+        }
+        let remote = write_file(dir, "remote.toml", &remote);
+        let mut s = Synchronizer {
+            seq,
+            meds,
+            _seq_proc: seq_proc,
+            med_procs: vec![None, None],
+            med_configs,
+            remote,
+            dir: dir.to_path_buf(),
+            starts: 0,
+        };
+        s.start_replica(0);
+        let m = s.meds[0].clone();
+        wait_for(Duration::from_secs(60), "med1 active", || {
+            let m = m.clone();
+            async move { m.is_active().await }
+        })
+        .await;
+        s.start_replica(1);
+        let m = s.meds[1].clone();
+        wait_for(Duration::from_secs(60), "med2 live", || {
+            let m = m.clone();
+            async move { m.is_live().await }
+        })
+        .await;
+        s
+    }
+
+    /// Start (or restart) replica `i`'s process.
+    pub fn start_replica(&mut self, i: usize) {
+        self.starts += 1;
+        let log = format!("{}-{}", self.meds[i].name, self.starts);
+        self.med_procs[i] = Some(Daemon::start(&syncline_bin(), &self.dir, &log, &[self.med_configs[i].clone()]));
+    }
+
+    /// `syncline admin -c remote.toml ARGS`: success and stdout + stderr.
+    pub fn admin(&self, args: &[&str]) -> (bool, String) {
+        admin(&self.remote, args)
+    }
+
+    /// A client of the sequencer's public API.
+    pub fn client(&self) -> SequencerClient {
+        client_of([&self.seq])
+    }
+
+    /// Bootstrap with `syncline admin` and the given response timeout; join p1 and p2, host
+    /// alice on p1 and bob on p2 (confirmation); wait until the parties are in effect.
+    pub async fn bootstrap(&self, response_timeout: &str) {
+        let (ok, out) = self.admin(&[
+            "bootstrap",
+            "--mediator",
+            MEDIATOR,
+            "--confirmation-response-timeout",
+            response_timeout,
+            "--mediator-reaction-timeout",
+            response_timeout,
+        ]);
+        assert!(ok, "bootstrap failed:\n{out}");
+        for p in ["p1", "p2"] {
+            let (ok, out) = self.admin(&["join-participant", p]);
+            assert!(ok && out.contains("accepted"), "join-participant {p}:\n{out}");
+        }
+        let (ok, out) = self.admin(&["host-party", "alice", "--participant", "p1"]);
+        assert!(ok && out.contains("accepted"), "{out}");
+        let (ok, out) = self.admin(&["host-party", "bob", "--participant", "p2:confirmation"]);
+        assert!(ok && out.contains("accepted"), "{out}");
+        // The topology change delay (250 ms) with a margin.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+}
+
+/// `syncline admin -c REMOTE ARGS`: success and stdout + stderr.
+pub fn admin(remote: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(syncline_bin()).arg("admin").arg("--config").arg(remote).args(args).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// Who hosts each test party.
+pub fn hosts_of(informees: &BTreeSet<String>) -> BTreeSet<String> {
+    (informees.iter())
+        .filter_map(|p| match p.as_str() {
+            "alice" => Some("p1".to_string()),
+            "bob" => Some("p2".to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A fresh lowercase hyphenated UUID (request UUIDs must be one; also used for ids).
+fn unique() -> String {
+    let h = format!("{:032x}", rand::random::<u128>());
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+/// A request by p1 acting as alice, creating a contract signed by alice and bob.
+pub fn alice_and_bob_request() -> ConfirmationRequest {
+    let set = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<BTreeSet<String>>();
+    ConfirmationRequest {
+        header: RequestHeader {
+            request_uuid: unique(),
+            submitter: SubmitterMetadata {
+                act_as: set(&["alice"]),
+                user_id: "app".into(),
+                command_id: unique(),
+                submission_id: None,
+                submitting_participant: "p1".into(),
+                deduplication_period: DeduplicationPeriod::Duration(Duration::from_secs(60)),
+            },
+            ledger_time: syncline_sequencer_client::now_micros(),
+        },
+        views: vec![View {
+            common: ViewCommonData { informees: set(&["alice", "bob"]), confirming_parties: set(&["alice", "bob"]) },
+            actions: vec![Action::Create(Create {
+                contract_id: unique(),
+                template: "Iou".into(),
+                arguments: r#"{"amount":10}"#.into(),
+                signatories: set(&["alice", "bob"]),
+                observers: BTreeSet::new(),
+            })],
+        }],
+    }
+}
+
+/// A scripted participant: submits and answers through the sequencer.
+pub struct Participant {
+    /// Its member name.
+    pub name: String,
+    client: SequencerClient,
+}
+
+impl Participant {
+    /// Participant `name` using `client`.
+    pub fn new(client: SequencerClient, name: &str) -> Participant {
+        Participant { name: name.into(), client }
+    }
+
+    /// Submit `request`; its request id (sequencing timestamp).
+    pub async fn submit(&self, request: &ConfirmationRequest) -> i64 {
+        let mut send = RequestBuilder::new(&self.name, format!("req-{}", unique())).build();
+        send.envelopes = request.envelopes(MEDIATOR, hosts_of);
+        self.client.send(send).await.unwrap().timestamp
+    }
+
+    /// Approve view 0 of request `id` for `parties`.
+    pub async fn approve(&self, id: i64, root_hash: Hash, parties: &[&str]) {
+        let response = ConfirmationResponse {
+            request_id: id,
+            root_hash,
+            participant: self.name.clone(),
+            views: vec![ViewResponse {
+                view_index: 0,
+                verdict: LocalVerdict::Approve,
+                confirming_parties: parties.iter().map(|s| s.to_string()).collect(),
+            }],
+        };
+        let send = RequestBuilder::new(&self.name, format!("resp-{}", unique()))
+            .to([MEDIATOR], messages::encode(&Message::Response(response)))
+            .build();
+        self.client.send(send).await.unwrap();
+    }
+}
+
+/// Every event of `member` so far (its subscription from the start, read until quiet).
+pub async fn events_of(client: &SequencerClient, member: &str) -> Vec<Event> {
+    let mut stream = client.subscribe(member, None);
+    let mut out = Vec::new();
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(1000), stream.next()).await {
+        out.push(e.unwrap());
+    }
+    out
+}
+
+/// The verdicts in `events`, each with the timestamp of its event.
+pub fn verdicts_in(events: &[Event]) -> Vec<(i64, ConfirmationResult)> {
+    (events.iter())
+        .flat_map(|e| e.envelopes.iter().map(move |env| (e.timestamp, env)))
+        .filter_map(|(ts, env)| match messages::decode(&env.content) {
+            Ok(Message::Result(r)) => Some((ts, r)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The verdicts of `member` by request id, checking there is exactly one per request.
+pub async fn one_verdict_each(client: &SequencerClient, member: &str) -> BTreeMap<i64, ConfirmationResult> {
+    let mut out = BTreeMap::new();
+    for (_, r) in verdicts_in(&events_of(client, member).await) {
+        let id = r.request_id;
+        assert!(out.insert(id, r).is_none(), "{member} received two verdicts for request {id}");
+    }
+    out
+}
