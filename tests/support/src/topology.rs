@@ -85,6 +85,11 @@ impl NodeSpec {
         )
     }
 
+    /// Its config section followed by `extra` (further TOML lines or tables of the node).
+    pub fn section(&self, extra: &str) -> String {
+        format!("{}{extra}\n", self.toml())
+    }
+
     /// `http://` URL of the public API.
     pub fn public_url(&self) -> String {
         format!("http://{}", self.public)

@@ -18,12 +18,12 @@ async fn daemons_from_config_files_are_administered_remotely() {
     let dir = TempDir::new("syncline-admin");
     // Shared storage with the URL taken from the environment, as operators do.
     let storage = write_file(dir.path(), "storage.toml", "[storage]\nurl = \"${SYNCLINE_TEST_DB}\"\npool_size = 4\n");
-    let (a, b) = (SequencerAddrs::new("seqa"), SequencerAddrs::new("seqb"));
+    let (a, b) = (sequencer_node("seqa"), sequencer_node("seqb"));
     // Two nodes in one process, one in another.
-    let both = write_file(dir.path(), "ab.toml", &format!("{}{}", a.toml(""), b.toml("")));
-    let c = SequencerAddrs::new("seqc");
+    let both = write_file(dir.path(), "ab.toml", &format!("{}{}", a.section(""), b.section("")));
+    let c = sequencer_node("seqc");
     let cfg_c =
-        write_file(dir.path(), "c.toml", &c.toml("[sequencers.seqc.high_availability]\ntotal_node_count = 10\n"));
+        write_file(dir.path(), "c.toml", &c.section("[sequencers.seqc.high_availability]\ntotal_node_count = 10\n"));
     std::env::set_var("SYNCLINE_TEST_DB", &tdb.url);
     let mut d1 = Daemon::start(&syncline_bin(), dir.path(), "ab", &[storage.clone(), both]);
     let mut d2 = Daemon::start(&syncline_bin(), dir.path(), "c", &[storage, cfg_c]);
@@ -92,13 +92,13 @@ async fn daemons_from_config_files_are_administered_remotely() {
 #[test]
 fn bad_configuration_is_refused_with_the_file_and_key() {
     let dir = TempDir::new("syncline-badcfg");
-    let a = SequencerAddrs::new("s1");
+    let a = sequencer_node("s1");
     let cfg = write_file(
         dir.path(),
         "bad.toml",
         &format!(
             "[storage]\nurl = \"postgres://x@127.0.0.1:1/db\"\n{}[sequencers.s1.high_availability]\ntotal_nodes = 4\n",
-            a.toml("")
+            a.section("")
         ),
     );
     let out = Command::new(syncline_bin()).args(["daemon", "--config"]).arg(&cfg).output().unwrap();
@@ -123,11 +123,11 @@ async fn a_daemon_started_while_the_database_is_down_serves_once_it_is_up() {
     let proxy = syncline_testkit::FaultProxy::start(tdb.server_addr()).await;
     proxy.down();
     let dir = TempDir::new("syncline-dbdown");
-    let a = SequencerAddrs::new("s1");
+    let a = sequencer_node("s1");
     let cfg = write_file(
         dir.path(),
         "s1.toml",
-        &format!("[storage]\nurl = \"{}\"\n{}", tdb.url_via(proxy.addr()), a.toml("")),
+        &format!("[storage]\nurl = \"{}\"\n{}", tdb.url_via(proxy.addr()), a.section("")),
     );
     let _d = Daemon::start(&syncline_bin(), dir.path(), "s1", &[cfg]);
     wait_for(Duration::from_secs(20), "health answers 503 while the database is down", || async {

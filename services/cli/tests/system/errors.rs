@@ -121,8 +121,8 @@ async fn wait_healthy(n: &SequencerAddrs, d: &Daemon) {
 async fn malformed_requests_are_invalid_argument_on_every_service() {
     let tdb = fresh_database().await;
     let dir = TempDir::new("syncline-malformed");
-    let a = SequencerAddrs::new("s1");
-    let cfg = write_file(dir.path(), "s1.toml", &format!("[storage]\nurl = \"{}\"\n{}", tdb.url, a.toml("")));
+    let a = sequencer_node("s1");
+    let cfg = write_file(dir.path(), "s1.toml", &format!("[storage]\nurl = \"{}\"\n{}", tdb.url, a.section("")));
     let d = Daemon::start(&syncline_bin(), dir.path(), "s1", &[cfg]);
     wait_healthy(&a, &d).await;
     for (url, path, streaming) in [
@@ -147,12 +147,12 @@ async fn malformed_requests_are_invalid_argument_on_every_service() {
 #[test]
 fn config_and_cli_errors_are_one_line_without_a_backtrace() {
     let dir = TempDir::new("syncline-errline");
-    let a = SequencerAddrs::new("s1");
+    let a = sequencer_node("s1");
     for (key, value) in [("online_check_interval", "0s"), ("keep_alive_interval", "0ms")] {
         let cfg = write_file(
             dir.path(),
             "zero.toml",
-            &format!("[storage]\nurl = \"postgres://x@127.0.0.1:1/db\"\n{}[sequencers.s1.high_availability]\n{key} = \"{value}\"\n", a.toml("")),
+            &format!("[storage]\nurl = \"postgres://x@127.0.0.1:1/db\"\n{}[sequencers.s1.high_availability]\n{key} = \"{value}\"\n", a.section("")),
         );
         let (out, _) = syncline("daemon", &[&cfg], &[]);
         let line = one_clean_line(&out);
@@ -173,11 +173,11 @@ async fn admin_against_a_node_in_trouble_names_it_and_what_failed_in_time() {
     let tdb = fresh_database().await;
     let proxy = FaultProxy::start(tdb.server_addr()).await;
     let dir = TempDir::new("syncline-trouble");
-    let a = SequencerAddrs::new("s1");
+    let a = sequencer_node("s1");
     let cfg = write_file(
         dir.path(),
         "s1.toml",
-        &format!("[storage]\nurl = \"{}\"\n{}", tdb.url_via(proxy.addr()), a.toml("")),
+        &format!("[storage]\nurl = \"{}\"\n{}", tdb.url_via(proxy.addr()), a.section("")),
     );
     let d = Daemon::start(&syncline_bin(), dir.path(), "s1", &[cfg]);
     wait_healthy(&a, &d).await;

@@ -75,7 +75,7 @@ async fn haproxy_routes_around_a_node_without_database_and_a_killed_node() {
     let db_proxy = FaultProxy::start(tdb.server_addr()).await;
     let dir = TempDir::new("syncline-haproxy");
     let storage = write_file(dir.path(), "storage.toml", &format!("[storage]\nurl = \"{}\"\n", tdb.url));
-    let nodes: Vec<SequencerAddrs> = (1..=3).map(|i| SequencerAddrs::new(&format!("seq{i}"))).collect();
+    let nodes: Vec<SequencerAddrs> = (1..=3).map(|i| sequencer_node(&format!("seq{i}"))).collect();
     let mut daemons = Vec::new();
     for (i, n) in nodes.iter().enumerate() {
         // seq1 reaches the database through the fault proxy.
@@ -84,7 +84,7 @@ async fn haproxy_routes_around_a_node_without_database_and_a_killed_node() {
         } else {
             String::new()
         };
-        let cfg = write_file(dir.path(), &format!("{}.toml", n.name), &n.toml(&extra));
+        let cfg = write_file(dir.path(), &format!("{}.toml", n.name), &n.section(&extra));
         daemons.push(Some(Daemon::start(&syncline_bin(), dir.path(), &n.name, &[storage.clone(), cfg])));
     }
     for (n, d) in nodes.iter().zip(&daemons) {
@@ -98,7 +98,7 @@ async fn haproxy_routes_around_a_node_without_database_and_a_killed_node() {
     let frontend = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let _haproxy = Haproxy::start(frontend, &nodes, dir.path().join("haproxy.log"));
     let url = format!("http://{frontend}");
-    let admin = nodes[1].admin();
+    let admin = admin_of(&nodes[1]);
     for m in ["alice", "bob"] {
         admin.register_member(m).await.unwrap();
     }

@@ -13,7 +13,7 @@ use tonic::Code;
 
 use crate::synchronizer::*;
 
-async fn mediator_admin(m: &MediatorAddrs) -> MediatorAdminServiceClient<tonic::transport::Channel> {
+async fn mediator_admin(m: &syncline_testkit::NodeSpec) -> MediatorAdminServiceClient<tonic::transport::Channel> {
     MediatorAdminServiceClient::connect(format!("http://{}", m.admin)).await.unwrap()
 }
 
@@ -129,11 +129,11 @@ async fn kill9_of_the_leading_mediator_with_pending_requests_every_request_gets_
     })
     .await;
 
-    s.med_procs[0].take().unwrap().kill9();
+    s.kill9(0);
     let standby = s.meds[1].clone();
     wait_for(Duration::from_secs(20), "med2 active after the kill", || {
         let standby = standby.clone();
-        async move { standby.is_active().await }
+        async move { is_active(&standby).await }
     })
     .await;
     // The new leader rebuilt the pending requests from the database; nobody has a verdict.

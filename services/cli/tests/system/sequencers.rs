@@ -23,14 +23,14 @@ impl Topology {
     async fn start(db_url: &str, via_proxy: Option<(usize, String)>) -> Topology {
         let dir = TempDir::new("syncline-seq");
         let storage = write_file(dir.path(), "storage.toml", &format!("[storage]\nurl = \"{db_url}\"\n"));
-        let nodes: Vec<SequencerAddrs> = (1..=3).map(|i| SequencerAddrs::new(&format!("seq{i}"))).collect();
+        let nodes: Vec<SequencerAddrs> = (1..=3).map(|i| sequencer_node(&format!("seq{i}"))).collect();
         let mut t = Topology { dir, storage, nodes, daemons: Vec::new() };
         for i in 0..3 {
             let extra = match &via_proxy {
                 Some((p, url)) if *p == i => format!("storage = {{ url = \"{url}\" }}\n"),
                 _ => String::new(),
             };
-            let cfg = write_file(t.dir.path(), &format!("seq{}.toml", i + 1), &t.nodes[i].toml(&extra));
+            let cfg = write_file(t.dir.path(), &format!("seq{}.toml", i + 1), &t.nodes[i].section(&extra));
             let d = Daemon::start(&syncline_bin(), t.dir.path(), &t.nodes[i].name, &[t.storage.clone(), cfg]);
             t.daemons.push(Some(d));
         }
@@ -65,7 +65,7 @@ impl Topology {
     }
 
     async fn register(&self, members: &[&str]) {
-        let admin = self.nodes[0].admin();
+        let admin = admin_of(&self.nodes[0]);
         for m in members {
             admin.register_member(m).await.unwrap();
         }

@@ -32,19 +32,19 @@ fn memory_mib(pid: u32, field: &str) -> u64 {
 async fn a_stalled_subscriber_under_400_sends_of_4_mib_keeps_the_node_small() {
     let tdb = fresh_database().await;
     let dir = TempDir::new("syncline-submem");
-    let node = SequencerAddrs::new("seq1");
+    let node = sequencer_node("seq1");
     let storage = write_file(dir.path(), "storage.toml", &format!("[storage]\nurl = \"{}\"\n", tdb.url));
     // A short writer queue keeps the send path's own memory small (sends beyond it are
     // refused and retried), so that what is measured is the subscription's.
     let extra = "[sequencers.seq1.writer]\nqueue_size = 8\n\
                  [sequencers.seq1.reader]\nmax_subscriptions = 3\nsubscription_buffer_bytes = 8388608\n";
-    let cfg = write_file(dir.path(), "seq1.toml", &node.toml(extra));
+    let cfg = write_file(dir.path(), "seq1.toml", &node.section(extra));
     let daemon = Daemon::start(&syncline_bin(), dir.path(), "seq1", &[storage, cfg]);
     wait_for(Duration::from_secs(60), "seq1 healthy", || async {
         http_status(node.health, "/health").await == Some(200)
     })
     .await;
-    let admin = node.admin();
+    let admin = admin_of(&node);
     for m in ["alice", "bob"] {
         admin.register_member(m).await.unwrap();
     }

@@ -2,7 +2,6 @@
 //! config sections, and clients and subscribers of them (through the sequencer client crate).
 //! Processes, temp dirs, ports and waiting come from the test kit.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -15,54 +14,19 @@ pub fn syncline_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_syncline"))
 }
 
-use syncline_testkit::free_port;
+use syncline_testkit::{Kind, NodeSpec};
 
-/// Addresses of one sequencer process.
-#[derive(Clone, Debug)]
-pub struct SequencerAddrs {
-    /// Node name.
-    pub name: String,
-    /// Public gRPC API.
-    pub public: SocketAddr,
-    /// Admin gRPC API.
-    pub admin: SocketAddr,
-    /// HTTP health and metrics.
-    pub health: SocketAddr,
+/// A sequencer node of a system test: the test kit's node spec (addresses, config section).
+pub type SequencerAddrs = NodeSpec;
+
+/// Sequencer `name` on fresh loopback ports.
+pub fn sequencer_node(name: &str) -> NodeSpec {
+    NodeSpec::new(Kind::Sequencer, name)
 }
 
-impl SequencerAddrs {
-    /// Fresh loopback ports for node `name`.
-    pub fn new(name: &str) -> Self {
-        let a = |p| SocketAddr::from(([127, 0, 0, 1], p));
-        SequencerAddrs { name: name.into(), public: a(free_port()), admin: a(free_port()), health: a(free_port()) }
-    }
-
-    /// Its config file section.
-    pub fn toml(&self, extra: &str) -> String {
-        format!(
-            "[sequencers.{n}]\npublic_api = {{ address = \"{p}\" }}\nadmin_api = {{ address = \"{a}\" }}\n\
-             health = {{ address = \"{h}\", check = \"ping\" }}\n{extra}\n",
-            n = self.name,
-            p = self.public,
-            a = self.admin,
-            h = self.health
-        )
-    }
-
-    /// `http://` URL of the public API.
-    pub fn public_url(&self) -> String {
-        format!("http://{}", self.public)
-    }
-
-    /// `http://` URL of the admin API.
-    pub fn admin_url(&self) -> String {
-        format!("http://{}", self.admin)
-    }
-
-    /// A client of its admin API.
-    pub fn admin(&self) -> AdminClient {
-        AdminClient::new(self.admin_url(), ClientConfig::default()).expect("a valid URL")
-    }
+/// A client of `node`'s admin API.
+pub fn admin_of(node: &NodeSpec) -> AdminClient {
+    AdminClient::new(node.admin_url(), ClientConfig::default()).expect("a valid URL")
 }
 
 /// A client of the public APIs of `nodes` (round robin in this order, failing over).

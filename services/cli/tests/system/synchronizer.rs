@@ -3,7 +3,6 @@
 //! scripted participants (sequencer clients) that submit requests, respond and read verdicts.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -13,87 +12,54 @@ use syncline_protocol::messages::{
     self, Action, ConfirmationRequest, ConfirmationResponse, ConfirmationResult, Create, DeduplicationPeriod, Hash,
     LocalVerdict, Message, RequestHeader, SubmitterMetadata, View, ViewCommonData, ViewResponse,
 };
-use syncline_sequencer_client::{Event, RequestBuilder, SequencerApi, SequencerClient};
-use syncline_testkit::{free_port, http_status, wait_for, write_file, Daemon};
+use syncline_sequencer_client::{ClientConfig, Event, RequestBuilder, SequencerApi, SequencerClient};
+use syncline_testkit::{http_status, wait_for, Kind, NodeSpec, Topology};
 
 use crate::support::*;
 
 /// The mediator's member name, shared by its replicas.
 pub const MEDIATOR: &str = "mediator";
 
-/// Addresses of one mediator replica process.
-#[derive(Clone, Debug)]
-pub struct MediatorAddrs {
-    /// Node name.
-    pub name: String,
-    /// Public gRPC API.
-    pub public: SocketAddr,
-    /// Admin gRPC API.
-    pub admin: SocketAddr,
-    /// HTTP health (`is-active`) and metrics.
-    pub health: SocketAddr,
+/// Whether replica `m` is the active one (its `is-active` health check answers 200).
+pub async fn is_active(m: &NodeSpec) -> bool {
+    http_status(m.health, "/health").await == Some(200)
 }
 
-impl MediatorAddrs {
-    /// Fresh loopback ports for replica `name`.
-    pub fn new(name: &str) -> Self {
-        let a = |p| SocketAddr::from(([127, 0, 0, 1], p));
-        MediatorAddrs { name: name.into(), public: a(free_port()), admin: a(free_port()), health: a(free_port()) }
-    }
-
-    /// Its config file: replica of [`MEDIATOR`] on `db_url`, talking to the sequencer at `sequencer`.
-    pub fn toml(&self, sequencer: &str, db_url: &str) -> String {
-        format!(
-            "[mediators.{n}]\nmember = \"{MEDIATOR}\"\nstorage = {{ url = \"{db_url}\" }}\n\
-             public_api = {{ address = \"{p}\" }}\nadmin_api = {{ address = \"{a}\" }}\nhealth = {{ address = \"{h}\" }}\n\
-             sequencer = {{ endpoints = [\"{sequencer}\"] }}\n[mediators.{n}.mediator]\ntime_proof_delay = \"50ms\"\n",
-            n = self.name,
-            p = self.public,
-            a = self.admin,
-            h = self.health
-        )
-    }
-
-    /// Whether it is the active replica (its `is-active` health check answers 200).
-    pub async fn is_active(&self) -> bool {
-        http_status(self.health, "/health").await == Some(200)
-    }
-
-    /// Whether its process serves at all (liveness).
-    pub async fn is_live(&self) -> bool {
-        http_status(self.health, "/livez").await == Some(200)
-    }
+/// Whether `m`'s process serves at all (liveness).
+pub async fn is_live(m: &NodeSpec) -> bool {
+    http_status(m.health, "/livez").await == Some(200)
 }
 
-/// One sequencer and two mediator replicas, each its own `syncline daemon` process, and the
-/// remote configuration that names them for `syncline admin`.
+/// One sequencer and two mediator replicas (med1, med2), each its own `syncline daemon`
+/// process of a test-kit topology, and the remote configuration that names them for
+/// `syncline admin`.
 pub struct Synchronizer {
-    /// The sequencer's addresses.
-    pub seq: SequencerAddrs,
+    /// The sequencer.
+    pub seq: NodeSpec,
     /// Mediator replicas med1 and med2.
-    pub meds: Vec<MediatorAddrs>,
-    /// The sequencer process (stopped when dropped).
-    _seq_proc: Daemon,
-    /// The replica processes, by index in `meds` (None once killed).
-    pub med_procs: Vec<Option<Daemon>>,
-    /// The replicas' config files.
-    pub med_configs: Vec<PathBuf>,
+    pub meds: Vec<NodeSpec>,
+    /// The processes.
+    topology: Topology,
     /// `remote.toml` for `syncline admin`.
     pub remote: PathBuf,
-    /// Where configs and logs live.
-    pub dir: PathBuf,
-    /// Replica processes started so far (names their log files).
-    starts: usize,
 }
 
 impl Synchronizer {
     /// Start the sequencer on `seq_db`, then med1 (waits until active), then med2 (waits until
     /// live) on `med_db`.
     pub async fn start(dir: &Path, seq_db: &str, med_db: &str) -> Synchronizer {
-        let seq = SequencerAddrs::new("seq1");
-        let storage = write_file(dir, "seq-storage.toml", &format!("[storage]\nurl = \"{seq_db}\"\n"));
-        let seq_cfg = write_file(dir, "seq1.toml", &seq.toml(""));
-        let seq_proc = Daemon::start(&syncline_bin(), dir, "seq1", &[storage, seq_cfg]);
+        let mut topology = Topology::new(&syncline_bin(), dir, seq_db);
+        let seq = topology.add(NodeSpec::new(Kind::Sequencer, "seq1"));
+        let replica = |name: &str| {
+            NodeSpec::new(Kind::Mediator, name).with(&format!(
+                "member = \"{MEDIATOR}\"\nstorage = {{ url = \"{med_db}\" }}\n\
+                 sequencer = {{ endpoints = [\"{}\"] }}\nmediator = {{ time_proof_delay = \"50ms\" }}",
+                seq.public_url()
+            ))
+        };
+        let meds = vec![topology.add(replica("med1")), topology.add(replica("med2"))];
+        let remote = topology.remote_config();
+        topology.start("seq1");
         let h = seq.health;
         wait_for(
             Duration::from_secs(60),
@@ -101,38 +67,19 @@ impl Synchronizer {
             || async move { http_status(h, "/health").await == Some(200) },
         )
         .await;
-        let meds = vec![MediatorAddrs::new("med1"), MediatorAddrs::new("med2")];
-        let med_configs: Vec<PathBuf> = meds
-            .iter()
-            .map(|m| write_file(dir, &format!("{}.toml", m.name), &m.toml(&seq.public_url(), med_db)))
-            .collect();
-        let mut remote = format!("[sequencers.seq1]\nadmin_api = \"{}\"\n", seq.admin);
-        for m in &meds {
-            remote.push_str(&format!("[mediators.{}]\nadmin_api = \"{}\"\n", m.name, m.admin));
-        }
-        let remote = write_file(dir, "remote.toml", &remote);
-        let mut s = Synchronizer {
-            seq,
-            meds,
-            _seq_proc: seq_proc,
-            med_procs: vec![None, None],
-            med_configs,
-            remote,
-            dir: dir.to_path_buf(),
-            starts: 0,
-        };
+        let mut s = Synchronizer { seq, meds, topology, remote };
         s.start_replica(0);
         let m = s.meds[0].clone();
         wait_for(Duration::from_secs(60), "med1 active", || {
             let m = m.clone();
-            async move { m.is_active().await }
+            async move { is_active(&m).await }
         })
         .await;
         s.start_replica(1);
         let m = s.meds[1].clone();
         wait_for(Duration::from_secs(60), "med2 live", || {
             let m = m.clone();
-            async move { m.is_live().await }
+            async move { is_live(&m).await }
         })
         .await;
         s
@@ -140,9 +87,12 @@ impl Synchronizer {
 
     /// Start (or restart) replica `i`'s process.
     pub fn start_replica(&mut self, i: usize) {
-        self.starts += 1;
-        let log = format!("{}-{}", self.meds[i].name, self.starts);
-        self.med_procs[i] = Some(Daemon::start(&syncline_bin(), &self.dir, &log, &[self.med_configs[i].clone()]));
+        self.topology.start(&self.meds[i].name);
+    }
+
+    /// SIGKILL replica `i`'s process.
+    pub fn kill9(&mut self, i: usize) {
+        self.topology.kill9(&self.meds[i].name);
     }
 
     /// `syncline admin -c remote.toml ARGS`: success and stdout + stderr.
@@ -152,7 +102,7 @@ impl Synchronizer {
 
     /// A client of the sequencer's public API.
     pub fn client(&self) -> SequencerClient {
-        client_of([&self.seq])
+        SequencerClient::new([self.seq.public_url()], ClientConfig::default()).expect("a valid URL")
     }
 
     /// Bootstrap with `syncline admin` and the given response timeout; join p1 and p2, host
