@@ -11,9 +11,10 @@ use scoped_futures::ScopedFutureExt;
 use syncline_coordination::db::{self, SessionKind};
 use syncline_coordination::leadership::{self, Fence};
 use syncline_coordination::Db;
-use syncline_sequencer_client::{now_micros, RequestBuilder, SequencerApi};
+use syncline_sequencer_client::{now_micros, RequestBuilder, SequencerApi, SubscribeError};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tonic::Code;
 
 use crate::aggregation::{self, Verdict};
 use crate::config::MediatorParameters;
@@ -37,6 +38,9 @@ pub struct Context<S> {
 
 /// How often processed events are acknowledged to the sequencer at most.
 const ACK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Pause between subscription attempts while the member is not registered.
+const UNREGISTERED_RETRY: Duration = Duration::from_secs(1);
 
 /// The least pause between two time proofs for the same deadline.
 const TIME_PROOF_RETRY: Duration = Duration::from_secs(1);
@@ -68,13 +72,31 @@ pub async fn run<S: SequencerApi + Clone + 'static>(
     let mut ack = tokio::time::interval(ACK_INTERVAL);
     let mut prune = tokio::time::interval(ctx.params.prune_interval);
     let mut proof_asked: Option<(i64, tokio::time::Instant)> = None;
+    let mut unregistered_logged = false;
     loop {
         let proof_due = time_proof_due(next_deadline, last_ts, proof_asked, ctx.params.time_proof_delay);
         tokio::select! {
             _ = stop.cancelled() => break,
             event = events.next() => {
                 let Some(event) = event else { return Err(MediatorError::SubscriptionEnded) };
-                let event = event?;
+                let event = match event {
+                    Ok(event) => event,
+                    Err(SubscribeError::Refused { code: Code::NotFound, .. }) => {
+                        // Not bootstrapped yet: wait here (leading, not failing) instead of
+                        // restarting every second with an error.
+                        if !unregistered_logged {
+                            tracing::warn!(member = %ctx.member, "the mediator member is not registered at the sequencers yet; waiting (run `syncline admin bootstrap --mediator {}`)", ctx.member);
+                            unregistered_logged = true;
+                        }
+                        tokio::select! {
+                            _ = stop.cancelled() => break,
+                            _ = tokio::time::sleep(UNREGISTERED_RETRY) => {}
+                        }
+                        events = ctx.sequencer.subscribe(&ctx.member, position_now(last_ts));
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 let ts = event.timestamp;
                 let processed = leadership::fenced(&mut conn, &fence, |c| {
                     let (processor, event) = (&processor, &event);
@@ -150,6 +172,11 @@ fn record_verdict(request: &StoredRequest) {
             }
         }
     }
+}
+
+/// Where to resume a subscription: after the last processed event, if any.
+fn position_now(last_ts: i64) -> Option<i64> {
+    (last_ts > 0).then_some(last_ts)
 }
 
 /// When a time proof is due (wall-clock µs): a deadline is pending and no event past it has

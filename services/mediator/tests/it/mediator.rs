@@ -173,3 +173,26 @@ async fn topology_changes_count_only_after_the_delay_and_unauthorized_ones_never
     assert_eq!((r.request_id, r.verdict), (id, Verdict::Approve));
     s.mediator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mediator_started_before_the_bootstrap_waits_for_it_without_failing() {
+    let seq = SequencerNode::start().await;
+    let db = syncline_testkit::fresh_database().await;
+    let mediator = start_mediator("m1", &mediator_config(&seq.url()), &db.url).await;
+    wait_active(&mediator, Duration::from_secs(20)).await;
+    // Its member does not exist yet: it keeps leading and waits instead of failing.
+    let health = syncline_node::Node::status(&mediator).health();
+    for _ in 0..50 {
+        let h = health.borrow().clone();
+        assert!(h.serving && h.active, "{h:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bootstrap(&seq).await;
+    let mut p1 = Participant::new(&seq, "p1");
+    let request = create_request("p1", "alice", &["alice"], &[]);
+    let id = p1.submit(&request).await;
+    p1.respond(id, request.root_hash(), LocalVerdict::Approve, &["alice"]).await;
+    let (_, r) = p1.next_result(WAIT).await.expect("no verdict after the late bootstrap");
+    assert_eq!((r.request_id, r.verdict), (id, Verdict::Approve));
+    mediator.shutdown().await;
+}
