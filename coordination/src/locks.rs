@@ -46,11 +46,6 @@ impl LockId {
         LockId::new(LockRole::Migrations, 0)
     }
 
-    /// The lock that owns sequencer node index `index`.
-    pub fn sequencer_index(index: u32) -> Self {
-        LockId::new(LockRole::SequencerIndex, index as u16)
-    }
-
     /// The leadership lock of the replica group called `group` (two-key form, key2 = the
     /// 32-bit FNV-1a hash of the name: stable across builds and platforms).
     pub fn leadership(group: &str) -> Self {
@@ -225,24 +220,24 @@ pub async fn waiters(conn: &mut AsyncPgConnection, id: LockId) -> Result<i64> {
 }
 
 /// SQL condition, usable inside other queries, that is true while some session holds the
-/// sequencer index lock of the row's `node_index` column (`w` alias).
-pub fn sequencer_index_held_sql() -> String {
+/// single-key `role` lock whose index is the SQL expression `index_sql` (e.g. a column).
+pub fn held_sql(role: LockRole, index_sql: &str) -> String {
     format!(
         "exists (select 1 from pg_locks l where {ADVISORY_HERE} \
-         and l.granted and l.classid = {prefix}::oid and l.objid = ({role} + w.node_index)::oid)",
+         and l.granted and l.classid = {prefix}::oid and l.objid = ({role} + {index_sql})::oid)",
         prefix = LOCK_PREFIX,
-        role = (LockRole::SequencerIndex as u32) << 16,
+        role = (role as u32) << 16,
     )
 }
 
-/// SQL condition on `pg_locks` alias `l`: a granted sequencer index lock held by another
-/// session in this database.
-pub fn other_sequencer_index_locks_sql() -> String {
+/// SQL condition on `pg_locks` alias `l`: a granted single-key `role` lock with an index in
+/// `lo..=hi` held by another session in this database.
+pub fn others_held_sql(role: LockRole, lo: u16, hi: u16) -> String {
     format!(
         "{ADVISORY_HERE} and l.granted and l.pid <> pg_backend_pid() \
          and l.classid = {prefix}::oid and l.objid between {lo}::oid and {hi}::oid",
         prefix = LOCK_PREFIX,
-        lo = (LockRole::SequencerIndex as u32) << 16,
-        hi = ((LockRole::SequencerIndex as u32) << 16) + 31,
+        lo = ((role as u32) << 16) + u32::from(lo),
+        hi = ((role as u32) << 16) + u32::from(hi),
     )
 }

@@ -57,14 +57,14 @@ async fn advisory_locks_are_exclusive_and_visible_in_pg_locks() {
     let cfg = DbConfig::new(&tdb.url);
     let mut a = db::connect(&cfg, SessionKind::Lock).await.unwrap();
     let mut b = db::connect(&cfg, SessionKind::Lock).await.unwrap();
-    let id = LockId::sequencer_index(3);
+    let id = LockId::new(locks::LockRole::SequencerIndex, 3);
     assert!(locks::try_lock(&mut a, id).await.unwrap());
     assert!(!locks::try_lock(&mut b, id).await.unwrap());
     assert!(locks::held_by_me(&mut a, id).await.unwrap());
     assert!(!locks::held_by_me(&mut b, id).await.unwrap());
     let pid_a = locks::backend_pid(&mut a).await.unwrap();
     assert_eq!(locks::holder_pid(&mut b, id).await.unwrap(), Some(pid_a));
-    assert_eq!(locks::holder_pid(&mut b, LockId::sequencer_index(4)).await.unwrap(), None);
+    assert_eq!(locks::holder_pid(&mut b, LockId::new(locks::LockRole::SequencerIndex, 4)).await.unwrap(), None);
     // A blocked waiter shows up as a non-granted request.
     let waiter = tokio::spawn(async move {
         locks::lock(&mut b, id).await.unwrap();
@@ -86,8 +86,8 @@ async fn advisory_locks_are_exclusive_and_visible_in_pg_locks() {
 async fn lock_ids_are_namespaced_and_distinct() {
     let ids = [
         LockId::migrations(),
-        LockId::sequencer_index(0),
-        LockId::sequencer_index(31),
+        LockId::new(locks::LockRole::SequencerIndex, 0),
+        LockId::new(locks::LockRole::SequencerIndex, 31),
         LockId::leadership("mediator"),
         LockId::leadership("participant1"),
     ];

@@ -13,7 +13,18 @@ use super::error::{DieselContext, Result, StoreError};
 use super::{offline, timestamps};
 use syncline_coordination::db::{self, DbConfig, SessionKind};
 use syncline_coordination::error::DbError;
-use syncline_coordination::locks::{self, LockId};
+use syncline_coordination::locks::{self, LockId, LockRole};
+
+/// The advisory lock that owns sequencer node index `index` (one process per index).
+pub fn index_lock(index: u32) -> LockId {
+    LockId::new(LockRole::SequencerIndex, index as u16)
+}
+
+/// SQL condition, usable inside other queries, that is true while some session holds the
+/// index lock of the row's `node_index` column (`w` alias).
+pub fn index_held_sql() -> String {
+    locks::held_sql(LockRole::SequencerIndex, "w.node_index")
+}
 
 /// Exclusive ownership of one sequencer node index; dropping it closes the session and so
 /// releases the lock.
@@ -74,7 +85,7 @@ pub async fn acquire_after(cfg: &DbConfig, total: u32, previous: Option<Previous
         }
     }
     for index in candidates {
-        if locks::try_lock(&mut conn, LockId::sequencer_index(index)).await? {
+        if locks::try_lock(&mut conn, index_lock(index)).await? {
             // Checked under the index lock, so a concurrent node with another N sees ours.
             check_partitioning(&mut conn, total).await?;
             let backend_pid = locks::backend_pid(&mut conn).await?;
@@ -87,7 +98,7 @@ pub async fn acquire_after(cfg: &DbConfig, total: u32, previous: Option<Previous
 
 /// Terminate `p`'s session if it still holds `p.index`, and wait until its lock is gone.
 async fn end_lost_session(conn: &mut AsyncPgConnection, p: PreviousLease) -> Result<()> {
-    let id = LockId::sequencer_index(p.index);
+    let id = index_lock(p.index);
     if locks::holder_pid(conn, id).await? != Some(p.backend_pid) {
         return Ok(());
     }
@@ -130,7 +141,7 @@ async fn check_partitioning(conn: &mut AsyncPgConnection, total: u32) -> Result<
     let q = format!(
         "select total_node_count, (select count(*) from pg_locks l where {others}) as others \
          from sequencer_partitioning for update",
-        others = locks::other_sequencer_index_locks_sql()
+        others = locks::others_held_sql(LockRole::SequencerIndex, 0, 31)
     );
     conn.transaction::<_, StoreError, _>(async |c| {
         diesel::sql_query("insert into sequencer_partitioning (total_node_count) values ($1) on conflict do nothing")
@@ -188,7 +199,7 @@ impl IndexLease {
     /// Confirm the lock is still held by this session (`LockLost` otherwise).
     pub async fn check(&mut self) -> Result<()> {
         let what = format!("of sequencer node index {}", self.index);
-        match locks::held_by_me(&mut self.conn, LockId::sequencer_index(self.index)).await {
+        match locks::held_by_me(&mut self.conn, index_lock(self.index)).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(DbError::LockLost { what, reason: "not held by this session".into() }.into()),
             Err(e) => Err(DbError::LockLost { what, reason: e.to_string() }.into()),
@@ -197,7 +208,7 @@ impl IndexLease {
 
     /// Release the index (after going offline on a clean shutdown).
     pub async fn release(mut self) -> Result<()> {
-        locks::unlock(&mut self.conn, LockId::sequencer_index(self.index)).await?;
+        locks::unlock(&mut self.conn, index_lock(self.index)).await?;
         Ok(())
     }
 }

@@ -12,7 +12,7 @@ use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::error::{DieselContext, Result};
-use syncline_coordination::locks::sequencer_index_held_sql;
+use super::node_index::index_held_sql;
 
 #[derive(QueryableByName)]
 struct Index {
@@ -28,7 +28,7 @@ pub async fn mark_offline(conn: &mut AsyncPgConnection, now: i64, offline_durati
     let q = format!(
         "update sequencer_watermarks w set online = false \
          where w.online and (w.watermark_ts <= $1 or not {held}) returning w.node_index",
-        held = sequencer_index_held_sql()
+        held = index_held_sql()
     );
     let rows: Vec<Index> =
         diesel::sql_query(q).bind::<BigInt, _>(cutoff).load(conn).await.during("marking lagging sequencers offline")?;
@@ -39,7 +39,7 @@ pub async fn mark_offline(conn: &mut AsyncPgConnection, now: i64, offline_durati
 pub async fn mark_lock_lost(conn: &mut AsyncPgConnection) -> Result<Vec<u32>> {
     let q = format!(
         "update sequencer_watermarks w set online = false where w.online and not {held} returning w.node_index",
-        held = sequencer_index_held_sql()
+        held = index_held_sql()
     );
     let rows: Vec<Index> = diesel::sql_query(q).load(conn).await.during("marking dead sequencers offline")?;
     Ok(report(rows, "knocked sequencer nodes without a lock holder offline"))

@@ -11,7 +11,7 @@ use syncline_schema::tables::sequencer::{
 };
 
 use super::error::{DieselContext, Result, StoreError};
-use syncline_coordination::locks::{self, LockId};
+use syncline_coordination::locks;
 
 /// What a truncation removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -53,7 +53,7 @@ pub async fn sweep_dead(conn: &mut AsyncPgConnection) -> Result<Vec<(u32, Trunca
     for index in offline.into_iter().map(|i| i as u32) {
         let t = conn
             .transaction::<_, StoreError, _>(async |c| {
-                if !locks::try_xact_lock(c, LockId::sequencer_index(index)).await? {
+                if !locks::try_xact_lock(c, super::node_index::index_lock(index)).await? {
                     return Ok(None); // alive (or being taken over): not ours to touch
                 }
                 let still_offline: Option<bool> =

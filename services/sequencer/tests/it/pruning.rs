@@ -11,7 +11,7 @@ use diesel::sql_types::BigInt;
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use syncline_coordination::db::{self, SessionKind};
-use syncline_coordination::locks::{self, LockId};
+use syncline_coordination::locks;
 use syncline_coordination::DbConfig;
 use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
 use syncline_proto::sequencer::{AcknowledgeRequest, PruneRequest, PruningStatusRequest, SubscribeRequest};
@@ -39,7 +39,7 @@ async fn ack(node: &Node, member: &str, timestamp: i64) -> Result<(), tonic::Sta
 /// and then froze (it writes only what the test makes it write).
 async fn frozen_node(cfg: &DbConfig, index: u32, wm: i64) -> AsyncPgConnection {
     let mut c = db::connect(cfg, SessionKind::Lock).await.unwrap();
-    assert!(locks::try_lock(&mut c, LockId::sequencer_index(index)).await.unwrap());
+    assert!(locks::try_lock(&mut c, syncline_sequencer::store::node_index::index_lock(index)).await.unwrap());
     watermarks::go_online(&mut c, index, wm).await.unwrap();
     c
 }

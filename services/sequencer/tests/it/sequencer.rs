@@ -358,7 +358,7 @@ fn digest_of(req: &SendRequest) -> (Vec<u8>, Vec<u8>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_colliding_with_an_unconfirmed_claim_is_held_until_that_claim_is_covered_or_truncated() {
     use syncline_coordination::db;
-    use syncline_coordination::locks::{self, LockId};
+    use syncline_coordination::locks;
     use syncline_sequencer::store::events::{self, EventKind, MessageIdClaim, NewEvent};
     use syncline_sequencer::store::watermarks;
     let tdb = fresh_database().await;
@@ -367,7 +367,7 @@ async fn a_send_colliding_with_an_unconfirmed_claim_is_held_until_that_claim_is_
     // A frozen node: it holds index 3 and wrote two sends past its watermark (claims not yet
     // covered), then stopped making progress. Its client, hearing nothing, resends to `a`.
     let mut frozen = db::connect(&cfg, db::SessionKind::Lock).await.unwrap();
-    assert!(locks::try_lock(&mut frozen, LockId::sequencer_index(3)).await.unwrap());
+    assert!(locks::try_lock(&mut frozen, syncline_sequencer::store::node_index::index_lock(3)).await.unwrap());
     let wm = now_micros();
     watermarks::go_online(&mut frozen, 3, wm).await.unwrap();
     let covered_later = send("alice", "covered-later", &["bob"], "one");

@@ -9,7 +9,7 @@ use diesel::sql_types::BigInt;
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use syncline_coordination::db::{self, SessionKind};
-use syncline_coordination::locks::{self, LockId};
+use syncline_coordination::locks;
 use syncline_coordination::DbConfig;
 use syncline_sequencer::store::error::StoreError;
 use syncline_sequencer::store::events::{self, ErrorCode, EventError, EventKind, MessageIdClaim, NewEvent, BROADCAST};
@@ -33,7 +33,7 @@ async fn hold(cfg: &DbConfig, indexes: &[u32]) -> Vec<AsyncPgConnection> {
     let mut held = Vec::new();
     for &i in indexes {
         let mut c = db::connect(cfg, SessionKind::Lock).await.unwrap();
-        assert!(locks::try_lock(&mut c, LockId::sequencer_index(i)).await.unwrap());
+        assert!(locks::try_lock(&mut c, syncline_sequencer::store::node_index::index_lock(i)).await.unwrap());
         held.push(c);
     }
     held
@@ -178,7 +178,7 @@ async fn a_dead_sessions_index_is_knocked_offline_at_the_next_check() {
     assert_eq!(knocked, vec![1], "lost lock is detected without waiting for offline_duration");
     assert_eq!(watermarks::safe(&mut c).await.unwrap(), Some(now));
     // A backend terminated by the server counts as dead too.
-    let pid = locks::holder_pid(&mut c, LockId::sequencer_index(0)).await.unwrap().unwrap();
+    let pid = locks::holder_pid(&mut c, syncline_sequencer::store::node_index::index_lock(0)).await.unwrap().unwrap();
     diesel::sql_query(format!("select pg_terminate_backend({pid})")).execute(&mut c).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(offline::mark_lock_lost(&mut c).await.unwrap(), vec![0]);
@@ -362,7 +362,7 @@ async fn a_dead_nodes_uncovered_claims_do_not_block_a_retry_on_another_node() {
     assert!(recovery::sweep_dead(&mut c).await.unwrap().is_empty(), "a live node's rows were swept");
     assert_eq!(count(&mut c, "select count(*) as n from sequencer_events where node_index = 0").await, 1);
     drop(dead); // now it is dead (once the server has noticed the closed session)
-    while locks::holder_pid(&mut c, LockId::sequencer_index(0)).await.unwrap().is_some() {
+    while locks::holder_pid(&mut c, syncline_sequencer::store::node_index::index_lock(0)).await.unwrap().is_some() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     offline::mark_lock_lost(&mut c).await.unwrap();
@@ -375,7 +375,7 @@ async fn a_dead_nodes_uncovered_claims_do_not_block_a_retry_on_another_node() {
     assert_eq!(ts_of(&mut c, BOB, 0, 10).await, vec![11]);
     // Sweeping again finds nothing; the index stays free for the next node.
     assert!(recovery::sweep_dead(&mut c).await.unwrap().is_empty());
-    assert!(locks::try_lock(&mut live[0], LockId::sequencer_index(0)).await.unwrap());
+    assert!(locks::try_lock(&mut live[0], syncline_sequencer::store::node_index::index_lock(0)).await.unwrap());
 }
 
 #[tokio::test]
@@ -490,7 +490,11 @@ async fn a_process_that_lost_its_session_ends_it_and_gets_its_index_back() {
     assert!(!watermarks::get(&mut c, previous.index).await.unwrap().unwrap().online);
     // A stale record of a session that is gone changes nothing.
     drop(again);
-    while locks::holder_pid(&mut c, LockId::sequencer_index(previous.index)).await.unwrap().is_some() {
+    while locks::holder_pid(&mut c, syncline_sequencer::store::node_index::index_lock(previous.index))
+        .await
+        .unwrap()
+        .is_some()
+    {
         tokio::time::sleep(Duration::from_millis(10)).await; // the server has not noticed yet
     }
     let third = node_index::acquire_after(&cfg, 5, Some(previous)).await.unwrap();
