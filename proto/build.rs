@@ -13,6 +13,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "syncline/sequencer/v1/sequencer.proto",
                 "syncline/admin/v1/admin.proto",
                 "syncline/mediator/v1/mediator_admin.proto",
+                "syncline/ledger/v1/commands.proto",
+                "syncline/ledger/v1/completions.proto",
+                "syncline/ledger/v1/updates.proto",
+                "syncline/ledger/v1/state.proto",
+                "syncline/ledger/v1/admin.proto",
             ],
             &["."],
         )?;

@@ -24,5 +24,11 @@ pub mod mediator {
     tonic::include_proto!("syncline.mediator.v1");
 }
 
+/// `syncline.ledger.v1`: the participant's ledger API (shaped like Canton's Ledger API v2).
+pub mod ledger {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("syncline.ledger.v1");
+}
+
 /// Encoded file descriptors of every service, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("syncline_descriptor");
