@@ -1,11 +1,20 @@
-//! The operations files are checked by the tools that will read them: HAProxy configs with
-//! `haproxy -c`, the Prometheus config and alert rules with `promtool` (including the alert
-//! unit tests), and every PromQL query of the Grafana dashboard.
+//! The operations files are checked by the tools that will read them: every node config of the
+//! Compose stack with the daemon's own config loader (and `remote.toml` with the admin's),
+//! HAProxy configs with `haproxy -c`, the Prometheus config and alert rules with `promtool`
+//! (including the alert unit tests), and every PromQL query of the Grafana dashboard; and the
+//! files agree with each other (names, ports, databases, metric names).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use syncline_node::config::{load_remote, NodeKind, NodesConfig};
 use syncline_testkit::{write_file, TempDir};
+
+/// The daemon's configuration and loader, compiled here as they are in the binary (the binary
+/// has no library to import them from).
+#[path = "../../src/config.rs"]
+mod daemon_config;
 
 fn ops() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../ops")
@@ -74,4 +83,175 @@ fn every_dashboard_query_is_valid_promql() {
     let file = write_file(dir.path(), "queries.yml", &rules);
     let out = run(Command::new(tool("promtool")).arg("check").arg("rules").arg(&file));
     assert!(out.contains(&format!("{} rules found", exprs.len())), "{out}");
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// `(service, arguments)` of every service of a Compose file whose `command` is a one-line
+/// list, e.g. `command: ["daemon", "--config", "/config/a.toml"]`.
+fn compose_commands(compose: &str) -> Vec<(String, Vec<String>)> {
+    let mut in_services = false;
+    let mut service: Option<String> = None;
+    let mut out = Vec::new();
+    for line in compose.lines() {
+        if !line.is_empty() && !line.starts_with([' ', '#']) {
+            in_services = line == "services:";
+            continue;
+        }
+        let Some(name) = line.strip_prefix("  ").and_then(|l| l.strip_suffix(':')) else {
+            if let (true, Some(s), Some(list)) = (in_services, &service, line.trim().strip_prefix("command: [")) {
+                let args = list.split('"').skip(1).step_by(2).map(String::from).collect();
+                out.push((s.clone(), args));
+            }
+            continue;
+        };
+        if in_services && !name.starts_with([' ', '#']) {
+            service = Some(name.to_string());
+        }
+    }
+    out
+}
+
+/// The database name of a `postgres://` URL.
+fn database(url: &str) -> &str {
+    url.rsplit('/').next().unwrap().split('?').next().unwrap()
+}
+
+#[test]
+fn every_config_file_of_the_compose_stack_loads_with_the_daemons_loader_and_the_files_agree() {
+    let dir = ops().join("compose");
+    let compose = read(&dir.join("docker-compose.yml"));
+    let on_host =
+        |p: &str| dir.join("config").join(p.strip_prefix("/config/").expect("configs are mounted at /config"));
+
+    // Every daemon container's files, loaded as its command line loads them.
+    let mut used = BTreeSet::new();
+    let mut daemons = BTreeMap::new();
+    for (service, args) in
+        compose_commands(&compose).into_iter().filter(|(_, a)| a.first().is_some_and(|a| a == "daemon"))
+    {
+        let at = args.iter().position(|a| a == "--config").expect("daemon --config");
+        let files: Vec<PathBuf> = args[at + 1].split(',').map(on_host).collect();
+        let cfg = daemon_config::load(&files).unwrap_or_else(|e| panic!("{service}: {e}"));
+        // A container runs the one node named like its service: the host name the other files use.
+        let nodes: Vec<&str> = cfg.nodes().iter().map(|n| n.name).collect();
+        assert_eq!(nodes, [service.as_str()], "the nodes of service {service}");
+        used.extend(files);
+        daemons.insert(service, cfg);
+    }
+    let of_kind = |kind: NodeKind| -> Vec<&str> {
+        daemons.iter().filter(|(_, c)| c.nodes()[0].kind == kind).map(|(s, _)| s.as_str()).collect()
+    };
+    let (sequencers, mediators) = (of_kind(NodeKind::Sequencer), of_kind(NodeKind::Mediator));
+    assert_eq!((sequencers.len(), mediators.len()), (3, 2), "{daemons:?}");
+    let common = |name: &str| daemons[name].nodes()[0].section.common();
+    let url = |name: &str| {
+        let cfg = &daemons[name];
+        cfg.nodes()[0].section.storage(cfg.default_storage()).url.expect("loaded configs have a url")
+    };
+
+    // The mediator replicas: one member, its own database (created in the postgres container),
+    // the compose sequencers' public ports, bootstrapped under the member's name.
+    let members: BTreeSet<&str> = mediators.iter().map(|m| daemons[*m].mediators[*m].member(m)).collect();
+    assert_eq!(members, BTreeSet::from(["mediator1"]), "both replicas are one mediator");
+    let db = url(mediators[0]);
+    assert!(mediators.iter().all(|m| url(m) == db), "the replicas share one database");
+    assert!(sequencers.iter().all(|s| database(&url(s)) != database(&db)), "the mediator's database is its own: {db}");
+    let init: String = std::fs::read_dir(dir.join("postgres"))
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .map(|p| read(&p))
+        .collect();
+    assert!(init.contains(&format!("CREATE DATABASE {} ", database(&db))), "no init SQL creates {db}:\n{init}");
+    let public: BTreeSet<String> =
+        sequencers.iter().map(|s| format!("http://{s}:{}", common(s).public_api.address.port())).collect();
+    for m in &mediators {
+        let endpoints: BTreeSet<String> = daemons[*m].mediators[*m].sequencer.endpoints.iter().cloned().collect();
+        assert_eq!(endpoints, public, "{m} connects to every sequencer of the stack");
+    }
+    assert!(
+        compose.contains("syncline admin -c /config/remote.toml bootstrap --mediator mediator1;"),
+        "the bootstrap service publishes mediator1's topology:\n{compose}"
+    );
+
+    // remote.toml names every node at its admin port.
+    let remote_file = dir.join("config/remote.toml");
+    let remote = load_remote(std::slice::from_ref(&remote_file)).unwrap_or_else(|e| panic!("remote.toml: {e}"));
+    used.insert(remote_file);
+    let listed: BTreeMap<&str, &str> = remote.nodes().map(|(_, n, r)| (n.as_str(), r.admin_api.as_str())).collect();
+    let want: BTreeMap<&str, String> =
+        daemons.keys().map(|s| (s.as_str(), format!("{s}:{}", common(s).admin_api.address.port()))).collect();
+    assert_eq!(listed, want.iter().map(|(k, v)| (*k, v.as_str())).collect(), "remote.toml");
+    assert_eq!(remote.mediators.len(), 2, "remote.toml lists the mediator replicas as mediators");
+
+    // Prometheus scrapes every node's health port; the mediator replicas with their group.
+    let prometheus = read(&dir.join("prometheus/prometheus.yml"));
+    for s in daemons.keys() {
+        let port = common(s).health.address.port();
+        assert!(prometheus.contains(&format!("\"{s}:{port}\"")), "prometheus.yml does not scrape {s}:{port}");
+        assert!(compose.contains(&format!("http://localhost:{port}/health")), "no healthcheck on {s}'s port {port}");
+    }
+    let targets =
+        prometheus.lines().skip_while(|l| !l.contains("\"mediator1a:")).take(2).collect::<Vec<_>>().join("\n");
+    assert!(
+        targets.contains("\"mediator1b:") && targets.contains("labels: { group: \"mediator:mediator1\" }"),
+        "the mediator replicas are one target group labelled with their replica group:\n{targets}"
+    );
+
+    // No config file the stack does not use.
+    let files: BTreeSet<PathBuf> = std::fs::read_dir(dir.join("config")).unwrap().map(|f| f.unwrap().path()).collect();
+    assert_eq!(files, used, "config files no service loads");
+}
+
+#[test]
+fn the_alerts_and_the_dashboard_use_only_metrics_the_nodes_export() {
+    fn literals(dir: &Path, out: &mut BTreeSet<String>) {
+        for f in std::fs::read_dir(dir).unwrap().map(|f| f.unwrap().path()) {
+            if f.is_dir() {
+                literals(&f, out);
+            } else if f.extension().is_some_and(|e| e == "rs") {
+                let text = read(&f);
+                out.extend(text.split('"').skip(1).step_by(2).filter(|s| s.starts_with("syncline_")).map(String::from));
+            }
+        }
+    }
+    let root = ops().join("..");
+    let mut exported = BTreeSet::new();
+    for d in ["services", "coordination"] {
+        literals(&root.join(d), &mut exported);
+    }
+    let used = [
+        ops().join("compose/prometheus/alerts.yml"),
+        ops().join("compose/grafana/dashboards/syncline-sequencers.json"),
+    ]
+    .iter()
+    .map(|f| read(f))
+    .collect::<String>();
+    let names: BTreeSet<&str> = used
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("syncline_") && w.len() > "syncline_".len())
+        .collect();
+    let unknown: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| {
+            let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| n.strip_suffix(s)).unwrap_or(n);
+            !exported.contains(base) && !exported.contains(*n)
+        })
+        .collect();
+    assert!(unknown.is_empty(), "metrics no node exports: {unknown:?}");
+    for m in [
+        "syncline_mediator_outstanding_requests",
+        "syncline_mediator_verdicts_total",
+        "syncline_mediator_decision_seconds_bucket",
+        "syncline_mediator_timeouts_total",
+        "syncline_mediator_time_proofs_total",
+        "syncline_mediator_invalid_messages_total",
+        "syncline_leadership_active",
+    ] {
+        assert!(names.contains(m), "neither the alerts nor the dashboard use {m}");
+    }
 }
