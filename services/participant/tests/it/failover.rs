@@ -1,0 +1,1 @@
+//! Failover of the participant leader.
