@@ -1,6 +1,11 @@
 //! The ledger API against a real sequencer and mediator: two participants, one replica each.
 
-use syncline_participant::model::{Command, Event};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use syncline_participant::model::{Command, DeduplicationPeriod, Event};
+use syncline_participant::LedgerError;
+use syncline_protocol::codes;
 
 use crate::harness::*;
 
@@ -67,4 +72,160 @@ async fn happy_path_with_an_observer_on_the_other_participant() {
     let e = a2.active_contracts(&["bob".into()], Some(end2 + 10)).await.unwrap_err();
     assert_eq!((e.error_id(), e.code()), ("OFFSET_AFTER_LEDGER_END", tonic::Code::OutOfRange));
     drop(s.sync);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_confirmer_times_the_request_out_naming_its_party() {
+    let s = setup().await;
+    let a1 = s.p1.api();
+    let end = a1.ledger_end().await.unwrap().offset;
+    s.p2.p.shutdown().await;
+    let create = commands("alice", "multi-1", vec![Command::Create(iou(&["alice", "bob"], &[], 1))]);
+    a1.submit(create).await.unwrap();
+    let c = completion_of(&a1, "alice", end, "multi-1").await;
+    assert_eq!((c.status.id.as_str(), c.status.code), (codes::MEDIATOR_SAYS_TX_TIMED_OUT, tonic::Code::Aborted));
+    assert!(c.status.message.contains("bob"), "names the unresponsive party: {:?}", c.status.message);
+    assert_eq!((c.offset, c.update_id), (end + 1, None));
+    assert!(a1.active_contracts(&["alice".into()], None).await.unwrap().is_empty());
+    // The locks of the timed-out request are gone: alice alone can create again.
+    a1.submit(commands("alice", "single-1", vec![Command::Create(iou(&["alice"], &[], 1))])).await.unwrap();
+    assert!(completion_of(&a1, "alice", end + 1, "single-1").await.status.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_archives_of_one_contract_accept_exactly_one() {
+    let s = setup().await;
+    let (a1, a2) = (s.p1.api(), s.p2.api());
+    let end = a1.ledger_end().await.unwrap().offset;
+    a1.submit(commands("alice", "iou", vec![Command::Create(iou(&["alice"], &["bob"], 5))])).await.unwrap();
+    let created = completion_of(&a1, "alice", end, "iou").await;
+    let end = created.offset;
+    let cid = a1.active_contracts(&["alice".into()], None).await.unwrap()[0].created.contract_id.clone();
+    let submits = (0..50).map(|i| {
+        let (api, cid) = (a1.clone(), cid.clone());
+        tokio::spawn(async move {
+            let archive = commands("alice", &format!("spend-{i}"), vec![Command::Archive { contract_id: cid }]);
+            api.submit(archive).await
+        })
+    });
+    let mut registered = Vec::new();
+    for (i, r) in futures_util::future::join_all(submits).await.into_iter().enumerate() {
+        match r.unwrap() {
+            Ok(_) => registered.push(format!("spend-{i}")),
+            // Refused before registration: the archive was already published.
+            Err(e) => assert_eq!(e.error_id(), "CONTRACT_NOT_FOUND", "{e}"),
+        }
+    }
+    let mut accepted = 0;
+    for id in &registered {
+        let c = completion_of(&a1, "alice", end, id).await;
+        if c.status.is_ok() {
+            accepted += 1;
+        } else {
+            assert!(
+                [codes::LOCAL_VERDICT_LOCKED_CONTRACTS, codes::LOCAL_VERDICT_INACTIVE_CONTRACTS]
+                    .contains(&c.status.id.as_str()),
+                "{c:?}"
+            );
+        }
+    }
+    assert_eq!(accepted, 1, "exactly one archive accepted of {} registered", registered.len());
+    // Never two archives, at either participant.
+    for (api, party) in [(&a1, "alice"), (&a2, "bob")] {
+        let end = api.ledger_end().await.unwrap().offset;
+        let txs: Vec<_> = api.updates(0, Some(end), &[party.into()]).await.unwrap().collect().await;
+        let archives = (txs.into_iter().map(Result::unwrap))
+            .flat_map(|t| t.events)
+            .filter(|e| matches!(e, Event::Archived(a) if a.contract_id == cid))
+            .count();
+        assert_eq!(archives, 1, "at {party}");
+        assert!(api.active_contracts(&[party.into()], None).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_are_deduplicated_by_change_id_over_a_duration_or_an_offset() {
+    let s = setup().await;
+    let a1 = s.p1.api();
+    let end = a1.ledger_end().await.unwrap().offset;
+    let create = |id: &str| commands("alice", id, vec![Command::Create(iou(&["alice"], &[], 1))]);
+    a1.submit(create("dedup-1")).await.unwrap();
+    let first = completion_of(&a1, "alice", end, "dedup-1").await;
+    assert!(first.status.is_ok());
+    // Within the (default, 7 days) period: a duplicate, naming the earlier offset.
+    let e = a1.submit(create("dedup-1")).await.unwrap_err();
+    assert_eq!(
+        e,
+        LedgerError::DuplicateCommand {
+            command_id: "dedup-1".into(),
+            completion_offset: first.offset,
+            existing_submission_id: first.submission_id.clone()
+        }
+    );
+    assert_eq!((e.error_id(), e.code()), ("DUPLICATE_COMMAND", tonic::Code::AlreadyExists));
+    assert!(e.metadata().contains(&("completion_offset", first.offset.to_string())));
+    // Other acting parties make another change id.
+    let mut other = create("dedup-1");
+    other.act_as = vec!["alice".into(), "alice-2".into()];
+    assert_eq!(a1.submit(other).await.unwrap_err().error_id(), "NO_SYNCHRONIZER_ON_WHICH_ALL_SUBMITTERS_CAN_SUBMIT");
+    // Deduplicating only after the earlier acceptance's offset: accepted again.
+    let mut after = create("dedup-1");
+    after.deduplication_period = Some(DeduplicationPeriod::Offset(first.offset));
+    a1.submit(after.clone()).await.unwrap();
+    let second = completion_of(&a1, "alice", first.offset, "dedup-1").await;
+    assert!(second.status.is_ok(), "{second:?}");
+    assert_eq!(second.deduplication_period, Some(DeduplicationPeriod::Offset(first.offset)));
+    assert_eq!(a1.submit(after).await.unwrap_err().error_id(), "DUPLICATE_COMMAND", "now after that offset");
+    // Too long or beyond the ledger end.
+    let mut long = create("dedup-2");
+    long.deduplication_period = Some(DeduplicationPeriod::Duration(Duration::from_secs(8 * 24 * 3600)));
+    let e = a1.submit(long).await.unwrap_err();
+    assert_eq!((e.error_id(), e.code()), ("INVALID_DEDUPLICATION_PERIOD", tonic::Code::FailedPrecondition));
+    let mut beyond = create("dedup-2");
+    beyond.deduplication_period = Some(DeduplicationPeriod::Offset(second.offset + 100));
+    assert_eq!(a1.submit(beyond).await.unwrap_err().error_id(), "INVALID_DEDUPLICATION_PERIOD");
+    // Concurrent submissions of one change id: one runs, the other is in flight.
+    let (x, y) = tokio::join!(a1.submit(create("dedup-3")), a1.submit(create("dedup-3")));
+    let errors: Vec<LedgerError> = [x, y].into_iter().filter_map(Result::err).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!((errors[0].error_id(), errors[0].code()), ("SUBMISSION_ALREADY_IN_FLIGHT", tonic::Code::Aborted));
+    assert!(completion_of(&a1, "alice", second.offset, "dedup-3").await.status.is_ok());
+    // A rejected command may be resubmitted at once: only acceptances deduplicate.
+    let end = a1.ledger_end().await.unwrap().offset;
+    a1.submit(create("k")).await.unwrap();
+    completion_of(&a1, "alice", end, "k").await;
+    let k = (a1.active_contracts(&["alice".into()], None).await.unwrap().into_iter())
+        .find(|c| c.created_offset > end)
+        .unwrap()
+        .created
+        .contract_id;
+    let archive = |id: &str| commands("alice", id, vec![Command::Archive { contract_id: k.clone() }]);
+    let (x, y) = tokio::join!(a1.submit(archive("race-x")), a1.submit(archive("race-y")));
+    x.unwrap();
+    y.unwrap();
+    let (cx, cy) = (completion_of(&a1, "alice", end, "race-x").await, completion_of(&a1, "alice", end, "race-y").await);
+    assert_eq!(cx.status.is_ok() as u8 + cy.status.is_ok() as u8, 1, "{cx:?} {cy:?}");
+    let rejected = if cx.status.is_ok() { cy } else { cx };
+    a1.submit(create(&rejected.command_id)).await.unwrap();
+    let again = completion_of(&a1, "alice", rejected.offset, &rejected.command_id).await;
+    assert!(again.status.is_ok(), "{again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passive_replica_refuses_the_ledger_api() {
+    let s = setup().await;
+    let passive = start_participant("p1-r2", "p1", &s.sync.seq.url(), &s.p1.db.url).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let api = passive.api();
+    assert!(!api.is_active());
+    let e = api.submit(commands("alice", "c", vec![Command::Create(iou(&["alice"], &[], 1))])).await.unwrap_err();
+    assert!(matches!(e, LedgerError::NodeIsPassive { .. }), "{e}");
+    assert_eq!((e.error_id(), e.code()), ("NODE_IS_PASSIVE_REPLICA", tonic::Code::Unavailable));
+    assert_eq!(api.ledger_end().await.unwrap_err().error_id(), "NODE_IS_PASSIVE_REPLICA");
+    assert!(api.completions("app", &["alice".into()], 0).await.is_err());
+    assert_eq!(api.active_contracts(&["alice".into()], None).await.unwrap_err().error_id(), "NODE_IS_PASSIVE_REPLICA");
+    assert_eq!(api.allocate_party(Some("x")).await.unwrap_err().error_id(), "NODE_IS_PASSIVE_REPLICA");
+    // The leader serves meanwhile.
+    assert!(s.p1.api().ledger_end().await.is_ok());
+    passive.shutdown().await;
 }
