@@ -1,1 +1,0 @@
-//! Failover of the participant leader.
