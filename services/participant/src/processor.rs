@@ -104,6 +104,8 @@ impl Processor {
             };
             store::decide(conn, id, &json(&outcome)).await?;
         }
+        // Before the content: a request this event times out releases its locks first.
+        out.published += self.publish(conn, &mut ledger).await?;
         for f in store::unsequenced_before(conn, ts).await? {
             let message = format!(
                 "the submission was not sequenced by its max-sequencing-time {} (sequencer time is now {ts})",

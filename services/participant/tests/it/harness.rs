@@ -107,7 +107,7 @@ pub struct Synchronizer {
     /// The sequencer.
     pub seq: SequencerNode,
     mediator: Option<Mediator>,
-    _db: TestDb,
+    db: TestDb,
 }
 
 impl Synchronizer {
@@ -122,14 +122,28 @@ impl Synchronizer {
             seq.publish(add(Mapping::ParticipantJoin(ParticipantJoin { participant: p.into() }))).await;
         }
         let db = syncline_testkit::fresh_database().await;
-        let mut mdb = DbConfig::new(&db.url);
-        mdb.application_name = "m1".into();
-        let mediator = Mediator::start("m1", &mediator_config(&seq.url()), mdb).await.unwrap();
-        let mut h = syncline_node::Node::status(&mediator).health();
-        tokio::time::timeout(Duration::from_secs(20), h.wait_for(|h| h.active)).await.unwrap().unwrap();
+        let mut sync = Synchronizer { seq, mediator: None, db };
+        sync.start_mediator("m1").await;
         // The topology change delay (250 ms) with a margin.
         tokio::time::sleep(Duration::from_millis(600)).await;
-        Synchronizer { seq, mediator: Some(mediator), _db: db }
+        sync
+    }
+
+    /// Start mediator replica `name` (on the mediator's database) and wait until it leads.
+    pub async fn start_mediator(&mut self, name: &str) {
+        let mut mdb = DbConfig::new(&self.db.url);
+        mdb.application_name = name.into();
+        let mediator = Mediator::start(name, &mediator_config(&self.seq.url()), mdb).await.unwrap();
+        let mut h = syncline_node::Node::status(&mediator).health();
+        tokio::time::timeout(Duration::from_secs(20), h.wait_for(|h| h.active)).await.unwrap().unwrap();
+        self.mediator = Some(mediator);
+    }
+
+    /// Stop the mediator: no verdicts any more.
+    pub async fn stop_mediator(&mut self) {
+        if let Some(m) = self.mediator.take() {
+            m.shutdown().await;
+        }
     }
 }
 

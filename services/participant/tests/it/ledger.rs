@@ -229,3 +229,50 @@ async fn a_passive_replica_refuses_the_ledger_api() {
     assert!(s.p1.api().ledger_end().await.is_ok());
     passive.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_verdict_times_out_locally_and_releases_the_locks() {
+    let mut s = setup().await;
+    let a1 = s.p1.api();
+    let end = a1.ledger_end().await.unwrap().offset;
+    a1.submit(commands("alice", "k", vec![Command::Create(iou(&["alice"], &["bob"], 1))])).await.unwrap();
+    let created = completion_of(&a1, "alice", end, "k").await;
+    let k = a1.active_contracts(&["alice".into()], None).await.unwrap()[0].created.contract_id.clone();
+    let archive = |id: &str| commands("alice", id, vec![Command::Archive { contract_id: k.clone() }]);
+    // No mediator: no verdict ever comes; the participant's time proof passes the decision time.
+    s.sync.stop_mediator().await;
+    a1.submit(archive("archive-1")).await.unwrap();
+    let c = completion_of(&a1, "alice", created.offset, "archive-1").await;
+    assert_eq!((c.status.id.as_str(), c.status.code), (codes::LOCAL_VERDICT_TIMEOUT, tonic::Code::Aborted), "{c:?}");
+    assert_eq!(c.offset, created.offset + 1);
+    assert_eq!(a1.active_contracts(&["alice".into()], None).await.unwrap().len(), 1, "still active");
+    // The locks are released: with a mediator again, the same contract is archived.
+    s.sync.start_mediator("m2").await;
+    a1.submit(archive("archive-2")).await.unwrap();
+    let c = completion_of(&a1, "alice", c.offset, "archive-2").await;
+    assert!(c.status.is_ok(), "{c:?}");
+    assert!(a1.active_contracts(&["alice".into()], None).await.unwrap().is_empty());
+    let a2 = s.p2.api();
+    let seen = transactions(&a2, "bob", 0, 2).await;
+    assert!(matches!(&seen[1].events[0], Event::Archived(a) if a.contract_id == k), "{seen:?}");
+    assert_eq!(seen[1].update_id, c.update_id.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_passive_hands_the_ledger_over_to_the_standby() {
+    let s = setup().await;
+    let standby = start_participant("p1-r2", "p1", &s.sync.seq.url(), &s.p1.db.url).await;
+    let a1 = s.p1.api();
+    a1.submit(commands("alice", "h1", vec![Command::Create(iou(&["alice"], &[], 1))])).await.unwrap();
+    let first = completion_of(&a1, "alice", 0, "h1").await;
+    s.p1.p.leadership().set_passive().await.unwrap();
+    wait_active(&standby).await;
+    assert_eq!(a1.ledger_end().await.unwrap_err().error_id(), "NODE_IS_PASSIVE_REPLICA");
+    let a2 = standby.api();
+    assert_eq!(a2.ledger_end().await.unwrap().offset, first.offset, "the same ledger");
+    a2.submit(commands("alice", "h2", vec![Command::Create(iou(&["alice"], &[], 2))])).await.unwrap();
+    let second = completion_of(&a2, "alice", first.offset, "h2").await;
+    assert_eq!((second.status.is_ok(), second.offset), (true, first.offset + 1));
+    assert_eq!(completion_of(&a2, "alice", 0, "h1").await, first);
+    standby.shutdown().await;
+}
