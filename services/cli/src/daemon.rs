@@ -77,9 +77,7 @@ pub async fn start(cfg: &Config, only: &[String]) -> Result<Vec<NodeHost>> {
         let host = match kind {
             NodeKind::Sequencer => start_sequencer(name, &cfg.sequencers[name], cfg, metrics.clone()).await,
             NodeKind::Mediator => start_mediator(name, &cfg.mediators[name], cfg, metrics.clone()).await,
-            NodeKind::Participant => {
-                start_participant(name, &cfg.participants[name], cfg, metrics.clone()).await
-            }
+            NodeKind::Participant => start_participant(name, &cfg.participants[name], cfg, metrics.clone()).await,
         }
         .with_context(|| format!("starting {kind} {name}"))?;
         nodes.push(host);

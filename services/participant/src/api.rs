@@ -22,8 +22,8 @@ use tokio::sync::watch;
 use crate::error::LedgerError;
 use crate::interpret;
 use crate::model::{
-    ActiveContract, Command, Commands, Completion, CompletionItem, CreatedEvent, DeduplicationPeriod, Event,
-    LedgerEnd, PartyDetails, Status, Submitted, Transaction,
+    ActiveContract, Command, Commands, Completion, CompletionItem, CreatedEvent, DeduplicationPeriod, Event, LedgerEnd,
+    PartyDetails, Status, Submitted, Transaction,
 };
 use crate::processor::REQUEST_PREFIX;
 use crate::runtime::spawn_send;
@@ -241,7 +241,8 @@ impl LedgerApi {
                 let rows = store::completions(&mut conn, &user_id, after, up_to, &parties, PAGE).await?;
                 let full = rows.len() as i64 == PAGE;
                 let cursor = if full { rows.last().map_or(up_to, |r| r.ledger_offset) } else { up_to };
-                let mut items: Vec<CompletionItem> = rows.into_iter().map(|r| CompletionItem::Completion(completion(r))).collect();
+                let mut items: Vec<CompletionItem> =
+                    rows.into_iter().map(|r| CompletionItem::Completion(completion(r))).collect();
                 if !full && up_to == end.offset {
                     items.push(CompletionItem::Checkpoint { offset: up_to, record_time: end.record_time.unwrap_or(0) });
                 }
@@ -411,7 +412,8 @@ impl LedgerApi {
 }
 
 /// Reads the items in `(after, up_to]` given the ledger end: the items and the offset read up to.
-type Fetch<T> = Arc<dyn Fn(i64, LedgerEnd, i64) -> BoxFuture<'static, Result<(Vec<T>, i64), LedgerError>> + Send + Sync>;
+type Fetch<T> =
+    Arc<dyn Fn(i64, LedgerEnd, i64) -> BoxFuture<'static, Result<(Vec<T>, i64), LedgerError>> + Send + Sync>;
 
 /// A stream that reads pages up to the ledger end and waits for it to move, until
 /// `end_inclusive`; it ends with `passive` when the leader's run ends.

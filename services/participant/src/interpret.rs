@@ -270,10 +270,8 @@ mod tests {
     fn archives_need_an_acting_signatory_and_a_visible_active_contract() {
         let mut archived = contract("c2", &["alice"], &[]);
         archived.archived_offset = Some(3);
-        let known = BTreeMap::from([
-            ("c1".to_string(), contract("c1", &["alice"], &["bob"])),
-            ("c2".to_string(), archived),
-        ]);
+        let known =
+            BTreeMap::from([("c1".to_string(), contract("c1", &["alice"], &["bob"])), ("c2".to_string(), archived)]);
         let archive = |id: &str| vec![Command::Archive { contract_id: id.into() }];
         let e = views(&archive("c1"), &s(&["bob"]), &s(&[]), &new_uuid(), &known).unwrap_err();
         assert_eq!(e.error_id(), "DAML_AUTHORIZATION_ERROR", "{e}");
@@ -281,8 +279,8 @@ mod tests {
         assert_eq!(e.error_id(), "CONTRACT_NOT_FOUND");
         let e = views(&archive("c1"), &s(&["dave"]), &s(&[]), &new_uuid(), &known).unwrap_err();
         assert_eq!(e.error_id(), "CONTRACT_NOT_FOUND", "not visible to dave");
-        let e = views(&[Command::Create(iou(&["bob"], &[]))], &s(&["alice"]), &s(&[]), &new_uuid(), &known)
-            .unwrap_err();
+        let e =
+            views(&[Command::Create(iou(&["bob"], &[]))], &s(&["alice"]), &s(&[]), &new_uuid(), &known).unwrap_err();
         assert_eq!(e.error_id(), "DAML_AUTHORIZATION_ERROR");
     }
 }

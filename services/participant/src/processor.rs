@@ -161,8 +161,12 @@ impl Processor {
                 Ok(Message::RootHash(m)) => root_hash = Some(m.root_hash),
                 Ok(Message::View(v)) => views.push(v),
                 Ok(Message::Result(r)) => self.result(conn, ts, r).await?,
-                Ok(_) => tracing::warn!(ts, sender = %event.sender, envelope = i, "message not for a participant ignored"),
-                Err(e) => tracing::warn!(ts, sender = %event.sender, envelope = i, error = %e, "undecodable envelope ignored"),
+                Ok(_) => {
+                    tracing::warn!(ts, sender = %event.sender, envelope = i, "message not for a participant ignored")
+                }
+                Err(e) => {
+                    tracing::warn!(ts, sender = %event.sender, envelope = i, error = %e, "undecodable envelope ignored")
+                }
             }
         }
         if let Some(root_hash) = root_hash {
@@ -319,11 +323,17 @@ impl Processor {
         let inactive: Vec<&String> =
             consumed.iter().filter(|id| known.get(*id).is_none_or(|c| c.archived_offset.is_some())).collect();
         if !inactive.is_empty() {
-            return reject(codes::LOCAL_VERDICT_INACTIVE_CONTRACTS, format!("inactive or unknown contracts {inactive:?}"));
+            return reject(
+                codes::LOCAL_VERDICT_INACTIVE_CONTRACTS,
+                format!("inactive or unknown contracts {inactive:?}"),
+            );
         }
         if !locked.is_empty() {
             let ids: Vec<&String> = locked.iter().map(|(id, _)| id).collect();
-            return reject(codes::LOCAL_VERDICT_LOCKED_CONTRACTS, format!("contracts {ids:?} are locked by pending requests"));
+            return reject(
+                codes::LOCAL_VERDICT_LOCKED_CONTRACTS,
+                format!("contracts {ids:?} are locked by pending requests"),
+            );
         }
         LocalVerdict::Approve
     }

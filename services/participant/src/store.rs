@@ -168,10 +168,7 @@ pub async fn delete_in_flight(conn: &mut AsyncPgConnection, change_hash: &str) -
 }
 
 /// The latest acceptance of `change_hash`: offset, record time, submission id.
-pub async fn accepted(
-    conn: &mut AsyncPgConnection,
-    change_hash: &str,
-) -> Result<Option<(i64, i64, Option<String>)>> {
+pub async fn accepted(conn: &mut AsyncPgConnection, change_hash: &str) -> Result<Option<(i64, i64, Option<String>)>> {
     dd::table
         .find(change_hash)
         .select((dd::accepted_offset, dd::accepted_record_time, dd::submission_id))
@@ -236,13 +233,7 @@ pub struct StoredContract {
 
 /// The contract `id`, if known.
 pub async fn contract(conn: &mut AsyncPgConnection, id: &str) -> Result<Option<StoredContract>> {
-    con::table
-        .find(id)
-        .select(StoredContract::as_select())
-        .first(conn)
-        .await
-        .optional()
-        .during("reading a contract")
+    con::table.find(id).select(StoredContract::as_select()).first(conn).await.optional().during("reading a contract")
 }
 
 /// Add a created contract (a replay changes nothing).

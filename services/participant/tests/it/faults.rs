@@ -117,12 +117,94 @@ async fn the_leader_cut_off_from_its_database_mid_flight_hands_over_and_the_comp
     assert_eq!(offsets, (1..=ledger_end).collect::<BTreeSet<_>>());
     // An application resubmitting after the failover does not execute the command twice.
     let e = api2.submit(mid).await.unwrap_err();
-    assert_eq!(e, LedgerError::DuplicateCommand {
-        command_id: "mid".into(),
-        completion_offset: c.offset,
-        existing_submission_id: c.submission_id.clone()
-    });
+    assert_eq!(
+        e,
+        LedgerError::DuplicateCommand {
+            command_id: "mid".into(),
+            completion_offset: c.offset,
+            existing_submission_id: c.submission_id.clone()
+        }
+    );
     proxy.restore();
     r2.shutdown().await;
     r1.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_deletes_rows_above_the_ledger_end_before_serving() {
+    use syncline_coordination::db::{self, SessionKind};
+    use syncline_coordination::DbConfig;
+    use syncline_participant::store::{self, StoredCompletion, StoredContract, StoredUpdate};
+
+    let sync = Synchronizer::start(short_timeouts()).await;
+    let url = sync.seq.url();
+    let node = Node::start("p1", &url).await;
+    let api = node.api();
+    api.allocate_party(Some("alice")).await.unwrap();
+    api.submit(commands("alice", "c1", vec![Command::Create(iou(&["alice"], &[], 1))])).await.unwrap();
+    let end = completion_of(&api, "alice", 0, "c1").await.offset;
+    let Node { p, db } = node;
+    p.shutdown().await;
+    // What a writer that died between writing rows and moving the ledger end leaves behind.
+    let mut conn = db::connect(&DbConfig::new(&db.url), SessionKind::Pooled).await.unwrap();
+    let above = end + 1;
+    store::insert_update(
+        &mut conn,
+        &StoredUpdate {
+            ledger_offset: above,
+            update_id: "ghost".into(),
+            record_time: 1,
+            command_id: None,
+            workflow_id: None,
+            witnesses: vec!["alice".into()],
+            events: "[]".into(),
+        },
+    )
+    .await
+    .unwrap();
+    store::insert_completion(
+        &mut conn,
+        &StoredCompletion {
+            ledger_offset: above,
+            user_id: "app".into(),
+            command_id: "ghost".into(),
+            submission_id: None,
+            act_as: vec!["alice".into()],
+            status: "OK".into(),
+            grpc_code: 0,
+            message: String::new(),
+            update_id: Some("ghost".into()),
+            record_time: 1,
+            dedup_offset: None,
+            dedup_duration_micros: None,
+        },
+    )
+    .await
+    .unwrap();
+    store::insert_contract(
+        &mut conn,
+        &StoredContract {
+            contract_id: "ghost".into(),
+            template: "Iou".into(),
+            arguments: "{}".into(),
+            signatories: vec!["alice".into()],
+            observers: vec![],
+            created_offset: above,
+            created_update: "ghost".into(),
+            archived_offset: None,
+        },
+    )
+    .await
+    .unwrap();
+    let again = start_participant("p1-r2", "p1", &url, &db.url).await;
+    wait_active(&again).await;
+    let api = again.api();
+    assert_eq!(api.ledger_end().await.unwrap().offset, end);
+    assert!(store::contract(&mut conn, "ghost").await.unwrap().is_none(), "the ghost contract is gone");
+    // The next offset is free for the next completion.
+    api.submit(commands("alice", "c2", vec![Command::Create(iou(&["alice"], &[], 2))])).await.unwrap();
+    let c = completion_of(&api, "alice", end, "c2").await;
+    assert_eq!((c.status.is_ok(), c.offset), (true, above));
+    assert_eq!(api.update_by_id("ghost", &["alice".into()]).await.unwrap_err().error_id(), "UPDATE_NOT_FOUND");
+    again.shutdown().await;
 }
