@@ -26,7 +26,7 @@ use crate::model::{
     PartyDetails, Status, Submitted, Transaction,
 };
 use crate::processor::REQUEST_PREFIX;
-use crate::runtime::spawn_send;
+use crate::runtime::{spawn_send, SendKind};
 use crate::store::{self, InFlight, StoredCompletion, StoredUpdate};
 use crate::{Active, Shared};
 
@@ -217,7 +217,7 @@ impl LedgerApi {
         })
         .await?;
         tracing::debug!(command_id = %c.command_id, %submission_id, mst, "submission registered; sending");
-        spawn_send(&self.shared, &active, send, "request");
+        spawn_send(&self.shared, &active, send, SendKind::Request);
         self.shared.wake.notify_one();
         Ok(Submitted { submission_id })
     }

@@ -71,7 +71,7 @@ pub(crate) async fn run(shared: Arc<Shared>, fence: Fence, stop: CancellationTok
         let snapshot = topology::snapshot_at(&mut conn, p.request_id).await?;
         if let Some(send) = processor::response_send(&member, &p, snapshot.mediator()) {
             tracing::info!(request_id = p.request_id, "re-sending a response not yet seen sequenced");
-            spawn_send(&shared, &active, send, "response");
+            spawn_send(&shared, &active, send, SendKind::Response);
         }
     }
     let mut next_deadline = store::next_deadline(&mut conn).await?;
@@ -104,7 +104,7 @@ pub(crate) async fn run(shared: Arc<Shared>, fence: Fence, stop: CancellationTok
                     changed
                 });
                 for send in processed.responses {
-                    spawn_send(&shared, &active, send, "response");
+                    spawn_send(&shared, &active, send, SendKind::Response);
                 }
                 next_deadline = store::next_deadline(&mut conn).await?;
             }
@@ -119,7 +119,7 @@ pub(crate) async fn run(shared: Arc<Shared>, fence: Fence, stop: CancellationTok
                     .within(Duration::from_secs(10))
                     .build();
                 tracing::debug!(deadline, "asking for a time proof");
-                spawn_send(&shared, &active, request, "time proof");
+                spawn_send(&shared, &active, request, SendKind::TimeProof);
             }
             _ = ack.tick(), if last_ts > acknowledged => {
                 match shared.sequencer.acknowledge(&member, last_ts).await {
@@ -132,17 +132,36 @@ pub(crate) async fn run(shared: Arc<Shared>, fence: Fence, stop: CancellationTok
     Ok(())
 }
 
-/// Send `request` in the background, until the run stops.
-pub(crate) fn spawn_send(shared: &Arc<Shared>, active: &Arc<Active>, request: SendRequest, what: &'static str) {
+/// What a background send is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SendKind {
+    /// A confirmation request: it outlives the run that registered it (its database may be
+    /// gone, the sequencers are not), bounded by its max-sequencing-time, so that a new
+    /// leader finds it sequenced instead of timing it out.
+    Request,
+    /// A confirmation response: likewise, bounded by the response deadline.
+    Response,
+    /// A time proof: only useful to this run.
+    TimeProof,
+}
+
+/// Send `request` in the background (a time proof only until the run stops).
+pub(crate) fn spawn_send(shared: &Arc<Shared>, active: &Arc<Active>, request: SendRequest, kind: SendKind) {
     let (sequencer, stop) = (shared.sequencer.clone(), active.stop.clone());
     tokio::spawn(async move {
         let message_id = request.message_id.clone();
+        let stopped = async {
+            match kind {
+                SendKind::TimeProof => stop.cancelled().await,
+                SendKind::Request | SendKind::Response => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = stop.cancelled() => {}
+            _ = stopped => {}
             sent = sequencer.send(request) => match sent {
-                Ok(sent) => tracing::debug!(%message_id, timestamp = sent.timestamp, what, "sequenced"),
+                Ok(sent) => tracing::debug!(%message_id, timestamp = sent.timestamp, ?kind, "sequenced"),
                 // Its outcome shows in the event stream (or its absence, by the max-sequencing-time).
-                Err(e) => tracing::warn!(%message_id, error = %e, what, "send not confirmed"),
+                Err(e) => tracing::warn!(%message_id, error = %e, ?kind, "send not confirmed"),
             }
         }
     });

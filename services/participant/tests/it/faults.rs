@@ -72,7 +72,9 @@ async fn the_leader_cut_off_from_its_database_mid_flight_hands_over_and_the_comp
     p2.api().allocate_party(Some("bob")).await.unwrap();
     let db = syncline_testkit::fresh_database().await;
     let proxy = FaultProxy::start(db.server_addr()).await;
-    let r1 = start_participant("p1-r1", "p1", &url, &db.url_via(proxy.addr())).await;
+    // The old leader reaches the sequencer through a proxy too, to slow its send down.
+    let seq_proxy = FaultProxy::start(sync.seq.addr).await;
+    let r1 = start_participant("p1-r1", "p1", &format!("http://{}", seq_proxy.addr()), &db.url_via(proxy.addr())).await;
     wait_active(&r1).await;
     let r2 = start_participant("p1-r2", "p1", &url, &db.url).await;
     let (api1, api2) = (r1.api(), r2.api());
@@ -82,10 +84,14 @@ async fn the_leader_cut_off_from_its_database_mid_flight_hands_over_and_the_comp
     let end = api1.ledger_end().await.unwrap().offset;
     let mut old_stream = api1.completions("app", &["alice".into()], end).await.unwrap();
 
-    // In flight: registered and sent, needs bob's confirmation; the leader loses its database.
+    // In flight: registered, but the sequencers are unreachable for the old leader when it
+    // loses its database (and with it its run); it needs bob's confirmation.
+    seq_proxy.down();
     let mid = commands("alice", "mid", vec![Command::Create(iou(&["alice", "bob"], &[], 2))]);
-    api1.submit(mid.clone()).await.unwrap();
+    submit_retrying(&api1, mid.clone()).await;
     proxy.down();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    seq_proxy.restore();
 
     // The old leader closes its API: its streams end with NODE_IS_PASSIVE_REPLICA.
     let ended = tokio::time::timeout(WAIT, async {

@@ -113,6 +113,7 @@ pub struct Synchronizer {
 impl Synchronizer {
     /// Start and bootstrap it.
     pub async fn start(params: SynchronizerParameters) -> Synchronizer {
+        logging();
         let seq = SequencerNode::start().await;
         seq.register(&[OPERATOR, MEDIATOR, "p1", "p2"]).await;
         let add = |mapping| TopologyTransaction { operation: Operation::AddReplace, serial: 1, mapping };
@@ -284,4 +285,11 @@ pub async fn transactions(api: &LedgerApi, party: &str, after: i64, n: usize) ->
         .await
         .unwrap_or_else(|_| panic!("fewer than {n} transactions within {WAIT:?}"));
     txs.into_iter().map(Result::unwrap).collect()
+}
+
+/// Log to the test output when `RUST_LOG` is set.
+fn logging() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    }
 }
