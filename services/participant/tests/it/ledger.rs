@@ -23,6 +23,14 @@ async fn setup() -> Setup {
     let (api1, api2) = (p1.api(), p2.api());
     let (alice, bob) = tokio::join!(api1.allocate_party(Some("alice")), api2.allocate_party(Some("bob")));
     assert!(alice.unwrap().is_local && bob.unwrap().is_local);
+    // Each participant learns of the other's party through its own subscription.
+    for api in [&api1, &api2] {
+        let start = std::time::Instant::now();
+        while api.list_parties().await.unwrap().len() < 2 {
+            assert!(start.elapsed() < WAIT, "parties unknown at {}", api.participant_id());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     Setup { sync, p1, p2 }
 }
 
