@@ -11,6 +11,7 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 pub mod tables {
     pub mod leadership;
     pub mod mediator;
+    pub mod participant;
     pub mod sequencer;
     pub mod topology;
 }

@@ -6,9 +6,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 use syncline_mediator::config::MediatorConfig;
-use syncline_node::config::{
-    nodes_of, ConfigError, NodeKind, NodeRef, NodesConfig, ReplicatedNodeConfig, StorageConfig,
-};
+use syncline_node::config::{nodes_of, ConfigError, NodeKind, NodeRef, NodesConfig, StorageConfig};
+use syncline_participant::config::ParticipantConfig;
 use syncline_sequencer::config::SequencerConfig;
 
 /// A whole configuration: default storage and the nodes of this process.
@@ -25,7 +24,7 @@ pub struct Config {
     pub mediators: BTreeMap<String, MediatorConfig>,
     /// Participant nodes by name.
     #[serde(default)]
-    pub participants: BTreeMap<String, ReplicatedNodeConfig>,
+    pub participants: BTreeMap<String, ParticipantConfig>,
 }
 
 impl NodesConfig for Config {
@@ -79,6 +78,7 @@ public_api = { address = "127.0.0.1:4021", max_request_size = 1024 }
 admin_api = { address = "127.0.0.1:4022" }
 health = { address = "127.0.0.1:4023", check = "ping" }
 metrics = { address = "127.0.0.1:4024" }
+sequencer = { endpoints = ["http://127.0.0.1:4001"] }
 "#;
 
     const STORAGE: &str = "[storage]\nurl = \"postgres://a@h/db\"\n";
@@ -122,6 +122,9 @@ metrics = { address = "127.0.0.1:4024" }
                 takeover_grace: Duration::ZERO
             }
         );
+        assert_eq!((p.member("part1"), p.sequencer.endpoints.len()), ("part1", 1));
+        assert_eq!(p.participant, syncline_participant::config::ParticipantParameters::default());
+        assert_eq!(p.participant.max_deduplication_duration, Duration::from_secs(7 * 24 * 3600));
         let s = p.storage(cfg.storage.as_ref());
         assert_eq!((s.url.as_deref(), s.pool_size), (Some("postgres://a@h/db"), 2));
         assert_eq!(cfg.sequencers["seq1"].health.check, HealthCheck::Ping, "sequencers still default to ping");
@@ -159,6 +162,35 @@ metrics = { address = "127.0.0.1:4024" }
             let e = load(&[f]).unwrap_err().to_string();
             assert!(e.contains(want), "{e}");
         }
+    }
+
+    #[test]
+    fn a_participant_needs_sequencer_urls_and_sane_parameters() {
+        let d = tempfile::tempdir().unwrap();
+        let endpoints = "sequencer = { endpoints = [\"http://127.0.0.1:4001\"] }\n";
+        for (text, want) in [
+            (PARTICIPANT.replace(endpoints, ""), "sequencer"),
+            (
+                PARTICIPANT.replace(endpoints, "sequencer = { endpoints = [] }\n"),
+                "participants.part1.sequencer.endpoints: needs at least one URL",
+            ),
+            (
+                format!("{PARTICIPANT}[participants.part1.participant]\nmax_deduplication_duration = \"0s\"\n"),
+                "participants.part1.participant.max_deduplication_duration: must be positive",
+            ),
+            (format!("{PARTICIPANT}[participants.part1.participant]\nmax_dedup = \"1s\"\n"), "max_dedup"),
+        ] {
+            let f = write(d.path(), "p.toml", &format!("{STORAGE}{text}"));
+            let e = load(&[f]).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
+        let f = write(
+            d.path(),
+            "q.toml",
+            &format!("{STORAGE}{PARTICIPANT}[participants.part1.participant]\nmax_deduplication_duration = \"1h\"\n"),
+        );
+        let p = &load(&[f]).unwrap().participants["part1"];
+        assert_eq!(p.participant.max_deduplication_duration, Duration::from_secs(3600));
     }
 
     #[test]

@@ -3,13 +3,15 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use syncline_mediator::config::MediatorConfig;
 use syncline_mediator::Mediator;
 use syncline_node::config::{NodeKind, NodeRef, NodeSection, NodesConfig};
 use syncline_node::http::{self, PrometheusHandle};
 use syncline_node::logging::{self, LogConfig};
 use syncline_node::{Listeners, NodeHost};
+use syncline_participant::config::ParticipantConfig;
+use syncline_participant::Participant;
 use syncline_sequencer::config::SequencerConfig;
 use syncline_sequencer::Sequencer;
 use tokio_util::sync::CancellationToken;
@@ -75,7 +77,7 @@ pub async fn start(cfg: &Config, only: &[String]) -> Result<Vec<NodeHost>> {
         let host = match kind {
             NodeKind::Sequencer => start_sequencer(name, &cfg.sequencers[name], cfg, metrics.clone()).await,
             NodeKind::Mediator => start_mediator(name, &cfg.mediators[name], cfg, metrics.clone()).await,
-            NodeKind::Participant => unreachable!("refused by select"),
+            NodeKind::Participant => start_participant(name, &cfg.participants[name], cfg, metrics.clone()).await,
         }
         .with_context(|| format!("starting {kind} {name}"))?;
         nodes.push(host);
@@ -106,18 +108,24 @@ async fn start_mediator(
     Ok(NodeHost::serve(listeners, Box::new(mediator), metrics)?)
 }
 
-/// The nodes to run: those named in `only` (default: all). Participants do not run in this
-/// version.
+async fn start_participant(
+    name: &str,
+    node: &ParticipantConfig,
+    cfg: &Config,
+    metrics: PrometheusHandle,
+) -> Result<NodeHost> {
+    let listeners = Listeners::bind(node.common()).await?;
+    let participant = Participant::start(name, node, node.storage(cfg.storage.as_ref()).db_config(name)).await?;
+    Ok(NodeHost::serve(listeners, Box::new(participant), metrics)?)
+}
+
+/// The nodes to run: those named in `only` (default: all).
 fn select<'a>(cfg: &'a Config, only: &[String]) -> Result<Vec<NodeRef<'a>>> {
     for name in only {
         anyhow::ensure!(cfg.kind_of(name).is_some(), "node {name} is not in the configuration");
     }
     let wanted = |name: &str| only.is_empty() || only.iter().any(|n| n == name);
-    let selected: Vec<NodeRef<'a>> = cfg.nodes().into_iter().filter(|n| wanted(n.name)).collect();
-    if let Some(NodeRef { kind, name, .. }) = selected.iter().find(|n| n.kind == NodeKind::Participant) {
-        bail!("{kind} node {name}: {kind} nodes are not implemented yet in this version");
-    }
-    Ok(selected)
+    Ok(cfg.nodes().into_iter().filter(|n| wanted(n.name)).collect())
 }
 
 async fn signals(stop: CancellationToken) {
@@ -146,7 +154,7 @@ mod tests {
 
     fn node(table: &str, name: &str, port: u16) -> String {
         let sequencer =
-            if table == "mediators" { "sequencer = { endpoints = [\"http://127.0.0.1:5000\"] }\n" } else { "" };
+            if table != "sequencers" { "sequencer = { endpoints = [\"http://127.0.0.1:5000\"] }\n" } else { "" };
         format!(
             "[{table}.{name}]\npublic_api = {{ address = \"127.0.0.1:{}\" }}\nadmin_api = {{ address = \"127.0.0.1:{}\" }}\nhealth = {{ address = \"127.0.0.1:{}\" }}\n{sequencer}",
             port,
@@ -161,7 +169,7 @@ mod tests {
     }
 
     #[test]
-    fn sequencers_and_mediators_run_and_participants_are_refused() {
+    fn every_kind_of_node_runs_and_only_selects_known_names() {
         let cfg = load("seq.toml", &format!("{}{}", node("sequencers", "s1", 5000), node("sequencers", "s2", 5010)));
         assert_eq!(names(&cfg, &[]).unwrap(), ["s1", "s2"]);
         assert_eq!(names(&cfg, &["s2"]).unwrap(), ["s2"]);
@@ -176,14 +184,7 @@ mod tests {
                 node("participants", "p1", 5020)
             ),
         );
-        assert_eq!(
-            names(&cfg, &[]).unwrap_err().to_string(),
-            "participant node p1: participant nodes are not implemented yet in this version"
-        );
-        assert_eq!(
-            names(&cfg, &["s1", "m1"]).unwrap(),
-            ["s1", "m1"],
-            "participants that are not selected do not matter"
-        );
+        assert_eq!(names(&cfg, &[]).unwrap(), ["s1", "m1", "p1"]);
+        assert_eq!(names(&cfg, &["s1", "p1"]).unwrap(), ["s1", "p1"]);
     }
 }

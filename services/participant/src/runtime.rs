@@ -1,0 +1,196 @@
+//! The leader's work: recover the ledger (delete rows above the ledger end), open the ledger
+//! API, subscribe after the processed position, process each event in one fenced
+//! transaction, send the responses it prepared after the commit, ask for time proofs while a
+//! deadline is pending, and acknowledge processed events. Any failure ends the run (and
+//! closes the API); the replica manager starts it again, and it resumes from the database.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use scoped_futures::ScopedFutureExt;
+use syncline_coordination::db::{self, SessionKind};
+use syncline_coordination::leadership::{self, Fence};
+use syncline_proto::sequencer::SendRequest;
+use syncline_protocol::topology;
+use syncline_sequencer_client::{now_micros, RequestBuilder, SequencerApi};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ParticipantError;
+use crate::model::LedgerEnd;
+use crate::processor::{self, Processor};
+use crate::store::{self, Ledger};
+use crate::{Active, Shared};
+
+/// How often processed events are acknowledged to the sequencer at most.
+const ACK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The least pause between two time proofs for the same deadline.
+const TIME_PROOF_RETRY: Duration = Duration::from_secs(1);
+
+/// Closes the ledger API when the run ends, however it ends.
+struct CloseApi(Arc<Shared>, Arc<Active>);
+
+impl Drop for CloseApi {
+    fn drop(&mut self) {
+        self.1.stop.cancel();
+        self.0.active.send_replace(None);
+    }
+}
+
+fn ledger_end(l: &Ledger) -> LedgerEnd {
+    LedgerEnd { offset: l.ledger_end, record_time: l.ledger_end_record_time }
+}
+
+/// Run as leader under `fence` until `stop`.
+pub(crate) async fn run(shared: Arc<Shared>, fence: Fence, stop: CancellationToken) -> Result<(), ParticipantError> {
+    let member = shared.member.clone();
+    let processor = Processor::new(&member);
+    let mut conn = db::connect(shared.db.config(), SessionKind::Pooled).await?;
+    // Indexer recovery: nothing above the ledger end may survive a former leader.
+    let ledger = leadership::fenced(&mut conn, &fence, |c| {
+        let member = &member;
+        async move {
+            let l = store::ledger(c, member).await?;
+            let removed = store::truncate_above(c, l.ledger_end).await?;
+            if removed > 0 {
+                tracing::warn!(removed, ledger_end = l.ledger_end, "deleted rows above the ledger end");
+            }
+            store::set_ledger(c, member, &l).await?;
+            Ok::<_, ParticipantError>(l)
+        }
+        .scope_boxed()
+    })
+    .await?;
+    let (end_tx, end_rx) = watch::channel(ledger_end(&ledger));
+    let active = Arc::new(Active { fence: fence.clone(), ledger_end: end_rx, stop: stop.child_token() });
+    // Responses a former leader prepared but may not have sent; the message id makes a second
+    // send of one that did go out harmless.
+    for p in store::undelivered_responses(&mut conn, now_micros()).await? {
+        let snapshot = topology::snapshot_at(&mut conn, p.request_id).await?;
+        if let Some(send) = processor::response_send(&member, &p, snapshot.mediator()) {
+            tracing::info!(request_id = p.request_id, "re-sending a response not yet seen sequenced");
+            spawn_send(&shared, &active, send, SendKind::Response);
+        }
+    }
+    let mut next_deadline = store::next_deadline(&mut conn).await?;
+    shared.active.send_replace(Some(active.clone()));
+    let _close = CloseApi(shared.clone(), active.clone());
+    tracing::info!(position = ?ledger.processed_ts, ledger_end = ledger.ledger_end, "leading: ledger API open, resuming after the processed position");
+
+    let mut events = shared.sequencer.subscribe(&member, ledger.processed_ts);
+    let mut last_ts = ledger.processed_ts.unwrap_or(0);
+    let mut acknowledged = last_ts;
+    let mut ack = tokio::time::interval(ACK_INTERVAL);
+    let mut proof_asked: Option<(i64, tokio::time::Instant)> = None;
+    loop {
+        let proof_due = time_proof_due(next_deadline, last_ts, proof_asked, shared.params.time_proof_delay);
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            event = events.next() => {
+                let Some(event) = event else { return Err(ParticipantError::SubscriptionEnded) };
+                let event = event?;
+                let processed = leadership::fenced(&mut conn, &fence, |c| {
+                    let (processor, event) = (&processor, &event);
+                    async move { processor.process(c, event).await }.scope_boxed()
+                })
+                .await?;
+                last_ts = event.timestamp;
+                end_tx.send_if_modified(|e| {
+                    let new = ledger_end(&processed.ledger);
+                    let changed = *e != new;
+                    *e = new;
+                    changed
+                });
+                for send in processed.responses {
+                    spawn_send(&shared, &active, send, SendKind::Response);
+                }
+                next_deadline = store::next_deadline(&mut conn).await?;
+            }
+            _ = shared.wake.notified() => {
+                next_deadline = store::next_deadline(&mut conn).await?;
+            }
+            _ = sleep_until_wall(proof_due) => {
+                let deadline = next_deadline.expect("a time proof is only due for a pending deadline");
+                proof_asked = Some((deadline, tokio::time::Instant::now()));
+                let request = RequestBuilder::new(&member, format!("{}{}", processor::TIME_PROOF_PREFIX, now_micros()))
+                    .to([member.clone()], Vec::new())
+                    .within(Duration::from_secs(10))
+                    .build();
+                tracing::debug!(deadline, "asking for a time proof");
+                spawn_send(&shared, &active, request, SendKind::TimeProof);
+            }
+            _ = ack.tick(), if last_ts > acknowledged => {
+                match shared.sequencer.acknowledge(&member, last_ts).await {
+                    Ok(()) => acknowledged = last_ts,
+                    Err(e) => tracing::warn!(error = %e, "could not acknowledge processed events; will retry"),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a background send is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SendKind {
+    /// A confirmation request: it outlives the run that registered it (its database may be
+    /// gone, the sequencers are not), bounded by its max-sequencing-time, so that a new
+    /// leader finds it sequenced instead of timing it out.
+    Request,
+    /// A confirmation response: likewise, bounded by the response deadline.
+    Response,
+    /// A time proof: only useful to this run.
+    TimeProof,
+}
+
+/// Send `request` in the background (a time proof only until the run stops).
+pub(crate) fn spawn_send(shared: &Arc<Shared>, active: &Arc<Active>, request: SendRequest, kind: SendKind) {
+    let (sequencer, stop) = (shared.sequencer.clone(), active.stop.clone());
+    tokio::spawn(async move {
+        let message_id = request.message_id.clone();
+        let stopped = async {
+            match kind {
+                SendKind::TimeProof => stop.cancelled().await,
+                SendKind::Request | SendKind::Response => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = stopped => {}
+            sent = sequencer.send(request) => match sent {
+                Ok(sent) => tracing::debug!(%message_id, timestamp = sent.timestamp, ?kind, "sequenced"),
+                // Its outcome shows in the event stream (or its absence, by the max-sequencing-time).
+                Err(e) => tracing::warn!(%message_id, error = %e, ?kind, "send not confirmed"),
+            }
+        }
+    });
+}
+
+/// When a time proof is due (wall-clock µs): a deadline is pending and no event past it has
+/// been seen, `delay` after the deadline (and not again within [`TIME_PROOF_RETRY`]).
+fn time_proof_due(
+    next_deadline: Option<i64>,
+    last_ts: i64,
+    asked: Option<(i64, tokio::time::Instant)>,
+    delay: Duration,
+) -> Option<i64> {
+    let deadline = next_deadline.filter(|d| *d >= last_ts)?;
+    let mut due = deadline + delay.as_micros() as i64;
+    if let Some((d, at)) = asked {
+        if d == deadline {
+            let retry = at + TIME_PROOF_RETRY;
+            let wait = retry.saturating_duration_since(tokio::time::Instant::now());
+            due = due.max(now_micros() + wait.as_micros() as i64);
+        }
+    }
+    Some(due)
+}
+
+/// Sleep until wall-clock `at` (µs since the epoch); forever if `None`.
+async fn sleep_until_wall(at: Option<i64>) {
+    match at {
+        Some(at) => tokio::time::sleep(Duration::from_micros((at - now_micros()).max(0) as u64)).await,
+        None => std::future::pending().await,
+    }
+}

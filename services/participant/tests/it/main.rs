@@ -1,0 +1,5 @@
+//! The participant's integration tests: one binary (link time on 2 cores).
+
+mod faults;
+mod harness;
+mod ledger;
