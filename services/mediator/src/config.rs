@@ -6,9 +6,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use syncline_coordination::leadership::LeadershipConfig;
 use syncline_node::config::{
-    sections::health_is_active_by_default, ApiConfig, CommonSections, HealthConfig, InvalidKey, MetricsConfig,
-    NodeSection, PublicApiConfig, StorageOverride,
+    sections::{health_is_active_by_default, validate_replicated},
+    ApiConfig, CommonSections, HealthConfig, InvalidKey, MetricsConfig, NodeSection, PublicApiConfig, StorageOverride,
 };
+use syncline_sequencer_client::SequencerConnection;
 
 /// One mediator replica. Replicas of one mediator share `member` and the database.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -36,14 +37,6 @@ pub struct MediatorConfig {
     /// Processing parameters.
     #[serde(default)]
     pub mediator: MediatorParameters,
-}
-
-/// Where the sequencers are.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct SequencerConnection {
-    /// Public API URLs of the sequencers (`http://host:port`), at least one.
-    pub endpoints: Vec<String>,
 }
 
 /// The mediator's own parameters.
@@ -114,22 +107,9 @@ impl NodeSection for MediatorConfig {
     }
 
     fn validate(&self) -> Result<(), InvalidKey> {
-        self.replication
-            .validate()
-            .map_err(|e| InvalidKey { key: format!("replication.{}", e.field), problem: e.problem })?;
-        if self.sequencer.endpoints.is_empty() {
-            return Err(InvalidKey { key: "sequencer.endpoints".into(), problem: "needs at least one URL".into() });
-        }
-        if let Some(url) =
-            self.sequencer.endpoints.iter().find(|u| !u.starts_with("http://") && !u.starts_with("https://"))
-        {
-            return Err(InvalidKey {
-                key: "sequencer.endpoints".into(),
-                problem: format!("{url:?} is not an http:// or https:// URL"),
-            });
-        }
-        if self.member.as_deref() == Some("") {
-            return Err(InvalidKey { key: "member".into(), problem: "must not be empty".into() });
+        validate_replicated(&self.replication, self.member.as_deref())?;
+        if let Some(problem) = self.sequencer.problem() {
+            return Err(InvalidKey { key: "sequencer.endpoints".into(), problem });
         }
         self.mediator.validate()
     }

@@ -27,9 +27,6 @@ use crate::store::{self, StoredRequest};
 /// Message-id prefix of verdicts: `verdict-<request id>`, so a resend is never sequenced twice.
 pub const VERDICT_PREFIX: &str = "verdict-";
 
-/// Message-id prefix of the mediator's time proofs.
-pub const TIME_PROOF_PREFIX: &str = "time-proof-";
-
 /// What processing an event changed, for the caller to act on after the commit.
 #[derive(Debug, Default)]
 pub struct Processed {

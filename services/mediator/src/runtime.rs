@@ -11,7 +11,8 @@ use scoped_futures::ScopedFutureExt;
 use syncline_coordination::db::{self, SessionKind};
 use syncline_coordination::leadership::{self, Fence};
 use syncline_coordination::Db;
-use syncline_sequencer_client::{now_micros, RequestBuilder, SequencerApi, SubscribeError};
+use syncline_protocol::time_proof::{sleep_until_wall, TimeProofs};
+use syncline_sequencer_client::{now_micros, SendRequest, SequencerApi, SubscribeError};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
@@ -42,9 +43,6 @@ const ACK_INTERVAL: Duration = Duration::from_secs(1);
 /// Pause between subscription attempts while the member is not registered.
 const UNREGISTERED_RETRY: Duration = Duration::from_secs(1);
 
-/// The least pause between two time proofs for the same deadline.
-const TIME_PROOF_RETRY: Duration = Duration::from_secs(1);
-
 /// Run as leader under `fence` until `stop`.
 pub async fn run<S: SequencerApi + Clone + 'static>(
     ctx: Arc<Context<S>>,
@@ -71,10 +69,10 @@ pub async fn run<S: SequencerApi + Clone + 'static>(
     let mut acknowledged = last_ts;
     let mut ack = tokio::time::interval(ACK_INTERVAL);
     let mut prune = tokio::time::interval(ctx.params.prune_interval);
-    let mut proof_asked: Option<(i64, tokio::time::Instant)> = None;
+    let mut proofs = TimeProofs::new(ctx.params.time_proof_delay);
     let mut unregistered_logged = false;
     loop {
-        let proof_due = time_proof_due(next_deadline, last_ts, proof_asked, ctx.params.time_proof_delay);
+        let proof_due = proofs.due(next_deadline, last_ts);
         tokio::select! {
             _ = stop.cancelled() => break,
             event = events.next() => {
@@ -114,8 +112,8 @@ pub async fn run<S: SequencerApi + Clone + 'static>(
             }
             _ = sleep_until_wall(proof_due) => {
                 let deadline = next_deadline.expect("a time proof is only due for a pending deadline");
-                proof_asked = Some((deadline, tokio::time::Instant::now()));
-                spawn_time_proof(&mut sends, &ctx, deadline);
+                let request = proofs.ask(&ctx.member, deadline);
+                spawn_time_proof(&mut sends, &ctx, request, deadline);
             }
             _ = ack.tick(), if last_ts > acknowledged => {
                 match ctx.sequencer.acknowledge(&ctx.member, last_ts).await {
@@ -179,34 +177,6 @@ fn position_now(last_ts: i64) -> Option<i64> {
     (last_ts > 0).then_some(last_ts)
 }
 
-/// When a time proof is due (wall-clock µs): a deadline is pending and no event past it has
-/// been seen, `delay` after the deadline (and not again within [`TIME_PROOF_RETRY`]).
-fn time_proof_due(
-    next_deadline: Option<i64>,
-    last_ts: i64,
-    asked: Option<(i64, tokio::time::Instant)>,
-    delay: Duration,
-) -> Option<i64> {
-    let deadline = next_deadline.filter(|d| *d >= last_ts)?;
-    let mut due = deadline + delay.as_micros() as i64;
-    if let Some((d, at)) = asked {
-        if d == deadline {
-            let retry = at + TIME_PROOF_RETRY;
-            let wait = retry.saturating_duration_since(tokio::time::Instant::now());
-            due = due.max(now_micros() + wait.as_micros() as i64);
-        }
-    }
-    Some(due)
-}
-
-/// Sleep until wall-clock `at` (µs since the epoch); forever if `None`.
-async fn sleep_until_wall(at: Option<i64>) {
-    match at {
-        Some(at) => tokio::time::sleep(Duration::from_micros((at - now_micros()).max(0) as u64)).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Send the verdict of `request` to its participants, in the background.
 fn spawn_verdict<S: SequencerApi + Clone + 'static>(
     sends: &mut JoinSet<()>,
@@ -224,14 +194,14 @@ fn spawn_verdict<S: SequencerApi + Clone + 'static>(
     });
 }
 
-/// Ask for a time proof: an empty send to itself, so that an event past `deadline` arrives
-/// even when no one else sends.
-fn spawn_time_proof<S: SequencerApi + Clone + 'static>(sends: &mut JoinSet<()>, ctx: &Arc<Context<S>>, deadline: i64) {
+/// Send a time proof `request` in the background.
+fn spawn_time_proof<S: SequencerApi + Clone + 'static>(
+    sends: &mut JoinSet<()>,
+    ctx: &Arc<Context<S>>,
+    request: SendRequest,
+    deadline: i64,
+) {
     metrics::counter!("syncline_mediator_time_proofs_total").increment(1);
-    let request = RequestBuilder::new(&ctx.member, format!("{}{}", processor::TIME_PROOF_PREFIX, now_micros()))
-        .to([ctx.member.clone()], Vec::new())
-        .within(Duration::from_secs(10))
-        .build();
     let sequencer = ctx.sequencer.clone();
     sends.spawn(async move {
         tracing::debug!(deadline, "asking for a time proof");
@@ -239,20 +209,4 @@ fn spawn_time_proof<S: SequencerApi + Clone + 'static>(sends: &mut JoinSet<()>, 
             tracing::warn!(deadline, error = %e, "time proof not sequenced");
         }
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_time_proof_is_due_after_a_pending_deadline_not_yet_passed_by_an_event() {
-        let delay = Duration::from_millis(100);
-        assert_eq!(time_proof_due(None, 5, None, delay), None);
-        assert_eq!(time_proof_due(Some(1_000), 2_000, None, delay), None, "an event already passed it");
-        assert_eq!(time_proof_due(Some(1_000), 500, None, delay), Some(101_000));
-        let asked = Some((1_000, tokio::time::Instant::now()));
-        let due = time_proof_due(Some(1_000), 500, asked, delay).unwrap();
-        assert!(due >= now_micros() + 900_000, "asked again at once");
-    }
 }

@@ -38,7 +38,7 @@ pub const REQUEST_PREFIX: &str = "req-";
 /// Message-id prefix of responses: `resp-<request id>`, so a resend is never sequenced twice.
 pub const RESPONSE_PREFIX: &str = "resp-";
 /// Message-id prefix of time proofs.
-pub const TIME_PROOF_PREFIX: &str = "time-proof-";
+pub use syncline_protocol::time_proof::TIME_PROOF_PREFIX;
 
 /// The submission was not sequenced by its max-sequencing-time.
 pub const NOT_SEQUENCED_TIMEOUT: &str = "NOT_SEQUENCED_TIMEOUT";

@@ -12,8 +12,9 @@ use scoped_futures::ScopedFutureExt;
 use syncline_coordination::db::{self, SessionKind};
 use syncline_coordination::leadership::{self, Fence};
 use syncline_proto::sequencer::SendRequest;
+use syncline_protocol::time_proof::{sleep_until_wall, TimeProofs};
 use syncline_protocol::topology;
-use syncline_sequencer_client::{now_micros, RequestBuilder, SequencerApi};
+use syncline_sequencer_client::{now_micros, SequencerApi};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -25,9 +26,6 @@ use crate::{Active, Shared};
 
 /// How often processed events are acknowledged to the sequencer at most.
 const ACK_INTERVAL: Duration = Duration::from_secs(1);
-
-/// The least pause between two time proofs for the same deadline.
-const TIME_PROOF_RETRY: Duration = Duration::from_secs(1);
 
 /// Closes the ledger API when the run ends, however it ends.
 struct CloseApi(Arc<Shared>, Arc<Active>);
@@ -83,9 +81,9 @@ pub(crate) async fn run(shared: Arc<Shared>, fence: Fence, stop: CancellationTok
     let mut last_ts = ledger.processed_ts.unwrap_or(0);
     let mut acknowledged = last_ts;
     let mut ack = tokio::time::interval(ACK_INTERVAL);
-    let mut proof_asked: Option<(i64, tokio::time::Instant)> = None;
+    let mut proofs = TimeProofs::new(shared.params.time_proof_delay);
     loop {
-        let proof_due = time_proof_due(next_deadline, last_ts, proof_asked, shared.params.time_proof_delay);
+        let proof_due = proofs.due(next_deadline, last_ts);
         tokio::select! {
             _ = stop.cancelled() => break,
             event = events.next() => {
@@ -113,11 +111,7 @@ pub(crate) async fn run(shared: Arc<Shared>, fence: Fence, stop: CancellationTok
             }
             _ = sleep_until_wall(proof_due) => {
                 let deadline = next_deadline.expect("a time proof is only due for a pending deadline");
-                proof_asked = Some((deadline, tokio::time::Instant::now()));
-                let request = RequestBuilder::new(&member, format!("{}{}", processor::TIME_PROOF_PREFIX, now_micros()))
-                    .to([member.clone()], Vec::new())
-                    .within(Duration::from_secs(10))
-                    .build();
+                let request = proofs.ask(&member, deadline);
                 tracing::debug!(deadline, "asking for a time proof");
                 spawn_send(&shared, &active, request, SendKind::TimeProof);
             }
@@ -165,32 +159,4 @@ pub(crate) fn spawn_send(shared: &Arc<Shared>, active: &Arc<Active>, request: Se
             }
         }
     });
-}
-
-/// When a time proof is due (wall-clock µs): a deadline is pending and no event past it has
-/// been seen, `delay` after the deadline (and not again within [`TIME_PROOF_RETRY`]).
-fn time_proof_due(
-    next_deadline: Option<i64>,
-    last_ts: i64,
-    asked: Option<(i64, tokio::time::Instant)>,
-    delay: Duration,
-) -> Option<i64> {
-    let deadline = next_deadline.filter(|d| *d >= last_ts)?;
-    let mut due = deadline + delay.as_micros() as i64;
-    if let Some((d, at)) = asked {
-        if d == deadline {
-            let retry = at + TIME_PROOF_RETRY;
-            let wait = retry.saturating_duration_since(tokio::time::Instant::now());
-            due = due.max(now_micros() + wait.as_micros() as i64);
-        }
-    }
-    Some(due)
-}
-
-/// Sleep until wall-clock `at` (µs since the epoch); forever if `None`.
-async fn sleep_until_wall(at: Option<i64>) {
-    match at {
-        Some(at) => tokio::time::sleep(Duration::from_micros((at - now_micros()).max(0) as u64)).await,
-        None => std::future::pending().await,
-    }
 }

@@ -10,4 +10,5 @@
 
 pub mod codes;
 pub mod messages;
+pub mod time_proof;
 pub mod topology;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use syncline_coordination::DbConfig;
-use syncline_mediator::config::{MediatorConfig, MediatorParameters, SequencerConnection};
+use syncline_mediator::config::{MediatorConfig, MediatorParameters};
 use syncline_mediator::Mediator;
 use syncline_node::config::{ApiConfig, HealthCheck, HealthConfig, PublicApiConfig};
 use syncline_protocol::messages::{
@@ -18,6 +18,7 @@ use syncline_protocol::messages::{
 };
 use syncline_protocol::topology::OPERATOR;
 use syncline_sequencer::{Sequencer, SequencerSettings};
+use syncline_sequencer_client::SequencerConnection;
 use syncline_sequencer_client::{ClientConfig, Event, EventStream, RequestBuilder, SequencerApi, SequencerClient};
 use syncline_testkit::TestDb;
 use tokio_util::sync::CancellationToken;

@@ -156,6 +156,16 @@ pub struct ReplicatedNodeConfig {
     pub replication: LeadershipConfig,
 }
 
+/// The checks every replicated node's section shares: leadership timing and a non-empty member
+/// name (when given).
+pub fn validate_replicated(replication: &LeadershipConfig, member: Option<&str>) -> Result<(), InvalidKey> {
+    replication.validate().map_err(|e| InvalidKey { key: format!("replication.{}", e.field), problem: e.problem })?;
+    if member == Some("") {
+        return Err(InvalidKey { key: "member".into(), problem: "must not be empty".into() });
+    }
+    Ok(())
+}
+
 impl NodeSection for ReplicatedNodeConfig {
     fn common(&self) -> CommonSections<'_> {
         CommonSections {
@@ -168,9 +178,7 @@ impl NodeSection for ReplicatedNodeConfig {
     }
 
     fn validate(&self) -> Result<(), InvalidKey> {
-        self.replication
-            .validate()
-            .map_err(|e| InvalidKey { key: format!("replication.{}", e.field), problem: e.problem })
+        validate_replicated(&self.replication, None)
     }
 }
 

@@ -10,7 +10,7 @@ use syncline_coordination::DbConfig;
 use syncline_mediator::config::{MediatorConfig, MediatorParameters};
 use syncline_mediator::Mediator;
 use syncline_node::config::{ApiConfig, HealthCheck, HealthConfig, PublicApiConfig};
-use syncline_participant::config::{ParticipantConfig, ParticipantParameters, SequencerConnection};
+use syncline_participant::config::{ParticipantConfig, ParticipantParameters};
 use syncline_participant::model::{Command, Commands, Completion, CompletionItem, CreateCommand, Transaction};
 use syncline_participant::{LedgerApi, Participant};
 use syncline_protocol::messages::{
@@ -18,7 +18,8 @@ use syncline_protocol::messages::{
 };
 use syncline_protocol::topology::OPERATOR;
 use syncline_sequencer::{Sequencer, SequencerSettings};
-use syncline_sequencer_client::{ClientConfig, RequestBuilder, SequencerApi, SequencerClient};
+use syncline_sequencer_client::ClientConfig;
+use syncline_sequencer_client::SequencerConnection;
 use syncline_testkit::TestDb;
 use tokio_util::sync::CancellationToken;
 
@@ -74,14 +75,10 @@ impl SequencerNode {
         }
     }
 
-    /// Send `tx` as the operator (broadcast) and wait for it to be sequenced.
+    /// Publish `tx` as the operator (through the admin API) and wait for it to be sequenced.
     pub async fn publish(&self, tx: TopologyTransaction) -> i64 {
-        let client = SequencerClient::new([self.url()], ClientConfig::default()).unwrap();
-        let content = messages::encode(&Message::Topology(tx));
-        let request = RequestBuilder::new(OPERATOR, format!("topo-{}", syncline_participant::interpret::new_uuid()))
-            .to([syncline_sequencer_client::BROADCAST_RECIPIENT], content)
-            .build();
-        client.send(request).await.unwrap().timestamp
+        let admin = syncline_sequencer_client::AdminClient::new(self.url(), ClientConfig::default()).unwrap();
+        admin.publish_topology(vec![messages::encode(&Message::Topology(tx))]).await.unwrap()[0]
     }
 }
 
@@ -165,7 +162,7 @@ fn mediator_config(sequencer: &str) -> MediatorConfig {
         health: HealthConfig { address: any, check: HealthCheck::IsActive },
         metrics: None,
         replication: Default::default(),
-        sequencer: syncline_mediator::config::SequencerConnection { endpoints: vec![sequencer.to_string()] },
+        sequencer: SequencerConnection { endpoints: vec![sequencer.to_string()] },
         mediator: MediatorParameters { time_proof_delay: Duration::from_millis(50), ..Default::default() },
     }
 }

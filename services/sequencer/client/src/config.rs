@@ -35,3 +35,22 @@ impl Default for ClientConfig {
         }
     }
 }
+
+/// The `sequencer` section of a node that uses the sequencers (mediator, participant).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SequencerConnection {
+    /// Public API URLs of the sequencers (`http://host:port`), at least one.
+    pub endpoints: Vec<String>,
+}
+
+impl SequencerConnection {
+    /// What is wrong with the endpoints, if anything.
+    pub fn problem(&self) -> Option<String> {
+        if self.endpoints.is_empty() {
+            return Some("needs at least one URL".into());
+        }
+        let url = self.endpoints.iter().find(|u| !u.starts_with("http://") && !u.starts_with("https://"))?;
+        Some(format!("{url:?} is not an http:// or https:// URL"))
+    }
+}

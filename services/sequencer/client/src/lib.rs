@@ -31,7 +31,7 @@ use futures_util::Stream;
 pub use syncline_proto::sequencer::{Envelope, Event, SendRequest};
 
 pub use admin::{AdminClient, AdminError};
-pub use config::ClientConfig;
+pub use config::{ClientConfig, SequencerConnection};
 pub use endpoints::EndpointError;
 pub use error::{AcknowledgeError, SendError, SubscribeError};
 pub use request::{now_micros, RequestBuilder};
