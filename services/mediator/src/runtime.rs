@@ -12,10 +12,9 @@ use syncline_coordination::db::{self, SessionKind};
 use syncline_coordination::leadership::{self, Fence};
 use syncline_coordination::Db;
 use syncline_protocol::time_proof::{sleep_until_wall, TimeProofs};
-use syncline_sequencer_client::{now_micros, SendRequest, SequencerApi, SubscribeError};
+use syncline_sequencer_client::{now_micros, SendRequest, SequencerApi};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tonic::Code;
 
 use crate::aggregation::{self, Verdict};
 use crate::config::MediatorParameters;
@@ -79,7 +78,7 @@ pub async fn run<S: SequencerApi + Clone + 'static>(
                 let Some(event) = event else { return Err(MediatorError::SubscriptionEnded) };
                 let event = match event {
                     Ok(event) => event,
-                    Err(SubscribeError::Refused { code: Code::NotFound, .. }) => {
+                    Err(e) if e.is_unknown_member() => {
                         // Not bootstrapped yet: wait here (leading, not failing) instead of
                         // restarting every second with an error.
                         if !unregistered_logged {

@@ -284,3 +284,21 @@ async fn set_passive_hands_the_ledger_over_to_the_standby() {
     assert_eq!(completion_of(&a2, "alice", 0, "h1").await, first);
     standby.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_started_before_its_member_is_registered_waits_without_failing() {
+    let sync = Synchronizer::start(short_timeouts()).await;
+    let db = syncline_testkit::fresh_database().await;
+    let p3 = start_participant("p3-r1", "p3", &sync.seq.url(), &db.url).await;
+    wait_active(&p3).await;
+    // Its member does not exist yet: it keeps leading (and serving its API) instead of failing.
+    let health = syncline_node::Node::status(&p3).health();
+    for _ in 0..50 {
+        let h = health.borrow().clone();
+        assert!(h.serving && h.active, "{h:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sync.seq.register(&["p3"]).await;
+    assert_eq!(p3.api().ledger_end().await.unwrap().offset, 0);
+    p3.shutdown().await;
+}

@@ -95,6 +95,14 @@ pub enum SubscribeError {
     },
 }
 
+impl SubscribeError {
+    /// The member is not registered (yet): a node started before its bootstrap may wait and
+    /// subscribe again.
+    pub fn is_unknown_member(&self) -> bool {
+        matches!(self, SubscribeError::Refused { code: Code::NotFound, .. })
+    }
+}
+
 /// Why an acknowledgement failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AcknowledgeError {
