@@ -18,7 +18,7 @@ use syncline_protocol::messages::{
 };
 use syncline_protocol::topology::OPERATOR;
 use syncline_sequencer::{Sequencer, SequencerSettings};
-use syncline_sequencer_client::{ClientConfig, RequestBuilder, SequencerApi, SequencerClient};
+use syncline_sequencer_client::ClientConfig;
 use syncline_testkit::TestDb;
 use tokio_util::sync::CancellationToken;
 
@@ -74,14 +74,12 @@ impl SequencerNode {
         }
     }
 
-    /// Send `tx` as the operator (broadcast) and wait for it to be sequenced.
+    /// Publish `tx` as the operator (through the admin API, the only way the sequencer takes
+    /// the operator's topology) and wait for it to be sequenced.
     pub async fn publish(&self, tx: TopologyTransaction) -> i64 {
-        let client = SequencerClient::new([self.url()], ClientConfig::default()).unwrap();
+        let admin = syncline_sequencer_client::AdminClient::new(self.url(), ClientConfig::default()).unwrap();
         let content = messages::encode(&Message::Topology(tx));
-        let request = RequestBuilder::new(OPERATOR, format!("topo-{}", syncline_participant::interpret::new_uuid()))
-            .to([syncline_sequencer_client::BROADCAST_RECIPIENT], content)
-            .build();
-        client.send(request).await.unwrap().timestamp
+        admin.publish_topology(vec![content]).await.unwrap()[0]
     }
 }
 
@@ -223,6 +221,21 @@ impl Node {
     pub fn api(&self) -> LedgerApi {
         self.p.api()
     }
+}
+
+/// The participant replica's public gRPC routes (the ledger API, as the node host serves them)
+/// on a free loopback port until the token is cancelled; its `http://` URL.
+pub async fn serve_grpc(p: &Participant) -> (String, tokio_util::sync::DropGuard) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let router = tonic::transport::Server::builder().add_routes(syncline_node::Node::public_routes(p));
+    let s = stop.clone();
+    tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        router.serve_with_incoming_shutdown(incoming, s.cancelled_owned()).await.unwrap();
+    });
+    (format!("http://{addr}"), stop.drop_guard())
 }
 
 /// A create command.
