@@ -229,10 +229,14 @@ async fn submit_and_wait_answers_request_time_out_at_the_deadline_then_the_rejec
     let (u1, _g1) = serve_grpc(&s.p1.p).await;
     // No mediator: no verdict until the participant times the request out.
     s.sync.stop_mediator().await;
-    let mut client = CommandServiceClient::connect(u1.clone()).await.unwrap();
+    // Like grpc-java and grpc-go clients, this one gives up at its deadline itself: the
+    // participant's answer must arrive before.
+    let deadline = Duration::from_secs(1);
+    let channel = Channel::from_shared(u1.clone()).unwrap().timeout(deadline).connect().await.unwrap();
+    let mut client = CommandServiceClient::new(channel);
     let c = cmds("alice", "slow-1", pb::command::Command::Create(create(&["alice"], &[], 1)));
     let mut request = tonic::Request::new(pb::SubmitAndWaitRequest { commands: Some(c.clone()) });
-    request.set_timeout(Duration::from_secs(1));
+    request.set_timeout(deadline);
     let started = std::time::Instant::now();
     let e = client.submit_and_wait(request).await.unwrap_err();
     let (id, _, retry) = error_info(&e);
