@@ -310,12 +310,15 @@ mod tests {
         assert!(matches!(&m.commands[0], Command::Create(c) if c.template == "Iou"));
     }
 
+    /// A change to a valid submission, and the field it makes invalid.
+    type Case = (Box<dyn Fn(&mut pb::Commands)>, &'static str);
+
     #[test]
     fn every_invalid_field_is_named() {
         assert!(
             matches!(commands(None, "commands"), Err(LedgerError::InvalidArgument { field, .. }) if field == "commands")
         );
-        let cases: Vec<(Box<dyn Fn(&mut pb::Commands)>, &str)> = vec![
+        let cases: Vec<Case> = vec![
             (Box::new(|c| c.user_id.clear()), "commands.user_id"),
             (Box::new(|c| c.command_id = "x".repeat(256)), "commands.command_id"),
             (Box::new(|c| c.act_as.clear()), "commands.act_as"),
