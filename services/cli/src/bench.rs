@@ -2,7 +2,8 @@
 //! about half of the maximum throughput, and — on the same database, in the same run — the
 //! rate of plain batched inserts of equally sized rows, so the ratio can be read; then the
 //! reader pause after kill -9 of a sequencer and the mediator takeover after kill -9 of its
-//! leader ([`crate::bench_mediator`]).
+//! leader ([`crate::bench_mediator`]); then submit-and-wait through two participants and the
+//! participant takeover after kill -9 of its leader ([`crate::bench_participant`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,6 +40,10 @@ pub struct BenchArgs {
     /// Mediator takeover runs (kill -9 of the leading mediator replica); 0 skips the phase.
     #[arg(long, default_value_t = 20)]
     mediator_runs: usize,
+    /// Participant takeover runs (kill -9 of p1's leading replica), after the submit-and-wait
+    /// phase through two participants; 0 skips both.
+    #[arg(long, default_value_t = 20)]
+    participant_runs: usize,
 }
 
 const RECEIVER: &str = "bench-receiver";
@@ -69,6 +74,14 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let takeovers = match args.mediator_runs {
         0 => None,
         runs => Some(crate::bench_mediator::takeovers(&database.url, runs).await.context("mediator takeover")?),
+    };
+    let participants = match args.participant_runs {
+        0 => None,
+        runs => Some(
+            crate::bench_participant::run(&database.url, phase, args.concurrency, runs)
+                .await
+                .context("participants")?,
+        ),
     };
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let normal = kills.iter().map(|k| k.normal_gap).max().unwrap_or_default();
@@ -104,6 +117,21 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if let Some(t) = &takeovers {
         println!(
             "| mediator takeover after kill -9 of the leader (2 replica processes; kill → first verdict by the new leader for a request submitted right after the kill; {} runs) | p50 {:.0} ms, p99 {:.0} ms (min {:.0} ms, max {:.0} ms) | Canton: the passive replica retries its lock every 15 s |",
+            t.times.len(),
+            ms(t.quantile(0.50)),
+            ms(t.quantile(0.99)),
+            ms(t.times[0]),
+            ms(t.times[t.times.len() - 1])
+        );
+    }
+    if let Some(p) = &participants {
+        let (w, t) = (&p.throughput, &p.takeovers);
+        println!(
+            "| submit-and-wait through two participants (each command creates a contract the other participant's party observes; {} clients, half per participant) | {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms | |",
+            w.clients, w.commands_per_sec, w.p50_ms, w.p99_ms
+        );
+        println!(
+            "| participant takeover after kill -9 of the leader (2 replica processes on one database; kill → first successful submit-and-wait on the new leader; {} runs) | p50 {:.0} ms, p99 {:.0} ms (min {:.0} ms, max {:.0} ms) | Canton: passive replicas poll the lock; in-flight commands SUBMISSION_ALREADY_IN_FLIGHT up to 60 s |",
             t.times.len(),
             ms(t.quantile(0.50)),
             ms(t.quantile(0.99)),

@@ -246,7 +246,7 @@ struct Count {
 
 /// Wait until replica `node` is a standby blocked on the leader lock (its session waits on an
 /// advisory lock): a kill from then on measures the takeover, not the standby's start.
-async fn wait_waiting(cfg: &DbConfig, node: &Node, limit: Duration) -> Result<()> {
+pub(crate) async fn wait_waiting(cfg: &DbConfig, node: &Node, limit: Duration) -> Result<()> {
     let mut conn = db::connect(cfg, SessionKind::Pooled).await?;
     let start = Instant::now();
     loop {

@@ -5,6 +5,7 @@ mod admin;
 mod admin_topology;
 mod bench;
 mod bench_mediator;
+mod bench_participant;
 mod config;
 mod daemon;
 mod demo;

@@ -53,6 +53,11 @@ impl LedgerApi {
         self.shared.active.borrow().is_some()
     }
 
+    /// `Ok` while this replica serves the API, [`LedgerError::NodeIsPassive`] otherwise.
+    pub fn ensure_active(&self) -> Result<(), LedgerError> {
+        self.active().map(drop)
+    }
+
     fn active(&self) -> Result<Arc<Active>, LedgerError> {
         self.shared.active.borrow().clone().ok_or_else(|| self.passive())
     }

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod grpc;
 pub mod interpret;
 pub mod model;
 pub mod processor;
@@ -141,7 +142,7 @@ impl syncline_node::Node for Participant {
     }
 
     fn public_routes(&self) -> tonic::service::Routes {
-        tonic::service::RoutesBuilder::default().routes()
+        grpc::routes(&self.api)
     }
 
     fn admin_routes(&self) -> tonic::service::Routes {

@@ -8,6 +8,7 @@ mod errors;
 mod haproxy;
 mod mediators;
 mod ops_configs;
+mod participants;
 mod sequencers;
 mod subscriber_memory;
 mod support;

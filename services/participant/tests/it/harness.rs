@@ -222,6 +222,21 @@ impl Node {
     }
 }
 
+/// The participant replica's public gRPC routes (the ledger API, as the node host serves them)
+/// on a free loopback port until the token is cancelled; its `http://` URL.
+pub async fn serve_grpc(p: &Participant) -> (String, tokio_util::sync::DropGuard) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let router = tonic::transport::Server::builder().add_routes(syncline_node::Node::public_routes(p));
+    let s = stop.clone();
+    tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        router.serve_with_incoming_shutdown(incoming, s.cancelled_owned()).await.unwrap();
+    });
+    (format!("http://{addr}"), stop.drop_guard())
+}
+
 /// A create command.
 pub fn iou(signatories: &[&str], observers: &[&str], amount: u32) -> CreateCommand {
     CreateCommand {

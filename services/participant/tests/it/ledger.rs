@@ -10,13 +10,13 @@ use syncline_protocol::codes;
 use crate::harness::*;
 
 /// A synchronizer with participants p1 (hosting alice) and p2 (hosting bob).
-struct Setup {
-    sync: Synchronizer,
-    p1: Node,
-    p2: Node,
+pub struct Setup {
+    pub sync: Synchronizer,
+    pub p1: Node,
+    pub p2: Node,
 }
 
-async fn setup() -> Setup {
+pub async fn setup() -> Setup {
     let sync = Synchronizer::start(short_timeouts()).await;
     let url = sync.seq.url();
     let (p1, p2) = tokio::join!(Node::start("p1", &url), Node::start("p2", &url));

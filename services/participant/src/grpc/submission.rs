@@ -1,0 +1,21 @@
+//! `CommandSubmissionService`: register a submission; its outcome is a completion.
+
+use syncline_proto::ledger::command_submission_service_server::CommandSubmissionService;
+use syncline_proto::ledger::{SubmitRequest, SubmitResponse};
+use tonic::{Request, Response, Status};
+
+use crate::grpc::convert;
+use crate::LedgerApi;
+
+/// The service over one replica's ledger API.
+pub struct Submission(pub LedgerApi);
+
+#[tonic::async_trait]
+impl CommandSubmissionService for Submission {
+    async fn submit(&self, request: Request<SubmitRequest>) -> Result<Response<SubmitResponse>, Status> {
+        self.0.ensure_active()?;
+        let commands = convert::commands(request.into_inner().commands, "commands")?;
+        self.0.submit(commands).await?;
+        Ok(Response::new(SubmitResponse {}))
+    }
+}
