@@ -2,117 +2,24 @@
 //! database, mediator replicas on theirs, the operator publishing the topology, and scripted
 //! participants (sequencer clients) that submit requests, answer them and collect verdicts.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::collections::BTreeSet;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use syncline_coordination::DbConfig;
-use syncline_mediator::config::{MediatorConfig, MediatorParameters};
+use syncline_mediator::config::MediatorConfig;
 use syncline_mediator::Mediator;
-use syncline_node::config::{ApiConfig, HealthCheck, HealthConfig, PublicApiConfig};
 use syncline_protocol::messages::{
     self, Action, ConfirmationRequest, ConfirmationResponse, ConfirmationResult, Create, DeduplicationPeriod, Hash,
-    LocalVerdict, Mapping, MediatorState, Message, Operation, ParticipantJoin, PartyToParticipant, Permission,
-    RequestHeader, SubmitterMetadata, SynchronizerParameters, TopologyTransaction, View, ViewCommonData, ViewResponse,
+    LocalVerdict, Mapping, MediatorState, Message, ParticipantJoin, Permission, RequestHeader, SubmitterMetadata,
+    SynchronizerParameters, View, ViewCommonData, ViewResponse,
 };
 use syncline_protocol::topology::OPERATOR;
-use syncline_sequencer::{Sequencer, SequencerSettings};
-use syncline_sequencer_client::SequencerConnection;
-use syncline_sequencer_client::{ClientConfig, Event, EventStream, RequestBuilder, SequencerApi, SequencerClient};
-use syncline_testkit::TestDb;
-use tokio_util::sync::CancellationToken;
-
-/// The mediator's member name in every test.
-pub const MEDIATOR: &str = "mediator";
+use syncline_sequencer_client::{Event, EventStream, RequestBuilder, SequencerApi, SequencerClient};
+pub use syncline_test_synchronizer::{add, mediator_config, party, SequencerNode, MEDIATOR};
 
 /// Response and reaction timeouts of the test synchronizer: short, so timeouts are testable.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// A sequencer node serving its public and admin APIs on a free loopback port.
-pub struct SequencerNode {
-    seq: Option<Sequencer>,
-    /// Where it listens.
-    pub addr: SocketAddr,
-    stop: CancellationToken,
-    _db: TestDb,
-}
-
-impl SequencerNode {
-    /// Start a sequencer on a fresh database.
-    pub async fn start() -> SequencerNode {
-        let db = syncline_testkit::fresh_database().await;
-        let settings = SequencerSettings { name: "s1".into(), total_node_count: 4, ..Default::default() };
-        let seq = Sequencer::start(DbConfig::new(&db.url), settings).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let router =
-            tonic::transport::Server::builder().add_service(seq.public_service()).add_service(seq.admin_service());
-        let s = stop.clone();
-        tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            router.serve_with_incoming_shutdown(incoming, s.cancelled_owned()).await.unwrap();
-        });
-        let start = Instant::now();
-        while !seq.health().serving {
-            assert!(start.elapsed() < Duration::from_secs(20), "sequencer not serving: {}", seq.health().detail);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        SequencerNode { seq: Some(seq), addr, stop, _db: db }
-    }
-
-    /// Its URL.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// A client of it.
-    pub fn client(&self) -> SequencerClient {
-        SequencerClient::new([self.url()], ClientConfig::default()).unwrap()
-    }
-
-    /// Register `members`.
-    pub async fn register(&self, members: &[&str]) {
-        let admin = syncline_sequencer_client::AdminClient::new(self.url(), ClientConfig::default()).unwrap();
-        for m in members {
-            admin.register_member(m).await.unwrap();
-        }
-    }
-
-    /// Every event `member` received so far (its subscription read until quiet).
-    pub async fn events_of(&self, member: &str) -> Vec<Event> {
-        let mut stream = self.client().subscribe(member, None);
-        let mut out = Vec::new();
-        while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(700), stream.next()).await {
-            out.push(e.unwrap());
-        }
-        out
-    }
-}
-
-impl Drop for SequencerNode {
-    fn drop(&mut self) {
-        self.stop.cancel();
-        drop(self.seq.take());
-    }
-}
-
-/// A mediator replica's configuration with the test's parameters.
-pub fn mediator_config(sequencer: &str) -> MediatorConfig {
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    MediatorConfig {
-        member: Some(MEDIATOR.into()),
-        storage: None,
-        public_api: PublicApiConfig { address: any, max_request_size: PublicApiConfig::DEFAULT_MAX_REQUEST_SIZE },
-        admin_api: ApiConfig { address: any },
-        health: HealthConfig { address: any, check: HealthCheck::IsActive },
-        metrics: None,
-        replication: Default::default(),
-        sequencer: SequencerConnection { endpoints: vec![sequencer.to_string()] },
-        mediator: MediatorParameters { time_proof_delay: Duration::from_millis(50), ..Default::default() },
-    }
-}
 
 /// Start mediator replica `name` on `db_url`.
 pub async fn start_mediator(name: &str, cfg: &MediatorConfig, db_url: &str) -> Mediator {
@@ -127,34 +34,6 @@ pub async fn wait_active(m: &Mediator, within: Duration) {
     tokio::time::timeout(within, h.wait_for(|h| h.active)).await.expect("mediator never active").unwrap();
 }
 
-/// Publish `tx` from `sender` (broadcast) and wait for it to be sequenced: through the
-/// sequencer's admin API for the operator (the public Send refuses it), through the public
-/// API for anyone else.
-pub async fn publish(seq: &SequencerNode, sender: &str, tx: TopologyTransaction) -> i64 {
-    let content = messages::encode(&Message::Topology(tx));
-    if sender == OPERATOR {
-        let admin = syncline_sequencer_client::AdminClient::new(seq.url(), ClientConfig::default()).unwrap();
-        return admin.publish_topology(vec![content]).await.unwrap()[0];
-    }
-    let request = RequestBuilder::new(sender, format!("topo-{}", uuid_like()))
-        .to([syncline_sequencer_client::BROADCAST_RECIPIENT], content)
-        .build();
-    seq.client().send(request).await.unwrap().timestamp
-}
-
-/// An add/replace topology transaction with `serial`.
-pub fn add(serial: u32, mapping: Mapping) -> TopologyTransaction {
-    TopologyTransaction { operation: Operation::AddReplace, serial, mapping }
-}
-
-/// A party hosted by participants with permissions.
-pub fn party(party: &str, hosts: &[(&str, Permission)]) -> Mapping {
-    Mapping::PartyToParticipant(PartyToParticipant {
-        party: party.into(),
-        participants: hosts.iter().map(|(p, perm)| (p.to_string(), *perm)).collect::<BTreeMap<_, _>>(),
-    })
-}
-
 /// The standard test topology: short timeouts, the mediator, participants p1 p2 p3, alice on
 /// p1 (submission), bob on p2, carol on p3 (confirmation). Waits until it is in effect.
 pub async fn bootstrap(seq: &SequencerNode) {
@@ -164,14 +43,14 @@ pub async fn bootstrap(seq: &SequencerNode) {
         mediator_reaction_timeout: RESPONSE_TIMEOUT,
         ..Default::default()
     };
-    publish(seq, OPERATOR, add(1, Mapping::SynchronizerParameters(params))).await;
-    publish(seq, OPERATOR, add(1, Mapping::MediatorState(MediatorState { mediator: MEDIATOR.into() }))).await;
+    seq.publish(OPERATOR, add(1, Mapping::SynchronizerParameters(params))).await;
+    seq.publish(OPERATOR, add(1, Mapping::MediatorState(MediatorState { mediator: MEDIATOR.into() }))).await;
     for p in ["p1", "p2", "p3"] {
-        publish(seq, OPERATOR, add(1, Mapping::ParticipantJoin(ParticipantJoin { participant: p.into() }))).await;
+        seq.publish(OPERATOR, add(1, Mapping::ParticipantJoin(ParticipantJoin { participant: p.into() }))).await;
     }
-    publish(seq, OPERATOR, add(1, party("alice", &[("p1", Permission::Submission)]))).await;
-    publish(seq, OPERATOR, add(1, party("bob", &[("p2", Permission::Confirmation)]))).await;
-    publish(seq, OPERATOR, add(1, party("carol", &[("p3", Permission::Confirmation)]))).await;
+    seq.publish(OPERATOR, add(1, party("alice", &[("p1", Permission::Submission)]))).await;
+    seq.publish(OPERATOR, add(1, party("bob", &[("p2", Permission::Confirmation)]))).await;
+    seq.publish(OPERATOR, add(1, party("carol", &[("p3", Permission::Confirmation)]))).await;
     // The topology change delay (250 ms) with a margin.
     tokio::time::sleep(Duration::from_millis(600)).await;
 }

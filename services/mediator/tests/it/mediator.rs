@@ -146,7 +146,7 @@ async fn topology_changes_count_only_after_the_delay_and_unauthorized_ones_never
     let (mut p1, p2) = (Participant::new(&s.seq, "p1"), Participant::new(&s.seq, "p2"));
 
     // p1 claims that it hosts erin on p2: not its to say; ignored by the mediator.
-    publish(&s.seq, "p1", add(1, party("erin", &[("p2", Permission::Confirmation)]))).await;
+    s.seq.publish("p1", add(1, party("erin", &[("p2", Permission::Confirmation)]))).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     let id = p1.submit(&create_request("p1", "alice", &["alice"], &["erin"])).await;
     let (_, r) = p1.next_result(WAIT).await.unwrap();
@@ -154,7 +154,7 @@ async fn topology_changes_count_only_after_the_delay_and_unauthorized_ones_never
     assert!(matches!(&r.verdict, Verdict::MediatorReject { reason, .. } if reason.contains("erin")), "{:?}", r.verdict);
 
     // The operator hosts frank on p2; a request sequenced within the delay does not see him.
-    publish(&s.seq, OPERATOR, add(1, party("frank", &[("p2", Permission::Confirmation)]))).await;
+    s.seq.publish(OPERATOR, add(1, party("frank", &[("p2", Permission::Confirmation)]))).await;
     let early = p1.submit(&create_request("p1", "alice", &["alice"], &["frank"])).await;
     let (_, r) = p1.next_result(WAIT).await.unwrap();
     assert_eq!(r.request_id, early);

@@ -7,87 +7,19 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use syncline_coordination::DbConfig;
-use syncline_mediator::config::{MediatorConfig, MediatorParameters};
 use syncline_mediator::Mediator;
 use syncline_node::config::{ApiConfig, HealthCheck, HealthConfig, PublicApiConfig};
 use syncline_participant::config::{ParticipantConfig, ParticipantParameters};
 use syncline_participant::model::{Command, Commands, Completion, CompletionItem, CreateCommand, Transaction};
 use syncline_participant::{LedgerApi, Participant};
-use syncline_protocol::messages::{
-    self, Mapping, MediatorState, Message, Operation, ParticipantJoin, SynchronizerParameters, TopologyTransaction,
-};
+use syncline_protocol::messages::{Mapping, MediatorState, ParticipantJoin, SynchronizerParameters};
 use syncline_protocol::topology::OPERATOR;
-use syncline_sequencer::{Sequencer, SequencerSettings};
-use syncline_sequencer_client::ClientConfig;
 use syncline_sequencer_client::SequencerConnection;
+use syncline_test_synchronizer::{add, mediator_config, serve, SequencerNode, MEDIATOR};
 use syncline_testkit::TestDb;
-use tokio_util::sync::CancellationToken;
-
-/// The mediator's member name.
-pub const MEDIATOR: &str = "mediator";
 
 /// How long the tests wait for an outcome.
 pub const WAIT: Duration = Duration::from_secs(30);
-
-/// A sequencer node serving its public and admin APIs on a free loopback port.
-pub struct SequencerNode {
-    seq: Option<Sequencer>,
-    /// Where it listens.
-    pub addr: SocketAddr,
-    stop: CancellationToken,
-    _db: TestDb,
-}
-
-impl SequencerNode {
-    /// Start a sequencer on a fresh database.
-    pub async fn start() -> SequencerNode {
-        let db = syncline_testkit::fresh_database().await;
-        let settings = SequencerSettings { name: "s1".into(), total_node_count: 4, ..Default::default() };
-        let seq = Sequencer::start(DbConfig::new(&db.url), settings).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let router =
-            tonic::transport::Server::builder().add_service(seq.public_service()).add_service(seq.admin_service());
-        let s = stop.clone();
-        tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            router.serve_with_incoming_shutdown(incoming, s.cancelled_owned()).await.unwrap();
-        });
-        let start = Instant::now();
-        while !seq.health().serving {
-            assert!(start.elapsed() < Duration::from_secs(20), "sequencer not serving: {}", seq.health().detail);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        SequencerNode { seq: Some(seq), addr, stop, _db: db }
-    }
-
-    /// Its URL.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Register `members`.
-    pub async fn register(&self, members: &[&str]) {
-        let admin = syncline_sequencer_client::AdminClient::new(self.url(), ClientConfig::default()).unwrap();
-        for m in members {
-            admin.register_member(m).await.unwrap();
-        }
-    }
-
-    /// Publish `tx` as the operator (through the admin API) and wait for it to be sequenced.
-    pub async fn publish(&self, tx: TopologyTransaction) -> i64 {
-        let admin = syncline_sequencer_client::AdminClient::new(self.url(), ClientConfig::default()).unwrap();
-        admin.publish_topology(vec![messages::encode(&Message::Topology(tx))]).await.unwrap()[0]
-    }
-}
-
-impl Drop for SequencerNode {
-    fn drop(&mut self) {
-        self.stop.cancel();
-        drop(self.seq.take());
-    }
-}
 
 /// The test synchronizer's parameters: short timeouts, so that timeouts are testable.
 pub fn short_timeouts() -> SynchronizerParameters {
@@ -113,11 +45,10 @@ impl Synchronizer {
         logging();
         let seq = SequencerNode::start().await;
         seq.register(&[OPERATOR, MEDIATOR, "p1", "p2"]).await;
-        let add = |mapping| TopologyTransaction { operation: Operation::AddReplace, serial: 1, mapping };
-        seq.publish(add(Mapping::SynchronizerParameters(params))).await;
-        seq.publish(add(Mapping::MediatorState(MediatorState { mediator: MEDIATOR.into() }))).await;
+        seq.publish(OPERATOR, add(1, Mapping::SynchronizerParameters(params))).await;
+        seq.publish(OPERATOR, add(1, Mapping::MediatorState(MediatorState { mediator: MEDIATOR.into() }))).await;
         for p in ["p1", "p2"] {
-            seq.publish(add(Mapping::ParticipantJoin(ParticipantJoin { participant: p.into() }))).await;
+            seq.publish(OPERATOR, add(1, Mapping::ParticipantJoin(ParticipantJoin { participant: p.into() }))).await;
         }
         let db = syncline_testkit::fresh_database().await;
         let mut sync = Synchronizer { seq, mediator: None, db };
@@ -149,21 +80,6 @@ impl Drop for Synchronizer {
     fn drop(&mut self) {
         // Stopped with the runtime; nothing to wait for.
         drop(self.mediator.take());
-    }
-}
-
-fn mediator_config(sequencer: &str) -> MediatorConfig {
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    MediatorConfig {
-        member: Some(MEDIATOR.into()),
-        storage: None,
-        public_api: PublicApiConfig { address: any, max_request_size: PublicApiConfig::DEFAULT_MAX_REQUEST_SIZE },
-        admin_api: ApiConfig { address: any },
-        health: HealthConfig { address: any, check: HealthCheck::IsActive },
-        metrics: None,
-        replication: Default::default(),
-        sequencer: SequencerConnection { endpoints: vec![sequencer.to_string()] },
-        mediator: MediatorParameters { time_proof_delay: Duration::from_millis(50), ..Default::default() },
     }
 }
 
@@ -223,18 +139,10 @@ impl Node {
 }
 
 /// The participant replica's public gRPC routes (the ledger API, as the node host serves them)
-/// on a free loopback port until the token is cancelled; its `http://` URL.
+/// on a free loopback port until the guard is dropped; its `http://` URL.
 pub async fn serve_grpc(p: &Participant) -> (String, tokio_util::sync::DropGuard) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    let router = tonic::transport::Server::builder().add_routes(syncline_node::Node::public_routes(p));
-    let s = stop.clone();
-    tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        router.serve_with_incoming_shutdown(incoming, s.cancelled_owned()).await.unwrap();
-    });
-    (format!("http://{addr}"), stop.drop_guard())
+    let (addr, guard) = serve(syncline_node::Node::public_routes(p)).await;
+    (format!("http://{addr}"), guard)
 }
 
 /// A create command.
