@@ -1,8 +1,8 @@
 //! What stops the mediator's leader work (the replica manager then starts it again).
 
 use syncline_coordination::{DbError, LeadershipError};
+use syncline_protocol::subscription::SubscriptionError;
 use syncline_protocol::topology::TopologyError;
-use syncline_sequencer_client::SubscribeError;
 
 /// Why the leader's run ended.
 #[derive(Debug, thiserror::Error)]
@@ -17,12 +17,9 @@ pub enum MediatorError {
     #[error("topology store")]
     Topology(#[from] TopologyError),
     /// The subscription to the sequencers failed.
-    #[error("subscription to the sequencers failed")]
-    Subscription(#[from] SubscribeError),
+    #[error(transparent)]
+    Subscription(#[from] SubscriptionError),
     /// A failpoint stopped the run (tests only).
     #[error("failpoint {0}")]
     Failpoint(&'static str),
-    /// The subscription ended without an error (it never should).
-    #[error("the subscription to the sequencers ended")]
-    SubscriptionEnded,
 }

@@ -6,11 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use scoped_futures::ScopedFutureExt;
 use syncline_coordination::db::{self, SessionKind};
 use syncline_coordination::leadership::{self, Fence};
 use syncline_coordination::Db;
+use syncline_protocol::subscription::Subscription;
 use syncline_protocol::time_proof::{sleep_until_wall, TimeProofs};
 use syncline_sequencer_client::{now_micros, SendRequest, SequencerApi};
 use tokio::task::JoinSet;
@@ -39,9 +39,6 @@ pub struct Context<S> {
 /// How often processed events are acknowledged to the sequencer at most.
 const ACK_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Pause between subscription attempts while the member is not registered.
-const UNREGISTERED_RETRY: Duration = Duration::from_secs(1);
-
 /// Run as leader under `fence` until `stop`.
 pub async fn run<S: SequencerApi + Clone + 'static>(
     ctx: Arc<Context<S>>,
@@ -63,37 +60,19 @@ pub async fn run<S: SequencerApi + Clone + 'static>(
         spawn_verdict(&mut sends, &ctx, &request);
     }
 
-    let mut events = ctx.sequencer.subscribe(&ctx.member, position);
+    let hint = format!("run `syncline admin bootstrap --mediator {}`", ctx.member);
+    let mut events = Subscription::new(ctx.sequencer.clone(), &ctx.member, position, hint);
     let mut last_ts = position.unwrap_or(0);
     let mut acknowledged = last_ts;
     let mut ack = tokio::time::interval(ACK_INTERVAL);
     let mut prune = tokio::time::interval(ctx.params.prune_interval);
     let mut proofs = TimeProofs::new(ctx.params.time_proof_delay);
-    let mut unregistered_logged = false;
     loop {
         let proof_due = proofs.due(next_deadline, last_ts);
         tokio::select! {
             _ = stop.cancelled() => break,
             event = events.next() => {
-                let Some(event) = event else { return Err(MediatorError::SubscriptionEnded) };
-                let event = match event {
-                    Ok(event) => event,
-                    Err(e) if e.is_unknown_member() => {
-                        // Not bootstrapped yet: wait here (leading, not failing) instead of
-                        // restarting every second with an error.
-                        if !unregistered_logged {
-                            tracing::warn!(member = %ctx.member, "the mediator member is not registered at the sequencers yet; waiting (run `syncline admin bootstrap --mediator {}`)", ctx.member);
-                            unregistered_logged = true;
-                        }
-                        tokio::select! {
-                            _ = stop.cancelled() => break,
-                            _ = tokio::time::sleep(UNREGISTERED_RETRY) => {}
-                        }
-                        events = ctx.sequencer.subscribe(&ctx.member, position_now(last_ts));
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
-                };
+                let event = event?;
                 let ts = event.timestamp;
                 let processed = leadership::fenced(&mut conn, &fence, |c| {
                     let (processor, event) = (&processor, &event);
@@ -169,11 +148,6 @@ fn record_verdict(request: &StoredRequest) {
             }
         }
     }
-}
-
-/// Where to resume a subscription: after the last processed event, if any.
-fn position_now(last_ts: i64) -> Option<i64> {
-    (last_ts > 0).then_some(last_ts)
 }
 
 /// Send the verdict of `request` to its participants, in the background.

@@ -3,8 +3,8 @@
 //! leader's run (the replica manager then starts it again).
 
 use syncline_coordination::{DbError, LeadershipError};
+use syncline_protocol::subscription::SubscriptionError;
 use syncline_protocol::topology::TopologyError;
-use syncline_sequencer_client::SubscribeError;
 use tonic::Code;
 
 /// An answer of the ledger API that is not a success.
@@ -203,9 +203,6 @@ pub enum ParticipantError {
     #[error("topology store")]
     Topology(#[from] TopologyError),
     /// The subscription to the sequencers failed.
-    #[error("subscription to the sequencers failed")]
-    Subscription(#[from] SubscribeError),
-    /// The subscription ended without an error (it never should).
-    #[error("the subscription to the sequencers ended")]
-    SubscriptionEnded,
+    #[error(transparent)]
+    Subscription(#[from] SubscriptionError),
 }

@@ -7,11 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use scoped_futures::ScopedFutureExt;
 use syncline_coordination::db::{self, SessionKind};
 use syncline_coordination::leadership::{self, Fence};
 use syncline_proto::sequencer::SendRequest;
+use syncline_protocol::subscription::Subscription;
 use syncline_protocol::time_proof::{sleep_until_wall, TimeProofs};
 use syncline_protocol::topology;
 use syncline_sequencer_client::{now_micros, SequencerApi};
@@ -26,9 +26,6 @@ use crate::{Active, Shared};
 
 /// How often processed events are acknowledged to the sequencer at most.
 const ACK_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Pause between subscription attempts while the member is not registered.
-const UNREGISTERED_RETRY: Duration = Duration::from_secs(1);
 
 /// Closes the ledger API when the run ends, however it ends.
 struct CloseApi(Arc<Shared>, Arc<Active>);
@@ -80,36 +77,18 @@ pub(crate) async fn run(shared: Arc<Shared>, fence: Fence, stop: CancellationTok
     let _close = CloseApi(shared.clone(), active.clone());
     tracing::info!(position = ?ledger.processed_ts, ledger_end = ledger.ledger_end, "leading: ledger API open, resuming after the processed position");
 
-    let mut events = shared.sequencer.subscribe(&member, ledger.processed_ts);
+    let hint = format!("run `syncline admin join-participant {member}`");
+    let mut events = Subscription::new(shared.sequencer.clone(), &member, ledger.processed_ts, hint);
     let mut last_ts = ledger.processed_ts.unwrap_or(0);
     let mut acknowledged = last_ts;
     let mut ack = tokio::time::interval(ACK_INTERVAL);
     let mut proofs = TimeProofs::new(shared.params.time_proof_delay);
-    let mut unregistered_logged = false;
     loop {
         let proof_due = proofs.due(next_deadline, last_ts);
         tokio::select! {
             _ = stop.cancelled() => break,
             event = events.next() => {
-                let Some(event) = event else { return Err(ParticipantError::SubscriptionEnded) };
-                let event = match event {
-                    Ok(event) => event,
-                    Err(e) if e.is_unknown_member() => {
-                        // Not joined yet: wait here (leading, not failing) instead of restarting
-                        // every second with an error.
-                        if !unregistered_logged {
-                            tracing::warn!(%member, "the participant member is not registered at the sequencers yet; waiting (run `syncline admin join-participant {member}`)");
-                            unregistered_logged = true;
-                        }
-                        tokio::select! {
-                            _ = stop.cancelled() => break,
-                            _ = tokio::time::sleep(UNREGISTERED_RETRY) => {}
-                        }
-                        events = shared.sequencer.subscribe(&member, (last_ts > 0).then_some(last_ts));
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
-                };
+                let event = event?;
                 let processed = leadership::fenced(&mut conn, &fence, |c| {
                     let (processor, event) = (&processor, &event);
                     async move { processor.process(c, event).await }.scope_boxed()

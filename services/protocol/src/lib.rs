@@ -10,5 +10,6 @@
 
 pub mod codes;
 pub mod messages;
+pub mod subscription;
 pub mod time_proof;
 pub mod topology;
