@@ -1,8 +1,10 @@
 //! Submissions of `syncline ledger`: the commands built from the arguments, submitted and
 //! waited for (SubmitAndWaitForTransaction: SubmitAndWait answering with the transaction, so
 //! the new contract ids can be printed). After an UNAVAILABLE answer the same command id is
-//! submitted again (to the next endpoint); DUPLICATE_COMMAND then means an earlier attempt
-//! was accepted, and its transaction is looked up and printed as the outcome.
+//! submitted again (to the next endpoint), as a new submission (id); a DUPLICATE_COMMAND
+//! naming an earlier attempt's submission id means that attempt was accepted (its answer was
+//! lost), and its transaction is looked up and printed as the outcome. Any other
+//! DUPLICATE_COMMAND (the command id was used before) is an error.
 
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -81,7 +83,8 @@ pub fn commands(user: &str, command_id: &str, act_as: Vec<String>, command: pb::
 /// attempt before) until the endpoints' `wait` has passed.
 pub async fn submit(ledger: &Endpoints, commands: pb::Commands) -> Result<pb::Transaction, CallError> {
     let command_id = commands.command_id.clone();
-    let attempts = std::sync::atomic::AtomicUsize::new(0);
+    // The submission id of every attempt: a DUPLICATE_COMMAND naming one of them is ours.
+    let attempts = std::sync::Mutex::new(Vec::<String>::new());
     let give_up = tokio::time::Instant::now() + ledger.wait;
     let with_id = |mut e: CallError| {
         e.command_id = Some(command_id.clone());
@@ -90,12 +93,17 @@ pub async fn submit(ledger: &Endpoints, commands: pb::Commands) -> Result<pb::Tr
     loop {
         let answer = ledger
             .call(|ch| {
-                attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let r = ledger.request(pb::SubmitAndWaitForTransactionRequest { commands: Some(commands.clone()) });
+                let mut commands = commands.clone();
+                commands.submission_id = format!("{:016x}", rand::random::<u64>());
+                attempts.lock().unwrap().push(commands.submission_id.clone());
+                let r = ledger.request(pb::SubmitAndWaitForTransactionRequest { commands: Some(commands) });
                 async move { CommandServiceClient::new(ch).submit_and_wait_for_transaction(r).await }
             })
             .await;
-        let retried = attempts.load(std::sync::atomic::Ordering::Relaxed) > 1;
+        let ours = |e: &CallError| {
+            e.metadata.get("existing_submission_id").is_some_and(|s| attempts.lock().unwrap().contains(s))
+        };
+        let retried = attempts.lock().unwrap().len() > 1;
         match answer {
             Ok(r) => {
                 return r.into_inner().transaction.ok_or_else(|| {
@@ -107,7 +115,7 @@ pub async fn submit(ledger: &Endpoints, commands: pb::Commands) -> Result<pb::Tr
                 })
             }
             // An earlier attempt of ours was accepted (its answer was lost).
-            Err(e) if retried && e.is("DUPLICATE_COMMAND") => return earlier_outcome(ledger, &commands, e).await,
+            Err(e) if e.is("DUPLICATE_COMMAND") && ours(&e) => return earlier_outcome(ledger, &commands, e).await,
             // An earlier attempt of ours is still being decided: ask again shortly.
             Err(e)
                 if retried
