@@ -16,12 +16,18 @@ pub const EXIT_RETRYABLE: u8 = 75;
 /// Why a `syncline ledger` command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerCliError {
-    /// A ledger API call failed.
+    /// A ledger API call failed (boxed: errors are rare, results are passed around often).
     #[error("{0}")]
-    Call(#[from] CallError),
+    Call(Box<CallError>),
     /// An argument the command line parser cannot check (JSON, endpoints).
     #[error("{0}")]
     Usage(String),
+}
+
+impl From<CallError> for LedgerCliError {
+    fn from(e: CallError) -> Self {
+        LedgerCliError::Call(Box::new(e))
+    }
 }
 
 impl LedgerCliError {
@@ -194,7 +200,7 @@ mod tests {
         );
         assert!(!e.retryable);
         assert_eq!(e.metadata["completion_offset"], "42");
-        assert_eq!(LedgerCliError::Call(e).exit_code(), 1);
+        assert_eq!(LedgerCliError::from(e).exit_code(), 1);
     }
 
     #[test]
@@ -204,7 +210,7 @@ mod tests {
         e.command_id = Some("cli-7".into());
         assert!(e.retryable);
         assert!(e.to_string().ends_with("run it again with --command-id cli-7"), "{e}");
-        assert_eq!(LedgerCliError::Call(e).exit_code(), EXIT_RETRYABLE);
+        assert_eq!(LedgerCliError::from(e).exit_code(), EXIT_RETRYABLE);
     }
 
     #[test]
@@ -218,7 +224,7 @@ mod tests {
     #[test]
     fn json_errors_carry_id_code_and_metadata() {
         let s = ledger_status(Code::NotFound, "CONTRACT_NOT_FOUND", "contract c9 is not active", false);
-        let j = LedgerCliError::Call(CallError::from_status("e", &s, Duration::from_secs(1))).to_json();
+        let j = LedgerCliError::from(CallError::from_status("e", &s, Duration::from_secs(1))).to_json();
         assert_eq!(j["error"]["error_id"], "CONTRACT_NOT_FOUND");
         assert_eq!(j["error"]["code"], "NOT_FOUND");
         assert_eq!(j["error"]["message"], "contract c9 is not active");
