@@ -11,6 +11,7 @@ mod daemon;
 mod demo;
 mod embedded;
 mod grpc_errors;
+mod ledger;
 mod procs;
 
 use std::process::ExitCode;
@@ -35,6 +36,8 @@ enum Command {
     /// Measure sequencing throughput and latency against a plain-insert baseline, and
     /// failover pauses (sequencer kill -9, mediator takeover).
     Bench(bench::BenchArgs),
+    /// Use a participant's ledger API: parties, submissions, contracts, updates, completions.
+    Ledger(ledger::LedgerArgs),
 }
 
 #[tokio::main]
@@ -45,6 +48,8 @@ async fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args).await,
         Command::Admin(args) => admin::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        // Prints its own errors (one line, or JSON), with their own exit codes.
+        Command::Ledger(args) => return ledger::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

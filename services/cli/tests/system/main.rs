@@ -6,6 +6,7 @@ mod daemon_admin;
 mod demo;
 mod errors;
 mod haproxy;
+mod ledger_clients;
 mod mediators;
 mod ops_configs;
 mod participants;
