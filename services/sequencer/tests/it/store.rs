@@ -550,3 +550,58 @@ async fn bad_partitions_are_rejected_before_touching_the_database() {
     assert!(matches!(err, StoreError::InvalidConfig(_)), "{err}");
     assert!(err.to_string().contains("total_node_count"));
 }
+
+/// The writer's statement tells listeners itself (no trigger): which members got events up to
+/// which timestamp, and that its watermark moved; a watermark that cannot move (the node was
+/// marked offline) is reported, and its batch stays uncovered. Repeated runs reuse the
+/// session's prepared statement.
+#[tokio::test]
+async fn an_append_with_its_watermark_notifies_and_moves_only_an_online_watermark() {
+    use futures_util::StreamExt;
+    let (cfg, mut c) = setup().await;
+    let mut listen = db::connect(&cfg, SessionKind::Lock).await.unwrap();
+    listen.batch_execute("listen syncline_events; listen syncline_watermarks").await.unwrap();
+    watermarks::go_online(&mut c, 0, 0).await.unwrap();
+    let mut stream = std::pin::pin!(listen.notifications_stream());
+    let mut next = async || {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.unwrap().unwrap().unwrap();
+        (n.channel, n.payload)
+    };
+    assert_eq!(next().await, ("syncline_watermarks".into(), "0".into()), "going online");
+    for round in 0..3 {
+        let ts = 10 * (round + 1);
+        let (a, covered) =
+            events::append_covered(&mut c, 0, &[deliver(ts - 1, ALICE, &[BOB]), deliver(ts, BOB, &[CAROL])], ts)
+                .await
+                .unwrap();
+        assert!(covered);
+        assert_eq!(a.written, vec![ts - 1, ts]);
+        let mut got = vec![next().await, next().await];
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("syncline_events".into(), format!("{ts}|{ALICE},{BOB},{CAROL}")),
+                ("syncline_watermarks".into(), "0".into())
+            ]
+        );
+    }
+    assert_eq!(watermarks::get(&mut c, 0).await.unwrap().unwrap().watermark_ts, 30);
+    // Marked offline meanwhile: the batch commits uncovered and the caller learns why.
+    offline_mark(&mut c, 0).await;
+    let _ = next().await; // the trigger reports the node going offline
+    let (_, covered) = events::append_covered(&mut c, 0, &[deliver(41, ALICE, &[])], 41).await.unwrap();
+    assert!(!covered);
+    assert!(matches!(
+        watermarks::explain_not_moved(&mut c, 0, 41).await.unwrap(),
+        StoreError::MarkedOffline { node_index: 0 }
+    ));
+    assert_eq!(watermarks::get(&mut c, 0).await.unwrap().unwrap().watermark_ts, 30);
+    assert_eq!(recovery::truncate(&mut c, 0).await.unwrap().events, 1, "the uncovered batch is truncated");
+}
+
+async fn offline_mark(c: &mut AsyncPgConnection, index: i32) {
+    c.batch_execute(&format!("update sequencer_watermarks set online = false where node_index = {index}"))
+        .await
+        .unwrap();
+}
