@@ -361,12 +361,14 @@ pub async fn claims(conn: &mut AsyncPgConnection, keys: &[(i32, &str)]) -> Resul
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let rows: Vec<ClaimRow> = diesel::sql_query(CLAIMS_SQL)
-        .bind::<Array<Integer>, _>(keys.iter().map(|k| k.0).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(keys.iter().map(|k| k.1).collect::<Vec<_>>())
-        .load(conn)
-        .await
-        .during("reading message-id claims")?;
+    let rows: Vec<ClaimRow> = prepared(
+        diesel::sql_query(CLAIMS_SQL)
+            .bind::<Array<Integer>, _>(keys.iter().map(|k| k.0).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(keys.iter().map(|k| k.1).collect::<Vec<_>>()),
+    )
+    .load(conn)
+    .await
+    .during("reading message-id claims")?;
     Ok(rows
         .into_iter()
         .map(|r| ExistingClaim {
@@ -414,6 +416,8 @@ struct Row {
     cap: Option<i64>,
     #[diesel(sql_type = Bool)]
     is_cap_row: bool,
+    #[diesel(sql_type = Bool)]
+    cut: bool,
 }
 
 // Two ordered, limited index scans per node (own id, broadcast) are merged; the outer limit
@@ -467,52 +471,27 @@ impl Cursor {
     }
 }
 
-// One statement, so the watermarks and the events come from one snapshot.
+// One statement, so the watermarks, the sizes and the events come from one snapshot: the
+// page is cut to the longest prefix whose payloads fit in $6 bytes (at least one event), so
+// a page is sized and read in one round trip. The cap row says whether the cut took events.
 static READ_SQL: LazyLock<String> = LazyLock::new(|| {
     visible_hits()
-        + "
+        + ",
+sized as (
+  select hits.ts, row_number() over w as n, sum(coalesce(octet_length(p.content), 0)) over w as running
+    from hits left join sequencer_payloads p on p.ts = hits.ts
+  window w as (order by hits.ts)
+),
+kept as (select ts from sized where n = 1 or running <= $6)
 select e.ts, e.node_index, e.kind, e.message_id, e.sender, e.recipients, e.error_message, e.error_code, p.content,
-       null::bigint as cap, false as is_cap_row
-  from hits join sequencer_events e on e.ts = hits.ts left join sequencer_payloads p on p.ts = e.ts
+       null::bigint as cap, false as is_cap_row, false as cut
+  from kept join sequencer_events e on e.ts = kept.ts left join sequencer_payloads p on p.ts = e.ts
 union all
-select null, null, null, null, null, null, null, null, null, bound.cap, true from bound
+select null, null, null, null, null, null, null, null, null, bound.cap, true,
+       (select count(*) from sized) > (select count(*) from kept)
+  from bound
 order by is_cap_row, ts"
 });
-
-// The payload sizes of exactly the events `READ_SQL` returns, in order.
-static SIZES_SQL: LazyLock<String> = LazyLock::new(|| {
-    visible_hits()
-        + "
-select coalesce(octet_length(p.content), 0)::bigint as size
-  from hits left join sequencer_payloads p on p.ts = hits.ts
- order by hits.ts"
-});
-
-#[derive(QueryableByName)]
-struct Size {
-    #[diesel(sql_type = BigInt)]
-    size: i64,
-}
-
-/// Payload sizes (bytes) of the events [`read`] with the same arguments returns, in the same
-/// order, without loading them: run both in one snapshot to cut a page to a byte budget.
-pub async fn sizes(conn: &mut AsyncPgConnection, member: i32, after: i64, limit: u32) -> Result<Vec<i64>> {
-    sizes_at(conn, Cursor::after(member, after), limit).await
-}
-
-/// [`sizes`] at a [`Cursor`].
-pub async fn sizes_at(conn: &mut AsyncPgConnection, at: Cursor, limit: u32) -> Result<Vec<i64>> {
-    let rows: Vec<Size> = diesel::sql_query(SIZES_SQL.as_str())
-        .bind::<Integer, _>(at.member)
-        .bind::<BigInt, _>(at.after)
-        .bind::<BigInt, _>(i64::from(limit.max(1)))
-        .bind::<Integer, _>(BROADCAST)
-        .bind::<BigInt, _>(at.own_after)
-        .load(conn)
-        .await
-        .during("sizing a page of events")?;
-    Ok(rows.into_iter().map(|r| r.size).collect())
-}
 
 /// Read up to `limit` events of `member` with timestamps above `after`.
 pub async fn read(conn: &mut AsyncPgConnection, member: i32, after: i64, limit: u32) -> Result<Page> {
@@ -521,22 +500,34 @@ pub async fn read(conn: &mut AsyncPgConnection, member: i32, after: i64, limit: 
 
 /// Read up to `limit` events at a [`Cursor`]; the page's `next_cursor` is the next `after`.
 pub async fn read_at(conn: &mut AsyncPgConnection, at: Cursor, limit: u32) -> Result<Page> {
+    Ok(read_within(conn, at, limit, u64::MAX).await?.0)
+}
+
+/// Read up to `limit` events at a [`Cursor`], but only as many as fit in `budget` payload
+/// bytes (at least one), in one statement; returns the page and the limit it was read with
+/// (`limit`, or the number of events when the budget cut the page).
+pub async fn read_within(conn: &mut AsyncPgConnection, at: Cursor, limit: u32, budget: u64) -> Result<(Page, u32)> {
     let after = at.after;
     let limit = limit.max(1);
-    let rows: Vec<Row> = diesel::sql_query(READ_SQL.as_str())
-        .bind::<Integer, _>(at.member)
-        .bind::<BigInt, _>(after)
-        .bind::<BigInt, _>(i64::from(limit))
-        .bind::<Integer, _>(BROADCAST)
-        .bind::<BigInt, _>(at.own_after)
-        .load(conn)
-        .await
-        .during("reading events")?;
+    let rows: Vec<Row> = prepared(
+        diesel::sql_query(READ_SQL.as_str())
+            .bind::<Integer, _>(at.member)
+            .bind::<BigInt, _>(after)
+            .bind::<BigInt, _>(i64::from(limit))
+            .bind::<Integer, _>(BROADCAST)
+            .bind::<BigInt, _>(at.own_after)
+            .bind::<BigInt, _>(i64::try_from(budget).unwrap_or(i64::MAX)),
+    )
+    .load(conn)
+    .await
+    .during("reading events")?;
     let mut cap = None;
+    let mut cut = false;
     let mut events = Vec::with_capacity(rows.len());
     for row in rows {
         if row.is_cap_row {
             cap = row.cap;
+            cut = row.cut;
             continue;
         }
         events.push(StoredEvent {
@@ -552,11 +543,13 @@ pub async fn read_at(conn: &mut AsyncPgConnection, at: Cursor, limit: u32) -> Re
                 .map(|message| EventError { code: ErrorCode::parse(row.error_code.as_deref()), message }),
         });
     }
+    // A page cut by the budget is full at the size it was cut to.
+    let limit = if cut { events.len().max(1) as u32 } else { limit };
     let next_cursor = match events.last() {
         Some(last) if events.len() as u32 >= limit => last.ts,
         last => cap.unwrap_or(after).max(last.map_or(after, |l| l.ts)).max(after),
     };
-    Ok(Page { events, next_cursor })
+    Ok((Page { events, next_cursor }, limit))
 }
 
 /// Drop the message-id claims whose max-sequencing-time is before `cutoff` (µs): no send

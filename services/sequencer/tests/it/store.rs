@@ -605,3 +605,26 @@ async fn offline_mark(c: &mut AsyncPgConnection, index: i32) {
         .await
         .unwrap();
 }
+
+/// A page is cut to the byte budget in the statement that reads it: the longest prefix whose
+/// payloads fit, at least one event (an oversized one goes alone), and the cursor continues
+/// right after the last event returned.
+#[tokio::test]
+async fn a_page_is_cut_to_the_byte_budget_in_one_read() {
+    let (_cfg, mut c) = setup().await;
+    online(&mut c, &[(0, 0)]).await;
+    let sized = |ts: i64, n: usize| NewEvent { payload: Some(vec![7u8; n]), ..deliver(ts, ALICE, &[]) };
+    events::append(&mut c, 0, &[sized(1, 40), sized(2, 40), sized(3, 40), sized(4, 400), sized(5, 10)]).await.unwrap();
+    watermarks::save(&mut c, 0, 10).await.unwrap();
+    let at = |after| events::Cursor::after(ALICE, after);
+    let ts = |p: &events::Page| p.events.iter().map(|e| e.ts).collect::<Vec<_>>();
+    let (all, limit) = events::read_within(&mut c, at(0), 100, 1000).await.unwrap();
+    assert_eq!((ts(&all), limit), (vec![1, 2, 3, 4, 5], 100), "all fit: a full read");
+    assert_eq!(all.next_cursor, 10, "not full: up to the cap");
+    let (two, limit) = events::read_within(&mut c, at(0), 100, 100).await.unwrap();
+    assert_eq!((ts(&two), limit, two.next_cursor), (vec![1, 2], 2, 2));
+    let (big, limit) = events::read_within(&mut c, at(3), 100, 100).await.unwrap();
+    assert_eq!((ts(&big), limit, big.next_cursor), (vec![4], 1, 4), "an oversized event still goes, alone");
+    let (none, limit) = events::read_within(&mut c, at(5), 7, 100).await.unwrap();
+    assert_eq!((ts(&none), limit, none.next_cursor), (vec![], 7, 10));
+}
