@@ -19,8 +19,9 @@ use syncline_sequencer_client::{AdminClient, ClientConfig, RequestBuilder, Seque
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+use crate::bench_cpu::{Cpu, Meter};
 use crate::embedded::Database;
-use crate::procs::{admin_of, client_of, follow, follower_error, message, wait_healthy, Log, Node};
+use crate::procs::{admin_of, client_of, follow, follower_error, launch, message, Log, Node};
 
 /// Options of `syncline bench`.
 #[derive(clap::Args, Debug)]
@@ -40,7 +41,7 @@ pub struct BenchArgs {
     /// Mediator takeover runs (kill -9 of the leading mediator replica); 0 skips the phase.
     #[arg(long, default_value_t = 20)]
     mediator_runs: usize,
-    /// Participant takeover runs (kill -9 of p1's leading replica), after the submit-and-wait
+    /// Participant takeover runs (kill -9 of participant 1's leader), after a submit-and-wait
     /// phase through two participants; 0 skips both.
     #[arg(long, default_value_t = 20)]
     participant_runs: usize,
@@ -48,7 +49,7 @@ pub struct BenchArgs {
 
 const RECEIVER: &str = "bench-receiver";
 
-/// Run every phase and print the table.
+/// Run every phase and print the table (what was measured so far, when a phase fails).
 pub async fn run(args: BenchArgs) -> Result<()> {
     let phase = Duration::from_secs_f64(args.seconds);
     let database = Database::open(args.database_url.clone(), "syncline_bench").await?;
@@ -59,91 +60,153 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         args.concurrency,
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    let base = plain::rows_per_second(&database.url, args.payload, phase).await.context("baseline")?;
-    let store = plain::store_events_per_second(&database.url, args.payload, phase).await.context("write path")?;
-    let one = sequencing(&database.url, 1, &args, phase, None).await.context("1 node")?;
-    let two = sequencing(&database.url, 2, &args, phase, None).await.context("2 nodes")?;
-    let rate = (one.events_per_sec / 2.0).max(1.0);
-    let lat = sequencing(&database.url, 1, &args, phase, Some(rate)).await.context("latency")?;
-    // Where a kill falls within the online-check period matters: measure a few.
-    let mut kills = Vec::new();
-    for _ in 0..KILL_RUNS {
-        kills.push(kill_pause(&database.url).await.context("kill -9 pause")?);
+    let mut report = Report::default();
+    let result = phases(&database.url, &args, phase, &mut report).await;
+    report.print();
+    if result.is_err() {
+        println!("(a phase failed: the table holds what was measured before it)");
     }
-    kills.sort_by_key(|k| k.longest_gap);
-    let takeovers = match args.mediator_runs {
-        0 => None,
-        runs => Some(crate::bench_mediator::takeovers(&database.url, runs).await.context("mediator takeover")?),
-    };
-    let participants = match args.participant_runs {
-        0 => None,
-        runs => Some(
-            crate::bench_participant::run(&database.url, phase, args.concurrency, runs)
+    result
+}
+
+async fn phases(url: &str, args: &BenchArgs, phase: Duration, report: &mut Report) -> Result<()> {
+    report.base = Some(plain::rows_per_second(url, args.payload, phase).await.context("baseline")?);
+    report.store = Some(plain::store_events_per_second(url, args.payload, phase).await.context("write path")?);
+    let one = sequencing(url, 1, args, phase, None).await.context("1 node")?;
+    let rate = (one.measured.per_sec / 2.0).max(1.0);
+    report.one = Some(one);
+    report.two = Some(sequencing(url, 2, args, phase, None).await.context("2 nodes")?);
+    report.latency = Some(sequencing(url, 1, args, phase, Some(rate)).await.context("latency")?);
+    // Where a kill falls within the online-check period matters: measure a few.
+    for _ in 0..KILL_RUNS {
+        report.kills.push(kill_pause(url).await.context("kill -9 pause")?);
+        report.kills.sort_by_key(|k| k.longest_gap);
+    }
+    if args.mediator_runs > 0 {
+        report.takeovers =
+            Some(crate::bench_mediator::takeovers(url, args.mediator_runs).await.context("mediator takeover")?);
+    }
+    if args.participant_runs > 0 {
+        report.participants = Some(
+            crate::bench_participant::run(url, phase, args.concurrency, args.participant_runs)
                 .await
                 .context("participants")?,
-        ),
-    };
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let normal = kills.iter().map(|k| k.normal_gap).max().unwrap_or_default();
-    println!();
-    println!("| measurement | result | vs baseline |");
-    println!("| --- | --- | --- |");
-    println!("| plain batched inserts (baseline: 4 connections, 100-row batches) | {:.0} rows/s | 1.00 |", base);
-    println!(
-        "| sequencer write path without gRPC (1 writer, 100-event batches: events, recipients, payloads, message-id claims, watermark) | {:.0} events/s | {:.2} |",
-        store, store / base
-    );
-    println!(
-        "| sequencer, 1 node (gRPC sends → subscriber) | {:.0} events/s | {:.2} |",
-        one.events_per_sec,
-        one.events_per_sec / base
-    );
-    println!(
-        "| sequencer, 2 nodes on one database (gRPC sends → subscriber) | {:.0} events/s | {:.2} |",
-        two.events_per_sec,
-        two.events_per_sec / base
-    );
-    println!(
-        "| send→deliver latency at {:.0} events/s | p50 {:.1} ms, p99 {:.1} ms | |",
-        lat.events_per_sec, lat.p50_ms, lat.p99_ms
-    );
-    println!(
-        "| reader pause after kill -9 of one of two sequencer processes ({KILL_RATE} sends/s over both; subscriber on the survivor; {KILL_RUNS} runs) | min {:.0} ms, median {:.0} ms, max {:.0} ms (longest gap before the kills: {:.0} ms) | |",
-        ms(kills[0].longest_gap),
-        ms(kills[kills.len() / 2].longest_gap),
-        ms(kills[kills.len() - 1].longest_gap),
-        ms(normal)
-    );
-    if let Some(t) = &takeovers {
-        println!(
-            "| mediator takeover after kill -9 of the leader (2 replica processes; kill → first verdict by the new leader for a request submitted right after the kill; {} runs) | p50 {:.0} ms, p99 {:.0} ms (min {:.0} ms, max {:.0} ms) | Canton: the passive replica retries its lock every 15 s |",
-            t.times.len(),
-            ms(t.quantile(0.50)),
-            ms(t.quantile(0.99)),
-            ms(t.times[0]),
-            ms(t.times[t.times.len() - 1])
         );
     }
-    if let Some(p) = &participants {
-        let (w, t) = (&p.throughput, &p.takeovers);
-        println!(
-            "| submit-and-wait through two participants (each command creates a contract the other participant's party observes; {} clients, half per participant) | {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms | |",
-            w.clients, w.commands_per_sec, w.p50_ms, w.p99_ms
-        );
-        println!(
-            "| participant takeover after kill -9 of the leader (2 replica processes on one database; kill → first successful submit-and-wait on the new leader; {} runs) | p50 {:.0} ms, p99 {:.0} ms (min {:.0} ms, max {:.0} ms) | Canton: passive replicas poll the lock; in-flight commands SUBMISSION_ALREADY_IN_FLIGHT up to 60 s |",
-            t.times.len(),
-            ms(t.quantile(0.50)),
-            ms(t.quantile(0.99)),
-            ms(t.times[0]),
-            ms(t.times[t.times.len() - 1])
-        );
-    }
-    println!(
-        "| (refused with RESOURCE_EXHAUSTED and retried: 1 node {}, 2 nodes {}) | | |",
-        one.overloaded, two.overloaded
-    );
     Ok(())
+}
+
+/// What one throughput phase measured.
+struct Measured {
+    /// Events (rows) per second.
+    per_sec: f64,
+    /// Events (rows) counted.
+    events: u64,
+    /// CPU used meanwhile.
+    cpu: Cpu,
+}
+
+/// Every phase's figures, filled in as the phases complete.
+#[derive(Default)]
+struct Report {
+    base: Option<Measured>,
+    store: Option<Measured>,
+    one: Option<Sequencing>,
+    two: Option<Sequencing>,
+    latency: Option<Sequencing>,
+    kills: Vec<KillPause>,
+    takeovers: Option<crate::bench_mediator::Takeovers>,
+    participants: Option<crate::bench_participant::Participants>,
+}
+
+impl Report {
+    fn print(&self) {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let base = self.base.as_ref().map(|b| b.per_sec);
+        let ratio = |m: &Measured| base.map_or(String::new(), |b| format!("{:.2}", m.per_sec / b));
+        println!();
+        println!("| measurement | result | vs baseline | CPU µs per event: syncline / PostgreSQL |");
+        println!("| --- | --- | --- | --- |");
+        if let Some(b) = &self.base {
+            println!(
+                "| plain batched inserts (baseline: 4 connections, 100-row batches) | {:.0} rows/s | 1.00 | {} |",
+                b.per_sec,
+                b.cpu.per_event(b.events)
+            );
+        }
+        if let Some(m) = &self.store {
+            println!(
+                "| sequencer write path without gRPC (1 writer, 100-event batches: events, recipients, payloads, message-id claims, watermark) | {:.0} events/s | {} | {} |",
+                m.per_sec,
+                ratio(m),
+                m.cpu.per_event(m.events)
+            );
+        }
+        for (what, s) in [
+            ("sequencer, 1 node (gRPC sends → subscriber)", &self.one),
+            ("sequencer, 2 nodes on one database (gRPC sends → subscriber)", &self.two),
+        ] {
+            if let Some(s) = s {
+                let m = &s.measured;
+                println!("| {what} | {:.0} events/s | {} | {} |", m.per_sec, ratio(m), m.cpu.per_event(m.events));
+            }
+        }
+        if let Some(l) = &self.latency {
+            println!(
+                "| send→deliver latency at {:.0} events/s | p50 {:.1} ms, p99 {:.1} ms | | {} |",
+                l.measured.per_sec,
+                l.p50_ms,
+                l.p99_ms,
+                l.measured.cpu.per_event(l.measured.events)
+            );
+        }
+        if !self.kills.is_empty() {
+            let k = &self.kills;
+            let normal = k.iter().map(|k| k.normal_gap).max().unwrap_or_default();
+            println!(
+                "| reader pause after kill -9 of one of two sequencer processes ({KILL_RATE} sends/s over both; subscriber on the survivor; {} runs) | min {:.0} ms, median {:.0} ms, max {:.0} ms (longest gap before the kills: {:.0} ms) | | |",
+                k.len(),
+                ms(k[0].longest_gap),
+                ms(k[k.len() / 2].longest_gap),
+                ms(k[k.len() - 1].longest_gap),
+                ms(normal)
+            );
+        }
+        if let Some(t) = &self.takeovers {
+            println!(
+                "| mediator takeover after kill -9 of the leader (2 replica processes; kill → first verdict by the new leader for a request submitted right after the kill; {} runs) | p50 {:.0} ms, p99 {:.0} ms (min {:.0} ms, max {:.0} ms) | Canton: the passive replica retries its lock every 15 s | |",
+                t.times.len(),
+                ms(t.quantile(0.50)),
+                ms(t.quantile(0.99)),
+                ms(t.times[0]),
+                ms(t.times[t.times.len() - 1])
+            );
+        }
+        if let Some(p) = &self.participants {
+            let (w, t) = (&p.throughput, &p.takeovers);
+            println!(
+                "| submit-and-wait through two participants (each command creates a contract the other participant's party observes; {} clients, half per participant) | {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms | | |",
+                w.clients, w.commands_per_sec, w.p50_ms, w.p99_ms
+            );
+            println!(
+                "| participant takeover after kill -9 of the leader (2 replica processes on one database; kill → first successful submit-and-wait on the new leader; {} runs) | p50 {:.0} ms, p99 {:.0} ms (min {:.0} ms, max {:.0} ms) | Canton: passive replicas poll the lock; in-flight commands SUBMISSION_ALREADY_IN_FLIGHT up to 60 s | |",
+                t.times.len(),
+                ms(t.quantile(0.50)),
+                ms(t.quantile(0.99)),
+                ms(t.times[0]),
+                ms(t.times[t.times.len() - 1])
+            );
+        }
+        if let (Some(one), Some(two)) = (&self.one, &self.two) {
+            println!(
+                "| (refused with RESOURCE_EXHAUSTED and retried: 1 node {}, 2 nodes {}) | | | |",
+                one.overloaded, two.overloaded
+            );
+        }
+        println!(
+            "(CPU: syncline is this process — the in-process nodes, the bench's senders and its subscriber together; PostgreSQL is every server process, n/a when the server is not on this machine)"
+        );
+    }
 }
 
 mod plain {
@@ -159,6 +222,9 @@ mod plain {
     use syncline_coordination::db::{self, SessionKind};
     use syncline_coordination::DbConfig;
 
+    use super::Measured;
+    use crate::bench_cpu::Meter;
+
     diesel::table! {
         bench_plain (id) {
             id -> BigInt,
@@ -169,7 +235,7 @@ mod plain {
 
     /// Rows per second of plain 100-row batched inserts from 4 connections, each its own
     /// transaction with synchronous commit, as the sequencer's writes are.
-    pub async fn rows_per_second(url: &str, payload: usize, phase: Duration) -> Result<f64> {
+    pub async fn rows_per_second(url: &str, payload: usize, phase: Duration) -> Result<Measured> {
         let cfg = DbConfig::new(url);
         let mut c = db::connect(&cfg, SessionKind::Pooled).await?;
         diesel::sql_query("drop table if exists bench_plain").execute(&mut c).await?;
@@ -179,12 +245,18 @@ mod plain {
         .execute(&mut c)
         .await?;
         let rows = Arc::new(AtomicU64::new(0));
+        // Sessions open before the meter starts and close after it stops: a server process
+        // that ends within the phase takes its CPU figures with it.
+        let mut sessions = Vec::new();
+        for _ in 0..4 {
+            sessions.push(db::connect(&cfg, SessionKind::Pooled).await?);
+        }
+        let meter = Meter::start(url).await?;
         let deadline = Instant::now() + phase;
         let mut tasks = Vec::new();
-        for w in 0..4i64 {
-            let (cfg, rows) = (cfg.clone(), rows.clone());
+        for (w, mut c) in (0..4i64).zip(sessions) {
+            let rows = rows.clone();
             tasks.push(tokio::spawn(async move {
-                let mut c: AsyncPgConnection = db::connect(&cfg, SessionKind::Pooled).await?;
                 let content = vec![7u8; payload];
                 let mut next = w << 40;
                 while Instant::now() < deadline {
@@ -201,19 +273,24 @@ mod plain {
                     diesel::insert_into(bench_plain::table).values(batch).execute(&mut c).await?;
                     rows.fetch_add(100, Ordering::Relaxed);
                 }
-                anyhow::Ok(())
+                anyhow::Ok(c)
             }));
         }
+        let mut open: Vec<AsyncPgConnection> = Vec::new();
         for t in tasks {
-            t.await??;
+            open.push(t.await??);
         }
+        let cpu = meter.stop().await?;
+        drop(open);
         diesel::sql_query("drop table bench_plain").execute(&mut c).await?;
-        Ok(AtomicU64::load(&rows, Ordering::Relaxed) as f64 / phase.as_secs_f64())
+        let events = AtomicU64::load(&rows, Ordering::Relaxed);
+        Ok(Measured { per_sec: events as f64 / phase.as_secs_f64(), events, cpu })
     }
 
     /// Events per second through the sequencer's own write path (no gRPC, no admission):
-    /// one writer appending 100-event batches on its lock session, then saving its watermark.
-    pub async fn store_events_per_second(url: &str, payload: usize, phase: Duration) -> Result<f64> {
+    /// one writer appending 100-event batches on its lock session, each with the watermark that
+    /// covers it (one statement, as the writer does).
+    pub async fn store_events_per_second(url: &str, payload: usize, phase: Duration) -> Result<Measured> {
         use syncline_sequencer::store::events::{self, EventKind, MessageIdClaim, NewEvent};
         use syncline_sequencer::store::timestamps::{now_micros, TimestampGenerator};
         use syncline_sequencer::store::{node_index, watermarks};
@@ -224,6 +301,7 @@ mod plain {
         let mut gen = TimestampGenerator::new(index, 10)?;
         syncline_sequencer::store::join(lease.conn(), index, now_micros(), &mut gen).await?;
         let run = rand::random::<u32>() as i32 & 0xffff;
+        let meter = Meter::start(url).await?;
         let start = Instant::now();
         let mut n = 0u64;
         while start.elapsed() < phase {
@@ -247,19 +325,20 @@ mod plain {
                     }
                 })
                 .collect();
-            events::append(lease.conn(), index, &batch).await?;
-            watermarks::save(lease.conn(), index, gen.last()).await?;
+            let (_, covered) = events::append_covered(lease.conn(), index, &batch, gen.last()).await?;
+            anyhow::ensure!(covered, "the bench writer's watermark could not be moved");
             n += 100;
         }
         let rate = n as f64 / start.elapsed().as_secs_f64();
+        let cpu = meter.stop().await?;
         watermarks::go_offline(lease.conn(), index).await?;
         lease.release().await?;
-        Ok(rate)
+        Ok(Measured { per_sec: rate, events: n, cpu })
     }
 }
 
 struct Sequencing {
-    events_per_sec: f64,
+    measured: Measured,
     overloaded: u64,
     p50_ms: f64,
     p99_ms: f64,
@@ -352,6 +431,7 @@ async fn sequencing(url: &str, n: usize, args: &BenchArgs, phase: Duration, rate
     };
     let accepted = Arc::new(AtomicU64::new(0));
     let overloaded = Arc::new(AtomicU64::new(0));
+    let meter = Meter::start(url).await?;
     let start = Instant::now();
     let deadline = start + phase;
     let per_sender_interval = rate.map(|r| Duration::from_secs_f64(args.concurrency as f64 / r));
@@ -402,6 +482,7 @@ async fn sequencing(url: &str, n: usize, args: &BenchArgs, phase: Duration, rate
     while delivered.load(Ordering::Relaxed) < sent && Instant::now() < drain {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let cpu: Cpu = meter.stop().await?;
     done.store(true, Ordering::Relaxed);
     reader.await??;
     let got = delivered.load(Ordering::Relaxed);
@@ -412,7 +493,7 @@ async fn sequencing(url: &str, n: usize, args: &BenchArgs, phase: Duration, rate
     let pct =
         |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0.0);
     let result = Sequencing {
-        events_per_sec: got as f64 / elapsed,
+        measured: Measured { per_sec: got as f64 / elapsed, events: got, cpu },
         overloaded: overloaded.load(Ordering::Relaxed),
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
@@ -442,11 +523,21 @@ async fn kill_pause(url: &str) -> Result<KillPause> {
     std::fs::create_dir_all(&dir)?;
     let storage = dir.join("storage.toml");
     std::fs::write(&storage, format!("[storage]\nurl = \"{url}\"\n"))?;
-    let mut nodes = vec![Node::configure(&dir, "bench-seq1")?, Node::configure(&dir, "bench-seq2")?];
-    for n in &mut nodes {
-        n.spawn(&dir, &storage)?;
+    let mut nodes = Vec::new();
+    let mut started = Ok(());
+    for name in ["bench-seq1", "bench-seq2"] {
+        match launch(&dir, &storage, name, Duration::from_secs(60)).await {
+            Ok(n) => nodes.push(n),
+            Err(e) => {
+                started = Err(e);
+                break;
+            }
+        }
     }
-    let result = measure_kill(&mut nodes).await;
+    let result = match started {
+        Ok(()) => measure_kill(&mut nodes).await,
+        Err(e) => Err(e),
+    };
     for n in &mut nodes {
         n.terminate();
     }
@@ -462,9 +553,6 @@ async fn measure_kill(nodes: &mut [Node]) -> Result<KillPause> {
     // Fresh members per run, so one run's events are not read again by the next.
     let run = rand::random::<u32>();
     let member = format!("bench-kill-receiver-{run}");
-    for n in nodes.iter() {
-        wait_healthy(n, Duration::from_secs(60)).await?;
-    }
     let admin = admin_of(&nodes[1])?;
     let sender = format!("bench-kill-sender-{run}");
     for m in [member.as_str(), sender.as_str()] {

@@ -51,8 +51,9 @@ pub async fn takeovers(url: &str, runs: usize) -> Result<Takeovers> {
     let run = format!("{:08x}", rand::random::<u32>());
     let mut seq = Node::configure(&dir, &format!("bench-mseq-{run}"))?;
     seq.spawn(&dir, &storage)?;
+    let started = wait_healthy(&mut seq, Duration::from_secs(60)).await;
     let result = async {
-        wait_healthy(&seq, Duration::from_secs(60)).await?;
+        started?;
         let member = format!("bench-mediator-{run}");
         let mut meds = vec![
             mediator(&dir, &format!("bench-med-{run}-a"), &member, &seq)?,
@@ -88,7 +89,7 @@ fn mediator(dir: &Path, name: &str, member: &str, seq: &Node) -> Result<Node> {
             seq.url()
         ),
     )?;
-    Ok(Node { name: name.to_string(), public, admin, health, config, child: None })
+    Ok(Node { name: name.to_string(), public, admin, health, config, child: None, log: None })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -109,7 +110,7 @@ async fn measure(
     admin.register_member(member).await?;
     admin.register_member(&participant).await?;
     meds[0].spawn(dir, storage)?;
-    wait_healthy(&meds[0], Duration::from_secs(60)).await.context("the first mediator replica never led")?;
+    wait_healthy(&mut meds[0], Duration::from_secs(60)).await.context("the first mediator replica never led")?;
     meds[1].spawn(dir, storage)?;
     wait_waiting(&cfg, &meds[1], Duration::from_secs(60)).await?;
 

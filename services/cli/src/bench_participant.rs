@@ -69,7 +69,7 @@ pub async fn run(url: &str, phase: Duration, clients: usize, runs: usize) -> Res
         node(&dir, "participants", &format!("bench-p2-{run}"), &m2, Some(&db2), &seq)?,
     ];
     let result = async {
-        wait_healthy(&seq, Duration::from_secs(60)).await?;
+        wait_healthy(&mut seq, Duration::from_secs(60)).await?;
         bootstrap(url, &seq, &mut nodes, &dir, &storage, &mediator, &[&m1, &m2]).await?;
         let (alice, bob) = (format!("alice-{run}"), format!("bob-{run}"));
         allocate(&nodes[1], &alice).await?;
@@ -127,7 +127,7 @@ fn node(dir: &Path, table: &str, name: &str, member: &str, db: Option<&str>, seq
             seq.url()
         ),
     )?;
-    Ok(Node { name: name.to_string(), public, admin, health, config, child: None })
+    Ok(Node { name: name.to_string(), public, admin, health, config, child: None, log: None })
 }
 
 /// Register the members, publish the mediator and the participants' joins, start the nodes.
@@ -146,7 +146,7 @@ async fn bootstrap(
         admin.register_member(m).await?;
     }
     nodes[0].spawn(dir, storage)?;
-    wait_healthy(&nodes[0], Duration::from_secs(60)).await.context("the mediator never led")?;
+    wait_healthy(&mut nodes[0], Duration::from_secs(60)).await.context("the mediator never led")?;
     // Serials follow what earlier benches on the same database left (the mediator's store).
     let cfg = DbConfig::new(url);
     let mut conn = db::connect(&cfg, SessionKind::Pooled).await?;
@@ -180,10 +180,10 @@ async fn bootstrap(
         }
     }
     nodes[1].spawn(dir, storage)?;
-    wait_healthy(&nodes[1], Duration::from_secs(60)).await.context("p1's first replica never led")?;
+    wait_healthy(&mut nodes[1], Duration::from_secs(60)).await.context("p1's first replica never led")?;
     nodes[2].spawn(dir, storage)?;
     nodes[3].spawn(dir, storage)?;
-    wait_healthy(&nodes[3], Duration::from_secs(60)).await.context("p2 never led")?;
+    wait_healthy(&mut nodes[3], Duration::from_secs(60)).await.context("p2 never led")?;
     wait_waiting(&DbConfig::new(&db_of(&nodes[2])?), &nodes[2], Duration::from_secs(60)).await
 }
 

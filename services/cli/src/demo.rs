@@ -79,7 +79,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
 }
 
 async fn workload(args: &DemoArgs, nodes: &mut [Node], dir: &Path, storage: &Path) -> Result<()> {
-    for n in nodes.iter() {
+    for n in nodes.iter_mut() {
         wait_healthy(n, Duration::from_secs(60)).await?;
     }
     println!("  all {NODES} sequencers online\n");
@@ -147,7 +147,7 @@ async fn workload(args: &DemoArgs, nodes: &mut [Node], dir: &Path, storage: &Pat
                 nodes[VICTIM].spawn(dir, storage)?;
                 restarted_at = Some(Instant::now());
                 println!("  >>> restarting {}", nodes[VICTIM].name);
-                rejoin = wait_healthy(&nodes[VICTIM], Duration::from_secs(30)).await?;
+                rejoin = wait_healthy(&mut nodes[VICTIM], Duration::from_secs(30)).await?;
                 println!(
                     "  >>> {} recovered (truncated past its watermark) and is online again after {:.0} ms",
                     nodes[VICTIM].name,

@@ -4,6 +4,7 @@
 mod admin;
 mod admin_topology;
 mod bench;
+mod bench_cpu;
 mod bench_mediator;
 mod bench_participant;
 mod config;

@@ -29,6 +29,8 @@ pub struct Node {
     pub config: PathBuf,
     /// The running process, if any.
     pub child: Option<Child>,
+    /// Where the running process logs.
+    pub log: Option<PathBuf>,
 }
 
 impl Node {
@@ -43,7 +45,7 @@ impl Node {
                 "[sequencers.{name}]\npublic_api = {{ address = \"{public}\" }}\nadmin_api = {{ address = \"{admin}\" }}\nhealth = {{ address = \"{health}\", check = \"ping\" }}\n"
             ),
         )?;
-        Ok(Node { name: name.to_string(), public, admin, health, config, child: None })
+        Ok(Node { name: name.to_string(), public, admin, health, config, child: None, log: None })
     }
 
     /// The public gRPC endpoint URL.
@@ -54,7 +56,8 @@ impl Node {
     /// Start `syncline daemon` with the shared storage file and this node's config; logs go
     /// to `dir/<name>.log`.
     pub fn spawn(&mut self, dir: &Path, storage: &Path) -> Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{}.log", self.name)))?;
+        let path = dir.join(format!("{}.log", self.name));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
         let child = Command::new(std::env::current_exe()?)
             .arg("daemon")
             .arg("--config")
@@ -66,7 +69,18 @@ impl Node {
             .spawn()
             .context("starting a sequencer process")?;
         self.child = Some(child);
+        self.log = Some(path);
         Ok(())
+    }
+
+    /// If the process has exited: how, and the last lines of its log (why, usually).
+    pub fn exited(&mut self) -> Option<String> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        let log = self.log.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(5).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        Some(format!("{} exited ({status}); its log ends:\n{}", self.name, tail.join("\n")))
     }
 
     /// SIGKILL the process; its pid.
@@ -161,14 +175,66 @@ pub fn admin_of(node: &Node) -> Result<AdminClient> {
     Ok(AdminClient::new(format!("http://{}", node.admin), ClientConfig::default())?)
 }
 
-/// Wait until `node` answers `/health` with 200; how long that took.
-pub async fn wait_healthy(node: &Node, limit: Duration) -> Result<Duration> {
+/// Wait until `node` answers `/health` with 200; how long that took. Fails at once when the
+/// process exits meanwhile (a bad config, a port taken), with the end of its log.
+pub async fn wait_healthy(node: &mut Node, limit: Duration) -> Result<Duration> {
     let start = Instant::now();
     while !healthy(node.health).await {
+        if let Some(why) = node.exited() {
+            bail!("{why}");
+        }
         if start.elapsed() > limit {
             bail!("{} did not become healthy within {limit:?}", node.name);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(start.elapsed())
+}
+
+/// Configure, start and wait for a sequencer daemon `name`; a daemon that exits at start
+/// because one of its ports was taken meanwhile (by a process outside ours) is configured
+/// again on other ports, up to three times.
+pub async fn launch(dir: &Path, storage: &Path, name: &str, limit: Duration) -> Result<Node> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut node = Node::configure(dir, name)?;
+        node.spawn(dir, storage)?;
+        match wait_healthy(&mut node, limit).await {
+            Ok(_) => return Ok(node),
+            Err(e) if attempt < 3 && port_taken(&e.to_string()) => {
+                tracing::warn!(node = name, "a port was taken before the daemon bound it; other ports");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// True when a daemon's exit message says an address was in use.
+fn port_taken(why: &str) -> bool {
+    let why = why.to_ascii_lowercase();
+    why.contains("address already in use") || why.contains("addrinuse")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_daemon_that_exits_at_start_is_reported_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        // `false` stands for a daemon that exits at once; the bench must not wait out its limit.
+        let mut node = Node::configure(dir.path(), "quitter").unwrap();
+        node.child = Some(Command::new("false").spawn().unwrap());
+        let start = Instant::now();
+        let e = wait_healthy(&mut node, Duration::from_secs(60)).await.unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(10), "waited {:?}", start.elapsed());
+        assert!(e.to_string().contains("quitter exited"), "{e}");
+    }
+
+    #[test]
+    fn an_address_in_use_is_recognised() {
+        assert!(port_taken("error: binding 127.0.0.1:4000: Address already in use (os error 98)"));
+        assert!(!port_taken("error: no such database"));
+    }
 }

@@ -240,50 +240,18 @@ async fn stream(
 /// cursor, no prune had removed anything after the cursor when the page was read.
 async fn read_page(inner: &Inner, cursor: Cursor) -> Result<(Page, u32, Option<i64>), StoreError> {
     let batch = inner.settings.read_batch_size.max(1);
-    let budget = inner.settings.subscription_buffer_bytes;
-    if (batch as usize).saturating_mul(inner.settings.max_request_size) <= budget {
-        return inner
-            .db
-            .run("reading events", |c| {
-                async move {
-                    let page = events::read_at(c, cursor, batch).await?;
-                    Ok((page, batch, lower_bound(c).await?))
-                }
-                .scope_boxed()
-            })
-            .await;
-    }
+    let budget = inner.settings.subscription_buffer_bytes as u64;
     inner
         .db
         .run("reading events", |c| {
             async move {
-                c.build_transaction()
-                    .repeatable_read()
-                    .read_only()
-                    .run(async |c| {
-                        let sizes = events::sizes_at(c, cursor, batch).await?;
-                        let limit = fitting(sizes.iter().copied(), budget, batch);
-                        let page = events::read_at(c, cursor, limit).await?;
-                        Ok((page, limit, lower_bound(c).await?))
-                    })
-                    .await
+                // Sized, cut to the budget and read in one statement (one snapshot).
+                let (page, limit) = events::read_within(c, cursor, batch, budget).await?;
+                Ok((page, limit, lower_bound(c).await?))
             }
             .scope_boxed()
         })
         .await
-}
-
-/// How many events of `sizes` (in order) to read: all `batch` if they fit in `budget`, else
-/// the longest prefix that fits, but at least one.
-fn fitting(sizes: impl Iterator<Item = i64>, budget: usize, batch: u32) -> u32 {
-    let mut total: u64 = 0;
-    for (i, size) in sizes.enumerate() {
-        total += size.max(0) as u64;
-        if total > budget as u64 {
-            return (i as u32).max(1);
-        }
-    }
-    batch
 }
 
 /// Shape a stored event for `member`: its envelopes only, the message id only for the sender.
@@ -323,17 +291,4 @@ async fn to_proto(inner: &Inner, member: &Member, ev: StoredEvent, previous: Opt
         }
     }
     Ok(event)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::fitting;
-
-    #[test]
-    fn pages_are_cut_to_the_byte_budget() {
-        assert_eq!(fitting([10, 10, 10].into_iter(), 100, 100), 100, "all fit: a full read");
-        assert_eq!(fitting([40, 40, 40].into_iter(), 100, 100), 2);
-        assert_eq!(fitting([400, 1].into_iter(), 100, 100), 1, "an oversized event still goes, alone");
-        assert_eq!(fitting(std::iter::empty(), 100, 7), 7);
-    }
 }

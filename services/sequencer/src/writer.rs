@@ -1,6 +1,7 @@
 //! The writer: one task per process that owns a node index, assigns partitioned timestamps,
 //! commits batches of sends as large as the backlog allows (group commit) through the
-//! session holding the index lock, then advances the watermark, and only then answers each
+//! session holding the index lock, with the watermark that covers each batch in the same
+//! statement (prepared once per lock session), and only then answers each
 //! send: OK with its timestamp means committed and covered. Sends of a batch that could not
 //! be confirmed are kept and retried after recovery; message-id claims make the retry
 //! idempotent, so nothing accepted is lost or sequenced twice.
@@ -459,16 +460,18 @@ impl Writer {
         if batch.is_empty() {
             gen.generate(); // a fresh timestamp for the keep-alive watermark
         }
-        let mut conflicts = Vec::new();
-        if !events.is_empty() {
-            conflicts = events::append(lease.conn(), index, &events).await?.conflicts;
-        }
-        // Crash window: the batch is committed, the watermark that covers it is not.
-        fail::fail_point!("sequencer-writer-after-append", |_| {
-            Err(DbError::from_connection("saving the watermark", "failpoint").into())
-        });
+        // The batch and the watermark that covers it, in one statement and one commit.
         let watermark = gen.last();
-        watermarks::save(lease.conn(), index, watermark).await?;
+        let (appended, covered) = events::append_covered(lease.conn(), index, &events, watermark).await?;
+        if !covered {
+            // Committed but not covered: recovery truncates it; nothing was answered.
+            return Err(watermarks::explain_not_moved(lease.conn(), index, watermark).await?);
+        }
+        let conflicts = appended.conflicts;
+        // Crash window: the batch is committed and covered, no send is answered yet.
+        fail::fail_point!("sequencer-writer-after-commit", |_| {
+            Err(DbError::from_connection("answering the sends", "failpoint").into())
+        });
         self.shared.wrote(watermark);
 
         // Everything written is now covered. Sends that hit a claim, and late ones (a resend

@@ -36,11 +36,12 @@ async fn attempts(c: &mut AsyncPgConnection, message_id: &str) -> Vec<Attempt> {
     .unwrap()
 }
 
-/// A writer that fails after committing a batch and before saving the watermark that covers
-/// it answers no send OK; it recovers by truncating past its last watermark, so the batch it
-/// wrote is gone and a resend with the same message id is sequenced exactly once.
+/// A writer that fails after committing a batch with the watermark that covers it, before
+/// answering, answers no send OK while it fails; the batch stays sequenced (covered), and a
+/// resend with the same message id is answered with the timestamp it was committed at —
+/// sequenced exactly once, never a second event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_writer_failing_between_append_and_watermark_sequences_a_resend_exactly_once() {
+async fn a_writer_failing_after_its_commit_answers_a_resend_with_the_one_timestamp() {
     let scenario = fail::FailScenario::setup();
     let tdb = fresh_database().await;
     let n = Node::start(&tdb.url, "s", |s| s.write_timeout = Duration::from_secs(1)).await;
@@ -49,28 +50,20 @@ async fn a_writer_failing_between_append_and_watermark_sequences_a_resend_exactl
     let mut c = db::connect(&DbConfig::new(&tdb.url), SessionKind::Pooled).await.unwrap();
     let mut client = n.client().await;
 
-    fail::cfg("sequencer-writer-after-append", "return").unwrap();
+    fail::cfg("sequencer-writer-after-commit", "return").unwrap();
     // Answered "outcome unknown" after write_timeout, though each rejoin succeeds.
     let failed = tokio::time::timeout(Duration::from_secs(20), client.send(send("alice", "m1", &["bob"], "x")))
         .await
         .expect("a send held by failing writes is answered within write_timeout")
         .unwrap_err();
     assert_eq!(failed.code(), Code::Unavailable, "{}", failed.message());
-    // Every attempt wrote the batch and failed before covering it; each recovery removed it,
-    // so at most the latest attempt is stored, never covered.
+    // The first attempt committed with its watermark; every retry found its covered claim.
     let first = attempts(&mut c, "m1").await;
-    assert!(first.len() <= 1, "an attempt survived its node's recovery");
-    assert!(first.iter().all(|a| a.ts > a.watermark), "an attempt was covered");
-    let start = Instant::now();
-    let seen = loop {
-        if let Some(a) = attempts(&mut c, "m1").await.into_iter().next() {
-            break a.ts;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "the writer never appended");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    assert_eq!(first.len(), 1, "one attempt, stored once");
+    assert!(first[0].ts <= first[0].watermark, "committed in the statement that covers it");
+    let seen = first[0].ts;
 
-    fail::remove("sequencer-writer-after-append");
+    fail::remove("sequencer-writer-after-commit");
     let start = Instant::now();
     let ts = loop {
         match client.send(send("alice", "m1", &["bob"], "x")).await {
@@ -81,11 +74,11 @@ async fn a_writer_failing_between_append_and_watermark_sequences_a_resend_exactl
             Err(s) => panic!("resend: {s:?}"),
         }
     };
-    assert_ne!(ts, seen, "the uncovered attempt was truncated, not kept");
+    assert_eq!(ts, seen, "the resend is answered with the timestamp the batch was committed at");
     let stored = attempts(&mut c, "m1").await;
     assert_eq!(stored.iter().map(|a| a.ts).collect::<Vec<_>>(), vec![ts], "sequenced exactly once");
-    assert!(stored[0].ts <= stored[0].watermark, "covered");
     let bob = collect(&n, "bob", None, 1, Duration::from_secs(20)).await;
+    assert_eq!(bob.len(), 1);
     assert_eq!(bob[0].timestamp, ts);
     n.shutdown().await;
     scenario.teardown();

@@ -11,6 +11,7 @@ use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::error::{DieselContext, Result};
+use super::prepared::prepared;
 use super::watermarks::{visible_on_node_sql, VISIBILITY_CAP_SQL};
 use syncline_schema::tables::sequencer::sequencer_message_ids as m;
 
@@ -162,10 +163,12 @@ pub struct Appended {
 }
 
 // One statement, one round trip per batch: claim the message ids, keep the events whose
-// claim was won (or that have none), and write them with their recipient rows and payloads.
-// Columns travel as arrays (unnest), so the statement text — and its prepared plan — is the
-// same for every batch size. Recipient lists travel as array literals, one per event.
-const APPEND_SQL: &str = "
+// claim was won (or that have none), write them with their recipient rows and payloads, and
+// tell listeners which members got events up to which timestamp ("<max ts>|<member ids>",
+// or "<max ts>|*" when there are too many). Columns travel as arrays (unnest), so the
+// statement text — and the statement the session prepares once — is the same for every
+// batch size. Recipient lists travel as array literals, one per event.
+const APPEND_CTES: &str = "
 with input as (
   select * from unnest($1::bigint[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::bytea[], $7::text[],
                        $8::integer[], $9::text[], $10::bigint[], $12::bytea[], $13::text[])
@@ -193,20 +196,77 @@ fanout as (
 bodies as (
   insert into sequencer_payloads (ts, node_index, content)
   select ts, $11, payload from kept where payload is not null
+),
+told as (
+  select pg_notify('syncline_events', max(written.ts)::text || '|' ||
+    case when count(distinct r) > 400 then '*' else string_agg(distinct r::text, ',') end)
+  from written, unnest(written.recipients) r
+  having count(*) > 0
+)";
+
+// Rows of the append statements: `what` 0 = a written event's ts, 1 = the notification,
+// 2 = the watermark moved to `ts`.
+static APPEND_SQL: LazyLock<String> = LazyLock::new(|| {
+    APPEND_CTES.to_string()
+        + "
+select ts, 0 as what from written
+union all select null, 1 from told"
+});
+
+// The append and the watermark move in one statement, so one commit makes the batch
+// durable and covered: no window where it is committed but not covered. The watermark
+// moves only while the node is online and not past $14 (see `watermarks::save`).
+static APPEND_COVERED_SQL: LazyLock<String> = LazyLock::new(|| {
+    APPEND_CTES.to_string()
+        + ",
+moved as (
+  update sequencer_watermarks set watermark_ts = $14
+   where node_index = $11 and online and watermark_ts <= $14
+  returning watermark_ts
+),
+woke as (
+  select pg_notify('syncline_watermarks', $11::text) from moved
 )
-select ts from written";
+select ts, 0 as what from written
+union all select null, 1 from told
+union all select moved.watermark_ts, 2 from moved, woke"
+});
 
 #[derive(QueryableByName)]
 struct Written {
-    #[diesel(sql_type = BigInt)]
-    ts: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    ts: Option<i64>,
+    #[diesel(sql_type = Integer)]
+    what: i32,
 }
 
-/// Append `events` written by node `index` in one transaction (one statement). Events must
-/// be in increasing timestamp order and above the node's watermark; the watermark is saved
-/// afterwards (see `watermarks::save`), so a crash in between leaves nothing visible.
-/// Recipient lists are stored sorted and without duplicates.
+/// Append `events` written by node `index` in one transaction (one statement), without
+/// moving its watermark. Events must be in increasing timestamp order and above the node's
+/// watermark. Recipient lists are stored sorted and without duplicates. The writer uses
+/// [`append_covered`]; this form leaves a batch uncovered (recovery and tests).
 pub async fn append(conn: &mut AsyncPgConnection, index: u32, events: &[NewEvent]) -> Result<Appended> {
+    Ok(append_with(conn, index, events, None).await?.0)
+}
+
+/// Append `events` (as [`append`]) and move node `index`'s watermark to `watermark` in the
+/// same statement and commit. `Ok((appended, false))` when the watermark could not be moved
+/// (the node was marked offline, or its row is gone or ahead): the events are then committed
+/// but uncovered, for recovery to truncate; see `watermarks::explain_not_moved`.
+pub async fn append_covered(
+    conn: &mut AsyncPgConnection,
+    index: u32,
+    events: &[NewEvent],
+    watermark: i64,
+) -> Result<(Appended, bool)> {
+    append_with(conn, index, events, Some(watermark)).await
+}
+
+async fn append_with(
+    conn: &mut AsyncPgConnection,
+    index: u32,
+    events: &[NewEvent],
+    watermark: Option<i64>,
+) -> Result<(Appended, bool)> {
     // A message id repeated inside the batch: the first occurrence claims it.
     let mut seen = HashSet::new();
     let mut conflicts = Vec::new();
@@ -220,8 +280,8 @@ pub async fn append(conn: &mut AsyncPgConnection, index: u32, events: &[NewEvent
             _ => true,
         })
         .collect();
-    if keep.is_empty() {
-        return Ok(Appended { written: Vec::new(), conflicts });
+    if keep.is_empty() && watermark.is_none() {
+        return Ok((Appended { written: Vec::new(), conflicts }, false));
     }
     let recipients = |ev: &NewEvent| {
         let mut ids = ev.recipients.clone();
@@ -230,7 +290,11 @@ pub async fn append(conn: &mut AsyncPgConnection, index: u32, events: &[NewEvent
         let list: Vec<String> = ids.iter().map(i32::to_string).collect();
         format!("{{{}}}", list.join(","))
     };
-    let rows: Vec<Written> = diesel::sql_query(APPEND_SQL)
+    let sql = match watermark {
+        Some(_) => APPEND_COVERED_SQL.as_str(),
+        None => APPEND_SQL.as_str(),
+    };
+    let query = diesel::sql_query(sql)
         .bind::<Array<BigInt>, _>(keep.iter().map(|ev| ev.ts).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(keep.iter().map(|ev| ev.kind.as_str()).collect::<Vec<_>>())
         .bind::<Array<Nullable<Text>>, _>(keep.iter().map(|ev| ev.message_id.as_deref()).collect::<Vec<_>>())
@@ -255,16 +319,19 @@ pub async fn append(conn: &mut AsyncPgConnection, index: u32, events: &[NewEvent
         )
         .bind::<Array<Nullable<Text>>, _>(
             keep.iter().map(|ev| ev.error.as_ref().map(|e| e.code.as_str())).collect::<Vec<_>>(),
-        )
-        .load(conn)
-        .await
-        .during("appending events")?;
-    let written: HashSet<i64> = rows.iter().map(|r| r.ts).collect();
+        );
+    let rows: Vec<Written> = match watermark {
+        Some(w) => prepared(query.bind::<BigInt, _>(w)).load(conn).await,
+        None => prepared(query).load(conn).await,
+    }
+    .during("appending events")?;
+    let moved = rows.iter().any(|r| r.what == 2 && r.ts == watermark);
+    let written: HashSet<i64> = rows.iter().filter(|r| r.what == 0).filter_map(|r| r.ts).collect();
     conflicts.extend(keep.iter().map(|ev| ev.ts).filter(|ts| !written.contains(ts)));
     conflicts.sort_unstable();
     let mut written: Vec<i64> = written.into_iter().collect();
     written.sort_unstable();
-    Ok(Appended { written, conflicts })
+    Ok((Appended { written, conflicts }, moved))
 }
 
 #[derive(QueryableByName)]
@@ -294,12 +361,14 @@ pub async fn claims(conn: &mut AsyncPgConnection, keys: &[(i32, &str)]) -> Resul
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let rows: Vec<ClaimRow> = diesel::sql_query(CLAIMS_SQL)
-        .bind::<Array<Integer>, _>(keys.iter().map(|k| k.0).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(keys.iter().map(|k| k.1).collect::<Vec<_>>())
-        .load(conn)
-        .await
-        .during("reading message-id claims")?;
+    let rows: Vec<ClaimRow> = prepared(
+        diesel::sql_query(CLAIMS_SQL)
+            .bind::<Array<Integer>, _>(keys.iter().map(|k| k.0).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(keys.iter().map(|k| k.1).collect::<Vec<_>>()),
+    )
+    .load(conn)
+    .await
+    .during("reading message-id claims")?;
     Ok(rows
         .into_iter()
         .map(|r| ExistingClaim {
@@ -347,6 +416,8 @@ struct Row {
     cap: Option<i64>,
     #[diesel(sql_type = Bool)]
     is_cap_row: bool,
+    #[diesel(sql_type = Bool)]
+    cut: bool,
 }
 
 // Two ordered, limited index scans per node (own id, broadcast) are merged; the outer limit
@@ -400,52 +471,27 @@ impl Cursor {
     }
 }
 
-// One statement, so the watermarks and the events come from one snapshot.
+// One statement, so the watermarks, the sizes and the events come from one snapshot: the
+// page is cut to the longest prefix whose payloads fit in $6 bytes (at least one event), so
+// a page is sized and read in one round trip. The cap row says whether the cut took events.
 static READ_SQL: LazyLock<String> = LazyLock::new(|| {
     visible_hits()
-        + "
+        + ",
+sized as (
+  select hits.ts, row_number() over w as n, sum(coalesce(octet_length(p.content), 0)) over w as running
+    from hits left join sequencer_payloads p on p.ts = hits.ts
+  window w as (order by hits.ts)
+),
+kept as (select ts from sized where n = 1 or running <= $6)
 select e.ts, e.node_index, e.kind, e.message_id, e.sender, e.recipients, e.error_message, e.error_code, p.content,
-       null::bigint as cap, false as is_cap_row
-  from hits join sequencer_events e on e.ts = hits.ts left join sequencer_payloads p on p.ts = e.ts
+       null::bigint as cap, false as is_cap_row, false as cut
+  from kept join sequencer_events e on e.ts = kept.ts left join sequencer_payloads p on p.ts = e.ts
 union all
-select null, null, null, null, null, null, null, null, null, bound.cap, true from bound
+select null, null, null, null, null, null, null, null, null, bound.cap, true,
+       (select count(*) from sized) > (select count(*) from kept)
+  from bound
 order by is_cap_row, ts"
 });
-
-// The payload sizes of exactly the events `READ_SQL` returns, in order.
-static SIZES_SQL: LazyLock<String> = LazyLock::new(|| {
-    visible_hits()
-        + "
-select coalesce(octet_length(p.content), 0)::bigint as size
-  from hits left join sequencer_payloads p on p.ts = hits.ts
- order by hits.ts"
-});
-
-#[derive(QueryableByName)]
-struct Size {
-    #[diesel(sql_type = BigInt)]
-    size: i64,
-}
-
-/// Payload sizes (bytes) of the events [`read`] with the same arguments returns, in the same
-/// order, without loading them: run both in one snapshot to cut a page to a byte budget.
-pub async fn sizes(conn: &mut AsyncPgConnection, member: i32, after: i64, limit: u32) -> Result<Vec<i64>> {
-    sizes_at(conn, Cursor::after(member, after), limit).await
-}
-
-/// [`sizes`] at a [`Cursor`].
-pub async fn sizes_at(conn: &mut AsyncPgConnection, at: Cursor, limit: u32) -> Result<Vec<i64>> {
-    let rows: Vec<Size> = diesel::sql_query(SIZES_SQL.as_str())
-        .bind::<Integer, _>(at.member)
-        .bind::<BigInt, _>(at.after)
-        .bind::<BigInt, _>(i64::from(limit.max(1)))
-        .bind::<Integer, _>(BROADCAST)
-        .bind::<BigInt, _>(at.own_after)
-        .load(conn)
-        .await
-        .during("sizing a page of events")?;
-    Ok(rows.into_iter().map(|r| r.size).collect())
-}
 
 /// Read up to `limit` events of `member` with timestamps above `after`.
 pub async fn read(conn: &mut AsyncPgConnection, member: i32, after: i64, limit: u32) -> Result<Page> {
@@ -454,22 +500,34 @@ pub async fn read(conn: &mut AsyncPgConnection, member: i32, after: i64, limit: 
 
 /// Read up to `limit` events at a [`Cursor`]; the page's `next_cursor` is the next `after`.
 pub async fn read_at(conn: &mut AsyncPgConnection, at: Cursor, limit: u32) -> Result<Page> {
+    Ok(read_within(conn, at, limit, u64::MAX).await?.0)
+}
+
+/// Read up to `limit` events at a [`Cursor`], but only as many as fit in `budget` payload
+/// bytes (at least one), in one statement; returns the page and the limit it was read with
+/// (`limit`, or the number of events when the budget cut the page).
+pub async fn read_within(conn: &mut AsyncPgConnection, at: Cursor, limit: u32, budget: u64) -> Result<(Page, u32)> {
     let after = at.after;
     let limit = limit.max(1);
-    let rows: Vec<Row> = diesel::sql_query(READ_SQL.as_str())
-        .bind::<Integer, _>(at.member)
-        .bind::<BigInt, _>(after)
-        .bind::<BigInt, _>(i64::from(limit))
-        .bind::<Integer, _>(BROADCAST)
-        .bind::<BigInt, _>(at.own_after)
-        .load(conn)
-        .await
-        .during("reading events")?;
+    let rows: Vec<Row> = prepared(
+        diesel::sql_query(READ_SQL.as_str())
+            .bind::<Integer, _>(at.member)
+            .bind::<BigInt, _>(after)
+            .bind::<BigInt, _>(i64::from(limit))
+            .bind::<Integer, _>(BROADCAST)
+            .bind::<BigInt, _>(at.own_after)
+            .bind::<BigInt, _>(i64::try_from(budget).unwrap_or(i64::MAX)),
+    )
+    .load(conn)
+    .await
+    .during("reading events")?;
     let mut cap = None;
+    let mut cut = false;
     let mut events = Vec::with_capacity(rows.len());
     for row in rows {
         if row.is_cap_row {
             cap = row.cap;
+            cut = row.cut;
             continue;
         }
         events.push(StoredEvent {
@@ -485,11 +543,13 @@ pub async fn read_at(conn: &mut AsyncPgConnection, at: Cursor, limit: u32) -> Re
                 .map(|message| EventError { code: ErrorCode::parse(row.error_code.as_deref()), message }),
         });
     }
+    // A page cut by the budget is full at the size it was cut to.
+    let limit = if cut { events.len().max(1) as u32 } else { limit };
     let next_cursor = match events.last() {
         Some(last) if events.len() as u32 >= limit => last.ts,
         last => cap.unwrap_or(after).max(last.map_or(after, |l| l.ts)).max(after),
     };
-    Ok(Page { events, next_cursor })
+    Ok((Page { events, next_cursor }, limit))
 }
 
 /// Drop the message-id claims whose max-sequencing-time is before `cutoff` (µs): no send

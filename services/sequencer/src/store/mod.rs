@@ -8,6 +8,7 @@ pub mod events;
 pub mod members;
 pub mod node_index;
 pub mod offline;
+pub mod prepared;
 pub mod pruning;
 pub mod recovery;
 pub mod timestamps;

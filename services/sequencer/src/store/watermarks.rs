@@ -8,6 +8,7 @@ use scoped_futures::ScopedFutureExt;
 use syncline_schema::tables::sequencer::sequencer_watermarks as w;
 
 use super::error::{DieselContext, Result, StoreError};
+use super::prepared::prepared;
 use syncline_coordination::db::retry_conflicts;
 
 /// The visibility cap readers stop at, as an SQL expression: the safe watermark (min over
@@ -53,27 +54,43 @@ pub struct Watermark {
     pub online: bool,
 }
 
+// Move the watermark and wake the listeners (they re-read the cap) in one statement.
+const SAVE_SQL: &str = "
+with moved as (
+  update sequencer_watermarks set watermark_ts = $2
+   where node_index = $1 and online and watermark_ts <= $2
+  returning watermark_ts
+),
+woke as (select pg_notify('syncline_watermarks', $1::text) from moved)
+select moved.watermark_ts as cap from moved, woke";
+
 /// Advance node `index`'s watermark to `ts`, only while it is marked online. Fails with
 /// `MarkedOffline` when someone marked it offline (the writer must stop and recover) and with
 /// `WatermarkChanged` when the row is gone or ahead of `ts` (another process on this index).
+/// The writer moves its watermark with each batch instead (`events::append_covered`).
 pub async fn save(conn: &mut AsyncPgConnection, index: u32, ts: i64) -> Result<()> {
-    let updated: Option<i64> = diesel::update(w::table)
-        .filter(w::node_index.eq(index as i32).and(w::online).and(w::watermark_ts.le(ts)))
-        .set(w::watermark_ts.eq(ts))
-        .returning(w::watermark_ts)
-        .get_result(conn)
-        .await
-        .optional()
-        .during("saving the watermark")?;
-    if updated == Some(ts) {
+    let updated: Option<Cap> = prepared(
+        diesel::sql_query(SAVE_SQL)
+            .bind::<diesel::sql_types::Integer, _>(index as i32)
+            .bind::<diesel::sql_types::BigInt, _>(ts),
+    )
+    .get_result(conn)
+    .await
+    .optional()
+    .during("saving the watermark")?;
+    if updated.and_then(|c| c.cap) == Some(ts) {
         return Ok(());
     }
-    match get(conn, index).await? {
-        Some(row) if !row.online => Err(StoreError::MarkedOffline { node_index: index }),
-        row => {
-            Err(StoreError::WatermarkChanged { node_index: index, expected: ts, found: row.map(|r| r.watermark_ts) })
-        }
-    }
+    Err(explain_not_moved(conn, index, ts).await?)
+}
+
+/// Why node `index`'s watermark could not be moved to `ts`: `MarkedOffline` when someone
+/// marked it offline, `WatermarkChanged` when its row is gone or ahead of `ts`.
+pub async fn explain_not_moved(conn: &mut AsyncPgConnection, index: u32, ts: i64) -> Result<StoreError> {
+    Ok(match get(conn, index).await? {
+        Some(row) if !row.online => StoreError::MarkedOffline { node_index: index },
+        row => StoreError::WatermarkChanged { node_index: index, expected: ts, found: row.map(|r| r.watermark_ts) },
+    })
 }
 
 /// The row of node `index`, if any.
@@ -122,6 +139,12 @@ pub async fn go_online(conn: &mut AsyncPgConnection, index: u32, at: i64) -> Res
                     .on_conflict(w::node_index)
                     .do_update()
                     .set((w::watermark_ts.eq(at), w::online.eq(true)))
+                    .execute(c)
+                    .await?;
+                // Readers re-read the cap: it may have moved (the row trigger only reports
+                // changes of `online`).
+                diesel::sql_query("select pg_notify('syncline_watermarks', $1::text)")
+                    .bind::<diesel::sql_types::Integer, _>(index as i32)
                     .execute(c)
                     .await?;
                 Ok::<_, diesel::result::Error>(at)

@@ -1,20 +1,22 @@
 //! A send that becomes late (its max-sequencing-time passes) on one node while another
-//! node's attempt with the same message id is in flight, held deterministically: a second
-//! session row-locks that node's watermark row, so its attempt is committed but not covered
-//! until the test lets go. FAILED_PRECONDITION must come only once the safe watermark has
-//! passed the deadline, and the event is never sequenced twice.
+//! node's attempt with the same message id is committed but not covered: a frozen writer
+//! (index 3, driven by the test through the store) appended it past its watermark and stopped.
+//! (A live writer commits each batch with the watermark that covers it, so only a node that
+//! was marked offline, or froze, leaves such an attempt.) FAILED_PRECONDITION must come only
+//! once the safe watermark has passed the deadline, and the event is never sequenced twice.
 
 use crate::harness::*;
 use std::time::Duration;
 
 use diesel::sql_types::{BigInt, Integer, Text};
 use diesel::QueryableByName;
-use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use syncline_coordination::db::{self, SessionKind};
-use syncline_coordination::DbConfig;
-use syncline_proto::sequencer::{SendRequest, SequencerStatusRequest};
-use syncline_sequencer::store::timestamps::now_micros;
-use syncline_sequencer::store::watermarks;
+use syncline_coordination::{locks, DbConfig};
+use syncline_proto::sequencer::SendRequest;
+use syncline_sequencer::store::events::{self, EventKind, MessageIdClaim, NewEvent};
+use syncline_sequencer::store::timestamps::{now_micros, TimestampGenerator};
+use syncline_sequencer::store::{node_index, watermarks};
 use syncline_testkit::fresh_database;
 use tokio::task::JoinHandle;
 use tonic::Code;
@@ -30,23 +32,61 @@ async fn count(c: &mut AsyncPgConnection, table: &str, message_id: &str) -> i64 
     diesel::sql_query(q).bind::<Text, _>(message_id).get_result::<Count>(c).await.unwrap().n
 }
 
-/// Hold node `index`'s watermark row from `c` (in an open transaction): its next watermark
-/// save waits, after the batch before it committed.
-async fn hold(c: &mut AsyncPgConnection, index: u32) {
-    c.batch_execute("begin").await.unwrap();
-    diesel::sql_query("select 1 from sequencer_watermarks where node_index = $1 for update")
-        .bind::<Integer, _>(index as i32)
-        .execute(c)
-        .await
-        .unwrap();
+#[derive(QueryableByName)]
+struct Id {
+    #[diesel(sql_type = Integer)]
+    id: i32,
 }
 
-/// Wait until `message_id` is claimed (its attempt committed).
-async fn until_claimed(c: &mut AsyncPgConnection, message_id: &str) {
-    let start = std::time::Instant::now();
-    while count(c, "sequencer_message_ids", message_id).await == 0 {
-        assert!(start.elapsed() < Duration::from_secs(10), "{message_id} never claimed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+async fn member_id(c: &mut AsyncPgConnection, member: &str) -> i32 {
+    diesel::sql_query("select id from sequencer_members where member = $1")
+        .bind::<Text, _>(member)
+        .get_result::<Id>(c)
+        .await
+        .unwrap()
+        .id
+}
+
+/// A writer on index 3 that the test drives: online, then it appends what it is told past
+/// its watermark and moves the watermark only when told.
+struct Frozen {
+    conn: AsyncPgConnection,
+    gen: TimestampGenerator,
+}
+
+impl Frozen {
+    async fn start(cfg: &DbConfig) -> Frozen {
+        let mut conn = db::connect(cfg, SessionKind::Lock).await.unwrap();
+        assert!(locks::try_lock(&mut conn, node_index::index_lock(3)).await.unwrap());
+        let mut gen = TimestampGenerator::new(3, 10).unwrap();
+        syncline_sequencer::store::join(&mut conn, 3, now_micros(), &mut gen).await.unwrap();
+        Frozen { conn, gen }
+    }
+
+    /// Append `req` from `alice` to `bob`, as a sequencer would store it, uncovered.
+    async fn append(&mut self, req: &SendRequest, alice: i32, bob: i32) -> i64 {
+        use prost::Message;
+        use sha2::Digest;
+        let payload = syncline_proto::sequencer::Batch { envelopes: req.envelopes.clone() }.encode_to_vec();
+        let digest = sha2::Sha256::digest(&payload).to_vec();
+        let ts = self.gen.generate();
+        let ev = NewEvent {
+            ts,
+            kind: EventKind::Deliver,
+            message_id: Some(req.message_id.clone()),
+            sender: Some(alice),
+            recipients: vec![alice, bob],
+            payload: Some(payload),
+            error: None,
+            claim: Some(MessageIdClaim {
+                sender: alice,
+                message_id: req.message_id.clone(),
+                max_sequencing_ts: req.max_sequencing_time,
+                digest,
+            }),
+        };
+        assert_eq!(events::append(&mut self.conn, 3, &[ev]).await.unwrap().written, vec![ts]);
+        ts
     }
 }
 
@@ -77,79 +117,63 @@ async fn answer(h: JoinHandle<Result<i64, tonic::Status>>) -> Result<i64, tonic:
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_late_send_fails_only_once_the_safe_watermark_passed_its_deadline_and_is_never_doubled() {
     let tdb = fresh_database().await;
-    // A writes only when it has sends, so its watermark (and the safe one) stays where the
-    // test leaves it; nobody knocks a quiet node offline; answers wait for the outcome.
-    let a = Node::start(&tdb.url, "a", |s| {
-        s.keep_alive_interval = Duration::from_secs(60);
-        s.offline_duration = Duration::from_secs(600);
-        s.write_timeout = Duration::from_secs(60);
-    })
-    .await;
+    let cfg = DbConfig::new(&tdb.url);
+    db::migrate(&cfg).await.unwrap();
+    let mut frozen = Frozen::start(&cfg).await;
+    // Nobody knocks the quiet frozen node offline but the test; answers wait for the outcome.
     let b = Node::start(&tdb.url, "b", |s| {
         s.offline_duration = Duration::from_secs(600);
         s.write_timeout = Duration::from_secs(30);
     })
     .await;
-    a.wait_serving().await;
     b.wait_serving().await;
-    a.register(&["alice", "bob"]).await;
-    let index = a.admin().await.status(SequencerStatusRequest {}).await.unwrap().into_inner().node_index.unwrap();
-    let cfg = DbConfig::new(&tdb.url);
+    b.register(&["alice", "bob"]).await;
     let mut c = db::connect(&cfg, SessionKind::Pooled).await.unwrap();
-    let mut holder = db::connect(&cfg, SessionKind::Pooled).await.unwrap();
+    let (alice, bob) = (member_id(&mut c, "alice").await, member_id(&mut c, "bob").await);
     let with_deadline = |id: &str| {
         let mut req = send("alice", id, &["bob"], id);
         req.max_sequencing_time = now_micros() + 3_000_000;
         req
     };
 
-    // 1. A's attempt is committed, uncovered, when the deadline passes; then A is knocked
-    //    offline (as the liveness check does to a stalled node).
-    hold(&mut holder, index).await;
+    // 1. The frozen node's attempt is committed, uncovered, when the deadline passes; then
+    //    it is knocked offline (as the liveness check does to a stalled node).
     let lost = with_deadline("lost");
     let mst = lost.max_sequencing_time;
-    let on_a = spawn_send(&a, lost.clone());
-    until_claimed(&mut c, "lost").await;
+    frozen.append(&lost, alice, bob).await;
     let on_b = spawn_send(&b, lost);
     until_past(mst, Duration::from_secs(1)).await;
     let safe = watermarks::safe(&mut c).await.unwrap().unwrap();
     assert!(safe < mst, "the safe watermark {safe} passed the deadline {mst} already");
     assert!(!on_b.is_finished(), "answered before the safe watermark passed the deadline: {:?}", answer(on_b).await);
-    diesel::sql_query("update sequencer_watermarks set online = false where node_index = $1")
-        .bind::<Integer, _>(index as i32)
-        .execute(&mut holder)
+    diesel::sql_query("update sequencer_watermarks set online = false where node_index = 3")
+        .execute(&mut c)
         .await
         .unwrap();
-    holder.batch_execute("commit").await.unwrap();
     let e = answer(on_b).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
     assert!(watermarks::safe(&mut c).await.unwrap().unwrap() >= mst);
-    // A recovers, truncating its uncovered attempt, and finds the send late too when it next
-    // writes (it retries held sends with its next batch: wake it with one).
-    a.client().await.send(send("alice", "wake", &["bob"], "wake")).await.unwrap();
-    let e = answer(on_a).await.unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+    // The frozen node comes back: it truncates its uncovered attempt.
+    drop(frozen);
+    let mut frozen = Frozen::start(&cfg).await;
     assert_eq!(count(&mut c, "sequencer_events", "lost").await, 0, "a send answered FAILED_PRECONDITION was stored");
 
-    // 2. The same, but A's attempt gets covered: the late resend on B learns its timestamp.
-    a.wait_serving().await;
-    hold(&mut holder, index).await;
+    // 2. The same, but the attempt gets covered: the late resend on B learns its timestamp.
     let kept = with_deadline("kept");
     let mst = kept.max_sequencing_time;
-    let on_a = spawn_send(&a, kept.clone());
-    until_claimed(&mut c, "kept").await;
+    let ts = frozen.append(&kept, alice, bob).await;
     let on_b = spawn_send(&b, kept);
     until_past(mst, Duration::from_secs(1)).await;
     assert!(watermarks::safe(&mut c).await.unwrap().unwrap() < mst);
-    assert!(!on_b.is_finished(), "answered before A's attempt was settled: {:?}", answer(on_b).await);
-    holder.batch_execute("rollback").await.unwrap();
-    let ts = answer(on_a).await.unwrap();
+    assert!(!on_b.is_finished(), "answered before the frozen attempt was settled: {:?}", answer(on_b).await);
+    watermarks::save(&mut frozen.conn, 3, ts).await.unwrap();
     assert!(ts <= mst);
     assert_eq!(answer(on_b).await.unwrap(), ts, "the late resend is answered with the one timestamp");
     assert_eq!(count(&mut c, "sequencer_events", "kept").await, 1);
-    let bob = collect(&b, "bob", None, 2, Duration::from_secs(20)).await;
-    assert_eq!(bob.iter().filter(|e| e.timestamp == ts).count(), 1, "delivered once");
-    assert!(bob.iter().all(|e| e.envelopes[0].content != b"lost"), "the failed send was delivered");
-    a.shutdown().await;
+    // The frozen node leaves cleanly, so the safe watermark moves on with B alone.
+    syncline_sequencer::store::recovery::truncate(&mut frozen.conn, 3).await.unwrap();
+    let got = collect(&b, "bob", None, 1, Duration::from_secs(20)).await;
+    assert_eq!(got.iter().filter(|e| e.timestamp == ts).count(), 1, "delivered once");
+    assert!(got.iter().all(|e| e.envelopes[0].content != b"lost"), "the failed send was delivered");
     b.shutdown().await;
 }

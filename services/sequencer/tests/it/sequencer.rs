@@ -628,3 +628,57 @@ async fn the_queue_depth_gauge_falls_back_to_zero_once_the_writer_drained() {
     wait_until(Duration::from_secs(10), || depth() == Some(0.0)).await;
     n.shutdown().await;
 }
+
+/// A batch commits in the statement that moves its watermark: while the watermark row is
+/// locked from another session, nothing of the send is committed (before, the batch
+/// committed first and sat uncovered until the watermark could be saved), and once the lock
+/// goes the send is answered with a covered timestamp.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_commits_only_with_the_watermark_that_covers_it() {
+    use diesel::sql_types::BigInt;
+    use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
+    use syncline_coordination::db;
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let tdb = fresh_database().await;
+    let cfg = DbConfig::new(&tdb.url);
+    // Keep-alives far apart: the writer waits idle for the send when the row gets locked.
+    let a = Node::start(&tdb.url, "a", |s| {
+        s.write_timeout = Duration::from_secs(20);
+        s.keep_alive_interval = Duration::from_secs(5);
+    })
+    .await;
+    a.wait_serving().await;
+    a.register(&["alice", "bob"]).await;
+    let index = a.seq().writer().node_index().expect("an index once serving");
+    let mut holder = db::connect(&cfg, db::SessionKind::Pooled).await.unwrap();
+    holder
+        .batch_execute(&format!("begin; select * from sequencer_watermarks where node_index = {index} for update"))
+        .await
+        .unwrap();
+    let mut client = a.client().await;
+    let send = tokio::spawn(async move { client.send(send("alice", "m1", &["bob"], "x")).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut c = db::connect(&cfg, db::SessionKind::Pooled).await.unwrap();
+    let stored: N = diesel::sql_query("select count(*) as n from sequencer_events where message_id = 'm1'")
+        .get_result(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(stored.n, 0, "the batch committed before the watermark that covers it");
+    assert!(!send.is_finished(), "answered before the watermark moved");
+    holder.batch_execute("commit").await.unwrap();
+    let ts = send.await.unwrap().expect("answered once the watermark moved").into_inner().timestamp;
+    let covered: N = diesel::sql_query(
+        "select count(*) as n from sequencer_events e join sequencer_watermarks w on w.node_index = e.node_index \
+         where e.message_id = 'm1' and e.ts <= w.watermark_ts",
+    )
+    .get_result(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(covered.n, 1);
+    assert_eq!(collect(&a, "bob", None, 1, Duration::from_secs(20)).await[0].timestamp, ts);
+    a.shutdown().await;
+}

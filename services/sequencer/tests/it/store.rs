@@ -550,3 +550,81 @@ async fn bad_partitions_are_rejected_before_touching_the_database() {
     assert!(matches!(err, StoreError::InvalidConfig(_)), "{err}");
     assert!(err.to_string().contains("total_node_count"));
 }
+
+/// The writer's statement tells listeners itself (no trigger): which members got events up to
+/// which timestamp, and that its watermark moved; a watermark that cannot move (the node was
+/// marked offline) is reported, and its batch stays uncovered. Repeated runs reuse the
+/// session's prepared statement.
+#[tokio::test]
+async fn an_append_with_its_watermark_notifies_and_moves_only_an_online_watermark() {
+    use futures_util::StreamExt;
+    let (cfg, mut c) = setup().await;
+    let mut listen = db::connect(&cfg, SessionKind::Lock).await.unwrap();
+    listen.batch_execute("listen syncline_events; listen syncline_watermarks").await.unwrap();
+    watermarks::go_online(&mut c, 0, 0).await.unwrap();
+    let mut stream = std::pin::pin!(listen.notifications_stream());
+    let mut next = async || {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.unwrap().unwrap().unwrap();
+        (n.channel, n.payload)
+    };
+    assert_eq!(next().await, ("syncline_watermarks".into(), "0".into()), "going online");
+    for round in 0..3 {
+        let ts = 10 * (round + 1);
+        let (a, covered) =
+            events::append_covered(&mut c, 0, &[deliver(ts - 1, ALICE, &[BOB]), deliver(ts, BOB, &[CAROL])], ts)
+                .await
+                .unwrap();
+        assert!(covered);
+        assert_eq!(a.written, vec![ts - 1, ts]);
+        let mut got = vec![next().await, next().await];
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("syncline_events".into(), format!("{ts}|{ALICE},{BOB},{CAROL}")),
+                ("syncline_watermarks".into(), "0".into())
+            ]
+        );
+    }
+    assert_eq!(watermarks::get(&mut c, 0).await.unwrap().unwrap().watermark_ts, 30);
+    // Marked offline meanwhile: the batch commits uncovered and the caller learns why.
+    offline_mark(&mut c, 0).await;
+    let _ = next().await; // the trigger reports the node going offline
+    let (_, covered) = events::append_covered(&mut c, 0, &[deliver(41, ALICE, &[])], 41).await.unwrap();
+    assert!(!covered);
+    assert!(matches!(
+        watermarks::explain_not_moved(&mut c, 0, 41).await.unwrap(),
+        StoreError::MarkedOffline { node_index: 0 }
+    ));
+    assert_eq!(watermarks::get(&mut c, 0).await.unwrap().unwrap().watermark_ts, 30);
+    assert_eq!(recovery::truncate(&mut c, 0).await.unwrap().events, 1, "the uncovered batch is truncated");
+}
+
+async fn offline_mark(c: &mut AsyncPgConnection, index: i32) {
+    c.batch_execute(&format!("update sequencer_watermarks set online = false where node_index = {index}"))
+        .await
+        .unwrap();
+}
+
+/// A page is cut to the byte budget in the statement that reads it: the longest prefix whose
+/// payloads fit, at least one event (an oversized one goes alone), and the cursor continues
+/// right after the last event returned.
+#[tokio::test]
+async fn a_page_is_cut_to_the_byte_budget_in_one_read() {
+    let (_cfg, mut c) = setup().await;
+    online(&mut c, &[(0, 0)]).await;
+    let sized = |ts: i64, n: usize| NewEvent { payload: Some(vec![7u8; n]), ..deliver(ts, ALICE, &[]) };
+    events::append(&mut c, 0, &[sized(1, 40), sized(2, 40), sized(3, 40), sized(4, 400), sized(5, 10)]).await.unwrap();
+    watermarks::save(&mut c, 0, 10).await.unwrap();
+    let at = |after| events::Cursor::after(ALICE, after);
+    let ts = |p: &events::Page| p.events.iter().map(|e| e.ts).collect::<Vec<_>>();
+    let (all, limit) = events::read_within(&mut c, at(0), 100, 1000).await.unwrap();
+    assert_eq!((ts(&all), limit), (vec![1, 2, 3, 4, 5], 100), "all fit: a full read");
+    assert_eq!(all.next_cursor, 10, "not full: up to the cap");
+    let (two, limit) = events::read_within(&mut c, at(0), 100, 100).await.unwrap();
+    assert_eq!((ts(&two), limit, two.next_cursor), (vec![1, 2], 2, 2));
+    let (big, limit) = events::read_within(&mut c, at(3), 100, 100).await.unwrap();
+    assert_eq!((ts(&big), limit, big.next_cursor), (vec![4], 1, 4), "an oversized event still goes, alone");
+    let (none, limit) = events::read_within(&mut c, at(5), 7, 100).await.unwrap();
+    assert_eq!((ts(&none), limit, none.next_cursor), (vec![], 7, 10));
+}
