@@ -120,7 +120,9 @@ struct Kill {
 
 impl Kill {
     fn done(&self) -> bool {
-        self.recovered.is_some() && self.back.is_some() && (self.took_over.is_some() || matches!(self.target, Target::Sequencer))
+        self.recovered.is_some()
+            && self.back.is_some()
+            && (self.took_over.is_some() || matches!(self.target, Target::Sequencer))
     }
 }
 
@@ -142,11 +144,16 @@ async fn run_on(args: &DemoArgs, t: &mut Topology) -> Result<()> {
         args.rate,
         if t.via_haproxy() { "through HAProxy" } else { "to the nodes directly" }
     );
-    println!("  kills: {} at {:.0} s, {} at {:.0} s, {} at {:.0} s (each restarted {} s later)\n",
-        Target::Sequencer.what(), total.as_secs_f64() / 5.0,
-        Target::Mediator.what(), total.as_secs_f64() * 2.0 / 5.0,
-        Target::Participant1.what(), total.as_secs_f64() * 3.0 / 5.0,
-        RESTART_AFTER.as_secs());
+    println!(
+        "  kills: {} at {:.0} s, {} at {:.0} s, {} at {:.0} s (each restarted {} s later)\n",
+        Target::Sequencer.what(),
+        total.as_secs_f64() / 5.0,
+        Target::Mediator.what(),
+        total.as_secs_f64() * 2.0 / 5.0,
+        Target::Participant1.what(),
+        total.as_secs_f64() * 3.0 / 5.0,
+        RESTART_AFTER.as_secs()
+    );
     let workload = app.run(args.rate);
     let start = Instant::now();
     let targets = [Target::Sequencer, Target::Mediator, Target::Participant1];
@@ -317,7 +324,8 @@ async fn report(app: &App, kills: &[Kill], ran: Duration) -> Result<()> {
     }
     println!("  after each kill -9, until the first command submitted after it was accepted:");
     for k in kills {
-        let took = k.took_over.as_ref().map(|(n, d)| format!(", {n} active after {:.0} ms", ms(*d))).unwrap_or_default();
+        let took =
+            k.took_over.as_ref().map(|(n, d)| format!(", {n} active after {:.0} ms", ms(*d))).unwrap_or_default();
         println!(
             "    {:<16} {:>6.0} ms   ({}){took}; restarted, {} after {:.0} ms   [{}]",
             k.victim,

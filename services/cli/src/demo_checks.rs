@@ -37,8 +37,7 @@ pub async fn run(app: &App) -> Result<Vec<Check>, Status> {
     for p in 0..2 {
         checks.push(archived_at_most_once(app, p).await?);
     }
-    let expected: BTreeSet<String> =
-        app.stats.active.lock().unwrap().values().flatten().cloned().collect();
+    let expected: BTreeSet<String> = app.stats.active.lock().unwrap().values().flatten().cloned().collect();
     let start = Instant::now();
     let (a, b) = loop {
         let (a, b) = (acs(channel_of(app, 0)).await?, acs(channel_of(app, 1)).await?);
@@ -106,7 +105,9 @@ async fn completed_exactly_once(app: &App) -> Result<Check, Status> {
             _ => {}
         }
     }
-    wrong.extend(accepted.keys().filter(|id| !outcomes.contains_key(*id)).map(|id| format!("{id} unknown to the application")));
+    wrong.extend(
+        accepted.keys().filter(|id| !outcomes.contains_key(*id)).map(|id| format!("{id} unknown to the application")),
+    );
     let line = format!(
         "{} command ids, each completed exactly once{}",
         outcomes.len(),

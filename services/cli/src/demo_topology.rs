@@ -12,8 +12,8 @@ use syncline_embedded_pg::free_addr;
 use syncline_proto::ledger as pb;
 use syncline_proto::ledger::party_management_service_client::PartyManagementServiceClient;
 
-use crate::bench_participant::database_beside;
 use super::workload::{channel, ALICE, BOB};
+use crate::bench_participant::database_beside;
 use crate::embedded::Database;
 use crate::procs::{haproxy_binary, healthy, live, wait_healthy, wait_standby, Haproxy, Node, Replicated};
 
@@ -101,8 +101,10 @@ impl Topology {
         let replica = |kind, name: &str, member: &str, db: &str| {
             Node::configure_replica(&dir, kind, name, member, db, &seq_endpoints)
         };
-        let mediators =
-            vec![replica(Replicated::Mediator, "mediator-a", MEDIATOR, &dbs[0])?, replica(Replicated::Mediator, "mediator-b", MEDIATOR, &dbs[0])?];
+        let mediators = vec![
+            replica(Replicated::Mediator, "mediator-a", MEDIATOR, &dbs[0])?,
+            replica(Replicated::Mediator, "mediator-b", MEDIATOR, &dbs[0])?,
+        ];
         let participants = [
             vec![
                 replica(Replicated::Participant, "participant1-a", PARTICIPANTS[0], &dbs[1])?,
@@ -164,8 +166,10 @@ impl Topology {
             t.ledger[p] = match &haproxy {
                 Some(bin) => {
                     let (ledger, admin) = (free_addr()?, free_addr()?);
-                    let mut env =
-                        vec![("LEDGER_FRONTEND".to_string(), ledger.to_string()), ("ADMIN_FRONTEND".into(), admin.to_string())];
+                    let mut env = vec![
+                        ("LEDGER_FRONTEND".to_string(), ledger.to_string()),
+                        ("ADMIN_FRONTEND".into(), admin.to_string()),
+                    ];
                     for (i, r) in replicas.iter().enumerate() {
                         env.push((format!("R{}", i + 1), r.public.to_string()));
                         env.push((format!("R{}_ADMIN", i + 1), r.admin.to_string()));
@@ -311,7 +315,12 @@ impl Topology {
             }
             out
         }
-        [of(&self.sequencers).await, of(&self.mediators).await, of(&self.participants[0]).await, of(&self.participants[1]).await]
+        [
+            of(&self.sequencers).await,
+            of(&self.mediators).await,
+            of(&self.participants[0]).await,
+            of(&self.participants[1]).await,
+        ]
     }
 
     /// Whether clients go through HAProxy.

@@ -48,7 +48,10 @@ pub struct Ledger {
 impl Ledger {
     /// A client of `endpoints` (URLs).
     pub fn new(endpoints: &[String]) -> Result<Ledger> {
-        Ok(Ledger { channels: endpoints.iter().map(|e| channel(e)).collect::<Result<_>>()?, current: AtomicUsize::new(0) })
+        Ok(Ledger {
+            channels: endpoints.iter().map(|e| channel(e)).collect::<Result<_>>()?,
+            current: AtomicUsize::new(0),
+        })
     }
 
     /// The endpoint in use (its index and channel).
@@ -282,7 +285,13 @@ impl App {
 
     /// SubmitAndWait `command` under `command_id` until accepted (the update id) or definitely
     /// rejected, resubmitting the same command id after any other answer.
-    async fn submit(&self, p: usize, party: &str, command_id: &str, command: pb::command::Command) -> Result<String, Outcome> {
+    async fn submit(
+        &self,
+        p: usize,
+        party: &str,
+        command_id: &str,
+        command: pb::command::Command,
+    ) -> Result<String, Outcome> {
         let s = &self.stats;
         s.submitted.fetch_add(1, Ordering::Relaxed);
         let commands = pb::Commands {
@@ -318,7 +327,11 @@ impl App {
                 }
                 Answer::Duplicate(offset) => {
                     // Accepted by an earlier submission of this command id.
-                    *s.retry_reasons.lock().unwrap().entry("DUPLICATE_COMMAND (accepted before)".into()).or_default() += 1;
+                    *s.retry_reasons
+                        .lock()
+                        .unwrap()
+                        .entry("DUPLICATE_COMMAND (accepted before)".into())
+                        .or_default() += 1;
                     match self.update_at(p, party, offset).await {
                         Some(update_id) => return Ok(update_id),
                         None => return Err(Outcome::Unfinished),
@@ -364,7 +377,9 @@ impl App {
                 .await
                 .map_err(|_| Status::deadline_exceeded("no completion within 10 s"))?
             {
-                if let Some(pb::completion_stream_response::CompletionResponse::Completion(c)) = item?.completion_response {
+                if let Some(pb::completion_stream_response::CompletionResponse::Completion(c)) =
+                    item?.completion_response
+                {
                     if c.offset == offset {
                         return Ok(c.update_id);
                     }
@@ -380,7 +395,8 @@ impl App {
     async fn accepted_before(&self, p: usize, party: &str, command_id: &str) -> Option<Option<String>> {
         self.retrying(p, |ch| async move {
             let all = completions(ch, party).await?;
-            let ok = all.into_iter().find(|c| c.command_id == command_id && c.status.as_ref().is_some_and(|s| s.code == 0));
+            let ok =
+                all.into_iter().find(|c| c.command_id == command_id && c.status.as_ref().is_some_and(|s| s.code == 0));
             Ok(ok.map(|c| c.update_id))
         })
         .await
@@ -394,11 +410,11 @@ impl App {
                 filter: Some(pb::TransactionFilter { parties: vec![party.into()] }),
             };
             let tx = UpdateServiceClient::new(ch).get_update_by_id(r).await?.into_inner().transaction;
-            let created = tx.into_iter().flat_map(|t| t.events).filter_map(|e| match e.event {
+            let mut created = tx.into_iter().flat_map(|t| t.events).filter_map(|e| match e.event {
                 Some(pb::event::Event::Created(c)) => Some(c.contract_id),
                 _ => None,
             });
-            created.last().ok_or_else(|| Status::not_found("no created event"))
+            created.next_back().ok_or_else(|| Status::not_found("no created event"))
         })
         .await
     }
@@ -430,7 +446,10 @@ pub async fn completions(ch: Channel, party: &str) -> Result<Vec<pb::Completion>
     let r = pb::CompletionStreamRequest { user_id: USER.into(), parties: vec![party.into()], begin_exclusive: 0 };
     let mut stream = CommandCompletionServiceClient::new(ch).completion_stream(r).await?.into_inner();
     let mut out = Vec::new();
-    while end > 0 {
+    if end == 0 {
+        return Ok(out);
+    }
+    loop {
         let item = tokio::time::timeout(Duration::from_secs(10), stream.next())
             .await
             .map_err(|_| Status::deadline_exceeded("the completion stream stalled"))?
@@ -445,10 +464,9 @@ pub async fn completions(ch: Channel, party: &str) -> Result<Vec<pb::Completion>
             None => 0,
         };
         if reached >= end {
-            break;
+            return Ok(out);
         }
     }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -242,7 +242,7 @@ pub async fn wait_healthy(node: &Node, limit: Duration) -> Result<Duration> {
 /// Wait until replica `node` runs as a standby (live, not active); how long that took.
 pub async fn wait_standby(node: &Node, limit: Duration) -> Result<Duration> {
     let start = Instant::now();
-    while !(live(node.health).await && !healthy(node.health).await) {
+    while !live(node.health).await || healthy(node.health).await {
         if start.elapsed() > limit {
             bail!("{} did not come up as a standby within {limit:?}", node.name);
         }
