@@ -10,7 +10,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::procs::{healthy, live, Node};
 use topology::{State, Topology};
@@ -54,7 +54,10 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         "Syncline demo: 3 sequencers, 2 mediator replicas, 2 participants of 2 replicas each; \
          an application using only the ledger API\n"
     );
-    let mut topology = Topology::start(args.database_url.clone(), !args.no_haproxy).await?;
+    let dir = std::env::temp_dir().join(format!("syncline-demo-{}", std::process::id()));
+    let mut topology = Topology::start(&dir, args.database_url.clone(), !args.no_haproxy)
+        .await
+        .with_context(|| format!("starting the topology (logs kept in {})", dir.display()))?;
     let result = run_on(&args, &mut topology).await;
     println!("\n  stopping every node (SIGTERM: each goes offline cleanly)");
     topology.stop();
@@ -227,9 +230,11 @@ async fn run_on(args: &DemoArgs, t: &mut Topology) -> Result<()> {
     let ran = start.elapsed();
     println!("  >>> the run is over: IOUs finish the command they are at");
     app.stop();
-    if tokio::time::timeout(DRAIN, &mut { workload }).await.is_err() {
+    let mut workload = workload;
+    if tokio::time::timeout(DRAIN, &mut workload).await.is_err() {
         println!("  >>> commands still unanswered after {} s: given up", DRAIN.as_secs());
         app.abandon();
+        let _ = workload.await;
     }
     report(&app, &kills, ran).await
 }

@@ -59,17 +59,27 @@ pub enum State {
 }
 
 impl Topology {
-    /// Create the databases and start every node; bootstrap; HAProxy if `haproxy` (and
-    /// installed). Prints what it does.
-    pub async fn start(database_url: Option<String>, haproxy: bool) -> Result<Topology> {
+    /// Create the databases and start every node (config files and logs in `dir`);
+    /// bootstrap; HAProxy if `haproxy` (and installed). Prints what it does.
+    pub async fn start(dir: &Path, database_url: Option<String>, haproxy: bool) -> Result<Topology> {
         let run = format!("{:08x}", rand::random::<u32>());
         // With a server of the user's, fresh names per run: earlier runs' databases stay apart.
         let prefix = if database_url.is_some() { format!("syncline_demo_{run}_") } else { String::new() };
-        let db = Database::open(database_url.clone(), &format!("{prefix}sequencers")).await?;
+        let (db, seq_db) = match &database_url {
+            Some(url) => {
+                let seq_db = database_beside(url, &format!("{prefix}sequencers")).await?;
+                (Database::open(Some(url.clone()), "").await?, seq_db)
+            }
+            None => {
+                let db = Database::open(None, "sequencers").await?;
+                let url = db.url.clone();
+                (db, url)
+            }
+        };
         let dbs = [
-            database_beside(&db.url, &format!("{prefix}mediator")).await?,
-            database_beside(&db.url, &format!("{prefix}participant1")).await?,
-            database_beside(&db.url, &format!("{prefix}participant2")).await?,
+            database_beside(&seq_db, &format!("{prefix}mediator")).await?,
+            database_beside(&seq_db, &format!("{prefix}participant1")).await?,
+            database_beside(&seq_db, &format!("{prefix}participant2")).await?,
         ];
         match &database_url {
             Some(_) => println!(
@@ -81,10 +91,10 @@ impl Topology {
                  (removed at the end)"
             ),
         }
-        let dir = std::env::temp_dir().join(format!("syncline-demo-{}", std::process::id()));
+        let dir = dir.to_path_buf();
         std::fs::create_dir_all(&dir)?;
         let storage = dir.join("storage.toml");
-        std::fs::write(&storage, format!("[storage]\nurl = \"{}\"\n", db.url))?;
+        std::fs::write(&storage, format!("[storage]\nurl = \"{seq_db}\"\n"))?;
         let haproxy = if haproxy { haproxy_binary() } else { None };
 
         let mut sequencers = Vec::new();

@@ -337,9 +337,9 @@ impl App {
                         None => return Err(Outcome::Unfinished),
                     }
                 }
-                // A resubmission can be refused because the first submission was accepted in
-                // the meantime (its input contract is archived now): the completion stream
-                // tells, as Canton's deduplication guide advises applications to check.
+                // A resubmission can be refused because an earlier submission of it was
+                // accepted meanwhile (the participant interprets before it deduplicates, so a
+                // consuming command finds its input archived): the completion stream tells.
                 Answer::Rejected(id) if !first => match self.accepted_before(p, party, command_id).await {
                     Some(Some(update_id)) => {
                         let why = format!("{id} (accepted before: on the completion stream)");
