@@ -96,7 +96,7 @@ pub async fn run(url: &str, phase: Duration, clients: usize, runs: usize) -> Res
 }
 
 /// Create database `name` on the server of `url`; its URL.
-async fn database_beside(url: &str, name: &str) -> Result<String> {
+pub(crate) async fn database_beside(url: &str, name: &str) -> Result<String> {
     syncline_embedded_pg::create_database(&with_database(url, "postgres")?, name).await?;
     with_database(url, name)
 }

@@ -1,269 +1,359 @@
-//! `syncline demo`: a complete HA topology on a throwaway PostgreSQL. Three sequencer
-//! processes share one database; a workload runs through all of them while one is killed
-//! with SIGKILL and restarted; the demo then shows what happened and proves that nothing
-//! was lost or duplicated and that every subscriber saw the same order.
+//! `syncline demo`: the whole HA topology on a throwaway PostgreSQL (one database per node
+//! group): three sequencers, two mediator replicas, two participants of two replicas each,
+//! HAProxy in front when installed. An application using only the ledger API moves IOUs
+//! between Alice and Bob while the demo kills -9, in turn, a sequencer, the leading mediator
+//! and the leading replica of participant1 and restarts each; then it proves from both
+//! participants' ledgers that every command completed exactly once, no contract was archived
+//! twice and both participants show the same contracts, and how soon commands succeeded again
+//! after each kill.
 
-use std::collections::{HashMap, HashSet};
-use std::path::Path;
-use std::process::Child;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use syncline_sequencer_client::{SendError, Sent, SequencerApi};
 
-use crate::embedded::Database;
-use crate::procs::{admin_of, client_of, follow, follower_error, healthy, message, wait_healthy, Log, Node};
+use crate::procs::{healthy, live, Node};
+use topology::{State, Topology};
+use workload::App;
+
+// The demo's parts live beside it (src/demo_*.rs).
+#[path = "demo_checks.rs"]
+mod checks;
+#[path = "demo_topology.rs"]
+mod topology;
+#[path = "demo_workload.rs"]
+mod workload;
 
 /// Options of `syncline demo`.
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
-    /// Use this database instead of a throwaway local cluster.
+    /// A PostgreSQL server to use instead of a throwaway local cluster: the URL of a database
+    /// there; the demo creates its own databases beside it (and leaves them).
     #[arg(long)]
     database_url: Option<String>,
-    /// Length of the workload in seconds.
-    #[arg(long, default_value_t = 15)]
+    /// Length of the workload in seconds (at least 15); the three kills fall at 1/5, 2/5 and
+    /// 3/5 of it.
+    #[arg(long, default_value_t = 45)]
     seconds: u64,
-    /// Messages per second the workload sends.
-    #[arg(long, default_value_t = 200)]
+    /// Commands per second the application submits (three per IOU).
+    #[arg(long, default_value_t = 20)]
     rate: u32,
+    /// Connect clients to the nodes directly even when HAProxy is installed.
+    #[arg(long)]
+    no_haproxy: bool,
 }
 
-const NODES: usize = 3;
-const VICTIM: usize = 0;
+/// How long the application may take to finish its last commands after the run.
+const DRAIN: Duration = Duration::from_secs(60);
+/// How long after a kill the killed process is started again.
+const RESTART_AFTER: Duration = Duration::from_secs(2);
 
 /// Run the demo.
 pub async fn run(args: DemoArgs) -> Result<()> {
-    println!("Syncline demo: {NODES} active sequencer processes on one PostgreSQL database\n");
-    let db = Database::open(args.database_url.clone(), "syncline_demo").await?;
     println!(
-        "  database   {}",
-        if args.database_url.is_some() {
-            "the one given with --database-url"
-        } else {
-            "a throwaway PostgreSQL cluster (removed at the end)"
-        }
+        "Syncline demo: 3 sequencers, 2 mediator replicas, 2 participants of 2 replicas each; \
+         an application using only the ledger API\n"
     );
     let dir = std::env::temp_dir().join(format!("syncline-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let storage = dir.join("storage.toml");
-    std::fs::write(&storage, format!("[storage]\nurl = \"{}\"\n", db.url))?;
-    let mut nodes = Vec::new();
-    for i in 1..=NODES {
-        nodes.push(Node::configure(&dir, &format!("sequencer{i}"))?);
-    }
-    for n in &mut nodes {
-        n.spawn(&dir, &storage)?;
-        println!(
-            "  started    {} (pid {}): gRPC {}, health+metrics http://{}/health",
-            n.name,
-            n.child.as_ref().map_or(0, Child::id),
-            n.public,
-            n.health
-        );
-    }
-    let result = workload(&args, &mut nodes, &dir, &storage).await;
-    println!("\n  stopping the sequencers (SIGTERM: each goes offline cleanly)");
-    for n in &mut nodes {
-        n.terminate();
-    }
+    let mut topology = Topology::start(&dir, args.database_url.clone(), !args.no_haproxy)
+        .await
+        .with_context(|| format!("starting the topology (logs kept in {})", dir.display()))?;
+    let result = run_on(&args, &mut topology).await;
+    println!("\n  stopping every node (SIGTERM: each goes offline cleanly)");
+    topology.stop();
     match &result {
         Ok(()) => {
-            let _ = std::fs::remove_dir_all(&dir);
+            let _ = std::fs::remove_dir_all(&topology.dir);
         }
-        Err(_) => println!("  logs kept in {}", dir.display()),
+        Err(_) => println!("  logs kept in {}", topology.dir.display()),
     }
-    drop(db);
     result
 }
 
-async fn workload(args: &DemoArgs, nodes: &mut [Node], dir: &Path, storage: &Path) -> Result<()> {
-    for n in nodes.iter_mut() {
-        wait_healthy(n, Duration::from_secs(60)).await?;
-    }
-    println!("  all {NODES} sequencers online\n");
-    let admin = admin_of(&nodes[0])?;
-    for m in ["alice", "bob"] {
-        admin.register_member(m).await?;
-    }
-    // One subscriber per node (a client of that node alone), to compare what each delivers.
-    let logs: Vec<Log> = (0..NODES).map(|_| Log::default()).collect();
-    let mut followers = Vec::new();
-    for (n, l) in nodes.iter().zip(&logs) {
-        followers.push(follow(client_of(std::slice::from_ref(n))?, "bob".into(), l.clone()));
-    }
+/// Which node a kill targets.
+#[derive(Clone, Copy)]
+enum Target {
+    Sequencer,
+    Mediator,
+    Participant1,
+}
 
-    // alice sends to bob round-robin over the nodes, many sends in flight. An OK means
-    // sequenced and durable, so an OK'd message is never sent again; only a send that got no
-    // answer (its node was killed, say) is resent unchanged on the next node.
-    let senders = client_of(nodes)?;
-    let sent = Arc::new(AtomicU64::new(0));
-    let outcomes: Outcomes = Arc::default();
-    let sending = Arc::new(AtomicBool::new(true));
-    let sender = {
-        let (sent, sending, outcomes) = (sent.clone(), sending.clone(), outcomes.clone());
-        let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
-        tokio::spawn(async move {
-            let in_flight = Arc::new(tokio::sync::Semaphore::new(256));
-            let mut tasks = tokio::task::JoinSet::new();
-            let mut tick = tokio::time::interval(interval);
-            let mut k = 0usize;
-            while sending.load(Ordering::Relaxed) {
-                tick.tick().await;
-                let permit = in_flight.clone().acquire_owned().await.expect("never closed");
-                let (senders, outcomes) = (senders.clone(), outcomes.clone());
-                let id = format!("msg-{k:06}");
-                tasks.spawn(async move {
-                    let outcome = senders.send(message("alice", "bob", &id, Duration::from_secs(20))).await;
-                    outcomes.lock().unwrap().insert(id, outcome);
-                    drop(permit);
-                });
-                k += 1;
-                sent.fetch_add(1, Ordering::Relaxed);
-            }
-            while tasks.join_next().await.is_some() {}
-        })
-    };
-
-    let start = Instant::now();
-    let total = Duration::from_secs(args.seconds.max(6));
-    let kill_at = total / 3;
-    let mut killed_at = None;
-    let mut restarted_at = None;
-    let mut rejoin = Duration::ZERO;
-    let mut last_print = Instant::now();
-    println!("  {:>5}  {:>6}  {:>26}  {:>8}  nodes", "time", "sent", "delivered (per subscriber)", "rate/s");
-    let mut prev_delivered = 0usize;
-    while start.elapsed() < total {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if killed_at.is_none() && start.elapsed() >= kill_at {
-            let pid = nodes[VICTIM].kill9().unwrap_or(0);
-            killed_at = Some(Instant::now());
-            println!("  >>> kill -9 {} (pid {pid}) under load", nodes[VICTIM].name);
+impl Target {
+    fn what(self) -> &'static str {
+        match self {
+            Target::Sequencer => "a sequencer",
+            Target::Mediator => "the leading mediator",
+            Target::Participant1 => "the leading replica of participant1",
         }
-        if let (Some(k), None) = (killed_at, restarted_at) {
-            if k.elapsed() >= Duration::from_secs(3) {
-                nodes[VICTIM].spawn(dir, storage)?;
-                restarted_at = Some(Instant::now());
-                println!("  >>> restarting {}", nodes[VICTIM].name);
-                rejoin = wait_healthy(&mut nodes[VICTIM], Duration::from_secs(30)).await?;
-                println!(
-                    "  >>> {} recovered (truncated past its watermark) and is online again after {:.0} ms",
-                    nodes[VICTIM].name,
-                    rejoin.as_secs_f64() * 1000.0
-                );
+    }
+
+    /// Canton's documented figure for the same failure.
+    fn canton(self) -> &'static str {
+        match self {
+            Target::Sequencer => "Canton: sequencer readers pause 8-13 s",
+            Target::Mediator => "Canton: a passive mediator replica retries the lock every 15 s",
+            Target::Participant1 => "Canton: a passive participant replica retries the lock every 15 s",
+        }
+    }
+
+    /// Whose commands tell that it recovered: participant1's for its own kill (participant2's
+    /// archives need no confirmation of participant1), everyone's otherwise.
+    fn scope(self) -> Option<usize> {
+        match self {
+            Target::Participant1 => Some(0),
+            _ => None,
+        }
+    }
+}
+
+/// One kill and what followed it.
+struct Kill {
+    target: Target,
+    victim: String,
+    at: Instant,
+    /// The replica that led next, and after how long.
+    took_over: Option<(String, Duration)>,
+    /// Restarted at.
+    restarted: Option<Instant>,
+    /// The restarted process serves again (online, or a standby), after its restart.
+    back: Option<Duration>,
+    /// The first command submitted after the kill succeeded, after the kill.
+    recovered: Option<Duration>,
+}
+
+impl Kill {
+    fn done(&self) -> bool {
+        self.recovered.is_some()
+            && self.back.is_some()
+            && (self.took_over.is_some() || matches!(self.target, Target::Sequencer))
+    }
+}
+
+fn group(t: &mut Topology, target: Target) -> &mut Vec<Node> {
+    match target {
+        Target::Sequencer => &mut t.sequencers,
+        Target::Mediator => &mut t.mediators,
+        Target::Participant1 => &mut t.participants[0],
+    }
+}
+
+async fn run_on(args: &DemoArgs, t: &mut Topology) -> Result<()> {
+    let total = Duration::from_secs(args.seconds.max(15));
+    let app = App::new(&t.ledger)?;
+    println!(
+        "\n  application: IOUs of {} (create on participant1, transfer to Bob, Bob archives on participant2), \
+         {} commands/s, unique command ids, resubmitted after errors; clients connect {}",
+        workload::ALICE,
+        args.rate,
+        if t.via_haproxy() { "through HAProxy" } else { "to the nodes directly" }
+    );
+    println!(
+        "  kills: {} at {:.0} s, {} at {:.0} s, {} at {:.0} s (each restarted {} s later)\n",
+        Target::Sequencer.what(),
+        total.as_secs_f64() / 5.0,
+        Target::Mediator.what(),
+        total.as_secs_f64() * 2.0 / 5.0,
+        Target::Participant1.what(),
+        total.as_secs_f64() * 3.0 / 5.0,
+        RESTART_AFTER.as_secs()
+    );
+    let workload = app.run(args.rate);
+    let start = Instant::now();
+    let targets = [Target::Sequencer, Target::Mediator, Target::Participant1];
+    let mut kills: Vec<Kill> = Vec::new();
+    let mut last_print = Instant::now();
+    let mut prev_accepted = 0;
+    println!(
+        "  {:>5}  {:>9}  {:>8}  {:>8}  {:>11}  {:>9}  {:>10}   seq  med  p1  p2   (● active ○ standby ✗ down)",
+        "time", "submitted", "accepted", "rejected", "resubmitted", "in flight", "accepted/s"
+    );
+    // Until the run's time is up and every kill has played out (bounded).
+    while start.elapsed() < total || kills.len() < targets.len() || !kills.iter().all(Kill::done) {
+        if start.elapsed() > total + DRAIN {
+            app.stop();
+            app.abandon();
+            let _ = workload.await;
+            bail!("the kills did not play out within {} s after the run's end", DRAIN.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let next = kills.len();
+        if next < targets.len()
+            && start.elapsed() >= total * (next as u32 + 1) / 5
+            && kills.last().is_none_or(Kill::done)
+        {
+            let target = targets[next];
+            let nodes = group(t, target);
+            let victim = match target {
+                Target::Sequencer => Some(0),
+                _ => Topology::leader(nodes).await,
+            };
+            // A replica group without a leader right now: try again on the next tick.
+            if let Some(v) = victim {
+                let pid = nodes[v].kill9().unwrap_or(0);
+                println!("  >>> kill -9 {} ({}, pid {pid})", nodes[v].name, target.what());
+                kills.push(Kill {
+                    target,
+                    victim: nodes[v].name.clone(),
+                    at: Instant::now(),
+                    took_over: None,
+                    restarted: None,
+                    back: None,
+                    recovered: None,
+                });
             }
+        }
+        if let Some(k) = kills.last_mut() {
+            follow_kill(t, &app, k).await?;
         }
         if last_print.elapsed() >= Duration::from_secs(1) {
             last_print = Instant::now();
-            let counts: Vec<usize> = logs.iter().map(|l| l.lock().unwrap().len()).collect();
-            let mut states = String::new();
-            for n in nodes.iter() {
-                states.push_str(if healthy(n.health).await { "● " } else { "✗ " });
-            }
+            let s = &app.stats;
+            let accepted = s.accepted.load(Ordering::Relaxed);
+            let [seq, med, p1, p2] = t.states().await;
             println!(
-                "  {:>4}s  {:>6}  {:>26}  {:>8}  {}",
+                "  {:>4}s  {:>9}  {:>8}  {:>8}  {:>11}  {:>9}  {:>10}   {:<3}  {:<3}  {:<2}  {:<2}",
                 start.elapsed().as_secs(),
-                sent.load(Ordering::Relaxed),
-                format!("{:?}", counts),
-                counts[1].saturating_sub(prev_delivered),
-                states
+                s.submitted.load(Ordering::Relaxed),
+                accepted,
+                s.rejected.load(Ordering::Relaxed),
+                s.resubmitted.load(Ordering::Relaxed),
+                s.in_flight(),
+                accepted - prev_accepted,
+                symbols(&seq),
+                symbols(&med),
+                symbols(&p1),
+                symbols(&p2)
             );
-            prev_delivered = counts[1];
+            prev_accepted = accepted;
         }
     }
-    sending.store(false, Ordering::Relaxed);
-    tokio::time::timeout(Duration::from_secs(60), sender).await.context("waiting for the last sends")??;
-    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
-    let expected = outcomes.values().filter(|o| o.is_ok()).count();
-    let settle = Instant::now();
-    while logs.iter().any(|l| l.lock().unwrap().len() < expected) && settle.elapsed() < Duration::from_secs(30) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let ran = start.elapsed();
+    println!("  >>> the run is over: IOUs finish the command they are at");
+    app.stop();
+    let mut workload = workload;
+    if tokio::time::timeout(DRAIN, &mut workload).await.is_err() {
+        println!("  >>> commands still unanswered after {} s: given up", DRAIN.as_secs());
+        app.abandon();
+        let _ = workload.await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    for (n, f) in nodes.iter().zip(&mut followers) {
-        if let Some(e) = follower_error(f).await {
-            bail!("the subscriber on {} failed: {e}", n.name);
-        }
-        f.abort();
-    }
-    report(&logs, nodes, &outcomes, killed_at, rejoin, start.elapsed())
+    report(&app, &kills, ran).await
 }
 
-/// How each message's send ended, by message id.
-type Outcomes = Arc<std::sync::Mutex<HashMap<String, Result<Sent, SendError>>>>;
+/// Advance kill `k`: restart its victim, notice the takeover, the victim's return and the
+/// first success after it; print each once.
+async fn follow_kill(t: &mut Topology, app: &App, k: &mut Kill) -> Result<()> {
+    if k.took_over.is_none() && !matches!(k.target, Target::Sequencer) {
+        let nodes = group(t, k.target);
+        if let Some(l) = Topology::leader(nodes).await {
+            if nodes[l].name != k.victim {
+                let took = k.at.elapsed();
+                println!("  >>> {} took over: active {:.0} ms after the kill", nodes[l].name, ms(took));
+                k.took_over = Some((nodes[l].name.clone(), took));
+            }
+        }
+    }
+    if k.recovered.is_none() {
+        if let Some(d) = app.stats.first_success_after(k.at, k.target.scope()) {
+            println!(
+                "  >>> first command accepted {:.0} ms after the kill of {} ({})",
+                ms(d),
+                k.victim,
+                k.target.canton()
+            );
+            k.recovered = Some(d);
+        }
+    }
+    if k.restarted.is_none() && k.at.elapsed() >= RESTART_AFTER {
+        let n = t.restart(&k.victim)?;
+        println!("  >>> restarting {} (pid {})", n.name, n.pid().unwrap_or(0));
+        k.restarted = Some(Instant::now());
+    }
+    if let (Some(r), None) = (k.restarted, k.back) {
+        let n = group(t, k.target).iter().find(|n| n.name == k.victim).expect("the victim is in its group");
+        let back = match k.target {
+            Target::Sequencer => healthy(n.health).await,
+            // A restarted replica joins as the standby.
+            _ => live(n.health).await && !healthy(n.health).await,
+        };
+        if back {
+            let d = r.elapsed();
+            let role = if matches!(k.target, Target::Sequencer) { "online again" } else { "back as the standby" };
+            println!("  >>> {} is {role} {:.0} ms after its restart", k.victim, ms(d));
+            k.back = Some(d);
+        }
+    }
+    Ok(())
+}
 
-fn report(
-    logs: &[Log],
-    nodes: &[Node],
-    outcomes: &HashMap<String, Result<Sent, SendError>>,
-    killed_at: Option<Instant>,
-    rejoin: Duration,
-    elapsed: Duration,
-) -> Result<()> {
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn symbols(states: &[State]) -> String {
+    states
+        .iter()
+        .map(|s| match s {
+            State::Active => '●',
+            State::Standby => '○',
+            State::Down => '✗',
+        })
+        .collect()
+}
+
+async fn report(app: &App, kills: &[Kill], ran: Duration) -> Result<()> {
+    let s = &app.stats;
     println!("\nWhat happened");
-    // The timestamp each OK carried: the event must be delivered at exactly that timestamp.
-    let sequenced: HashMap<&str, i64> =
-        outcomes.iter().filter_map(|(id, o)| Some((id.as_str(), o.as_ref().ok()?.timestamp))).collect();
-    let expected = sequenced.len();
-    let unconfirmed = outcomes.len() - expected;
-    let resends: u32 = outcomes.values().filter_map(|o| Some(o.as_ref().ok()?.resends)).sum();
-    let reference: Vec<i64> = logs[1].lock().unwrap().iter().map(|(ts, _, _)| *ts).collect();
-    let mut ok = unconfirmed == 0;
-    for (n, log) in nodes.iter().zip(logs) {
-        let log = log.lock().unwrap();
-        let ids: Vec<&String> = log.iter().map(|(_, id, _)| id).collect();
-        let unique: HashSet<&&String> = ids.iter().collect();
-        let ts: Vec<i64> = log.iter().map(|(ts, _, _)| *ts).collect();
-        let same = ts == reference;
-        // Every OK'd message, at the timestamp its OK named; nothing else.
-        let at_ok_ts = log.iter().filter(|(ts, id, _)| sequenced.get(id.as_str()) == Some(ts)).count();
-        let good = ids.len() == expected && unique.len() == expected && at_ok_ts == expected && same;
-        ok &= good;
+    let accepted = s.accepted.load(Ordering::Relaxed);
+    println!(
+        "  commands: {} submitted, {accepted} accepted, {} definitely rejected, {} resubmitted after an error \
+         ({:.1} accepted/s over {:.0} s)",
+        s.submitted.load(Ordering::Relaxed),
+        s.rejected.load(Ordering::Relaxed),
+        s.resubmitted.load(Ordering::Relaxed),
+        accepted as f64 / ran.as_secs_f64(),
+        ran.as_secs_f64()
+    );
+    let reasons = s.retry_reasons.lock().unwrap().clone();
+    if !reasons.is_empty() {
+        let list: Vec<String> = reasons.iter().map(|(r, n)| format!("{r} ×{n}")).collect();
+        println!("  answers other than OK on the way: {}", list.join(", "));
+    }
+    let rejections: Vec<String> = (s.outcomes.lock().unwrap().iter())
+        .filter_map(|(id, o)| match o {
+            workload::Outcome::Rejected(e) => Some(format!("{id}: {e}")),
+            _ => None,
+        })
+        .collect();
+    if !rejections.is_empty() {
+        println!("  definitely rejected: {}", rejections.join(", "));
+    }
+    println!("  after each kill -9, until the first command submitted after it was accepted:");
+    for k in kills {
+        let took =
+            k.took_over.as_ref().map(|(n, d)| format!(", {n} active after {:.0} ms", ms(*d))).unwrap_or_default();
         println!(
-            "  subscriber on {:<11} {at_ok_ts} of {expected} OK'd messages at their OK's timestamp, {} duplicates, {} unexpected, order {}",
-            n.name,
-            ids.len() - unique.len(),
-            log.len() - at_ok_ts,
-            if same { "identical to the others" } else { "DIFFERENT" }
+            "    {:<16} {:>6.0} ms   ({}){took}; restarted, {} after {:.0} ms   [{}]",
+            k.victim,
+            k.recovered.map_or(f64::NAN, ms),
+            k.target.what(),
+            if matches!(k.target, Target::Sequencer) { "online" } else { "standby" },
+            k.back.map_or(f64::NAN, ms),
+            k.target.canton()
         );
     }
-    if let Some(k) = killed_at {
-        for (i, (n, log)) in nodes.iter().zip(logs).enumerate() {
-            if i == VICTIM {
-                continue;
-            }
-            let log = log.lock().unwrap();
-            let mut prev = k;
-            let mut gap = Duration::ZERO;
-            for (_, _, at) in log.iter().filter(|(_, _, at)| *at >= k && *at <= k + Duration::from_secs(3)) {
-                gap = gap.max(at.duration_since(prev));
-                prev = *at;
-            }
-            println!(
-                "  longest pause of the subscriber on {} after the kill: {:.0} ms (Canton: 8-13 s)",
-                n.name,
-                gap.as_secs_f64() * 1000.0
-            );
-        }
+    let checks = match checks::run(app).await {
+        Ok(c) => c,
+        Err(e) => bail!("reading the participants' ledgers back failed: {}", e.message()),
+    };
+    println!("  checks (read back through each participant's ledger API):");
+    let mut failed = 0;
+    for c in &checks {
+        println!("    {} {}", if c.ok { "✔" } else { "✗" }, c.line);
+        failed += usize::from(!c.ok);
     }
-    println!("  {} restarted and rejoined in {:.0} ms", nodes[VICTIM].name, rejoin.as_secs_f64() * 1000.0);
-    println!("  sends that got no answer and were resent unchanged on another node: {resends} (never sequenced twice)");
-    if unconfirmed > 0 {
-        println!("  sends that no node confirmed: {unconfirmed}");
-        if let Some(Err(e)) = outcomes.values().find(|o| o.is_err()) {
-            println!("    for example: {e}");
-        }
+    if failed > 0 {
+        bail!("{failed} of {} checks failed", checks.len());
     }
-    println!(
-        "  throughput: {:.0} messages/s over {:.1} s",
-        expected as f64 / elapsed.as_secs_f64(),
-        elapsed.as_secs_f64()
-    );
-    if !ok {
-        bail!("a send went unconfirmed, or a subscriber missed, duplicated or reordered messages");
-    }
-    println!("  nothing lost, nothing duplicated, one order for every subscriber ✔");
+    println!("  every command completed exactly once, nothing archived twice, both participants agree ✔");
     Ok(())
 }

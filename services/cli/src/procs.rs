@@ -1,5 +1,6 @@
-//! Sequencer daemon processes started from this binary (demo and bench): spawn, kill -9,
-//! SIGTERM, health probes, clients of their APIs, and a subscriber that records arrivals.
+//! Daemon processes started from this binary (demo and bench): sequencers, mediator and
+//! participant replicas and HAProxy; spawn, kill -9, SIGTERM, health probes, clients of their
+//! APIs, and a subscriber that records arrivals.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -48,6 +49,42 @@ impl Node {
         Ok(Node { name: name.to_string(), public, admin, health, config, child: None, log: None })
     }
 
+    /// Write the config file of a replica of mediator or participant `member` (`kind`) into
+    /// `dir`: its own database `db`, the sequencers at `sequencers` (URLs); not started yet.
+    pub fn configure_replica(
+        dir: &Path,
+        kind: Replicated,
+        name: &str,
+        member: &str,
+        db: &str,
+        sequencers: &[String],
+    ) -> Result<Node> {
+        let (public, admin, health) = (free_addr()?, free_addr()?, free_addr()?);
+        let config = dir.join(format!("{name}.toml"));
+        let endpoints: Vec<String> = sequencers.iter().map(|s| format!("\"{s}\"")).collect();
+        std::fs::write(
+            &config,
+            format!(
+                "[{table}.{name}]\nmember = \"{member}\"\nstorage = {{ url = \"{db}\" }}\n\
+                 public_api = {{ address = \"{public}\" }}\nadmin_api = {{ address = \"{admin}\" }}\n\
+                 health = {{ address = \"{health}\" }}\nsequencer = {{ endpoints = [{}] }}\n",
+                endpoints.join(", "),
+                table = kind.table(),
+            ),
+        )?;
+        Ok(Node { name: name.to_string(), public, admin, health, config, child: None, log: None })
+    }
+
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Its line in a remote configuration for `syncline admin` (`table` as in its config).
+    pub fn remote_toml(&self, table: &str) -> String {
+        format!("[{table}.{}]\nadmin_api = \"{}\"\n", self.name, self.admin)
+    }
+
     /// The public gRPC endpoint URL.
     pub fn url(&self) -> String {
         format!("http://{}", self.public)
@@ -67,7 +104,7 @@ impl Node {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .context("starting a sequencer process")?;
+            .with_context(|| format!("starting {}", self.name))?;
         self.child = Some(child);
         self.log = Some(path);
         Ok(())
@@ -115,11 +152,40 @@ impl Drop for Node {
     }
 }
 
-/// True when `addr` answers `GET /health` with 200 within 500 ms.
+/// A node kind with hot-standby replicas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replicated {
+    /// `[mediators.NAME]`.
+    Mediator,
+    /// `[participants.NAME]`.
+    Participant,
+}
+
+impl Replicated {
+    /// Its config table.
+    pub fn table(self) -> &'static str {
+        match self {
+            Replicated::Mediator => "mediators",
+            Replicated::Participant => "participants",
+        }
+    }
+}
+
+/// True when `addr` answers `GET /health` with 200 within 500 ms (for a replica: it is the
+/// active one).
 pub async fn healthy(addr: SocketAddr) -> bool {
+    http_ok(addr, "/health").await
+}
+
+/// True when the process at `addr` serves at all (`GET /livez` answers 200 within 500 ms).
+pub async fn live(addr: SocketAddr) -> bool {
+    http_ok(addr, "/livez").await
+}
+
+async fn http_ok(addr: SocketAddr, path: &str) -> bool {
     let probe = async {
         let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.ok()?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
         let mut buf = vec![0u8; 64];
         let n = s.read(&mut buf).await.ok()?;
         Some(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"))
@@ -189,6 +255,62 @@ pub async fn wait_healthy(node: &mut Node, limit: Duration) -> Result<Duration> 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(start.elapsed())
+}
+
+/// Wait until replica `node` runs as a standby (live, not active); how long that took.
+pub async fn wait_standby(node: &Node, limit: Duration) -> Result<Duration> {
+    let start = Instant::now();
+    while !live(node.health).await || healthy(node.health).await {
+        if start.elapsed() > limit {
+            bail!("{} did not come up as a standby within {limit:?}", node.name);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(start.elapsed())
+}
+
+/// The `haproxy` binary, if installed (also where a non-root PATH does not look).
+pub fn haproxy_binary() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join("haproxy"))
+        .find(|p| p.is_file())
+}
+
+/// An HAProxy process, killed on drop.
+pub struct Haproxy {
+    child: Child,
+}
+
+impl Haproxy {
+    /// Run `binary` with config file `config` and its addresses from `env`; logs to `log`.
+    /// Fails when HAProxy exits at once (a config error, a port taken), with its log.
+    pub fn start(binary: &Path, config: &Path, env: &[(String, String)], log: &Path) -> Result<Haproxy> {
+        let out = std::fs::File::create(log)?;
+        let mut cmd = Command::new(binary);
+        cmd.arg("-db").arg("-f").arg(config).envs(env.iter().map(|(k, v)| (k, v)));
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let mut h = Haproxy { child };
+        std::thread::sleep(Duration::from_millis(300));
+        if let Ok(Some(status)) = h.child.try_wait() {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            bail!("haproxy -f {} exited at once ({status}):\n{text}", config.display());
+        }
+        Ok(h)
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Configure, start and wait for a sequencer daemon `name`; a daemon that exits at start
