@@ -121,6 +121,11 @@ impl LedgerApi {
         if !not_hosted.is_empty() {
             return Err(LedgerError::SubmittersNotHosted { parties: not_hosted, participant: member.into() });
         }
+        // Deduplication answers first: a resubmission of an accepted command is a duplicate
+        // even when its inputs are gone by now (an archive must not read as "contract not
+        // found"). The fenced transaction below checks again, race-free.
+        let change_hash = interpret::change_hash(&c.user_id, &c.command_id, &act_as);
+        check_deduplication(&mut conn, member, &change_hash, period, now, &c.command_id, &dedup_error).await?;
         let mediator = (snapshot.mediator())
             .ok_or_else(|| LedgerError::Unavailable { reason: "the synchronizer has no mediator yet".into() })?
             .to_string();
@@ -167,7 +172,6 @@ impl LedgerApi {
             max_sequencing_time: mst,
             envelopes: request.envelopes(&mediator, |informees| snapshot.participants_for(informees)),
         };
-        let change_hash = interpret::change_hash(&c.user_id, &c.command_id, &act_as);
         let (dedup_offset, dedup_duration_micros) = match period {
             DeduplicationPeriod::Offset(o) => (Some(o), None),
             DeduplicationPeriod::Duration(d) => (None, Some(d.as_micros() as i64)),
@@ -188,33 +192,11 @@ impl LedgerApi {
         };
         let command_id = c.command_id.clone();
         leadership::fenced(&mut conn, &active.fence, |tx| {
-            let (row, member, command_id, dedup_error) = (&row, member, &command_id, &dedup_error);
+            let (row, command_id, dedup_error) = (&row, &command_id, &dedup_error);
             async move {
-                let in_flight = || LedgerError::SubmissionAlreadyInFlight { command_id: command_id.clone() };
-                if store::in_flight(tx, &row.change_hash).await?.is_some() {
-                    return Err(in_flight());
-                }
-                let ledger = store::ledger(tx, member).await?;
-                if let DeduplicationPeriod::Offset(o) = period {
-                    if o > ledger.ledger_end {
-                        return Err(dedup_error(format!("offset {o} is after the ledger end {}", ledger.ledger_end)));
-                    }
-                }
-                if let Some((offset, record_time, submission_id)) = store::accepted(tx, &row.change_hash).await? {
-                    let duplicate = match period {
-                        DeduplicationPeriod::Duration(d) => record_time > now - d.as_micros() as i64,
-                        DeduplicationPeriod::Offset(o) => offset > o,
-                    };
-                    if duplicate {
-                        return Err(LedgerError::DuplicateCommand {
-                            command_id: command_id.clone(),
-                            completion_offset: offset,
-                            existing_submission_id: submission_id,
-                        });
-                    }
-                }
+                check_deduplication(tx, member, &row.change_hash, period, now, command_id, dedup_error).await?;
                 if !store::insert_in_flight(tx, row).await? {
-                    return Err(in_flight());
+                    return Err(LedgerError::SubmissionAlreadyInFlight { command_id: command_id.clone() });
                 }
                 Ok(())
             }
@@ -501,4 +483,41 @@ fn transaction(r: StoredUpdate, parties: &BTreeSet<String>) -> Option<Transactio
         workflow_id: r.workflow_id,
         events,
     })
+}
+
+/// The deduplication of a submission with change id `change_hash` and `period` at `now`:
+/// `SUBMISSION_ALREADY_IN_FLIGHT` while one is in flight, `DUPLICATE_COMMAND` when one was
+/// accepted within the period, an invalid period when its offset is after the ledger end.
+async fn check_deduplication(
+    conn: &mut diesel_async::AsyncPgConnection,
+    member: &str,
+    change_hash: &str,
+    period: DeduplicationPeriod,
+    now: i64,
+    command_id: &str,
+    dedup_error: &(impl Fn(String) -> LedgerError + Sync),
+) -> Result<(), LedgerError> {
+    if store::in_flight(conn, change_hash).await?.is_some() {
+        return Err(LedgerError::SubmissionAlreadyInFlight { command_id: command_id.into() });
+    }
+    let ledger = store::ledger(conn, member).await?;
+    if let DeduplicationPeriod::Offset(o) = period {
+        if o > ledger.ledger_end {
+            return Err(dedup_error(format!("offset {o} is after the ledger end {}", ledger.ledger_end)));
+        }
+    }
+    if let Some((offset, record_time, submission_id)) = store::accepted(conn, change_hash).await? {
+        let duplicate = match period {
+            DeduplicationPeriod::Duration(d) => record_time > now - d.as_micros() as i64,
+            DeduplicationPeriod::Offset(o) => offset > o,
+        };
+        if duplicate {
+            return Err(LedgerError::DuplicateCommand {
+                command_id: command_id.into(),
+                completion_offset: offset,
+                existing_submission_id: submission_id,
+            });
+        }
+    }
+    Ok(())
 }

@@ -213,7 +213,11 @@ async fn commands_are_deduplicated_by_change_id_over_a_duration_or_an_offset() {
     y.unwrap();
     let (cx, cy) = (completion_of(&a1, "alice", end, "race-x").await, completion_of(&a1, "alice", end, "race-y").await);
     assert_eq!(cx.status.is_ok() as u8 + cy.status.is_ok() as u8, 1, "{cx:?} {cy:?}");
-    let rejected = if cx.status.is_ok() { cy } else { cx };
+    let (accepted, rejected) = if cx.status.is_ok() { (cx, cy) } else { (cy, cx) };
+    // Resubmitting the accepted archive (as after a lost answer): a duplicate, although its
+    // contract is gone by now; never "contract not found".
+    let e = a1.submit(archive(&accepted.command_id)).await.unwrap_err();
+    assert_eq!(e.error_id(), "DUPLICATE_COMMAND", "{e}");
     a1.submit(create(&rejected.command_id)).await.unwrap();
     let again = completion_of(&a1, "alice", rejected.offset, &rejected.command_id).await;
     assert!(again.status.is_ok(), "{again:?}");
