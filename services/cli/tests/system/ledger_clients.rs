@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use syncline_testkit::{fresh_database, wait_for, Kind, NodeSpec, TempDir, TestDb, Topology};
 
 use crate::support::syncline_bin;
-use crate::synchronizer::{admin, is_active, is_live, MEDIATOR};
+use crate::synchronizer::{admin, is_active, participant, wait_node, MEDIATOR};
 
 /// The topology of these tests; its processes stop when it is dropped.
 pub struct LedgerTopology {
@@ -26,29 +26,6 @@ pub struct LedgerTopology {
     /// Their logs and configs.
     pub dir: TempDir,
     _dbs: Vec<TestDb>,
-}
-
-fn participant(name: &str, member: &str, db: &str, seq: &NodeSpec) -> NodeSpec {
-    NodeSpec::new(Kind::Participant, name).with(&format!(
-        "member = \"{member}\"\nstorage = {{ url = \"{db}\" }}\nsequencer = {{ endpoints = [\"{}\"] }}\n\
-         participant = {{ time_proof_delay = \"50ms\" }}",
-        seq.public_url()
-    ))
-}
-
-async fn wait_node(what: &str, n: &NodeSpec, active: bool) {
-    let n = n.clone();
-    wait_for(Duration::from_secs(60), what, || {
-        let n = n.clone();
-        async move {
-            if active {
-                is_active(&n).await
-            } else {
-                is_live(&n).await
-            }
-        }
-    })
-    .await;
 }
 
 impl LedgerTopology {

@@ -25,7 +25,7 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::support::syncline_bin;
-use crate::synchronizer::{admin, is_active, is_live, MEDIATOR};
+use crate::synchronizer::{admin, is_active, participant, wait_node, MEDIATOR};
 
 /// Commands the application submits.
 const COMMANDS: usize = 40;
@@ -59,29 +59,6 @@ impl Drop for Haproxy {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn participant(name: &str, member: &str, db: &str, seq: &NodeSpec) -> NodeSpec {
-    NodeSpec::new(Kind::Participant, name).with(&format!(
-        "member = \"{member}\"\nstorage = {{ url = \"{db}\" }}\nsequencer = {{ endpoints = [\"{}\"] }}\n\
-         participant = {{ time_proof_delay = \"50ms\" }}",
-        seq.public_url()
-    ))
-}
-
-async fn wait_node(what: &str, n: &NodeSpec, active: bool) {
-    let n = n.clone();
-    wait_for(Duration::from_secs(60), what, || {
-        let n = n.clone();
-        async move {
-            if active {
-                is_active(&n).await
-            } else {
-                is_live(&n).await
-            }
-        }
-    })
-    .await;
 }
 
 /// A lazily connecting channel: it reconnects by itself after HAProxy or a node drops it.
@@ -213,17 +190,30 @@ async fn haproxy_to_participant_replicas_kill9_of_the_leader_every_command_accep
     let _haproxy = Haproxy::start(ledger, admin_fe, &[&p1a, &p1b], dir.path().join("haproxy.log"));
     let ledger = channel(&format!("http://{ledger}"));
     // The parties, each through its participant's ledger API (p1's through HAProxy).
-    let mut parties = PartyManagementServiceClient::new(ledger.clone());
-    wait_for(Duration::from_secs(15), "p1 reachable through HAProxy", || {
+    let parties = PartyManagementServiceClient::new(ledger.clone());
+    // HAProxy settles while its first checks mark the standby down (cutting its sessions):
+    // set-up calls retry until they get an answer.
+    wait_for(Duration::from_secs(15), "p1 answering through HAProxy", || {
         let mut parties = parties.clone();
-        async move { parties.get_participant_id(pb::GetParticipantIdRequest {}).await.is_ok() }
+        async move {
+            let id = parties.get_participant_id(pb::GetParticipantIdRequest {}).await;
+            id.is_ok_and(|id| id.into_inner().participant_id == "p1")
+        }
     })
     .await;
-    let id = parties.get_participant_id(pb::GetParticipantIdRequest {}).await.unwrap().into_inner().participant_id;
-    assert_eq!(id, "p1");
-    parties.allocate_party(pb::AllocatePartyRequest { party_id_hint: "alice".into() }).await.unwrap();
-    let mut bob = PartyManagementServiceClient::new(channel(&p2.public_url()));
-    bob.allocate_party(pb::AllocatePartyRequest { party_id_hint: "bob".into() }).await.unwrap();
+    let bob = PartyManagementServiceClient::new(channel(&p2.public_url()));
+    for (client, party) in [(&parties, "alice"), (&bob, "bob")] {
+        let client = client.clone();
+        wait_for(Duration::from_secs(15), &format!("{party} allocated"), || {
+            let mut client = client.clone();
+            async move {
+                let r = client.allocate_party(pb::AllocatePartyRequest { party_id_hint: party.into() }).await;
+                // An allocation whose answer was lost is there already.
+                r.is_ok() || r.is_err_and(|e| e.message().starts_with("PARTY_ALREADY_EXISTS"))
+            }
+        })
+        .await;
+    }
     for (client, who) in [(&parties, "p1"), (&bob, "p2")] {
         let client = client.clone();
         wait_for(Duration::from_secs(15), &format!("{who} knows alice and bob"), || {

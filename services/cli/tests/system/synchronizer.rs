@@ -30,6 +30,31 @@ pub async fn is_live(m: &NodeSpec) -> bool {
     http_status(m.health, "/livez").await == Some(200)
 }
 
+/// Replica `name` of participant `member` on database `db`, using sequencer `seq`.
+pub fn participant(name: &str, member: &str, db: &str, seq: &NodeSpec) -> NodeSpec {
+    NodeSpec::new(Kind::Participant, name).with(&format!(
+        "member = \"{member}\"\nstorage = {{ url = \"{db}\" }}\nsequencer = {{ endpoints = [\"{}\"] }}\n\
+         participant = {{ time_proof_delay = \"50ms\" }}",
+        seq.public_url()
+    ))
+}
+
+/// Wait (up to 60 s) until replica `n` is active, or only live when `active` is false.
+pub async fn wait_node(what: &str, n: &NodeSpec, active: bool) {
+    let n = n.clone();
+    wait_for(Duration::from_secs(60), what, || {
+        let n = n.clone();
+        async move {
+            if active {
+                is_active(&n).await
+            } else {
+                is_live(&n).await
+            }
+        }
+    })
+    .await;
+}
+
 /// One sequencer and two mediator replicas (med1, med2), each its own `syncline daemon`
 /// process of a test-kit topology, and the remote configuration that names them for
 /// `syncline admin`.
