@@ -144,38 +144,86 @@ fn every_config_file_of_the_compose_stack_loads_with_the_daemons_loader_and_the_
     let of_kind = |kind: NodeKind| -> Vec<&str> {
         daemons.iter().filter(|(_, c)| c.nodes()[0].kind == kind).map(|(s, _)| s.as_str()).collect()
     };
-    let (sequencers, mediators) = (of_kind(NodeKind::Sequencer), of_kind(NodeKind::Mediator));
-    assert_eq!((sequencers.len(), mediators.len()), (3, 2), "{daemons:?}");
+    let (sequencers, mediators, participants) =
+        (of_kind(NodeKind::Sequencer), of_kind(NodeKind::Mediator), of_kind(NodeKind::Participant));
+    assert_eq!((sequencers.len(), mediators.len(), participants.len()), (3, 2, 4), "{daemons:?}");
     let common = |name: &str| daemons[name].nodes()[0].section.common();
     let url = |name: &str| {
         let cfg = &daemons[name];
         cfg.nodes()[0].section.storage(cfg.default_storage()).url.expect("loaded configs have a url")
     };
-
-    // The mediator replicas: one member, its own database (created in the postgres container),
-    // the compose sequencers' public ports, bootstrapped under the member's name.
-    let members: BTreeSet<&str> = mediators.iter().map(|m| daemons[*m].mediators[*m].member(m)).collect();
-    assert_eq!(members, BTreeSet::from(["mediator1"]), "both replicas are one mediator");
-    let db = url(mediators[0]);
-    assert!(mediators.iter().all(|m| url(m) == db), "the replicas share one database");
-    assert!(sequencers.iter().all(|s| database(&url(s)) != database(&db)), "the mediator's database is its own: {db}");
+    // The member and the sequencer endpoints of a replica.
+    fn replica<'a>(daemons: &'a BTreeMap<String, daemon_config::Config>, name: &'a str) -> (&'a str, &'a [String]) {
+        let cfg = &daemons[name];
+        match (cfg.mediators.get(name), cfg.participants.get(name)) {
+            (Some(m), _) => (m.member(name), &m.sequencer.endpoints),
+            (_, Some(p)) => (p.member(name), &p.sequencer.endpoints),
+            _ => panic!("{name} is not a replicated node"),
+        }
+    }
+    let replica = |name| replica(&daemons, name);
     let init: String = std::fs::read_dir(dir.join("postgres"))
         .unwrap()
         .map(|f| f.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "sql"))
         .map(|p| read(&p))
         .collect();
-    assert!(init.contains(&format!("CREATE DATABASE {} ", database(&db))), "no init SQL creates {db}:\n{init}");
     let public: BTreeSet<String> =
         sequencers.iter().map(|s| format!("http://{s}:{}", common(s).public_api.address.port())).collect();
-    for m in &mediators {
-        let endpoints: BTreeSet<String> = daemons[*m].mediators[*m].sequencer.endpoints.iter().cloned().collect();
-        assert_eq!(endpoints, public, "{m} connects to every sequencer of the stack");
+
+    // Replica groups (the mediator, each participant): the replicas of a member share one
+    // database of the group's own (created in the postgres container), and connect to every
+    // sequencer of the stack.
+    let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for r in mediators.iter().chain(&participants) {
+        groups.entry(replica(r).0).or_default().push(r);
     }
-    assert!(
-        compose.contains("syncline admin -c /config/remote.toml bootstrap --mediator mediator1;"),
-        "the bootstrap service publishes mediator1's topology:\n{compose}"
-    );
+    let members: Vec<&str> = groups.keys().copied().collect();
+    assert_eq!(members, ["mediator1", "participant1", "participant2"], "the replica groups");
+    let mut databases = BTreeSet::new();
+    for (member, replicas) in &groups {
+        assert_eq!(replicas.len(), 2, "{member} runs two replicas: {replicas:?}");
+        let db = url(replicas[0]);
+        assert!(replicas.iter().all(|r| url(r) == db), "the replicas of {member} share one database");
+        assert!(databases.insert(database(&db).to_string()), "{member}'s database {db} is another group's too");
+        assert!(sequencers.iter().all(|s| database(&url(s)) != database(&db)), "{member}'s database is its own: {db}");
+        assert!(init.contains(&format!("CREATE DATABASE {} ", database(&db))), "no init SQL creates {db}:\n{init}");
+        for r in replicas {
+            let endpoints: BTreeSet<String> = replica(r).1.iter().cloned().collect();
+            assert_eq!(endpoints, public, "{r} connects to every sequencer of the stack");
+        }
+    }
+    // The bootstrap publishes mediator1's topology, then joins both participants.
+    for step in [
+        "syncline admin -c /config/remote.toml bootstrap --mediator mediator1 &&",
+        "syncline admin -c /config/remote.toml join-participant participant1 &&",
+        "syncline admin -c /config/remote.toml join-participant participant2;",
+    ] {
+        assert!(compose.contains(step), "the bootstrap service does not run `{step}`:\n{compose}");
+    }
+
+    // Each participant has an HAProxy service in front of its replicas' ledger and admin APIs,
+    // checking their health ports (ops/haproxy/participants.cfg reads these variables).
+    for member in ["participant1", "participant2"] {
+        let header = format!("\n  haproxy-{member}:\n");
+        let at = compose.find(&header).unwrap_or_else(|| panic!("no service haproxy-{member}:\n{compose}"));
+        // The service's lines: those indented deeper than a service name.
+        let rest = &compose[at + header.len()..];
+        let len: usize = rest.split_inclusive('\n').take_while(|l| l.starts_with("    ")).map(str::len).sum();
+        let body = &rest[..len];
+        assert!(body.contains("<<: *participant-haproxy"), "haproxy-{member} runs participants.cfg:\n{body}");
+        for (i, r) in groups[member].iter().enumerate() {
+            let c = common(r);
+            let n = i + 1;
+            for line in [
+                format!("R{n}: {r}:{}\n", c.public_api.address.port()),
+                format!("R{n}_ADMIN: {r}:{}\n", c.admin_api.address.port()),
+                format!("R{n}_HEALTH: \"{}\"\n", c.health.address.port()),
+            ] {
+                assert!(body.contains(&line), "haproxy-{member} lacks `{}`:\n{body}", line.trim());
+            }
+        }
+    }
 
     // remote.toml names every node at its admin port.
     let remote_file = dir.join("config/remote.toml");
@@ -186,6 +234,7 @@ fn every_config_file_of_the_compose_stack_loads_with_the_daemons_loader_and_the_
         daemons.keys().map(|s| (s.as_str(), format!("{s}:{}", common(s).admin_api.address.port()))).collect();
     assert_eq!(listed, want.iter().map(|(k, v)| (*k, v.as_str())).collect(), "remote.toml");
     assert_eq!(remote.mediators.len(), 2, "remote.toml lists the mediator replicas as mediators");
+    assert_eq!(remote.participants.len(), 4, "remote.toml lists the participant replicas as participants");
 
     // Prometheus scrapes every node's health port; the mediator replicas with their group.
     let prometheus = read(&dir.join("prometheus/prometheus.yml"));
@@ -194,12 +243,22 @@ fn every_config_file_of_the_compose_stack_loads_with_the_daemons_loader_and_the_
         assert!(prometheus.contains(&format!("\"{s}:{port}\"")), "prometheus.yml does not scrape {s}:{port}");
         assert!(compose.contains(&format!("http://localhost:{port}/health")), "no healthcheck on {s}'s port {port}");
     }
-    let targets =
-        prometheus.lines().skip_while(|l| !l.contains("\"mediator1a:")).take(2).collect::<Vec<_>>().join("\n");
-    assert!(
-        targets.contains("\"mediator1b:") && targets.contains("labels: { group: \"mediator:mediator1\" }"),
-        "the mediator replicas are one target group labelled with their replica group:\n{targets}"
-    );
+    // Each replica group is one target group labelled with its group (`<kind>:<member>`, as
+    // the nodes label their leadership series).
+    for (member, replicas) in &groups {
+        let kind = if mediators.contains(&replicas[0]) { "mediator" } else { "participant" };
+        let targets = prometheus
+            .lines()
+            .skip_while(|l| !l.contains(&format!("\"{}:", replicas[0])))
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            targets.contains(&format!("\"{}:", replicas[1]))
+                && targets.contains(&format!("labels: {{ group: \"{kind}:{member}\" }}")),
+            "the replicas of {member} are one target group labelled with their replica group:\n{targets}"
+        );
+    }
 
     // No config file the stack does not use.
     let files: BTreeSet<PathBuf> = std::fs::read_dir(dir.join("config")).unwrap().map(|f| f.unwrap().path()).collect();
@@ -251,6 +310,7 @@ fn the_alerts_and_the_dashboard_use_only_metrics_the_nodes_export() {
         "syncline_mediator_time_proofs_total",
         "syncline_mediator_invalid_messages_total",
         "syncline_leadership_active",
+        "syncline_leadership_takeovers_total",
     ] {
         assert!(names.contains(m), "neither the alerts nor the dashboard use {m}");
     }
