@@ -206,6 +206,7 @@ impl LedgerApi {
         tracing::debug!(command_id = %c.command_id, %submission_id, mst, "submission registered; sending");
         spawn_send(&self.shared, &active, send, SendKind::Request);
         self.shared.wake.notify_one();
+        metrics::counter!("syncline_participant_submissions_total").increment(1);
         Ok(Submitted { submission_id })
     }
 

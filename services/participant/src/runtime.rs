@@ -95,6 +95,10 @@ pub(crate) async fn run(shared: Arc<Shared>, fence: Fence, stop: CancellationTok
                 })
                 .await?;
                 last_ts = event.timestamp;
+                // Counted after the commit, so that a retried transaction does not count twice.
+                metrics::gauge!("syncline_participant_ledger_end").set(processed.ledger.ledger_end as f64);
+                metrics::counter!("syncline_participant_published_total").increment(processed.published as u64);
+                metrics::gauge!("syncline_participant_processed_timestamp_seconds").set(last_ts as f64 / 1e6);
                 end_tx.send_if_modified(|e| {
                     let new = ledger_end(&processed.ledger);
                     let changed = *e != new;

@@ -142,3 +142,14 @@ pub fn mediator_config(sequencer: &str) -> MediatorConfig {
         mediator: MediatorParameters { time_proof_delay: Duration::from_millis(50), ..Default::default() },
     }
 }
+
+/// The metrics of this test binary (a process-wide recorder, installed once), rendered.
+pub fn metrics() -> String {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().unwrap()).render()
+}
+
+/// The value of the sample `line_start` (metric name with labels) in `text`, if present.
+pub fn sample(text: &str, line_start: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+}

@@ -16,7 +16,7 @@ use syncline_protocol::messages::{
 };
 use syncline_protocol::topology::OPERATOR;
 use syncline_sequencer_client::{Event, EventStream, RequestBuilder, SequencerApi, SequencerClient};
-pub use syncline_test_synchronizer::{add, mediator_config, party, SequencerNode, MEDIATOR};
+pub use syncline_test_synchronizer::{add, mediator_config, metrics, party, sample, SequencerNode, MEDIATOR};
 
 /// Response and reaction timeouts of the test synchronizer: short, so timeouts are testable.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -178,15 +178,4 @@ pub fn results_in(events: &[Event]) -> Vec<ConfirmationResult> {
             _ => None,
         })
         .collect()
-}
-
-/// The metrics of this test binary (a process-wide recorder, installed once).
-pub fn metrics() -> String {
-    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
-    HANDLE.get_or_init(|| metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().unwrap()).render()
-}
-
-/// The value of the sample `line_start` (metric name with labels) in `text`, if present.
-pub fn sample(text: &str, line_start: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
 }

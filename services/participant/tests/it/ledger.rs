@@ -36,6 +36,7 @@ pub async fn setup() -> Setup {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn happy_path_with_an_observer_on_the_other_participant() {
+    syncline_test_synchronizer::metrics();
     let s = setup().await;
     let (a1, a2) = (s.p1.api(), s.p2.api());
     assert_eq!(a1.participant_id(), "p1");
@@ -79,6 +80,11 @@ async fn happy_path_with_an_observer_on_the_other_participant() {
     assert_eq!(at_create.len(), 1, "the ACS as of the create's offset");
     let e = a2.active_contracts(&["bob".into()], Some(end2 + 10)).await.unwrap_err();
     assert_eq!((e.error_id(), e.code()), ("OFFSET_AFTER_LEDGER_END", tonic::Code::OutOfRange));
+    let m = syncline_test_synchronizer::metrics();
+    for name in ["syncline_participant_submissions_total", "syncline_participant_published_total"] {
+        assert!(syncline_test_synchronizer::sample(&m, name).is_some_and(|v| v >= 2.0), "{name}:\n{m}");
+    }
+    assert!(syncline_test_synchronizer::sample(&m, "syncline_participant_ledger_end").is_some(), "{m}");
     drop(s.sync);
 }
 
