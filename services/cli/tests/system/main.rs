@@ -10,6 +10,7 @@ mod ledger_clients;
 mod mediators;
 mod ops_configs;
 mod participants;
+mod randomized;
 mod sequencers;
 mod subscriber_memory;
 mod support;
