@@ -197,6 +197,16 @@ impl Report {
                 ms(t.times[t.times.len() - 1])
             );
         }
+        if let Some(h) = self.participants.as_ref().map(|p| &p.hand_overs) {
+            println!(
+                "| participant hand-over by set-passive (set-passive on the leader → first successful submit-and-wait on the other replica; {} runs) | p50 {:.0} ms, p99 {:.0} ms (min {:.0} ms, max {:.0} ms) | goal < 300 ms | |",
+                h.times.len(),
+                ms(h.quantile(0.50)),
+                ms(h.quantile(0.99)),
+                ms(h.times[0]),
+                ms(h.times[h.times.len() - 1])
+            );
+        }
         if let (Some(one), Some(two)) = (&self.one, &self.two) {
             println!(
                 "| (refused with RESOURCE_EXHAUSTED and retried: 1 node {}, 2 nodes {}) | | | |",

@@ -13,6 +13,8 @@ use anyhow::{bail, Context, Result};
 use syncline_coordination::db::{self, SessionKind};
 use syncline_coordination::DbConfig;
 use syncline_embedded_pg::free_addr;
+use syncline_proto::admin::node_admin_service_client::NodeAdminServiceClient;
+use syncline_proto::admin::SetPassiveRequest;
 use syncline_proto::ledger as pb;
 use syncline_proto::ledger::command_service_client::CommandServiceClient;
 use syncline_proto::ledger::party_management_service_client::PartyManagementServiceClient;
@@ -44,6 +46,8 @@ pub struct Participants {
     pub throughput: Throughput,
     /// Kill → first successful submit-and-wait on the new leader.
     pub takeovers: Takeovers,
+    /// `set-passive` → first successful submit-and-wait on the standby that took over.
+    pub hand_overs: Takeovers,
 }
 
 /// Run both phases against the database at `url` (participant databases are created beside
@@ -79,7 +83,8 @@ pub async fn run(url: &str, phase: Duration, clients: usize, runs: usize) -> Res
         tokio::time::sleep(Duration::from_secs(1)).await;
         let throughput = submit_and_wait_phase(&nodes[1], &nodes[3], &alice, &bob, phase, clients).await?;
         let takeovers = takeovers(&DbConfig::new(&db1), &dir, &storage, &mut nodes[1..3], &alice, &bob, runs).await?;
-        anyhow::Ok(Participants { throughput, takeovers })
+        let hand_overs = hand_overs(&DbConfig::new(&db1), &nodes[1..3], &alice, &bob, runs).await?;
+        anyhow::Ok(Participants { throughput, takeovers, hand_overs })
     }
     .await;
     for n in nodes.iter_mut().rev() {
@@ -315,6 +320,39 @@ async fn takeovers(
         replicas[leader].spawn(dir, storage)?;
         wait_waiting(cfg, &replicas[leader], Duration::from_secs(60)).await?;
         leader = standby;
+    }
+    times.sort();
+    Ok(Takeovers { times })
+}
+
+/// `runs` graceful hand-overs between the two replicas: `set-passive` on the leader's admin
+/// API, timed until a submit-and-wait succeeds on the other replica.
+async fn hand_overs(cfg: &DbConfig, replicas: &[Node], alice: &str, bob: &str, runs: usize) -> Result<Takeovers> {
+    let mut times = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let leader = match (healthy(replicas[0].health).await, healthy(replicas[1].health).await) {
+            (true, false) => 0,
+            (false, true) => 1,
+            _ => bail!("hand-over {}: not exactly one active replica", i + 1),
+        };
+        let standby = 1 - leader;
+        wait_waiting(cfg, &replicas[standby], Duration::from_secs(60)).await?;
+        let mut client = CommandServiceClient::new(Channel::from_shared(replicas[standby].url())?.connect().await?);
+        let mut admin = NodeAdminServiceClient::new(
+            Channel::from_shared(format!("http://{}", replicas[leader].admin))?.connect().await?,
+        );
+        let begun = Instant::now();
+        admin.set_passive(SetPassiveRequest {}).await.with_context(|| format!("hand-over {}: set-passive", i + 1))?;
+        loop {
+            match submit_and_wait(&mut client, create(alice, bob)).await {
+                Ok(()) => break,
+                Err(_) if begun.elapsed() < Duration::from_secs(30) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await
+                }
+                Err(e) => bail!("hand-over {}: {} did not take over within 30 s: {e}", i + 1, replicas[standby].name),
+            }
+        }
+        times.push(begun.elapsed());
     }
     times.sort();
     Ok(Takeovers { times })
