@@ -180,8 +180,8 @@ pub(crate) fn describe(status: &Status) -> String {
     text
 }
 
-/// The canonical name of a gRPC code.
-pub(crate) fn code_name(code: Code) -> &'static str {
+/// The canonical name of a gRPC code (`ALREADY_EXISTS`).
+pub fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",
         Code::Cancelled => "CANCELLED",

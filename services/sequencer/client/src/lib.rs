@@ -33,7 +33,7 @@ pub use syncline_proto::sequencer::{Envelope, Event, SendRequest};
 pub use admin::{AdminClient, AdminError};
 pub use config::{ClientConfig, SequencerConnection};
 pub use endpoints::EndpointError;
-pub use error::{AcknowledgeError, SendError, SubscribeError};
+pub use error::{code_name, AcknowledgeError, SendError, SubscribeError};
 pub use request::{now_micros, RequestBuilder};
 pub use send::Sent;
 
