@@ -17,8 +17,12 @@ use topology::{State, Topology};
 use workload::App;
 
 // The demo's parts live beside it (src/demo_*.rs).
+#[path = "demo_chaos.rs"]
+mod chaos;
 #[path = "demo_checks.rs"]
 mod checks;
+#[path = "demo_order.rs"]
+mod order;
 #[path = "demo_topology.rs"]
 mod topology;
 #[path = "demo_workload.rs"]
@@ -41,6 +45,20 @@ pub struct DemoArgs {
     /// Connect clients to the nodes directly even when HAProxy is installed.
     #[arg(long)]
     no_haproxy: bool,
+    /// Chaos instead of the three scripted kills: faults picked at random (kill -9 and restart
+    /// of any node, a node cut off its database or its database blackholed for a while,
+    /// set-passive on a leader), one at a time, each followed by a check that the topology is
+    /// whole again; then the demo's checks plus one order per sequencer subscriber on every
+    /// sequencer, no verdict sequenced twice and gap-free offsets on every participant.
+    #[arg(long)]
+    chaos: bool,
+    /// The chaos run's seed (printed; a random one when absent): the same seed picks the same
+    /// faults in the same order.
+    #[arg(long, requires = "chaos")]
+    seed: Option<u64>,
+    /// Faults a chaos run injects, spread over `--seconds`.
+    #[arg(long, default_value_t = 8, requires = "chaos")]
+    faults: usize,
 }
 
 /// How long the application may take to finish its last commands after the run.
@@ -55,10 +73,15 @@ pub async fn run(args: DemoArgs) -> Result<()> {
          an application using only the ledger API\n"
     );
     let dir = std::env::temp_dir().join(format!("syncline-demo-{}", std::process::id()));
-    let mut topology = Topology::start(&dir, args.database_url.clone(), !args.no_haproxy)
+    let mut topology = Topology::start(&dir, args.database_url.clone(), !args.no_haproxy, args.chaos)
         .await
         .with_context(|| format!("starting the topology (logs kept in {})", dir.display()))?;
-    let result = run_on(&args, &mut topology).await;
+    let result = if args.chaos {
+        let seed = args.seed.unwrap_or_else(rand::random);
+        chaos::run_on(&mut topology, seed, args.faults, args.seconds, args.rate).await
+    } else {
+        run_on(&args, &mut topology).await
+    };
     println!("\n  stopping every node (SIGTERM: each goes offline cleanly)");
     topology.stop();
     match &result {
@@ -161,12 +184,7 @@ async fn run_on(args: &DemoArgs, t: &mut Topology) -> Result<()> {
     let start = Instant::now();
     let targets = [Target::Sequencer, Target::Mediator, Target::Participant1];
     let mut kills: Vec<Kill> = Vec::new();
-    let mut last_print = Instant::now();
-    let mut prev_accepted = 0;
-    println!(
-        "  {:>5}  {:>9}  {:>8}  {:>8}  {:>11}  {:>9}  {:>10}   seq  med  p1  p2   (● active ○ standby ✗ down)",
-        "time", "submitted", "accepted", "rejected", "resubmitted", "in flight", "accepted/s"
-    );
+    let mut live = Live::new();
     // Until the run's time is up and every kill has played out (bounded).
     while start.elapsed() < total || kills.len() < targets.len() || !kills.iter().all(Kill::done) {
         if start.elapsed() > total + DRAIN {
@@ -205,38 +223,67 @@ async fn run_on(args: &DemoArgs, t: &mut Topology) -> Result<()> {
         if let Some(k) = kills.last_mut() {
             follow_kill(t, &app, k).await?;
         }
-        if last_print.elapsed() >= Duration::from_secs(1) {
-            last_print = Instant::now();
-            let s = &app.stats;
-            let accepted = s.accepted.load(Ordering::Relaxed);
-            let [seq, med, p1, p2] = t.states().await;
-            println!(
-                "  {:>4}s  {:>9}  {:>8}  {:>8}  {:>11}  {:>9}  {:>10}   {:<3}  {:<3}  {:<2}  {:<2}",
-                start.elapsed().as_secs(),
-                s.submitted.load(Ordering::Relaxed),
-                accepted,
-                s.rejected.load(Ordering::Relaxed),
-                s.resubmitted.load(Ordering::Relaxed),
-                s.in_flight(),
-                accepted - prev_accepted,
-                symbols(&seq),
-                symbols(&med),
-                symbols(&p1),
-                symbols(&p2)
-            );
-            prev_accepted = accepted;
-        }
+        live.tick(t, &app, start).await;
     }
     let ran = start.elapsed();
+    drain(&app, workload).await;
+    summary(&app, ran);
+    report_kills(&kills);
+    verify(&app, Vec::new()).await
+}
+
+/// The live line, once a second.
+struct Live {
+    last_print: Instant,
+    prev_accepted: u64,
+}
+
+impl Live {
+    /// Print the header.
+    fn new() -> Live {
+        println!(
+            "  {:>5}  {:>9}  {:>8}  {:>8}  {:>11}  {:>9}  {:>10}   seq  med  p1  p2   (● active ○ standby ✗ down)",
+            "time", "submitted", "accepted", "rejected", "resubmitted", "in flight", "accepted/s"
+        );
+        Live { last_print: Instant::now(), prev_accepted: 0 }
+    }
+
+    /// Print a line if a second has passed since the last.
+    async fn tick(&mut self, t: &Topology, app: &App, start: Instant) {
+        if self.last_print.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_print = Instant::now();
+        let s = &app.stats;
+        let accepted = s.accepted.load(Ordering::Relaxed);
+        let [seq, med, p1, p2] = t.states().await;
+        println!(
+            "  {:>4}s  {:>9}  {:>8}  {:>8}  {:>11}  {:>9}  {:>10}   {:<3}  {:<3}  {:<2}  {:<2}",
+            start.elapsed().as_secs(),
+            s.submitted.load(Ordering::Relaxed),
+            accepted,
+            s.rejected.load(Ordering::Relaxed),
+            s.resubmitted.load(Ordering::Relaxed),
+            s.in_flight(),
+            accepted - self.prev_accepted,
+            symbols(&seq),
+            symbols(&med),
+            symbols(&p1),
+            symbols(&p2)
+        );
+        self.prev_accepted = accepted;
+    }
+}
+
+/// End the run: IOUs finish the command they are at (given up after [`DRAIN`]).
+async fn drain(app: &App, mut workload: tokio::task::JoinHandle<()>) {
     println!("  >>> the run is over: IOUs finish the command they are at");
     app.stop();
-    let mut workload = workload;
     if tokio::time::timeout(DRAIN, &mut workload).await.is_err() {
         println!("  >>> commands still unanswered after {} s: given up", DRAIN.as_secs());
         app.abandon();
         let _ = workload.await;
     }
-    report(&app, &kills, ran).await
 }
 
 /// Advance kill `k`: restart its victim, notice the takeover, the victim's return and the
@@ -300,7 +347,8 @@ fn symbols(states: &[State]) -> String {
         .collect()
 }
 
-async fn report(app: &App, kills: &[Kill], ran: Duration) -> Result<()> {
+/// What the application saw.
+fn summary(app: &App, ran: Duration) {
     let s = &app.stats;
     println!("\nWhat happened");
     let accepted = s.accepted.load(Ordering::Relaxed);
@@ -327,6 +375,10 @@ async fn report(app: &App, kills: &[Kill], ran: Duration) -> Result<()> {
     if !rejections.is_empty() {
         println!("  definitely rejected: {}", rejections.join(", "));
     }
+}
+
+/// Each kill's recovery, with Canton's figure beside it.
+fn report_kills(kills: &[Kill]) {
     println!("  after each kill -9, until the first command submitted after it was accepted:");
     for k in kills {
         let took =
@@ -341,10 +393,15 @@ async fn report(app: &App, kills: &[Kill], ran: Duration) -> Result<()> {
             k.target.canton()
         );
     }
-    let checks = match checks::run(app).await {
+}
+
+/// Run the demo's checks (and `extra` ones), print them; fails if any failed.
+async fn verify(app: &App, extra: Vec<checks::Check>) -> Result<()> {
+    let mut checks = match checks::run(app).await {
         Ok(c) => c,
         Err(e) => bail!("reading the participants' ledgers back failed: {}", e.message()),
     };
+    checks.extend(extra);
     println!("  checks (read back through each participant's ledger API):");
     let mut failed = 0;
     for c in &checks {

@@ -153,12 +153,12 @@ fn first(v: &[String]) -> String {
     format!("{}{more}", v.iter().take(3).cloned().collect::<Vec<_>>().join(", "))
 }
 
-async fn ledger_end(ch: &Channel) -> Result<i64, Status> {
+pub async fn ledger_end(ch: &Channel) -> Result<i64, Status> {
     Ok(StateServiceClient::new(ch.clone()).get_ledger_end(pb::GetLedgerEndRequest {}).await?.into_inner().offset)
 }
 
 /// Every transaction Alice or Bob sees, up to the ledger end.
-async fn updates(ch: Channel) -> Result<Vec<pb::Transaction>, Status> {
+pub async fn updates(ch: Channel) -> Result<Vec<pb::Transaction>, Status> {
     let end = ledger_end(&ch).await?;
     if end == 0 {
         return Ok(Vec::new());

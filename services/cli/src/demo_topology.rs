@@ -3,12 +3,15 @@
 //! HAProxy in front of the sequencers and of each participant when it is installed. Bootstrapped
 //! the way an operator does it, with `syncline admin`.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use syncline_embedded_pg::free_addr;
+use syncline_fault_proxy::FaultProxy;
 use syncline_proto::ledger as pb;
 use syncline_proto::ledger::party_management_service_client::PartyManagementServiceClient;
 
@@ -31,6 +34,10 @@ pub struct Topology {
     pub dir: PathBuf,
     /// The sequencers' database, the default `[storage]` of every node.
     storage: PathBuf,
+    /// A sequencer's own `[storage]` file (its database through its fault proxy), if it has one.
+    storage_of: BTreeMap<String, PathBuf>,
+    /// Each node's fault proxy in front of its database (chaos runs only), by node name.
+    db_proxies: BTreeMap<String, FaultProxy>,
     /// `remote.toml` for `syncline admin`.
     remote: PathBuf,
     /// sequencer1..3.
@@ -60,8 +67,9 @@ pub enum State {
 
 impl Topology {
     /// Create the databases and start every node (config files and logs in `dir`);
-    /// bootstrap; HAProxy if `haproxy` (and installed). Prints what it does.
-    pub async fn start(dir: &Path, database_url: Option<String>, haproxy: bool) -> Result<Topology> {
+    /// bootstrap; HAProxy if `haproxy` (and installed); with `db_faults`, each node reaches
+    /// its database through a fault proxy of its own. Prints what it does.
+    pub async fn start(dir: &Path, database_url: Option<String>, haproxy: bool, db_faults: bool) -> Result<Topology> {
         let run = format!("{:08x}", rand::random::<u32>());
         // With a server of the user's, fresh names per run: earlier runs' databases stay apart.
         let prefix = if database_url.is_some() { format!("syncline_demo_{run}_") } else { String::new() };
@@ -96,10 +104,29 @@ impl Topology {
         let storage = dir.join("storage.toml");
         std::fs::write(&storage, format!("[storage]\nurl = \"{seq_db}\"\n"))?;
         let haproxy = if haproxy { haproxy_binary() } else { None };
+        // Each node's database URL: as is, or through a fault proxy of the node's own.
+        let mut db_proxies = BTreeMap::new();
+        let mut db_of = async |name: &str, url: &str| -> Result<String> {
+            if !db_faults {
+                return Ok(url.to_string());
+            }
+            let (upstream, through) = server_of(url).await?;
+            let proxy = FaultProxy::bind(upstream).await.context("starting a fault proxy")?;
+            let url = through(proxy.addr());
+            db_proxies.insert(name.to_string(), proxy);
+            Ok(url)
+        };
 
         let mut sequencers = Vec::new();
+        let mut storage_of = BTreeMap::new();
         for i in 1..=3 {
-            sequencers.push(Node::configure(&dir, &format!("sequencer{i}"))?);
+            let name = format!("sequencer{i}");
+            if db_faults {
+                let own = dir.join(format!("storage-{name}.toml"));
+                std::fs::write(&own, format!("[storage]\nurl = \"{}\"\n", db_of(&name, &seq_db).await?))?;
+                storage_of.insert(name.clone(), own);
+            }
+            sequencers.push(Node::configure(&dir, &name)?);
         }
         // What mediators and participants connect to: HAProxy, or every sequencer (their
         // client fails over itself).
@@ -108,23 +135,27 @@ impl Topology {
             Some(_) => vec![format!("http://{seq_frontend}")],
             None => sequencers.iter().map(Node::url).collect(),
         };
-        let replica = |kind, name: &str, member: &str, db: &str| {
-            Node::configure_replica(&dir, kind, name, member, db, &seq_endpoints)
+        let mut replica = async |kind, name: &str, member: &str, db: &str| {
+            let db = db_of(name, db).await?;
+            Node::configure_replica(&dir, kind, name, member, &db, &seq_endpoints)
         };
         let mediators = vec![
-            replica(Replicated::Mediator, "mediator-a", MEDIATOR, &dbs[0])?,
-            replica(Replicated::Mediator, "mediator-b", MEDIATOR, &dbs[0])?,
+            replica(Replicated::Mediator, "mediator-a", MEDIATOR, &dbs[0]).await?,
+            replica(Replicated::Mediator, "mediator-b", MEDIATOR, &dbs[0]).await?,
         ];
         let participants = [
             vec![
-                replica(Replicated::Participant, "participant1-a", PARTICIPANTS[0], &dbs[1])?,
-                replica(Replicated::Participant, "participant1-b", PARTICIPANTS[0], &dbs[1])?,
+                replica(Replicated::Participant, "participant1-a", PARTICIPANTS[0], &dbs[1]).await?,
+                replica(Replicated::Participant, "participant1-b", PARTICIPANTS[0], &dbs[1]).await?,
             ],
             vec![
-                replica(Replicated::Participant, "participant2-a", PARTICIPANTS[1], &dbs[2])?,
-                replica(Replicated::Participant, "participant2-b", PARTICIPANTS[1], &dbs[2])?,
+                replica(Replicated::Participant, "participant2-a", PARTICIPANTS[1], &dbs[2]).await?,
+                replica(Replicated::Participant, "participant2-b", PARTICIPANTS[1], &dbs[2]).await?,
             ],
         ];
+        if db_faults {
+            println!("  faults     every node reaches its database through a fault proxy of its own");
+        }
         let remote = dir.join("remote.toml");
         let mut text: String = sequencers.iter().map(|n| n.remote_toml("sequencers")).collect();
         text.extend(mediators.iter().map(|n| n.remote_toml("mediators")));
@@ -133,6 +164,8 @@ impl Topology {
         let mut t = Topology {
             dir,
             storage,
+            storage_of,
+            db_proxies,
             remote,
             sequencers,
             mediators,
@@ -143,7 +176,8 @@ impl Topology {
         };
 
         for i in 0..3 {
-            t.sequencers[i].spawn(&t.dir, &t.storage)?;
+            let name = t.sequencers[i].name.clone();
+            t.restart(&name)?;
         }
         for n in &mut t.sequencers {
             wait_healthy(n, Duration::from_secs(60)).await?;
@@ -287,7 +321,8 @@ impl Topology {
 
     /// Restart node `name` (after a kill).
     pub fn restart(&mut self, name: &str) -> Result<&Node> {
-        let (dir, storage) = (self.dir.clone(), self.storage.clone());
+        let dir = self.dir.clone();
+        let storage = self.storage_of.get(name).unwrap_or(&self.storage).clone();
         let n = self.node_mut(name).with_context(|| format!("no node {name}"))?;
         n.spawn(&dir, &storage)?;
         Ok(n)
@@ -298,6 +333,11 @@ impl Topology {
         let [p1, p2] = &mut self.participants;
         (self.sequencers.iter_mut().chain(self.mediators.iter_mut()).chain(p1.iter_mut()).chain(p2.iter_mut()))
             .find(|n| n.name == name)
+    }
+
+    /// The fault proxy between node `name` and its database (chaos runs only).
+    pub fn db_proxy(&self, name: &str) -> Option<&FaultProxy> {
+        self.db_proxies.get(name)
     }
 
     /// The replica that leads among `replicas` now, if one does.
@@ -358,4 +398,21 @@ impl Drop for Topology {
 
 fn pid(n: &Node) -> u32 {
     n.pid().unwrap_or(0)
+}
+
+/// The server address of database URL `url` (`postgres://[user@]host:port/db[?…]`) and a
+/// function giving the same URL through another address.
+async fn server_of(url: &str) -> Result<(SocketAddr, impl Fn(SocketAddr) -> String)> {
+    let (scheme, rest) = url.split_once("://").with_context(|| format!("{url}: not a URL"))?;
+    let (authority, path) = rest.split_once('/').with_context(|| format!("{url}: no database name"))?;
+    let (user, host) = authority.rsplit_once('@').map_or(("", authority), |(u, h)| (u, h));
+    let host = if host.contains(':') { host.to_string() } else { format!("{host}:5432") };
+    let upstream = tokio::net::lookup_host(&host)
+        .await
+        .with_context(|| format!("resolving {host}"))?
+        .next()
+        .with_context(|| format!("{host} resolves to no address"))?;
+    let (scheme, user, path) = (scheme.to_string(), user.to_string(), path.to_string());
+    let at = if user.is_empty() { String::new() } else { format!("{user}@") };
+    Ok((upstream, move |a: SocketAddr| format!("{scheme}://{at}{a}/{path}")))
 }

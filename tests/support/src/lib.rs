@@ -5,7 +5,10 @@
 pub mod files;
 pub mod pg;
 pub mod process;
-pub mod proxy;
+/// The fault-injecting TCP proxy (its own crate, which the demo's chaos mode uses too).
+pub mod proxy {
+    pub use syncline_fault_proxy::{FaultProxy, Mode};
+}
 pub mod topology;
 pub mod wait;
 

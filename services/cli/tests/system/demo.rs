@@ -6,10 +6,11 @@
 
 use std::process::Command;
 
-use crate::support::syncline_bin;
+use crate::support::{syncline_bin, WHOLE_TOPOLOGY};
 
 #[test]
 fn the_demo_kills_a_node_of_each_kind_under_load_and_every_check_passes() {
+    let _whole = WHOLE_TOPOLOGY.lock().unwrap_or_else(|e| e.into_inner());
     let out = Command::new(syncline_bin())
         .args(["demo", "--seconds", "20", "--rate", "10"])
         .env_remove("DATABASE_URL")

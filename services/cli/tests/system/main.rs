@@ -3,6 +3,7 @@
 //! link time.
 
 mod daemon_admin;
+mod chaos;
 mod demo;
 mod errors;
 mod haproxy;

@@ -30,7 +30,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-use crate::support::syncline_bin;
+use crate::support::{seed, syncline_bin};
 use crate::synchronizer::{admin, is_active, wait_node, MEDIATOR};
 
 /// Concurrent applications.
@@ -283,14 +283,6 @@ async fn served(ledger: &Ledger) -> Served {
         .map(|c| (c.contract_id.clone(), c))
         .collect();
     Served { end, completions, transactions, acs }
-}
-
-/// The seed: `SYNCLINE_TEST_SEED` or a fresh one.
-fn seed() -> u64 {
-    match std::env::var("SYNCLINE_TEST_SEED") {
-        Ok(s) => s.trim().parse().expect("SYNCLINE_TEST_SEED is a u64"),
-        Err(_) => rand::random(),
-    }
 }
 
 /// The processes of the test.

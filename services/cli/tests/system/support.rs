@@ -16,6 +16,18 @@ pub fn syncline_bin() -> PathBuf {
 
 use syncline_testkit::{Kind, NodeSpec};
 
+/// A randomized test's seed: `SYNCLINE_TEST_SEED` or a fresh one (the test prints it).
+pub fn seed() -> u64 {
+    match std::env::var("SYNCLINE_TEST_SEED") {
+        Ok(s) => s.trim().parse().expect("SYNCLINE_TEST_SEED is a u64"),
+        Err(_) => rand::random(),
+    }
+}
+
+/// Held by each test that runs the whole topology (nine daemons and HAProxy), so that two of
+/// them never share this machine's two cores.
+pub static WHOLE_TOPOLOGY: Mutex<()> = Mutex::new(());
+
 /// A sequencer node of a system test: the test kit's node spec (addresses, config section).
 pub type SequencerAddrs = NodeSpec;
 

@@ -41,18 +41,23 @@ pub struct FaultProxy {
 }
 
 impl FaultProxy {
-    /// Listen on a free loopback port and forward to `upstream`.
+    /// Listen on a free loopback port and forward to `upstream`; panics when it cannot (tests).
     pub async fn start(upstream: SocketAddr) -> FaultProxy {
-        // A port from the kit's allocator: one taken by the kernel's `:0` could be a port
-        // already handed out to a server that has not bound it yet.
+        FaultProxy::bind(upstream).await.expect("fault proxy: no loopback port to listen on")
+    }
+
+    /// Listen on a free loopback port and forward to `upstream`.
+    pub async fn bind(upstream: SocketAddr) -> std::io::Result<FaultProxy> {
+        // A port from the allocator: one taken by the kernel's `:0` could be a port already
+        // handed out to a server that has not bound it yet.
         let listener = loop {
-            match TcpListener::bind(crate::free_addr()).await {
+            match TcpListener::bind(syncline_embedded_pg::free_addr()?).await {
                 Ok(l) => break l,
                 Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
-                Err(e) => panic!("proxy bind: {e}"),
+                Err(e) => return Err(e),
             }
         };
-        let addr = listener.local_addr().expect("proxy addr");
+        let addr = listener.local_addr()?;
         let (tx, _) = watch::channel(State { mode: Mode::Pass, cuts: 0 });
         let state = Arc::new(tx);
         let st = state.clone();
@@ -67,7 +72,7 @@ impl FaultProxy {
                 tokio::spawn(connection(client, upstream, rx));
             }
         });
-        FaultProxy { addr, state, accept }
+        Ok(FaultProxy { addr, state, accept })
     }
 
     /// The address clients connect to.
