@@ -82,6 +82,9 @@ pub async fn run<S: SequencerApi + Clone + 'static>(
                 last_ts = ts;
                 next_deadline = processed.next_deadline;
                 metrics::gauge!("syncline_mediator_outstanding_requests").set(processed.pending as f64);
+                // High after a takeover while the new leader catches up, or when it cannot keep up.
+                let lag = (now_micros() - ts).max(0) as f64 / 1e6;
+                metrics::gauge!("syncline_mediator_processing_lag_seconds").set(lag);
                 crash_window(&ctx.replica, &processed)?;
                 for request in &processed.finalized {
                     record_verdict(request);

@@ -79,6 +79,10 @@ pub struct Processed {
     pub ledger: Ledger,
     /// Rows published by this event.
     pub published: usize,
+    /// The status (`OK` or the error id) of each completion published by this event.
+    pub completed: Vec<String>,
+    /// Requests awaiting their verdict after this event.
+    pub undecided: i64,
 }
 
 /// The participant's event processing.
@@ -105,13 +109,14 @@ impl Processor {
             store::decide(conn, id, &json(&outcome)).await?;
         }
         // Before the content: a request this event times out releases its locks first.
-        out.published += self.publish(conn, &mut ledger).await?;
+        out.published += self.publish(conn, &mut ledger, &mut out.completed).await?;
         for f in store::unsequenced_before(conn, ts).await? {
             let message = format!(
                 "the submission was not sequenced by its max-sequencing-time {} (sequencer time is now {ts})",
                 f.max_sequencing_time
             );
             self.reject_unsequenced(conn, &mut ledger, &f, ts, NOT_SEQUENCED_TIMEOUT, message).await?;
+            out.completed.push(NOT_SEQUENCED_TIMEOUT.into());
             out.published += 1;
         }
         let own = (event.sender == self.member).then_some(event.message_id.as_deref()).flatten();
@@ -127,15 +132,17 @@ impl Processor {
             if let Some(f) = ours {
                 let message = format!("the sequencer refused the request: {}: {}", error.code, error.message);
                 self.reject_unsequenced(conn, &mut ledger, &f, ts, SEQUENCER_DELIVER_ERROR, message).await?;
+                out.completed.push(SEQUENCER_DELIVER_ERROR.into());
                 out.published += 1;
             }
         } else {
             self.content(conn, event, ours, &mut out).await?;
         }
-        out.published += self.publish(conn, &mut ledger).await?;
+        out.published += self.publish(conn, &mut ledger, &mut out.completed).await?;
         ledger.processed_ts = Some(ts);
         store::set_ledger(conn, &self.member, &ledger).await?;
         out.ledger = ledger;
+        out.undecided = store::undecided_count(conn).await?;
         Ok(out)
     }
 
@@ -376,7 +383,7 @@ impl Processor {
     }
 
     /// Publish decided requests in request-time order, stopping at the first undecided one.
-    async fn publish(&self, conn: &mut AsyncPgConnection, ledger: &mut Ledger) -> Result<usize> {
+    async fn publish(&self, conn: &mut AsyncPgConnection, ledger: &mut Ledger, completed: &mut Vec<String>) -> Result<usize> {
         let mut published = 0;
         while let Some(p) = store::oldest_pending(conn).await? {
             let Some(outcome) = p.outcome.as_deref() else { break };
@@ -434,6 +441,7 @@ impl Processor {
                     Outcome::Rejected { id, message } => (id.clone(), message.clone(), None),
                 };
                 let code = if accepted.is_some() { Code::Ok } else { code_of(&status) };
+                completed.push(status.clone());
                 store::insert_completion(conn, &completion(f, offset, record_time, status, code, message, accepted))
                     .await?;
                 if outcome == Outcome::Accepted {

@@ -99,6 +99,14 @@ pub(crate) async fn run(shared: Arc<Shared>, fence: Fence, stop: CancellationTok
                 metrics::gauge!("syncline_participant_ledger_end").set(processed.ledger.ledger_end as f64);
                 metrics::counter!("syncline_participant_published_total").increment(processed.published as u64);
                 metrics::gauge!("syncline_participant_processed_timestamp_seconds").set(last_ts as f64 / 1e6);
+                // How far behind the sequencer this replica processes: high after a takeover
+                // while the new leader catches up, or when it cannot keep up.
+                let lag = (now_micros() - last_ts).max(0) as f64 / 1e6;
+                metrics::gauge!("syncline_participant_processing_lag_seconds").set(lag);
+                metrics::gauge!("syncline_participant_outstanding_requests").set(processed.undecided as f64);
+                for status in &processed.completed {
+                    metrics::counter!("syncline_participant_completions_total", "status" => status.clone()).increment(1);
+                }
                 end_tx.send_if_modified(|e| {
                     let new = ledger_end(&processed.ledger);
                     let changed = *e != new;

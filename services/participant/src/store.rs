@@ -367,6 +367,11 @@ pub async fn decide(conn: &mut AsyncPgConnection, id: i64, outcome: &str) -> Res
     Ok(())
 }
 
+/// How many pending requests await their verdict.
+pub async fn undecided_count(conn: &mut AsyncPgConnection) -> Result<i64> {
+    pen::table.filter(pen::outcome.is_null()).count().get_result(conn).await.during("counting undecided requests")
+}
+
 /// The oldest pending request.
 pub async fn oldest_pending(conn: &mut AsyncPgConnection) -> Result<Option<Pending>> {
     pen::table

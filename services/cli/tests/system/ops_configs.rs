@@ -309,6 +309,11 @@ fn the_alerts_and_the_dashboard_use_only_metrics_the_nodes_export() {
         "syncline_mediator_timeouts_total",
         "syncline_mediator_time_proofs_total",
         "syncline_mediator_invalid_messages_total",
+        "syncline_mediator_processing_lag_seconds",
+        "syncline_participant_outstanding_requests",
+        "syncline_participant_completions_total",
+        "syncline_participant_processing_lag_seconds",
+        "syncline_participant_ledger_end",
         "syncline_leadership_active",
         "syncline_leadership_takeovers_total",
     ] {

@@ -85,6 +85,13 @@ async fn happy_path_with_an_observer_on_the_other_participant() {
         assert!(syncline_test_synchronizer::sample(&m, name).is_some_and(|v| v >= 2.0), "{name}:\n{m}");
     }
     assert!(syncline_test_synchronizer::sample(&m, "syncline_participant_ledger_end").is_some(), "{m}");
+    let ok = "syncline_participant_completions_total{status=\"OK\"}";
+    assert!(syncline_test_synchronizer::sample(&m, ok).is_some_and(|v| v >= 2.0), "{ok}:\n{m}");
+    // Process-wide gauges (other tests of this binary set them too): present and sane.
+    let outstanding = syncline_test_synchronizer::sample(&m, "syncline_participant_outstanding_requests");
+    assert!(outstanding.is_some_and(|n| n >= 0.0), "{m}");
+    let lag = syncline_test_synchronizer::sample(&m, "syncline_participant_processing_lag_seconds");
+    assert!(lag.is_some_and(|l| l >= 0.0), "{m}");
     drop(s.sync);
 }
 
