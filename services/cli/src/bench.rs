@@ -207,6 +207,14 @@ impl Report {
                 ms(h.times[h.times.len() - 1])
             );
         }
+        if let Some(m) = self.participants.as_ref().map(|p| &p.memory).filter(|m| !m.is_empty()) {
+            let figures: Vec<String> =
+                m.iter().map(|m| format!("{} {:.0} MB (peak {:.0} MB)", m.kind, m.rss_mb, m.peak_mb)).collect();
+            println!(
+                "| resident memory per node kind, right after the submit-and-wait phase (one process each) | {} | goal < 150 MB | |",
+                figures.join(", ")
+            );
+        }
         if let (Some(one), Some(two)) = (&self.one, &self.two) {
             println!(
                 "| (refused with RESOURCE_EXHAUSTED and retried: 1 node {}, 2 nodes {}) | | | |",

@@ -48,6 +48,30 @@ pub struct Participants {
     pub takeovers: Takeovers,
     /// `set-passive` → first successful submit-and-wait on the standby that took over.
     pub hand_overs: Takeovers,
+    /// Resident memory of each node kind right after the submit-and-wait phase.
+    pub memory: Vec<Memory>,
+}
+
+/// A node process's resident memory (from `/proc/<pid>/status`).
+pub struct Memory {
+    /// Node kind.
+    pub kind: &'static str,
+    /// Resident now (MB).
+    pub rss_mb: f64,
+    /// Peak resident (MB).
+    pub peak_mb: f64,
+}
+
+impl Memory {
+    /// Node `n`'s figures, if its process runs on this machine.
+    fn of(kind: &'static str, n: &Node) -> Option<Memory> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", n.pid()?)).ok()?;
+        let kb = |key: &str| -> Option<f64> {
+            let line = status.lines().find(|l| l.starts_with(key))?;
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        };
+        Some(Memory { kind, rss_mb: kb("VmRSS:")? / 1024.0, peak_mb: kb("VmHWM:")? / 1024.0 })
+    }
 }
 
 /// Run both phases against the database at `url` (participant databases are created beside
@@ -82,9 +106,13 @@ pub async fn run(url: &str, phase: Duration, clients: usize, runs: usize) -> Res
         // subscription).
         tokio::time::sleep(Duration::from_secs(1)).await;
         let throughput = submit_and_wait_phase(&nodes[1], &nodes[3], &alice, &bob, phase, clients).await?;
+        let memory = [("sequencer", &seq), ("mediator", &nodes[0]), ("participant", &nodes[1])]
+            .into_iter()
+            .filter_map(|(kind, n)| Memory::of(kind, n))
+            .collect();
         let takeovers = takeovers(&DbConfig::new(&db1), &dir, &storage, &mut nodes[1..3], &alice, &bob, runs).await?;
         let hand_overs = hand_overs(&DbConfig::new(&db1), &nodes[1..3], &alice, &bob, runs).await?;
-        anyhow::Ok(Participants { throughput, takeovers, hand_overs })
+        anyhow::Ok(Participants { throughput, takeovers, hand_overs, memory })
     }
     .await;
     for n in nodes.iter_mut().rev() {
