@@ -135,10 +135,11 @@ async fn haproxy_routes_around_a_node_without_database_and_a_killed_node() {
     send_all(c, "db-cut", 30, &mut ids).await;
     assert_eq!(accepted(&nodes[0]).await.unwrap(), seq1_before, "HAProxy routed sends to a node without database");
 
-    // seq3 is killed right after its last OK: HAProxy's checks take it out, clients that
-    // only know HAProxy go on, and everything it answered OK is delivered.
+    // seq3 is killed right after its last OK, and sends go on at once, before HAProxy's
+    // checks can take it out: HAProxy retries each send that finds seq3 gone on seq2 (a send
+    // is idempotent by its message id), so every one is OK at the first attempt; everything
+    // seq3 answered OK is delivered.
     daemons[2].as_mut().unwrap().kill9();
-    tokio::time::sleep(Duration::from_secs(2)).await;
     send_all(c, "killed", 30, &mut ids).await;
 
     // seq1's database returns: it serves again and HAProxy routes to it again.
@@ -185,4 +186,29 @@ async fn counts(nodes: &[SequencerAddrs]) -> Vec<u64> {
         v.push(accepted(n).await.unwrap_or(0));
     }
     v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_sequencer_up_haproxy_answers_a_retryable_grpc_unavailable() {
+    let dir = TempDir::new("syncline-haproxy-none");
+    // Three sequencers that never started: nothing listens on their ports.
+    let nodes: Vec<SequencerAddrs> = (1..=3).map(|i| sequencer_node(&format!("none{i}"))).collect();
+    let frontend = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let _haproxy = Haproxy::start(frontend, &nodes, dir.path().join("haproxy.log"));
+    let url = format!("http://{frontend}");
+    wait_for(Duration::from_secs(15), "HAProxy accepting connections", || {
+        let url = url.clone();
+        async move { SequencerServiceClient::connect(url).await.is_ok() }
+    })
+    .await;
+    // Before and after the checks mark every server down: UNAVAILABLE naming HAProxy, never
+    // an unparsable HTML page (INTERNAL), which clients would take as a definite answer.
+    for _ in 0..2 {
+        let mut raw = SequencerServiceClient::connect(url.clone()).await.unwrap();
+        let request = RequestBuilder::new("alice", "m-1").to(["bob"], "x").build();
+        let e = raw.send(request).await.expect_err("no sequencer is up");
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+        assert!(e.message().starts_with("haproxy: "), "{e:?}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
