@@ -9,6 +9,7 @@ pub mod health;
 mod liveness;
 pub mod members;
 mod notify;
+mod peer_watch;
 pub mod pruning;
 mod reader;
 pub mod service;
@@ -91,8 +92,9 @@ impl Sequencer {
         // Stopped only after the writer: the health shows the node going down.
         let health_stop = CancellationToken::new();
         let health_task = health::spawn(inner.clone(), health_tx, health_stop.clone());
-        let writer_task = tokio::spawn(writer::run(db_config.clone(), settings.clone(), shared, rx, cancel.clone()));
-        let tasks = vec![tokio::spawn(liveness::run(db, settings, cancel.clone())), listener];
+        let liveness = liveness::run(db, db_config.clone(), settings.clone(), shared.clone(), cancel.clone());
+        let writer_task = tokio::spawn(writer::run(db_config.clone(), settings, shared, rx, cancel.clone()));
+        let tasks = vec![tokio::spawn(liveness), listener];
         Ok(Sequencer { inner, writer_task, tasks, health, health_stop, health_task })
     }
 

@@ -1,17 +1,23 @@
-//! The periodic check every sequencer runs: knock offline the nodes whose index lock is no
-//! longer held (crashed) or whose watermark is too old (stalled), sweep dead nodes' rows past
+//! The check every sequencer runs periodically, and at once when a peer's index lock is
+//! released (`peer_watch`): knock offline the nodes whose index lock is no longer held
+//! (crashed) or whose watermark is too old (stalled), sweep dead nodes' rows past
 //! their watermarks, expire message-id claims
 //! whose max-sequencing-time is long past, and publish the safe-watermark lag.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::store::timestamps::now_micros;
 use crate::store::{events, offline, recovery, watermarks};
 use scoped_futures::ScopedFutureExt;
-use syncline_coordination::Db;
+use syncline_coordination::{Db, DbConfig};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::peer_watch::PeerWatch;
 use crate::settings::SequencerSettings;
+use crate::store::error::StoreError;
+use crate::writer::WriterShared;
 
 /// Claims are kept this long past their max-sequencing-time, against clock skew.
 const CLAIM_GRACE_MICROS: i64 = 60_000_000;
@@ -37,8 +43,16 @@ impl Lag {
     }
 }
 
-/// Run until cancelled.
-pub(crate) async fn run(db: Db, settings: SequencerSettings, cancel: CancellationToken) {
+/// Run until cancelled; `writer` tells this node's own index (not watched).
+pub(crate) async fn run(
+    db: Db,
+    db_config: DbConfig,
+    settings: SequencerSettings,
+    writer: Arc<WriterShared>,
+    cancel: CancellationToken,
+) {
+    let wake = Arc::new(Notify::new());
+    let mut peers = PeerWatch::new(db_config, wake.clone(), cancel.child_token());
     let mut tick = tokio::time::interval(settings.online_check_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut n: u64 = 0;
@@ -50,6 +64,7 @@ pub(crate) async fn run(db: Db, settings: SequencerSettings, cancel: Cancellatio
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
+            _ = wake.notified() => {}
         }
         n += 1;
         let offline_duration = settings.offline_duration;
@@ -63,13 +78,16 @@ pub(crate) async fn run(db: Db, settings: SequencerSettings, cancel: Cancellatio
                     if !knocked.is_empty() || sweep_due {
                         recovery::sweep_dead(c).await?;
                     }
-                    watermarks::safe(c).await
+                    Ok::<_, StoreError>((watermarks::safe(c).await?, watermarks::online_indexes(c).await?))
                 }
                 .scope_boxed()
             })
             .await;
         let safe = match r {
-            Ok(safe) => safe,
+            Ok((safe, online)) => {
+                peers.update(&online, writer.node_index());
+                safe
+            }
             Err(e) => {
                 tracing::debug!(%e, "liveness check failed");
                 None

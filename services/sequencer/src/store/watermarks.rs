@@ -109,6 +109,17 @@ pub async fn all(conn: &mut AsyncPgConnection) -> Result<Vec<Watermark>> {
     w::table.order(w::node_index).select(Watermark::as_select()).load(conn).await.during("reading watermarks")
 }
 
+/// The indexes of the nodes online now.
+pub async fn online_indexes(conn: &mut AsyncPgConnection) -> Result<Vec<u32>> {
+    let rows: Vec<i32> = w::table
+        .filter(w::online)
+        .select(w::node_index)
+        .load(conn)
+        .await
+        .during("reading the online sequencer nodes")?;
+    Ok(rows.into_iter().map(|i| i as u32).collect())
+}
+
 /// The safe watermark: minimum over online nodes; `None` when no node is online.
 pub async fn safe(conn: &mut AsyncPgConnection) -> Result<Option<i64>> {
     w::table

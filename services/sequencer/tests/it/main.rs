@@ -5,6 +5,7 @@ mod admin_timeouts;
 mod broadcast;
 mod harness;
 mod late_send;
+mod peer_watch;
 mod pruning;
 mod sequencer;
 mod settings_validation;
