@@ -204,3 +204,30 @@ impl NodeSection for ParticipantConfig {
         self.ledger_api.auth.validate()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(json: serde_json::Value) -> Result<AuthConfig, String> {
+        let cfg: AuthConfig = serde_json::from_value(json).map_err(|e| e.to_string())?;
+        cfg.validate().map_err(|e| format!("{}: {}", e.key, e.problem))?;
+        Ok(cfg)
+    }
+
+    #[test]
+    fn auth_sections_parse_and_contradictions_are_refused() {
+        assert_eq!(auth(serde_json::json!({})).unwrap(), AuthConfig::default());
+        let c =
+            auth(serde_json::json!({"kind": "hs256", "secret_file": "/s", "audience": "a", "leeway": "5s"})).unwrap();
+        assert_eq!((c.kind, c.leeway, c.audience.as_deref()), (AuthKind::Hs256, Duration::from_secs(5), Some("a")));
+        assert_eq!(auth(serde_json::json!({"kind": "jwks", "jwks_file": "/k.json"})).unwrap().kind, AuthKind::Jwks);
+        let e = auth(serde_json::json!({"kind": "hs256"})).unwrap_err();
+        assert_eq!(e, "ledger_api.auth.secret: kind \"hs256\" needs exactly one of secret and secret_file");
+        assert!(auth(serde_json::json!({"kind": "hs256", "secret": "short"})).unwrap_err().contains("32 bytes"));
+        assert!(auth(serde_json::json!({"kind": "jwks"})).unwrap_err().starts_with("ledger_api.auth.jwks_file"));
+        assert!(auth(serde_json::json!({"secret": "x"})).unwrap_err().starts_with("ledger_api.auth.kind"));
+        assert!(auth(serde_json::json!({"kind": "rs256"})).is_err());
+        assert!(auth(serde_json::json!({"kind": "none", "sekret": "x"})).is_err());
+    }
+}

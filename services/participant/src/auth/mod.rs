@@ -273,11 +273,11 @@ mod tests {
         r.authorize_commands(Some(&mut c), "commands").unwrap();
         assert_eq!(c.user_id, "app", "filled in from the token");
         let e = r.authorize_commands(Some(&mut commands("app", &["alice", "bob"], &[])), "commands").unwrap_err();
+        assert_eq!(e.to_string(), r#"commands.act_as: the access token of user app does not allow acting as ["bob"]"#);
         assert_eq!(
-            e.to_string(),
-            r#"commands.act_as: the access token of user app does not allow acting as ["bob"]"#
+            (e.code(), e.error_id(), e.label()),
+            (Code::PermissionDenied, "PERMISSION_DENIED", "permission_denied")
         );
-        assert_eq!((e.code(), e.error_id(), e.label()), (Code::PermissionDenied, "PERMISSION_DENIED", "permission_denied"));
         let e = r.authorize_commands(Some(&mut commands("app", &["alice"], &["carol"])), "commands").unwrap_err();
         assert!(e.to_string().ends_with(r#"does not allow reading as ["carol"]"#), "{e}");
         let e = r.authorize_commands(Some(&mut commands("other", &["alice"], &[])), "commands").unwrap_err();
@@ -293,7 +293,10 @@ mod tests {
         let e = r.authorize_read(&["alice".into(), "carol".into()], "filter.parties").unwrap_err();
         assert!(e.to_string().starts_with("filter.parties: "), "{e}");
         let e = r.authorize_admin("AllocateParty").unwrap_err();
-        assert_eq!(e.to_string(), "AllocateParty needs an admin token; the access token of user app has no admin claim");
+        assert_eq!(
+            e.to_string(),
+            "AllocateParty needs an admin token; the access token of user app has no admin claim"
+        );
         token(&[], &[], true).authorize_admin("AllocateParty").unwrap();
         Rights::Unrestricted.authorize_admin("AllocateParty").unwrap();
     }

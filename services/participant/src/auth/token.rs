@@ -198,7 +198,9 @@ impl Verifier {
                 .find(|k| k.kid.as_deref() == Some(kid))
                 .ok_or_else(|| signature(format!("the access token's key id {kid:?} is not a configured key")))?,
             _ if self.keys.len() == 1 => &self.keys[0],
-            _ => return Err(signature("the access token names no key id (kid) and several keys are configured".into())),
+            _ => {
+                return Err(signature("the access token names no key id (kid) and several keys are configured".into()))
+            }
         };
         if !key.validation.algorithms.contains(&header.alg) {
             return Err(signature(format!(
@@ -245,7 +247,9 @@ fn rejected(e: jsonwebtoken::errors::Error) -> AuthError {
         ErrorKind::InvalidSignature => (Failure::Signature, "the access token's signature is invalid".into()),
         ErrorKind::InvalidAlgorithm => (Failure::Signature, "the access token's algorithm is not accepted".into()),
         ErrorKind::InvalidAudience => (Failure::AudienceOrIssuer, "the access token is not for this audience".into()),
-        ErrorKind::InvalidIssuer => (Failure::AudienceOrIssuer, "the access token is not from the accepted issuer".into()),
+        ErrorKind::InvalidIssuer => {
+            (Failure::AudienceOrIssuer, "the access token is not from the accepted issuer".into())
+        }
         ErrorKind::MissingRequiredClaim(c) => (Failure::Malformed, format!("the access token has no {c} claim")),
         _ => (Failure::Malformed, format!("the access token is not a valid JWT: {e}")),
     };
