@@ -67,7 +67,7 @@ pub async fn updates(
     let open = |after: i64| {
         let r = pb::GetUpdatesRequest { begin_exclusive: after, end_inclusive: end, filter: Some(filter.clone()) };
         move |ch: Channel| {
-            let r = r.clone();
+            let r = ledger.stream_request(r.clone());
             async move { Ok(UpdateServiceClient::new(ch).get_updates(r).await?.into_inner()) }
         }
     };
@@ -96,7 +96,7 @@ pub async fn completions(
         let r =
             pb::CompletionStreamRequest { user_id: user.to_string(), parties: parties.clone(), begin_exclusive: after };
         move |ch: Channel| {
-            let r = r.clone();
+            let r = ledger.stream_request(r.clone());
             async move { Ok(CommandCompletionServiceClient::new(ch).completion_stream(r).await?.into_inner()) }
         }
     };

@@ -133,14 +133,7 @@ impl Verifier {
         let keys = match cfg.kind {
             AuthKind::None => return Ok(None),
             AuthKind::Hs256 => {
-                let secret = match (&cfg.secret, &cfg.secret_file) {
-                    (Some(s), _) => s.clone(),
-                    (None, Some(path)) => read(path)?.trim().to_string(),
-                    (None, None) => return Err(VerifierError::Key("kind \"hs256\" needs a secret".into())),
-                };
-                if secret.len() < 32 {
-                    return Err(VerifierError::Key("the HS256 secret must have at least 32 bytes".into()));
-                }
+                let secret = hs256_secret(cfg.secret.as_deref(), cfg.secret_file.as_deref())?;
                 let key = DecodingKey::from_secret(secret.as_bytes());
                 vec![Key { kid: None, validation: validation(cfg, Algorithm::HS256), key }]
             }
@@ -210,6 +203,19 @@ impl Verifier {
         }
         Ok(key)
     }
+}
+
+/// The HS256 secret given itself or in a file (surrounding whitespace ignored): at least 32 bytes.
+pub fn hs256_secret(secret: Option<&str>, file: Option<&Path>) -> Result<String, VerifierError> {
+    let secret = match (secret, file) {
+        (Some(s), _) => s.to_string(),
+        (None, Some(path)) => read(path)?.trim().to_string(),
+        (None, None) => return Err(VerifierError::Key("no HS256 secret (secret or secret_file)".into())),
+    };
+    if secret.len() < 32 {
+        return Err(VerifierError::Key("the HS256 secret must have at least 32 bytes".into()));
+    }
+    Ok(secret)
 }
 
 /// The usable keys of a JWKS: RSA (RS256) and EC P-256 (ES256); others are skipped.
