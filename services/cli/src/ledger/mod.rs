@@ -186,11 +186,15 @@ const DEFAULT_USER: &str = "syncline-cli";
 
 async fn execute(args: LedgerArgs) -> Result<(), LedgerCliError> {
     let out = Out { json: args.json };
-    if let LedgerCommand::Token(mint) = &args.command {
-        let token = token::mint(args.user.as_deref().unwrap_or(DEFAULT_USER), mint)?;
-        out.print(serde_json::json!({ "token": token }), || token.clone());
-        return Ok(());
-    }
+    let command = match args.command {
+        // Needs no participant.
+        LedgerCommand::Token(mint) => {
+            let token = token::mint(args.user.as_deref().unwrap_or(DEFAULT_USER), &mint)?;
+            out.print(serde_json::json!({ "token": token }), || token.clone());
+            return Ok(());
+        }
+        command => command,
+    };
     let urls = client::parse_urls(&args.participant)?;
     let mut ledger = Endpoints::new(urls, args.timeout, args.wait)?;
     let given = token::given(args.token.as_deref(), args.token_file.as_deref())?;
@@ -199,7 +203,7 @@ async fn execute(args: LedgerArgs) -> Result<(), LedgerCliError> {
     }
     // With a token, an empty user id stands for the token's user.
     let user = args.user.unwrap_or_else(|| if given.is_some() { String::new() } else { DEFAULT_USER.into() });
-    match args.command {
+    match command {
         LedgerCommand::Parties => {
             let r = ledger
                 .call(|ch| {
@@ -274,7 +278,7 @@ async fn execute(args: LedgerArgs) -> Result<(), LedgerCliError> {
             let end = stream::ledger_end(&ledger).await?;
             out.print(serde_json::json!({ "offset": end }), || end.to_string());
         }
-        LedgerCommand::Token(_) => unreachable!("answered above"),
+        LedgerCommand::Token(_) => {} // answered above
     }
     Ok(())
 }

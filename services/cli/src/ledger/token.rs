@@ -54,7 +54,9 @@ pub fn given(token: Option<&str>, file: Option<&Path>) -> Result<Option<String>,
             .map_err(|e| LedgerCliError::Usage(format!("--token-file {}: {e}", path.display())))?,
         (None, None) => return Ok(None),
     };
+    // The whole header value is accepted too.
     let token = token.trim();
+    let token = token.strip_prefix("Bearer ").unwrap_or(token).trim();
     if token.is_empty() {
         return Err(LedgerCliError::Usage("the access token is empty".into()));
     }
@@ -120,5 +122,6 @@ mod tests {
         std::fs::remove_file(&dir).unwrap();
         assert!(given(None, Some(&dir)).unwrap_err().to_string().starts_with("--token-file"));
         assert!(given(Some(" "), None).is_err());
+        assert_eq!(given(Some("Bearer t3"), None).unwrap().as_deref(), Some("t3"));
     }
 }
