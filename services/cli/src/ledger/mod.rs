@@ -139,7 +139,8 @@ struct Submission {
 /// Whose view.
 #[derive(clap::Args, Debug, PartialEq)]
 struct Parties {
-    /// A party (repeat, or comma-separated); default: every party hosted by the participant.
+    /// A party (repeat, or comma-separated); default: the access token's parties, or without
+    /// a token every party hosted by the participant.
     #[arg(long = "party", value_delimiter = ',')]
     parties: Vec<String>,
 }
@@ -201,6 +202,7 @@ async fn execute(args: LedgerArgs) -> Result<(), LedgerCliError> {
     if let Some(t) = &given {
         ledger = ledger.with_token(t)?;
     }
+    let token_parties = given.as_deref().map(token::parties);
     // With a token, an empty user id stands for the token's user.
     let user = args.user.unwrap_or_else(|| if given.is_some() { String::new() } else { DEFAULT_USER.into() });
     match command {
@@ -250,7 +252,7 @@ async fn execute(args: LedgerArgs) -> Result<(), LedgerCliError> {
             submit_and_print(&ledger, &out, &user, submission, act_as, command).await?;
         }
         LedgerCommand::Acs { parties } => {
-            let parties = stream::parties_or_local(&ledger, parties.parties).await?;
+            let parties = stream::parties_or_local(&ledger, parties.parties, token_parties.as_deref()).await?;
             let filter = pb::TransactionFilter { parties };
             let contracts = ledger
                 .call(|ch| {
@@ -267,11 +269,11 @@ async fn execute(args: LedgerArgs) -> Result<(), LedgerCliError> {
             }
         }
         LedgerCommand::Updates { stream: s } => {
-            let parties = stream::parties_or_local(&ledger, s.parties.parties).await?;
+            let parties = stream::parties_or_local(&ledger, s.parties.parties, token_parties.as_deref()).await?;
             stream::updates(&ledger, &out, parties, s.from, s.follow).await?;
         }
         LedgerCommand::Completions { stream: s } => {
-            let parties = stream::parties_or_local(&ledger, s.parties.parties).await?;
+            let parties = stream::parties_or_local(&ledger, s.parties.parties, token_parties.as_deref()).await?;
             stream::completions(&ledger, &out, &user, parties, s.from, s.follow).await?;
         }
         LedgerCommand::LedgerEnd => {

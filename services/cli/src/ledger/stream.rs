@@ -34,10 +34,21 @@ pub async fn ledger_end(ledger: &Endpoints) -> Result<i64, CallError> {
     Ok(r.into_inner().offset)
 }
 
-/// `parties`, or when none are given every party the participant hosts.
-pub async fn parties_or_local(ledger: &Endpoints, parties: Vec<String>) -> Result<Vec<String>, LedgerCliError> {
+/// `parties`; when none are given those the access token names (`token_parties`), or without
+/// a token every party the participant hosts.
+pub async fn parties_or_local(
+    ledger: &Endpoints,
+    parties: Vec<String>,
+    token_parties: Option<&[String]>,
+) -> Result<Vec<String>, LedgerCliError> {
     if !parties.is_empty() {
         return Ok(parties);
+    }
+    if let Some(t) = token_parties {
+        if t.is_empty() {
+            return Err(LedgerCliError::Usage("the access token names no party: name some with --party".into()));
+        }
+        return Ok(t.to_vec());
     }
     let r = ledger
         .call(|ch| {

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use syncline_participant::auth::token::{hs256_secret, mint_hs256, now_secs};
+use syncline_participant::auth::token::{hs256_secret, mint_hs256, now_secs, unverified_claims};
 use syncline_participant::auth::{Claims, LedgerClaim};
 
 use super::error::LedgerCliError;
@@ -63,6 +63,19 @@ pub fn given(token: Option<&str>, file: Option<&Path>) -> Result<Option<String>,
     Ok(Some(token.to_string()))
 }
 
+/// The parties `token` may read as (actAs, then readAs), for the default of `--party`; none
+/// when it cannot be read (the participant then says why).
+pub fn parties(token: &str) -> Vec<String> {
+    let Some(c) = unverified_claims(token) else { return Vec::new() };
+    let mut parties = c.ledger.act_as;
+    for p in c.ledger.read_as {
+        if !parties.contains(&p) {
+            parties.push(p);
+        }
+    }
+    parties
+}
+
 /// An HS256 token for `user` with the rights `args` name.
 pub fn mint(user: &str, args: &MintArgs) -> Result<String, LedgerCliError> {
     let secret = hs256_secret(args.secret.as_deref(), args.secret_file.as_deref())
@@ -107,6 +120,8 @@ mod tests {
         let r = v.verify(&token).unwrap();
         assert_eq!(r.user_id, "alice-app");
         assert!(r.admin && r.act_as.contains("alice") && r.read_as.contains("bob"));
+        assert_eq!(parties(&token), vec!["alice", "bob"]);
+        assert!(parties("garbage").is_empty());
         let e = mint("u", &args("short")).unwrap_err().to_string();
         assert!(e.contains("at least 32 bytes"), "{e}");
     }

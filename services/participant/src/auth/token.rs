@@ -28,9 +28,12 @@ pub const LEDGER_CLAIM: &str = "https://syncline.dev/ledger";
 /// A token's claims (those Syncline reads).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {
-    /// The user id.
+    /// The user id. (Defaults here so that a token without it is refused by the validation,
+    /// which names the missing claim, rather than by a JSON error.)
+    #[serde(default)]
     pub sub: String,
     /// Expiry (seconds since the epoch).
+    #[serde(default)]
     pub exp: u64,
     /// Not valid before (seconds since the epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -262,6 +265,17 @@ fn rejected(e: jsonwebtoken::errors::Error) -> AuthError {
     AuthError::unauthenticated(failure, message)
 }
 
+/// The claims of `token` without checking it: for a client's defaults only (the participant
+/// checks the token on every call).
+pub fn unverified_claims(token: &str) -> Option<Claims> {
+    let mut v = Validation::new(Algorithm::HS256);
+    v.insecure_disable_signature_validation();
+    v.validate_exp = false;
+    v.validate_aud = false;
+    v.required_spec_claims.clear();
+    jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&[]), &v).ok().map(|d| d.claims)
+}
+
 /// An HS256 token for `claims` signed with `secret` (development and tests).
 pub fn mint_hs256(claims: &Claims, secret: &[u8]) -> Result<String, jsonwebtoken::errors::Error> {
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret))
@@ -322,6 +336,14 @@ mod tests {
         let e = v.verify(&mint_hs256(&early, SECRET.as_bytes()).unwrap()).unwrap_err();
         assert_eq!(unauthenticated(e).0, Failure::NotYetValid);
         assert_eq!(unauthenticated(v.verify("not.a.jwt").unwrap_err()).0, Failure::Malformed);
+        let no_exp = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({"sub": "app"}),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        let (f, m) = unauthenticated(v.verify(&no_exp).unwrap_err());
+        assert_eq!((f, m.as_str()), (Failure::Malformed, "the access token has no exp claim"));
         let aud = verifier(AuthConfig { audience: Some("ledger".into()), ..AuthConfig::hs256(SECRET) });
         let e = aud.verify(&mint_hs256(&claims(60), SECRET.as_bytes()).unwrap()).unwrap_err();
         assert_eq!(unauthenticated(e).0, Failure::Malformed, "aud required when configured");
