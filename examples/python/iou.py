@@ -9,6 +9,10 @@ the same command id, to the next endpoint, so the ledger's deduplication makes i
 exactly once. At the end the application checks what bob saw against what alice did and
 exits 1 if they differ.
 
+When the participants check access tokens, give one (--token, --token-file or the
+SYNCLINE_LEDGER_TOKEN environment variable): it is sent as `authorization: Bearer <JWT>` with
+every call, and must let --user act as alice, read as bob and allocate parties (admin).
+
     python3 examples/python/iou.py --p1 http://127.0.0.1:4021,http://127.0.0.1:4031 \
         --p2 http://127.0.0.1:4041 --rounds 5
 """
@@ -42,8 +46,10 @@ def error_id(e):
 class Participant:
     """A participant's ledger API at one or more endpoints (replicas, or HAProxy)."""
 
-    def __init__(self, name, urls, pb, grpc_pb, wait=60.0):
+    def __init__(self, name, urls, pb, grpc_pb, token=None, wait=60.0):
         self.name, self.pb, self.wait = name, pb, wait
+        # The access token goes with every call (none: the participant does not check tokens).
+        self.metadata = [("authorization", f"Bearer {token}")] if token else None
         targets = [u.split("://", 1)[-1] for u in urls.split(",") if u.strip()]
         self.endpoints = []
         for t in targets:
@@ -67,7 +73,7 @@ class Participant:
         while True:
             e = self.endpoints[self.current]
             try:
-                return getattr(e[service], method)(request, timeout=timeout)
+                return getattr(e[service], method)(request, timeout=timeout, metadata=self.metadata)
             except grpc.RpcError as err:
                 if not failover or err.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > give_up:
                     raise
@@ -76,7 +82,7 @@ class Participant:
 
     def stream(self, service, method, request):
         """Open a server stream on the current endpoint (the caller resumes on errors)."""
-        return getattr(self.endpoints[self.current][service], method)(request)
+        return getattr(self.endpoints[self.current][service], method)(request, metadata=self.metadata)
 
     def next_endpoint(self):
         self.current = (self.current + 1) % len(self.endpoints)
@@ -219,12 +225,20 @@ def main():
                     help="seconds to keep resubmitting one command")
     ap.add_argument("--pause", type=float, default=0.0, help="seconds to pause between rounds")
     ap.add_argument("--stubs", help="generate the stubs here (default: a temporary directory)")
+    ap.add_argument("--token", default=os.environ.get("SYNCLINE_LEDGER_TOKEN"),
+                    help="access token (JWT) for participants that check tokens (default: $SYNCLINE_LEDGER_TOKEN)")
+    ap.add_argument("--token-file", help="a file holding the access token")
     args = ap.parse_args()
+    token = args.token
+    if args.token_file:
+        with open(args.token_file) as f:
+            token = f.read().strip()
 
     with tempfile.TemporaryDirectory(prefix="syncline-stubs-") as tmp:
         pb, grpc_pb = load_stubs(args.stubs or tmp)
         app = App(args, pb)
-        p1, p2 = Participant("participant 1", args.p1, pb, grpc_pb), Participant("participant 2", args.p2, pb, grpc_pb)
+        p1 = Participant("participant 1", args.p1, pb, grpc_pb, token)
+        p2 = Participant("participant 2", args.p2, pb, grpc_pb, token)
         alice, bob = app.allocate(p1, args.alice), app.allocate(p2, args.bob)
         app.wait_known(p1, [alice, bob])
         app.wait_known(p2, [alice, bob])
@@ -304,4 +318,5 @@ if __name__ == "__main__":
         sys.exit(f"error: {e}")
     except grpc.RpcError as e:
         # Ledger API messages start with their error id already.
-        sys.exit(f"error: {e.details() if error_id(e) != e.code().name else e.code().name + ': ' + str(e.details())}")
+        details = str(e.details())
+        sys.exit(f"error: {details if details.startswith(error_id(e) + '(') else e.code().name + ': ' + details}")

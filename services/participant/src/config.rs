@@ -1,6 +1,8 @@
 //! The `[participants.NAME]` section: the sections every replicated node has, the sequencers
-//! to connect to, and the participant's own `[participants.NAME.participant]` parameters.
+//! to connect to, the participant's own `[participants.NAME.participant]` parameters and its
+//! ledger API's access control `[participants.NAME.ledger_api.auth]`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -37,6 +39,97 @@ pub struct ParticipantConfig {
     /// Processing parameters.
     #[serde(default)]
     pub participant: ParticipantParameters,
+    /// The ledger API's access control.
+    #[serde(default)]
+    pub ledger_api: LedgerApiConfig,
+}
+
+/// The `[participants.NAME.ledger_api]` section.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerApiConfig {
+    /// How callers authenticate (default: not at all).
+    pub auth: AuthConfig,
+}
+
+/// How ledger API callers authenticate: JWT bearer tokens, checked against a shared secret
+/// (HS256) or the public keys of a JWKS file (RS256, ES256); `none` lets everyone in.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `none`, `hs256` or `jwks`.
+    pub kind: AuthKind,
+    /// The HS256 secret itself (`hs256`; or `secret_file`).
+    pub secret: Option<String>,
+    /// A file holding the HS256 secret (`hs256`; surrounding whitespace ignored).
+    pub secret_file: Option<PathBuf>,
+    /// A JSON Web Key Set file with the issuer's public keys (`jwks`).
+    pub jwks_file: Option<PathBuf>,
+    /// When set, a token's `aud` must contain it.
+    pub audience: Option<String>,
+    /// When set, a token's `iss` must be it.
+    pub issuer: Option<String>,
+    /// Clock skew allowed when checking `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+}
+
+/// The kinds of [`AuthConfig`].
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthKind {
+    /// No authentication: every caller may do everything (the demo's default).
+    #[default]
+    None,
+    /// HS256 tokens signed with a shared secret.
+    Hs256,
+    /// RS256 or ES256 tokens signed by a key of a JWKS file.
+    Jwks,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            kind: AuthKind::None,
+            secret: None,
+            secret_file: None,
+            jwks_file: None,
+            audience: None,
+            issuer: None,
+            leeway: Duration::from_secs(10),
+        }
+    }
+}
+
+impl AuthConfig {
+    /// HS256 with `secret`.
+    pub fn hs256(secret: &str) -> AuthConfig {
+        AuthConfig { kind: AuthKind::Hs256, secret: Some(secret.into()), ..Default::default() }
+    }
+
+    /// Refuse combinations that cannot be meant.
+    pub fn validate(&self) -> Result<(), InvalidKey> {
+        let invalid = |key: &str, problem: &str| {
+            Err(InvalidKey { key: format!("ledger_api.auth.{key}"), problem: problem.into() })
+        };
+        let secret = self.secret.is_some() || self.secret_file.is_some();
+        match self.kind {
+            AuthKind::None if secret || self.jwks_file.is_some() => {
+                invalid("kind", "is \"none\" but keys are configured: set kind = \"hs256\" or \"jwks\"")
+            }
+            AuthKind::Hs256 if self.secret.is_some() == self.secret_file.is_some() => {
+                invalid("secret", "kind \"hs256\" needs exactly one of secret and secret_file")
+            }
+            AuthKind::Hs256 if self.secret.as_deref().is_some_and(|s| s.len() < 32) => {
+                invalid("secret", "must have at least 32 bytes (256 bits)")
+            }
+            AuthKind::Hs256 if self.jwks_file.is_some() => invalid("jwks_file", "is only for kind \"jwks\""),
+            AuthKind::Jwks if self.jwks_file.is_none() => invalid("jwks_file", "kind \"jwks\" needs it"),
+            AuthKind::Jwks if secret => invalid("secret", "is only for kind \"hs256\""),
+            _ if self.leeway > Duration::from_secs(300) => invalid("leeway", "must be at most 5 minutes"),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The participant's own parameters.
@@ -107,6 +200,34 @@ impl NodeSection for ParticipantConfig {
         if let Some(problem) = self.sequencer.problem() {
             return Err(InvalidKey { key: "sequencer.endpoints".into(), problem });
         }
-        self.participant.validate()
+        self.participant.validate()?;
+        self.ledger_api.auth.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(json: serde_json::Value) -> Result<AuthConfig, String> {
+        let cfg: AuthConfig = serde_json::from_value(json).map_err(|e| e.to_string())?;
+        cfg.validate().map_err(|e| format!("{}: {}", e.key, e.problem))?;
+        Ok(cfg)
+    }
+
+    #[test]
+    fn auth_sections_parse_and_contradictions_are_refused() {
+        assert_eq!(auth(serde_json::json!({})).unwrap(), AuthConfig::default());
+        let c =
+            auth(serde_json::json!({"kind": "hs256", "secret_file": "/s", "audience": "a", "leeway": "5s"})).unwrap();
+        assert_eq!((c.kind, c.leeway, c.audience.as_deref()), (AuthKind::Hs256, Duration::from_secs(5), Some("a")));
+        assert_eq!(auth(serde_json::json!({"kind": "jwks", "jwks_file": "/k.json"})).unwrap().kind, AuthKind::Jwks);
+        let e = auth(serde_json::json!({"kind": "hs256"})).unwrap_err();
+        assert_eq!(e, "ledger_api.auth.secret: kind \"hs256\" needs exactly one of secret and secret_file");
+        assert!(auth(serde_json::json!({"kind": "hs256", "secret": "short"})).unwrap_err().contains("32 bytes"));
+        assert!(auth(serde_json::json!({"kind": "jwks"})).unwrap_err().starts_with("ledger_api.auth.jwks_file"));
+        assert!(auth(serde_json::json!({"secret": "x"})).unwrap_err().starts_with("ledger_api.auth.kind"));
+        assert!(auth(serde_json::json!({"kind": "rs256"})).is_err());
+        assert!(auth(serde_json::json!({"kind": "none", "sekret": "x"})).is_err());
     }
 }

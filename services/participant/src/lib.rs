@@ -5,6 +5,7 @@
 //! replica answers it with [`LedgerError::NodeIsPassive`].
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod grpc;
@@ -45,6 +46,9 @@ pub enum StartError {
     /// Its sequencer endpoints.
     #[error(transparent)]
     Sequencer(#[from] EndpointError),
+    /// The keys of its ledger API's access tokens.
+    #[error(transparent)]
+    Auth(#[from] auth::VerifierError),
 }
 
 /// What the API and the leader's runs of one replica share.
@@ -54,6 +58,8 @@ pub(crate) struct Shared {
     db: Db,
     sequencer: SequencerClient,
     params: ParticipantParameters,
+    /// Checks the ledger API's access tokens (`None`: authentication is off).
+    auth: Option<Arc<auth::Verifier>>,
     /// The leader's run while it serves; `None` on a passive replica.
     active: watch::Sender<Option<Arc<Active>>>,
     /// Tells the run that a submission changed its deadlines.
@@ -79,6 +85,8 @@ impl Participant {
     /// `db_config`: migrate the schema, then compete for leadership.
     pub async fn start(name: &str, cfg: &ParticipantConfig, db_config: DbConfig) -> Result<Participant, StartError> {
         let member = cfg.member(name).to_string();
+        // Bad keys stop the start, before anything else is done.
+        let auth = auth::Verifier::from_config(&cfg.ledger_api.auth)?.map(Arc::new);
         db::migrate(&db_config).await?;
         let db = Db::new(db_config)?;
         let sequencer = SequencerClient::new(cfg.sequencer.endpoints.iter().cloned(), ClientConfig::default())?;
@@ -88,6 +96,7 @@ impl Participant {
             db: db.clone(),
             sequencer,
             params: cfg.participant.clone(),
+            auth,
             active: watch::Sender::new(None),
             wake: Notify::new(),
         });

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -25,6 +26,8 @@ pub struct Endpoints {
     pub timeout: Duration,
     /// How long to keep trying while every endpoint is unavailable.
     pub wait: Duration,
+    /// `authorization: Bearer <token>` of every call, if a token was given.
+    authorization: Option<AsciiMetadataValue>,
 }
 
 /// `--participant` URLs: `http://host:port` (or `host:port`), in order.
@@ -61,7 +64,16 @@ impl Endpoints {
                 Ok((u, channel))
             })
             .collect::<Result<_, LedgerCliError>>()?;
-        Ok(Endpoints { endpoints, current: AtomicUsize::new(0), timeout, wait })
+        Ok(Endpoints { endpoints, current: AtomicUsize::new(0), timeout, wait, authorization: None })
+    }
+
+    /// Send `token` (a JWT) as the bearer token of every call.
+    pub fn with_token(mut self, token: &str) -> Result<Endpoints, LedgerCliError> {
+        let value = format!("Bearer {}", token.trim()).parse().map_err(|_| {
+            LedgerCliError::Usage("the access token has characters not allowed in gRPC metadata".into())
+        })?;
+        self.authorization = Some(value);
+        Ok(self)
     }
 
     /// `call` on the current endpoint, then the next ones while they answer UNAVAILABLE;
@@ -102,10 +114,19 @@ impl Endpoints {
         }
     }
 
-    /// A request with the unary deadline.
+    /// A request with the unary deadline (and the token).
     pub fn request<M>(&self, message: M) -> tonic::Request<M> {
-        let mut r = tonic::Request::new(message);
+        let mut r = self.stream_request(message);
         r.set_timeout(self.timeout);
+        r
+    }
+
+    /// A request opening a stream: the token, no deadline.
+    pub fn stream_request<M>(&self, message: M) -> tonic::Request<M> {
+        let mut r = tonic::Request::new(message);
+        if let Some(a) = &self.authorization {
+            r.metadata_mut().insert("authorization", a.clone());
+        }
         r
     }
 

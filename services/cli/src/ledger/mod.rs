@@ -6,7 +6,9 @@ mod error;
 mod render;
 mod stream;
 mod submit;
+mod token;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -25,9 +27,16 @@ pub struct LedgerArgs {
     /// next one after an UNAVAILABLE answer).
     #[arg(long, short, global = true, value_delimiter = ',', env = "SYNCLINE_PARTICIPANT")]
     participant: Vec<String>,
-    /// The application user id of submissions and completions.
-    #[arg(long, global = true, env = "SYNCLINE_USER", default_value = "syncline-cli")]
-    user: String,
+    /// The application user id of submissions and completions (default: the access token's
+    /// user, or `syncline-cli` without a token); for `token`, the user the token is for.
+    #[arg(long, global = true, env = "SYNCLINE_USER")]
+    user: Option<String>,
+    /// The access token (a JWT) sent with every call, for a participant that checks tokens.
+    #[arg(long, global = true, env = "SYNCLINE_LEDGER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A file holding the access token.
+    #[arg(long, global = true, env = "SYNCLINE_LEDGER_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// Print one JSON object per line (errors too, on stderr) instead of text for people.
     #[arg(long, global = true)]
     json: bool,
@@ -110,6 +119,9 @@ enum LedgerCommand {
     },
     /// The participant's ledger end offset.
     LedgerEnd,
+    /// Print an HS256 access token for `--user` signed with the participant's shared secret
+    /// (for development; production tokens come from an identity provider).
+    Token(token::MintArgs),
 }
 
 /// Who submits, and the command id.
@@ -127,7 +139,8 @@ struct Submission {
 /// Whose view.
 #[derive(clap::Args, Debug, PartialEq)]
 struct Parties {
-    /// A party (repeat, or comma-separated); default: every party hosted by the participant.
+    /// A party (repeat, or comma-separated); default: the access token's parties, or without
+    /// a token every party hosted by the participant.
     #[arg(long = "party", value_delimiter = ',')]
     parties: Vec<String>,
 }
@@ -169,11 +182,30 @@ pub async fn run(args: LedgerArgs) -> ExitCode {
     }
 }
 
+/// The user id without a token: what the participant then calls the submitter.
+const DEFAULT_USER: &str = "syncline-cli";
+
 async fn execute(args: LedgerArgs) -> Result<(), LedgerCliError> {
-    let urls = client::parse_urls(&args.participant)?;
-    let ledger = Endpoints::new(urls, args.timeout, args.wait)?;
     let out = Out { json: args.json };
-    match args.command {
+    let command = match args.command {
+        // Needs no participant.
+        LedgerCommand::Token(mint) => {
+            let token = token::mint(args.user.as_deref().unwrap_or(DEFAULT_USER), &mint)?;
+            out.print(serde_json::json!({ "token": token }), || token.clone());
+            return Ok(());
+        }
+        command => command,
+    };
+    let urls = client::parse_urls(&args.participant)?;
+    let mut ledger = Endpoints::new(urls, args.timeout, args.wait)?;
+    let given = token::given(args.token.as_deref(), args.token_file.as_deref())?;
+    if let Some(t) = &given {
+        ledger = ledger.with_token(t)?;
+    }
+    let token_parties = given.as_deref().map(token::parties);
+    // With a token, an empty user id stands for the token's user.
+    let user = args.user.unwrap_or_else(|| if given.is_some() { String::new() } else { DEFAULT_USER.into() });
+    match command {
         LedgerCommand::Parties => {
             let r = ledger
                 .call(|ch| {
@@ -205,22 +237,22 @@ async fn execute(args: LedgerArgs) -> Result<(), LedgerCliError> {
             };
             let act_as = if submission.act_as.is_empty() { signatories } else { submission.act_as.clone() };
             let command = pb::command::Command::Create(create);
-            submit_and_print(&ledger, &out, &args.user, submission, act_as, command).await?;
+            submit_and_print(&ledger, &out, &user, submission, act_as, command).await?;
         }
         LedgerCommand::Exercise { contract_id, choice, consuming, creates, submission } => {
             let creates = creates.iter().map(|c| submit::parse_create(c)).collect::<Result<_, _>>()?;
             let act_as = required_party(&submission)?;
             let command =
                 pb::command::Command::Exercise(pb::ExerciseCommand { contract_id, choice, consuming, creates });
-            submit_and_print(&ledger, &out, &args.user, submission, act_as, command).await?;
+            submit_and_print(&ledger, &out, &user, submission, act_as, command).await?;
         }
         LedgerCommand::Archive { contract_id, submission } => {
             let act_as = required_party(&submission)?;
             let command = pb::command::Command::Archive(pb::ArchiveCommand { contract_id });
-            submit_and_print(&ledger, &out, &args.user, submission, act_as, command).await?;
+            submit_and_print(&ledger, &out, &user, submission, act_as, command).await?;
         }
         LedgerCommand::Acs { parties } => {
-            let parties = stream::parties_or_local(&ledger, parties.parties).await?;
+            let parties = stream::parties_or_local(&ledger, parties.parties, token_parties.as_deref()).await?;
             let filter = pb::TransactionFilter { parties };
             let contracts = ledger
                 .call(|ch| {
@@ -237,17 +269,18 @@ async fn execute(args: LedgerArgs) -> Result<(), LedgerCliError> {
             }
         }
         LedgerCommand::Updates { stream: s } => {
-            let parties = stream::parties_or_local(&ledger, s.parties.parties).await?;
+            let parties = stream::parties_or_local(&ledger, s.parties.parties, token_parties.as_deref()).await?;
             stream::updates(&ledger, &out, parties, s.from, s.follow).await?;
         }
         LedgerCommand::Completions { stream: s } => {
-            let parties = stream::parties_or_local(&ledger, s.parties.parties).await?;
-            stream::completions(&ledger, &out, &args.user, parties, s.from, s.follow).await?;
+            let parties = stream::parties_or_local(&ledger, s.parties.parties, token_parties.as_deref()).await?;
+            stream::completions(&ledger, &out, &user, parties, s.from, s.follow).await?;
         }
         LedgerCommand::LedgerEnd => {
             let end = stream::ledger_end(&ledger).await?;
             out.print(serde_json::json!({ "offset": end }), || end.to_string());
         }
+        LedgerCommand::Token(_) => {} // answered above
     }
     Ok(())
 }
@@ -313,9 +346,11 @@ mod tests {
         assert_eq!(a.command, LedgerCommand::LedgerEnd);
         let a = parse(&["parties", "-p", "a:1", "--user", "app", "--timeout", "2.5"]).unwrap();
         assert_eq!(
-            (a.participant, a.user.as_str(), a.timeout),
-            (vec!["a:1".into()], "app", Duration::from_millis(2500))
+            (a.participant, a.user.as_deref(), a.timeout),
+            (vec!["a:1".into()], Some("app"), Duration::from_millis(2500))
         );
+        let a = parse(&["parties", "--token", "t"]).unwrap();
+        assert_eq!((a.token.as_deref(), a.token_file), (Some("t"), None));
     }
 
     #[test]

@@ -34,10 +34,21 @@ pub async fn ledger_end(ledger: &Endpoints) -> Result<i64, CallError> {
     Ok(r.into_inner().offset)
 }
 
-/// `parties`, or when none are given every party the participant hosts.
-pub async fn parties_or_local(ledger: &Endpoints, parties: Vec<String>) -> Result<Vec<String>, LedgerCliError> {
+/// `parties`; when none are given those the access token names (`token_parties`), or without
+/// a token every party the participant hosts.
+pub async fn parties_or_local(
+    ledger: &Endpoints,
+    parties: Vec<String>,
+    token_parties: Option<&[String]>,
+) -> Result<Vec<String>, LedgerCliError> {
     if !parties.is_empty() {
         return Ok(parties);
+    }
+    if let Some(t) = token_parties {
+        if t.is_empty() {
+            return Err(LedgerCliError::Usage("the access token names no party: name some with --party".into()));
+        }
+        return Ok(t.to_vec());
     }
     let r = ledger
         .call(|ch| {
@@ -67,7 +78,7 @@ pub async fn updates(
     let open = |after: i64| {
         let r = pb::GetUpdatesRequest { begin_exclusive: after, end_inclusive: end, filter: Some(filter.clone()) };
         move |ch: Channel| {
-            let r = r.clone();
+            let r = ledger.stream_request(r.clone());
             async move { Ok(UpdateServiceClient::new(ch).get_updates(r).await?.into_inner()) }
         }
     };
@@ -96,7 +107,7 @@ pub async fn completions(
         let r =
             pb::CompletionStreamRequest { user_id: user.to_string(), parties: parties.clone(), begin_exclusive: after };
         move |ch: Channel| {
-            let r = r.clone();
+            let r = ledger.stream_request(r.clone());
             async move { Ok(CommandCompletionServiceClient::new(ch).completion_stream(r).await?.into_inner()) }
         }
     };

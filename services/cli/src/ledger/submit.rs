@@ -147,7 +147,7 @@ async fn earlier_outcome(
     };
     let update_id = ledger
         .call(|ch| {
-            let r = request.clone();
+            let r = ledger.stream_request(request.clone());
             let command_id = commands.command_id.clone();
             async move {
                 let mut s = CommandCompletionServiceClient::new(ch).completion_stream(r).await?.into_inner();

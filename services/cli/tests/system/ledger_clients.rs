@@ -1,7 +1,8 @@
 //! Clients of the ledger API against a running topology of real processes (a sequencer, a
 //! mediator, participant p1 as two replicas p1a/p1b on one database, participant p2): the
 //! `syncline ledger` commands, and the Python example application (examples/python) when
-//! python3 with grpcio is installed.
+//! python3 with grpcio is installed; with access tokens checked by the participants (HS256),
+//! `syncline ledger` and the example send them, and are refused without the rights.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -32,6 +33,11 @@ impl LedgerTopology {
     /// Start and bootstrap the synchronizer, join p1 and p2, start p1a (until it leads), p1b
     /// and p2.
     pub async fn start(prefix: &str) -> LedgerTopology {
+        LedgerTopology::start_with(prefix, "").await
+    }
+
+    /// [`LedgerTopology::start`] with `participant_lines` added to each participant's section.
+    pub async fn start_with(prefix: &str, participant_lines: &str) -> LedgerTopology {
         let dbs = vec![fresh_database().await, fresh_database().await, fresh_database().await, fresh_database().await];
         let dir = TempDir::new(prefix);
         let mut t = Topology::new(&syncline_bin(), dir.path(), &dbs[0].url);
@@ -42,9 +48,9 @@ impl LedgerTopology {
             dbs[1].url,
             seq.public_url()
         )));
-        let p1a = t.add(participant("p1a", "p1", &dbs[2].url, &seq));
-        let p1b = t.add(participant("p1b", "p1", &dbs[2].url, &seq));
-        let p2 = t.add(participant("p2", "p2", &dbs[3].url, &seq));
+        let p1a = t.add(participant("p1a", "p1", &dbs[2].url, &seq).with(participant_lines));
+        let p1b = t.add(participant("p1b", "p1", &dbs[2].url, &seq).with(participant_lines));
+        let p2 = t.add(participant("p2", "p2", &dbs[3].url, &seq).with(participant_lines));
         let remote = t.remote_config();
         t.start("seq1");
         wait_for(Duration::from_secs(60), "seq1 healthy", || async move {
@@ -76,9 +82,39 @@ impl LedgerTopology {
     }
 }
 
+/// The participants' HS256 secret in the tests with access tokens.
+const SECRET: &str = "the system tests' ledger API secret, 32+ bytes";
+
+/// The participant config lines that make it check HS256 tokens signed with [`SECRET`].
+fn hs256_auth() -> String {
+    format!("ledger_api = {{ auth = {{ kind = \"hs256\", secret = \"{SECRET}\" }} }}")
+}
+
+/// `syncline ledger token ARGS` (signed with [`SECRET`]): the token.
+fn mint(args: &[&str]) -> String {
+    let out = ledger(&[&["token", "--secret", SECRET], args].concat());
+    assert!(out.status.success(), "ledger token {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 /// `syncline ledger ARGS`.
 fn ledger(args: &[&str]) -> Output {
-    Command::new(syncline_bin()).arg("ledger").args(args).output().expect("running syncline ledger")
+    ledger_env(args, &[])
+}
+
+/// `syncline ledger ARGS` with the environment variables `env` set (and no inherited token).
+fn ledger_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(syncline_bin());
+    cmd.arg("ledger").args(args).env_remove("SYNCLINE_LEDGER_TOKEN").env_remove("SYNCLINE_LEDGER_TOKEN_FILE");
+    cmd.envs(env.iter().copied()).output().expect("running syncline ledger")
+}
+
+/// The one line a failing `syncline ledger` printed on stderr, checking its exit code 1.
+fn refused(out: Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{stderr}{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    stderr.trim_end().to_string()
 }
 
 /// `syncline ledger --json ARGS`, which must succeed: its output lines as JSON.
@@ -331,10 +367,14 @@ async fn python_example_issues_transfers_and_archives_exactly_once_through_a_tak
             return;
         }
     };
-    let mut top = LedgerTopology::start("syncline-ledger-python").await;
+    // The participants check tokens: the application sends one that lets its user act as
+    // alice, read as bob and allocate them.
+    let mut top = LedgerTopology::start_with("syncline-ledger-python", &hs256_auth()).await;
+    let token = mint(&["--user", "iou-example", "--act-as", "alice", "--read-as", "bob", "--admin"]);
     const ROUNDS: usize = 6;
     let mut cmd = Command::new(&py);
-    cmd.arg(python_example().join("iou.py"))
+    cmd.env("SYNCLINE_LEDGER_TOKEN", &token)
+        .arg(python_example().join("iou.py"))
         .args([
             "--p1",
             &top.p1_endpoints(),
@@ -369,11 +409,89 @@ async fn python_example_issues_transfers_and_archives_exactly_once_through_a_tak
     assert!(summary["resubmissions"].as_u64().unwrap() >= 1, "the kill made it resubmit: {text}");
 
     // Every command id of the application has exactly one accepted completion.
-    let completions = ledger_json(&["-p", &top.p1[1].public_url(), "--user", "iou-example", "completions"]);
+    let p1b = top.p1[1].public_url();
+    let completions = ledger_json(&["-p", &p1b, "--token", &token, "completions", "--party", "alice"]);
     let mut accepted = std::collections::BTreeMap::<String, usize>::new();
     for c in completions.iter().filter(|c| c["status"]["code"] == 0) {
         *accepted.entry(c["command_id"].as_str().unwrap().to_string()).or_default() += 1;
     }
     assert_eq!(accepted.len(), 2 * ROUNDS + ROUNDS / 2, "{accepted:?}");
     assert!(accepted.values().all(|n| *n == 1), "a command accepted twice: {accepted:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_cli_sends_its_token_and_is_refused_without_the_rights() {
+    let top = LedgerTopology::start_with("syncline-ledger-auth", &hs256_auth()).await;
+    let (p1, p2) = (top.p1_endpoints(), top.p2.public_url());
+
+    // Without a token, or with one signed by another secret: UNAUTHENTICATED, exit 1.
+    let e = refused(ledger(&["-p", &p1, "ledger-end"]));
+    assert!(
+        e.starts_with(
+            "error: UNAUTHENTICATED: the request has no access token: send the metadata `authorization: Bearer <JWT>` ("
+        ),
+        "{e}"
+    );
+    let forged = ledger(&["token", "--secret", "another secret, also of 32 bytes or more", "--admin"]);
+    let forged = String::from_utf8(forged.stdout).unwrap();
+    let e = refused(ledger(&["-p", &p1, "--token", forged.trim(), "ledger-end"]));
+    assert!(e.starts_with("error: UNAUTHENTICATED: the access token's signature is invalid ("), "{e}");
+    // gRPC health stays open.
+    let channel = tonic::transport::Channel::from_shared(p2.clone()).unwrap().connect().await.unwrap();
+    let health = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest { service: syncline_participant::HEALTH_SERVICE.into() })
+        .await
+        .expect("health without a token");
+    assert_eq!(health.into_inner().status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+
+    // An admin token (from the environment) allocates; one without the admin claim may not.
+    let admin = mint(&["--user", "ops", "--admin"]);
+    for (endpoints, party) in [(&p1, "alice"), (&p1, "carol"), (&p2, "bob")] {
+        let out = ledger_env(&["-p", endpoints, "allocate-party", party], &[("SYNCLINE_LEDGER_TOKEN", &admin)]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let alice_token = mint(&["--user", "alice-app", "--act-as", "alice"]);
+    let e = refused(ledger(&["-p", &p1, "--token", &alice_token, "allocate-party", "mallory"]));
+    assert!(
+        e.starts_with(
+            "error: PERMISSION_DENIED: AllocateParty needs an admin token; the access token of user alice-app has no \
+             admin claim ("
+        ),
+        "{e}"
+    );
+
+    // alice's token (from a file): her commands and views, as her user; not bob's.
+    let file = top.dir.path().join("alice.jwt");
+    std::fs::write(&file, format!("{alice_token}\n")).unwrap();
+    let alice = ["-p", &p1, "--token-file", file.to_str().unwrap()];
+    let created = one(&[&alice[..], &["create", "--template", "Iou", "--signatory", "alice"]].concat());
+    let completions = ledger_json(&[&alice[..], &["completions", "--party", "alice"]].concat());
+    assert_eq!(completions.len(), 1, "{completions:?}");
+    assert_eq!(
+        (&completions[0]["user_id"], &completions[0]["update_id"]),
+        (&json!("alice-app"), &created["update_id"])
+    );
+    // Without --party: the token's parties (not every party p1 hosts, which it may not read).
+    assert_eq!(ledger_json(&[&alice[..], &["acs"]].concat()).len(), 1);
+    let e = refused(ledger(&[&alice[..], &["create", "--template", "Iou", "--signatory", "bob"]].concat()));
+    assert!(
+        e.starts_with(
+            r#"error: PERMISSION_DENIED: commands.act_as: the access token of user alice-app does not allow acting as ["bob"] ("#
+        ),
+        "{e}"
+    );
+    let e = refused(ledger(&[&alice[..], &["updates", "--party", "alice,bob"]].concat()));
+    assert!(
+        e.starts_with(
+            r#"error: PERMISSION_DENIED: filter.parties: the access token of user alice-app does not allow reading as ["bob"] ("#
+        ),
+        "{e}"
+    );
+    let e = refused(ledger(&[&alice[..], &["--user", "bob-app", "completions", "--party", "alice"]].concat()));
+    assert!(
+        e.starts_with(r#"error: PERMISSION_DENIED: user_id: "bob-app" is not the access token's user "alice-app" ("#),
+        "{e}"
+    );
+    let e = refused(ledger(&["-p", &p1, "--token", "x", "--token-file", file.to_str().unwrap(), "ledger-end"]));
+    assert!(e.contains("not both"), "{e}");
 }

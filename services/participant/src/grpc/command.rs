@@ -15,6 +15,7 @@ use syncline_proto::ledger::{
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
+use crate::auth;
 use crate::error::LedgerError;
 use crate::grpc::{convert, status};
 use crate::model::{Commands, Completion, CompletionItem};
@@ -91,8 +92,10 @@ impl CommandService for SubmitAndWait {
         &self,
         request: Request<SubmitAndWaitRequest>,
     ) -> Result<Response<SubmitAndWaitResponse>, Status> {
+        let rights = auth::rights(&request)?;
         self.0.ensure_active()?;
-        let (metadata, _, r) = request.into_parts();
+        let (metadata, _, mut r) = request.into_parts();
+        rights.authorize_commands(r.commands.as_mut(), "commands")?;
         let commands = convert::commands(r.commands, "commands")?;
         let c = SubmitAndWait::wait(self, &metadata, commands).await?;
         Ok(Response::new(SubmitAndWaitResponse {
@@ -105,8 +108,10 @@ impl CommandService for SubmitAndWait {
         &self,
         request: Request<SubmitAndWaitForTransactionRequest>,
     ) -> Result<Response<SubmitAndWaitForTransactionResponse>, Status> {
+        let rights = auth::rights(&request)?;
         self.0.ensure_active()?;
-        let (metadata, _, r) = request.into_parts();
+        let (metadata, _, mut r) = request.into_parts();
+        rights.authorize_commands(r.commands.as_mut(), "commands")?;
         let commands = convert::commands(r.commands, "commands")?;
         let parties = commands.act_as.clone();
         let c = SubmitAndWait::wait(self, &metadata, commands).await?;

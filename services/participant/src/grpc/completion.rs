@@ -4,6 +4,7 @@ use syncline_proto::ledger::command_completion_service_server::CommandCompletion
 use syncline_proto::ledger::{CompletionStreamRequest, CompletionStreamResponse};
 use tonic::{Request, Response, Status};
 
+use crate::auth;
 use crate::grpc::{convert, grpc_stream, GrpcStream};
 use crate::LedgerApi;
 
@@ -18,8 +19,11 @@ impl CommandCompletionService for Completions {
         &self,
         request: Request<CompletionStreamRequest>,
     ) -> Result<Response<Self::CompletionStreamStream>, Status> {
+        let rights = auth::rights(&request)?;
         self.0.ensure_active()?;
-        let r = request.into_inner();
+        let mut r = request.into_inner();
+        rights.authorize_user(&mut r.user_id, "user_id")?;
+        rights.authorize_read(&r.parties, "parties")?;
         let user_id = convert::user_id(&r.user_id, "user_id")?;
         let parties = convert::stream_parties(&r.parties, "parties")?;
         let begin = convert::offset(r.begin_exclusive, "begin_exclusive")?;

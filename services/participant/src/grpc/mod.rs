@@ -1,6 +1,8 @@
 //! The gRPC ledger API (`syncline.ledger.v1`): thin services over [`LedgerApi`], one module
 //! per service. Requests are checked in [`convert`]; errors become statuses with Canton's ids
 //! in [`status`]. A passive replica answers every call `NODE_IS_PASSIVE_REPLICA` (UNAVAILABLE).
+//! Every service checks the caller's access token first ([`crate::auth`]); gRPC health and
+//! reflection, mounted by the node host, stay open.
 
 pub mod command;
 pub mod completion;
@@ -18,6 +20,7 @@ use futures_util::{Stream, StreamExt};
 use tonic::service::{Routes, RoutesBuilder};
 use tonic::Status;
 
+use crate::auth::Authenticate;
 use crate::LedgerApi;
 
 /// A server stream of the ledger API.
@@ -32,14 +35,18 @@ pub fn routes(api: &LedgerApi) -> Routes {
         party_management_service_server::PartyManagementServiceServer, state_service_server::StateServiceServer,
         update_service_server::UpdateServiceServer, version_service_server::VersionServiceServer,
     };
+    let auth = Authenticate::new(api.shared.auth.clone());
     let mut b = RoutesBuilder::default();
-    b.add_service(CommandSubmissionServiceServer::new(submission::Submission(api.clone())))
-        .add_service(CommandServiceServer::new(command::SubmitAndWait(api.clone())))
-        .add_service(CommandCompletionServiceServer::new(completion::Completions(api.clone())))
-        .add_service(UpdateServiceServer::new(update::Updates(api.clone())))
-        .add_service(StateServiceServer::new(state::State(api.clone())))
-        .add_service(PartyManagementServiceServer::new(party::Parties(api.clone())))
-        .add_service(VersionServiceServer::new(version::Version(api.clone())));
+    b.add_service(CommandSubmissionServiceServer::with_interceptor(submission::Submission(api.clone()), auth.clone()))
+        .add_service(CommandServiceServer::with_interceptor(command::SubmitAndWait(api.clone()), auth.clone()))
+        .add_service(CommandCompletionServiceServer::with_interceptor(
+            completion::Completions(api.clone()),
+            auth.clone(),
+        ))
+        .add_service(UpdateServiceServer::with_interceptor(update::Updates(api.clone()), auth.clone()))
+        .add_service(StateServiceServer::with_interceptor(state::State(api.clone()), auth.clone()))
+        .add_service(PartyManagementServiceServer::with_interceptor(party::Parties(api.clone()), auth.clone()))
+        .add_service(VersionServiceServer::with_interceptor(version::Version(api.clone()), auth));
     b.routes()
 }
 

@@ -7,6 +7,7 @@ use syncline_proto::ledger::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::auth;
 use crate::grpc::convert;
 use crate::LedgerApi;
 
@@ -17,8 +18,10 @@ pub struct Parties(pub LedgerApi);
 impl PartyManagementService for Parties {
     async fn get_participant_id(
         &self,
-        _: Request<GetParticipantIdRequest>,
+        request: Request<GetParticipantIdRequest>,
     ) -> Result<Response<GetParticipantIdResponse>, Status> {
+        // Any valid token.
+        auth::rights(&request)?;
         self.0.ensure_active()?;
         Ok(Response::new(GetParticipantIdResponse { participant_id: self.0.participant_id().to_string() }))
     }
@@ -27,6 +30,7 @@ impl PartyManagementService for Parties {
         &self,
         request: Request<AllocatePartyRequest>,
     ) -> Result<Response<AllocatePartyResponse>, Status> {
+        auth::rights(&request)?.authorize_admin("AllocateParty")?;
         self.0.ensure_active()?;
         let hint = request.into_inner().party_id_hint;
         let party = self.0.allocate_party((!hint.is_empty()).then_some(hint.as_str())).await?;
@@ -35,8 +39,10 @@ impl PartyManagementService for Parties {
 
     async fn list_known_parties(
         &self,
-        _: Request<ListKnownPartiesRequest>,
+        request: Request<ListKnownPartiesRequest>,
     ) -> Result<Response<ListKnownPartiesResponse>, Status> {
+        // Any valid token.
+        auth::rights(&request)?;
         let parties = self.0.list_parties().await?;
         Ok(Response::new(ListKnownPartiesResponse {
             party_details: parties.into_iter().map(convert::party_details).collect(),

@@ -7,6 +7,7 @@ use syncline_proto::ledger::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::auth;
 use crate::grpc::{convert, GrpcStream};
 use crate::LedgerApi;
 
@@ -21,9 +22,11 @@ impl StateService for State {
         &self,
         request: Request<GetActiveContractsRequest>,
     ) -> Result<Response<Self::GetActiveContractsStream>, Status> {
+        let rights = auth::rights(&request)?;
         self.0.ensure_active()?;
         let r = request.into_inner();
         let parties = convert::filter(r.filter, "filter")?;
+        rights.authorize_read(&parties, "filter.parties")?;
         // 0 (absent): the ledger end.
         let at = match convert::offset(r.active_at_offset, "active_at_offset")? {
             0 => None,
@@ -34,7 +37,12 @@ impl StateService for State {
         Ok(Response::new(Box::pin(stream::iter(items))))
     }
 
-    async fn get_ledger_end(&self, _: Request<GetLedgerEndRequest>) -> Result<Response<GetLedgerEndResponse>, Status> {
+    async fn get_ledger_end(
+        &self,
+        request: Request<GetLedgerEndRequest>,
+    ) -> Result<Response<GetLedgerEndResponse>, Status> {
+        // Any valid token.
+        auth::rights(&request)?;
         let end = self.0.ledger_end().await?;
         Ok(Response::new(GetLedgerEndResponse { offset: end.offset }))
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::auth::AuthError;
 use crate::error::LedgerError;
 use crate::model::Completion;
 
@@ -24,6 +25,16 @@ impl From<LedgerError> for Status {
             details.add_bad_request_violation(field.clone(), problem.clone());
         }
         status(e.error_id(), e.code(), &e.to_string(), details)
+    }
+}
+
+impl From<AuthError> for Status {
+    /// Counted in `syncline_participant_auth_failures_total{reason}` (every refusal passes here).
+    fn from(e: AuthError) -> Status {
+        metrics::counter!("syncline_participant_auth_failures_total", "reason" => e.label()).increment(1);
+        tracing::info!(reason = e.label(), cause = %e, "ledger API call refused");
+        let d = details(e.error_id(), e.code(), HashMap::new());
+        status(e.error_id(), e.code(), &e.to_string(), d)
     }
 }
 
@@ -63,6 +74,8 @@ fn category(code: Code) -> u8 {
         Code::Aborted => 2,
         Code::DeadlineExceeded => 3,
         Code::Internal => 4,
+        Code::Unauthenticated => 6,
+        Code::PermissionDenied => 7,
         Code::InvalidArgument => 8,
         Code::FailedPrecondition => 9,
         Code::AlreadyExists => 10,

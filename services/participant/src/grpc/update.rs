@@ -6,6 +6,7 @@ use syncline_proto::ledger::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::auth;
 use crate::grpc::{convert, grpc_stream, GrpcStream};
 use crate::LedgerApi;
 
@@ -20,9 +21,11 @@ impl UpdateService for Updates {
         &self,
         request: Request<GetUpdatesRequest>,
     ) -> Result<Response<Self::GetUpdatesStream>, Status> {
+        let rights = auth::rights(&request)?;
         self.0.ensure_active()?;
         let r = request.into_inner();
         let parties = convert::filter(r.filter, "filter")?;
+        rights.authorize_read(&parties, "filter.parties")?;
         let begin = convert::offset(r.begin_exclusive, "begin_exclusive")?;
         let end = r.end_inclusive.map(|e| convert::offset(e, "end_inclusive")).transpose()?;
         let stream = self.0.updates(begin, end, &parties).await?;
@@ -35,9 +38,11 @@ impl UpdateService for Updates {
         &self,
         request: Request<GetUpdateByIdRequest>,
     ) -> Result<Response<GetUpdateResponse>, Status> {
+        let rights = auth::rights(&request)?;
         self.0.ensure_active()?;
         let r = request.into_inner();
         let parties = convert::filter(r.filter, "filter")?;
+        rights.authorize_read(&parties, "filter.parties")?;
         if r.update_id.is_empty() {
             return Err(crate::LedgerError::invalid("update_id", "empty").into());
         }

@@ -4,6 +4,7 @@ use syncline_proto::ledger::version_service_server::VersionService;
 use syncline_proto::ledger::{GetLedgerApiVersionRequest, GetLedgerApiVersionResponse};
 use tonic::{Request, Response, Status};
 
+use crate::auth;
 use crate::LedgerApi;
 
 /// The service over one replica's ledger API.
@@ -13,8 +14,10 @@ pub struct Version(pub LedgerApi);
 impl VersionService for Version {
     async fn get_ledger_api_version(
         &self,
-        _: Request<GetLedgerApiVersionRequest>,
+        request: Request<GetLedgerApiVersionRequest>,
     ) -> Result<Response<GetLedgerApiVersionResponse>, Status> {
+        // Any valid token.
+        auth::rights(&request)?;
         self.0.ensure_active()?;
         Ok(Response::new(GetLedgerApiVersionResponse { version: env!("CARGO_PKG_VERSION").to_string() }))
     }

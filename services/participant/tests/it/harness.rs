@@ -96,6 +96,7 @@ pub fn participant_config(member: &str, sequencer: &str) -> ParticipantConfig {
         replication: Default::default(),
         sequencer: SequencerConnection { endpoints: vec![sequencer.to_string()] },
         participant: ParticipantParameters { time_proof_delay: Duration::from_millis(50), ..Default::default() },
+        ledger_api: Default::default(),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The participant's integration tests: one binary (link time on 2 cores).
 
+mod auth;
 mod faults;
 mod grpc;
 mod harness;
