@@ -82,6 +82,10 @@ pub struct ReaderConfig {
     /// Fallback re-read period when no notification arrives.
     #[serde(with = "humantime_serde")]
     pub polling_interval: Duration,
+    /// A caught-up subscription reads at most once per this interval (default 2 ms; "0s" reads
+    /// at every notification).
+    #[serde(with = "humantime_serde")]
+    pub read_spacing: Duration,
     /// Bytes of events buffered per subscription for a slow client (default 8 MiB).
     pub subscription_buffer_bytes: usize,
     /// Subscriptions served at once; beyond it RESOURCE_EXHAUSTED (default 1000).
@@ -121,6 +125,7 @@ impl Default for ReaderConfig {
         ReaderConfig {
             read_batch_size: s.read_batch_size,
             polling_interval: s.polling_interval,
+            read_spacing: s.read_spacing,
             subscription_buffer_bytes: s.subscription_buffer_bytes,
             max_subscriptions: s.max_subscriptions,
         }
@@ -138,6 +143,7 @@ impl SequencerConfig {
             online_check_interval: ha.online_check_interval,
             offline_duration: ha.offline_duration,
             polling_interval: r.polling_interval,
+            read_spacing: r.read_spacing,
             queue_size: w.queue_size,
             max_batch_size: w.max_batch_size,
             read_batch_size: r.read_batch_size,

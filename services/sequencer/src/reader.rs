@@ -175,8 +175,22 @@ async fn stream(
     let budget = inner.settings.subscription_buffer_bytes.clamp(1, u32::MAX as usize);
     let queue_bytes = Arc::new(Semaphore::new(budget));
     let latency = metrics::histogram!("syncline_sequencer_read_latency_seconds", "node" => node.clone());
+    let reads = metrics::counter!("syncline_sequencer_reads_total", "node" => node.clone());
     let shutting_down = || SequencerError::ShuttingDown { node: node.clone() };
+    let spacing = inner.settings.read_spacing;
+    let mut last_read: Option<tokio::time::Instant> = None;
+    let mut backlog = false;
     loop {
+        // Caught up: at most one read per spacing, so notifications coalesce under load.
+        if let Some(at) = last_read.filter(|_| !backlog && !spacing.is_zero()) {
+            tokio::select! {
+                _ = inner.cancel.cancelled() => return Err(shutting_down()),
+                _ = tx.closed() => return Ok(()),
+                _ = tokio::time::sleep_until(at + spacing) => {}
+            }
+        }
+        last_read = Some(tokio::time::Instant::now());
+        reads.increment(1);
         wake.borrow_and_update();
         let (page, limit, lower_bound) = match read_page(inner, cursor).await {
             Ok(read) => {
@@ -211,6 +225,7 @@ async fn stream(
             previous = Some(ts);
         }
         cursor.after = page.next_cursor;
+        backlog = full;
         if full {
             continue;
         }

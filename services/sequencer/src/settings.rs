@@ -24,6 +24,11 @@ pub struct SequencerSettings {
     pub offline_duration: Duration,
     /// Subscriptions re-read at least this often when no notification arrives.
     pub polling_interval: Duration,
+    /// A subscription that is caught up reads at most once per this interval: under load the
+    /// notifications of many small batches coalesce into one read instead of a query per
+    /// event (a backlog is read page after page without waiting). Zero reads at every
+    /// notification; it adds at most this much to the delivery latency.
+    pub read_spacing: Duration,
     /// Sends waiting for the writer; beyond it a send is refused with RESOURCE_EXHAUSTED.
     pub queue_size: usize,
     /// Most sends committed in one transaction.
@@ -63,6 +68,7 @@ impl Default for SequencerSettings {
             online_check_interval: Duration::from_millis(250),
             offline_duration: Duration::from_secs(8),
             polling_interval: Duration::from_secs(1),
+            read_spacing: Duration::from_millis(2),
             queue_size: 1000,
             max_batch_size: 500,
             read_batch_size: 100,
@@ -93,6 +99,8 @@ pub struct InvalidSetting {
 /// Longest accepted interval or timeout: beyond it a value is a typo, and near `Duration::MAX`
 /// timer arithmetic would overflow and panic.
 const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// Longest `read_spacing`: beyond it subscribers would notice the wait.
+const MAX_READ_SPACING: Duration = Duration::from_secs(1);
 /// Longest accepted max-sequencing horizon.
 const MAX_HORIZON: Duration = Duration::from_secs(366 * 24 * 3600);
 /// Largest accepted queue (tokio's channel panics far above; memory runs out before).
@@ -121,6 +129,9 @@ impl SequencerSettings {
             ("write_timeout", self.write_timeout, MAX_INTERVAL),
             ("max_sequencing_horizon", self.max_sequencing_horizon, MAX_HORIZON),
         ];
+        if self.read_spacing > MAX_READ_SPACING {
+            return bad("read_spacing", format!("{:?} is longer than the maximum of {MAX_READ_SPACING:?}", self.read_spacing));
+        }
         for (field, value, max) in durations {
             if value.is_zero() {
                 return bad(field, "must be positive".into());

@@ -130,3 +130,15 @@ pub async fn collect(node: &Node, member: &str, after: Option<i64>, n: usize, li
     }
     out
 }
+
+/// The metrics of this test binary (a process-wide recorder, installed at the first call:
+/// call it before starting the nodes whose metrics a test reads), rendered.
+pub fn metrics() -> String {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().unwrap()).render()
+}
+
+/// The value of the sample `line_start` (metric name with labels) in `text`, if present.
+pub fn sample(text: &str, line_start: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+}

@@ -606,11 +606,8 @@ async fn a_shutdown_answers_every_held_send_and_loses_nothing_it_confirmed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_queue_depth_gauge_falls_back_to_zero_once_the_writer_drained() {
-    // The only test of this binary that installs a metrics recorder.
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().unwrap();
     let depth = || {
-        metrics
-            .render()
+        metrics()
             .lines()
             .find(|l| l.starts_with("syncline_sequencer_queue_depth{node=\"qd\"}"))
             .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

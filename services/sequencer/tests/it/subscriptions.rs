@@ -283,3 +283,44 @@ async fn subscriptions_beyond_the_limit_are_refused_with_resource_exhausted() {
     }
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caught_up_subscription_reads_at_most_once_per_read_spacing() {
+    let reads = || sample(&metrics(), "syncline_sequencer_reads_total{node=\"spaced\"}").unwrap_or(0.0);
+    reads(); // the recorder, before the node
+    let tdb = fresh_database().await;
+    let spacing = Duration::from_millis(300);
+    let n = Node::start(&tdb.url, "spaced", |s| s.read_spacing = spacing).await;
+    n.wait_serving().await;
+    n.register(&["alice", "bob"]).await;
+    let mut stream =
+        n.client().await.subscribe(SubscribeRequest { member: "bob".into(), after: None }).await.unwrap().into_inner();
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    let a = arrivals.clone();
+    let reader = tokio::spawn(async move {
+        while let Ok(Some(r)) = stream.message().await {
+            a.lock().unwrap().push((r.event.unwrap().timestamp, Instant::now()));
+        }
+    });
+    // 30 sends one after the other: each its own batch, each moving the watermark.
+    let mut c = n.client().await;
+    c.send(send("alice", "first", &["bob"], "x")).await.unwrap();
+    wait_until(Duration::from_secs(10), || !arrivals.lock().unwrap().is_empty()).await;
+    let before = reads();
+    let started = Instant::now();
+    for i in 0..30 {
+        c.send(send("alice", &format!("s{i:02}"), &["bob"], "x")).await.unwrap();
+    }
+    let sending = started.elapsed();
+    let during = reads() - before;
+    wait_until(Duration::from_secs(10), || arrivals.lock().unwrap().len() >= 31).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    reader.abort();
+    let got = arrivals.lock().unwrap().clone();
+    assert_eq!(got.len(), 31, "every event once");
+    assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "in timestamp order");
+    // One read per spacing at most (plus the one under way when the sends began).
+    let most = (sending.as_millis() / spacing.as_millis()) as f64 + 2.0;
+    assert!(during <= most, "{during} reads for 30 sends over {sending:?} (spacing {spacing:?}: at most {most})");
+    n.shutdown().await;
+}
