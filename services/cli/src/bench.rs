@@ -142,7 +142,7 @@ impl Report {
         }
         if let Some(m) = &self.store {
             println!(
-                "| sequencer write path without gRPC (1 writer, 100-event batches: events, recipients, payloads, message-id claims, watermark) | {:.0} events/s | {} | {} |",
+                "| sequencer write path without gRPC (1 writer, 100-event batches: events with their payloads and message-id claims, recipient rows, watermark) | {:.0} events/s | {} | {} |",
                 m.per_sec,
                 ratio(m),
                 m.cpu.per_event(m.events)
