@@ -590,9 +590,8 @@ async fn a_shutdown_answers_every_held_send_and_loses_nothing_it_confirmed() {
     let mut c = b.client().await;
     for i in 0..50 {
         let id = format!("t{i:02}");
-        if !confirmed.contains_key(&id) {
-            let ts = c.send(send("alice", &id, &["bob"], &id)).await.unwrap().into_inner().timestamp;
-            confirmed.insert(id, ts);
+        if let std::collections::hash_map::Entry::Vacant(slot) = confirmed.entry(id.clone()) {
+            slot.insert(c.send(send("alice", &id, &["bob"], &id)).await.unwrap().into_inner().timestamp);
         }
     }
     println!("{answered} of 50 sends answered OK by a");
