@@ -126,7 +126,8 @@ pub struct NewEvent {
     pub payload: Option<Vec<u8>>,
     /// The error, for error events.
     pub error: Option<EventError>,
-    /// Deduplication claim; events whose claim is taken are not written.
+    /// Deduplication claim; events whose claim is taken are not written. A claimed event is
+    /// stored under its claim's sender and message id (its row is the claim).
     pub claim: Option<MessageIdClaim>,
 }
 
