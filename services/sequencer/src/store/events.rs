@@ -250,7 +250,9 @@ struct Written {
 /// Append `events` written by node `index` in one transaction (one statement), without
 /// moving its watermark. Events must be in increasing timestamp order and above the node's
 /// watermark. Recipient lists are stored sorted and without duplicates. The writer uses
-/// [`append_covered`]; this form leaves a batch uncovered (recovery and tests).
+/// [`append_covered`]; this form leaves a batch uncovered (recovery and tests). Runs as its own
+/// transaction, never inside one: a batch that hits a taken claim is written again after its
+/// first statement failed.
 pub async fn append(conn: &mut AsyncPgConnection, index: u32, events: &[NewEvent]) -> Result<Appended> {
     Ok(append_with(conn, index, events, None).await?.0)
 }
