@@ -10,7 +10,8 @@ diesel::table! {
 }
 
 diesel::table! {
-    /// The total order of sequenced events.
+    /// The total order of sequenced events, each with its payload and its message-id claim
+    /// (`max_sequencing_ts` set: unique per (sender, message id)).
     sequencer_events (ts) {
         ts -> BigInt,
         node_index -> SmallInt,
@@ -19,6 +20,10 @@ diesel::table! {
         sender -> Nullable<Integer>,
         recipients -> Array<Integer>,
         error_message -> Nullable<Text>,
+        error_code -> Nullable<Text>,
+        payload -> Nullable<Binary>,
+        max_sequencing_ts -> Nullable<BigInt>,
+        digest -> Nullable<Binary>,
     }
 }
 
@@ -28,27 +33,6 @@ diesel::table! {
         node_index -> SmallInt,
         recipient_id -> Integer,
         ts -> BigInt,
-    }
-}
-
-diesel::table! {
-    /// Event bodies, keyed by event timestamp.
-    sequencer_payloads (ts) {
-        ts -> BigInt,
-        node_index -> SmallInt,
-        content -> Binary,
-    }
-}
-
-diesel::table! {
-    /// Claimed (sender, message id) pairs for idempotent sends.
-    sequencer_message_ids (sender, message_id) {
-        sender -> Integer,
-        message_id -> Text,
-        ts -> BigInt,
-        node_index -> SmallInt,
-        max_sequencing_ts -> BigInt,
-        digest -> Nullable<Binary>,
     }
 }
 
@@ -87,6 +71,4 @@ diesel::allow_tables_to_appear_in_same_query!(
     sequencer_watermarks,
     sequencer_events,
     sequencer_event_recipients,
-    sequencer_payloads,
-    sequencer_message_ids,
 );

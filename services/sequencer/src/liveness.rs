@@ -19,9 +19,6 @@ use crate::settings::SequencerSettings;
 use crate::store::error::StoreError;
 use crate::writer::WriterShared;
 
-/// Claims are kept this long past their max-sequencing-time, against clock skew.
-const CLAIM_GRACE_MICROS: i64 = 60_000_000;
-
 /// The safe-watermark lag. When the watermark cannot be read (query failed, or no node online)
 /// the lag keeps growing from the last one known, so that a lag alert fires exactly then.
 struct Lag {
@@ -96,7 +93,7 @@ pub(crate) async fn run(
         lag_gauge.set(lag.observe(safe, now_micros()));
         // Drop claims nobody can retry any more.
         if sweep_due {
-            let cutoff = now_micros() - CLAIM_GRACE_MICROS;
+            let cutoff = now_micros() - events::CLAIM_GRACE_MICROS;
             let r = db
                 .run("expiring message-id claims", |c| {
                     async move { events::expire_claims(c, cutoff).await }.scope_boxed()

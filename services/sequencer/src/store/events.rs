@@ -1,5 +1,5 @@
-//! Sequenced events: append a batch (events, per-recipient rows, payloads and message-id
-//! claims) in one transaction; read a member's events after a cursor, in timestamp order,
+//! Sequenced events: append a batch (events with their payloads and message-id claims, and
+//! per-recipient rows) in one transaction; read a member's events after a cursor, in timestamp order,
 //! never past the safe watermark, with offline nodes' events visible only up to their last
 //! watermark.
 
@@ -7,13 +7,13 @@ use std::collections::HashSet;
 use std::sync::LazyLock;
 
 use diesel::sql_types::{Array, BigInt, Binary, Bool, Integer, Nullable, SmallInt, Text};
-use diesel::QueryableByName;
+use diesel::result::DatabaseErrorKind;
+use diesel::{QueryResult, QueryableByName};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::error::{DieselContext, Result};
 use super::prepared::prepared;
 use super::watermarks::{visible_on_node_sql, VISIBILITY_CAP_SQL};
-use syncline_schema::tables::sequencer::sequencer_message_ids as m;
 
 /// Recipient id meaning "every member": the one place it is stated; SQL binds it.
 pub const BROADCAST: i32 = -1;
@@ -126,7 +126,8 @@ pub struct NewEvent {
     pub payload: Option<Vec<u8>>,
     /// The error, for error events.
     pub error: Option<EventError>,
-    /// Deduplication claim; events whose claim is taken are not written.
+    /// Deduplication claim; events whose claim is taken are not written. A claimed event is
+    /// stored under its claim's sender and message id (its row is the claim).
     pub claim: Option<MessageIdClaim>,
 }
 
@@ -162,40 +163,31 @@ pub struct Appended {
     pub conflicts: Vec<i64>,
 }
 
-// One statement, one round trip per batch: claim the message ids, keep the events whose
-// claim was won (or that have none), write them with their recipient rows and payloads, and
-// tell listeners which members got events up to which timestamp ("<max ts>|<member ids>",
-// or "<max ts>|*" when there are too many). Columns travel as arrays (unnest), so the
-// statement text — and the statement the session prepares once — is the same for every
-// batch size. Recipient lists travel as array literals, one per event.
+// One statement, one round trip per batch: write the events (payload and message-id claim
+// in their rows) with their recipient rows, and tell listeners which members got events up
+// to which timestamp ("<max ts>|<member ids>", or "<max ts>|*" when there are too many).
+// Columns travel as arrays (unnest), so the statement text — and the statement the session
+// prepares once — is the same for every batch size. Recipient lists travel as array
+// literals, one per event. `{conflict}` is empty for the plain insert, which fails as a whole
+// on a claim taken before (the unique index on claimed rows); the retry of such a batch skips
+// the taken claims instead (see `append_with`).
 const APPEND_CTES: &str = "
 with input as (
   select * from unnest($1::bigint[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::bytea[], $7::text[],
-                       $8::integer[], $9::text[], $10::bigint[], $12::bytea[], $13::text[])
-    as t(ts, kind, message_id, sender, recipients, payload, error_message, claim_sender, claim_id, mst, digest,
-         error_code)
-),
-claimed as (
-  insert into sequencer_message_ids (sender, message_id, ts, node_index, max_sequencing_ts, digest)
-  select claim_sender, claim_id, ts, $11, mst, digest from input where mst is not null
-  on conflict do nothing
-  returning ts
-),
-kept as (
-  select * from input where mst is null or ts in (select ts from claimed)
+                       $8::text[], $9::bigint[], $10::bytea[])
+    as t(ts, kind, message_id, sender, recipients, payload, error_message, error_code, mst, digest)
 ),
 written as (
-  insert into sequencer_events (ts, node_index, kind, message_id, sender, recipients, error_message, error_code)
-  select ts, $11, kind, message_id, sender, recipients::integer[], error_message, error_code from kept
+  insert into sequencer_events (ts, node_index, kind, message_id, sender, recipients, error_message, error_code,
+                                payload, max_sequencing_ts, digest)
+  select ts, $11, kind, message_id, sender, recipients::integer[], error_message, error_code, payload, mst, digest
+    from input
+  {conflict}
   returning ts, recipients
 ),
 fanout as (
   insert into sequencer_event_recipients (node_index, recipient_id, ts)
   select $11, r, written.ts from written, unnest(written.recipients) r
-),
-bodies as (
-  insert into sequencer_payloads (ts, node_index, content)
-  select ts, $11, payload from kept where payload is not null
 ),
 told as (
   select pg_notify('syncline_events', max(written.ts)::text || '|' ||
@@ -204,24 +196,38 @@ told as (
   having count(*) > 0
 )";
 
+// The retry of a batch that hit a taken claim: those events are skipped (and reported as
+// conflicts), the others written.
+const SKIP_TAKEN_CLAIMS: &str = "on conflict (sender, message_id) where max_sequencing_ts is not null do nothing";
+
+// The unique index that makes a (sender, message id) claimable once (migration 000013).
+const CLAIMS_INDEX: &str = "sequencer_events_claims";
+
+fn append_ctes(skip_taken: bool) -> String {
+    APPEND_CTES.replace("{conflict}", if skip_taken { SKIP_TAKEN_CLAIMS } else { "" })
+}
+
 // Rows of the append statements: `what` 0 = a written event's ts, 1 = the notification,
-// 2 = the watermark moved to `ts`.
-static APPEND_SQL: LazyLock<String> = LazyLock::new(|| {
-    APPEND_CTES.to_string()
-        + "
+// 2 = the watermark moved to `ts`. Indexed by `skip_taken`.
+static APPEND_SQL: LazyLock<[String; 2]> = LazyLock::new(|| {
+    [false, true].map(|skip| {
+        append_ctes(skip)
+            + "
 select ts, 0 as what from written
 union all select null, 1 from told"
+    })
 });
 
 // The append and the watermark move in one statement, so one commit makes the batch
 // durable and covered: no window where it is committed but not covered. The watermark
-// moves only while the node is online and not past $14 (see `watermarks::save`).
-static APPEND_COVERED_SQL: LazyLock<String> = LazyLock::new(|| {
-    APPEND_CTES.to_string()
-        + ",
+// moves only while the node is online and not past $12 (see `watermarks::save`).
+static APPEND_COVERED_SQL: LazyLock<[String; 2]> = LazyLock::new(|| {
+    [false, true].map(|skip| {
+        append_ctes(skip)
+            + ",
 moved as (
-  update sequencer_watermarks set watermark_ts = $14
-   where node_index = $11 and online and watermark_ts <= $14
+  update sequencer_watermarks set watermark_ts = $12
+   where node_index = $11 and online and watermark_ts <= $12
   returning watermark_ts
 ),
 woke as (
@@ -230,6 +236,7 @@ woke as (
 select ts, 0 as what from written
 union all select null, 1 from told
 union all select moved.watermark_ts, 2 from moved, woke"
+    })
 });
 
 #[derive(QueryableByName)]
@@ -243,7 +250,9 @@ struct Written {
 /// Append `events` written by node `index` in one transaction (one statement), without
 /// moving its watermark. Events must be in increasing timestamp order and above the node's
 /// watermark. Recipient lists are stored sorted and without duplicates. The writer uses
-/// [`append_covered`]; this form leaves a batch uncovered (recovery and tests).
+/// [`append_covered`]; this form leaves a batch uncovered (recovery and tests). Runs as its own
+/// transaction, never inside one: a batch that hits a taken claim is written again after its
+/// first statement failed.
 pub async fn append(conn: &mut AsyncPgConnection, index: u32, events: &[NewEvent]) -> Result<Appended> {
     Ok(append_with(conn, index, events, None).await?.0)
 }
@@ -283,46 +292,16 @@ async fn append_with(
     if keep.is_empty() && watermark.is_none() {
         return Ok((Appended { written: Vec::new(), conflicts }, false));
     }
-    let recipients = |ev: &NewEvent| {
-        let mut ids = ev.recipients.clone();
-        ids.sort_unstable();
-        ids.dedup();
-        let list: Vec<String> = ids.iter().map(i32::to_string).collect();
-        format!("{{{}}}", list.join(","))
-    };
-    let sql = match watermark {
-        Some(_) => APPEND_COVERED_SQL.as_str(),
-        None => APPEND_SQL.as_str(),
-    };
-    let query = diesel::sql_query(sql)
-        .bind::<Array<BigInt>, _>(keep.iter().map(|ev| ev.ts).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(keep.iter().map(|ev| ev.kind.as_str()).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Text>>, _>(keep.iter().map(|ev| ev.message_id.as_deref()).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Integer>>, _>(keep.iter().map(|ev| ev.sender).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(keep.iter().map(|ev| recipients(ev)).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Binary>>, _>(keep.iter().map(|ev| ev.payload.as_deref()).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Text>>, _>(
-            keep.iter().map(|ev| ev.error.as_ref().map(|e| e.message.as_str())).collect::<Vec<_>>(),
-        )
-        .bind::<Array<Nullable<Integer>>, _>(
-            keep.iter().map(|ev| ev.claim.as_ref().map(|c| c.sender)).collect::<Vec<_>>(),
-        )
-        .bind::<Array<Nullable<Text>>, _>(
-            keep.iter().map(|ev| ev.claim.as_ref().map(|c| c.message_id.as_str())).collect::<Vec<_>>(),
-        )
-        .bind::<Array<Nullable<BigInt>>, _>(
-            keep.iter().map(|ev| ev.claim.as_ref().map(|c| c.max_sequencing_ts)).collect::<Vec<_>>(),
-        )
-        .bind::<SmallInt, _>(index as i16)
-        .bind::<Array<Nullable<Binary>>, _>(
-            keep.iter().map(|ev| ev.claim.as_ref().map(|c| c.digest.as_slice())).collect::<Vec<_>>(),
-        )
-        .bind::<Array<Nullable<Text>>, _>(
-            keep.iter().map(|ev| ev.error.as_ref().map(|e| e.code.as_str())).collect::<Vec<_>>(),
-        );
-    let rows: Vec<Written> = match watermark {
-        Some(w) => prepared(query.bind::<BigInt, _>(w)).load(conn).await,
-        None => prepared(query).load(conn).await,
+    // Most batches claim only fresh ids: a plain insert, no conflict arbitration per row. A
+    // batch that hits a taken claim fails as a whole (nothing written) and is written again
+    // skipping the taken ones.
+    let rows = match insert(conn, index, &keep, watermark, false).await {
+        Err(diesel::result::Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info))
+            if info.constraint_name() == Some(CLAIMS_INDEX) =>
+        {
+            insert(conn, index, &keep, watermark, true).await
+        }
+        rows => rows,
     }
     .during("appending events")?;
     let moved = rows.iter().any(|r| r.what == 2 && r.ts == watermark);
@@ -332,6 +311,59 @@ async fn append_with(
     let mut written: Vec<i64> = written.into_iter().collect();
     written.sort_unstable();
     Ok((Appended { written, conflicts }, moved))
+}
+
+/// Run the append statement once: plainly, or skipping taken claims.
+async fn insert(
+    conn: &mut AsyncPgConnection,
+    index: u32,
+    keep: &[&NewEvent],
+    watermark: Option<i64>,
+    skip_taken: bool,
+) -> QueryResult<Vec<Written>> {
+    let recipients = |ev: &NewEvent| {
+        let mut ids = ev.recipients.clone();
+        ids.sort_unstable();
+        ids.dedup();
+        let list: Vec<String> = ids.iter().map(i32::to_string).collect();
+        format!("{{{}}}", list.join(","))
+    };
+    let which = usize::from(skip_taken);
+    let sql = match watermark {
+        Some(_) => APPEND_COVERED_SQL[which].as_str(),
+        None => APPEND_SQL[which].as_str(),
+    };
+    // A claimed event is stored under its claim's (sender, message id): the unique index
+    // on them is the claim.
+    let sender = |ev: &NewEvent| ev.claim.as_ref().map(|c| c.sender).or(ev.sender);
+    let query = diesel::sql_query(sql)
+        .bind::<Array<BigInt>, _>(keep.iter().map(|ev| ev.ts).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(keep.iter().map(|ev| ev.kind.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(
+            keep.iter()
+                .map(|ev| ev.claim.as_ref().map(|c| c.message_id.as_str()).or(ev.message_id.as_deref()))
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Integer>>, _>(keep.iter().map(|ev| sender(ev)).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(keep.iter().map(|ev| recipients(ev)).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Binary>>, _>(keep.iter().map(|ev| ev.payload.as_deref()).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(
+            keep.iter().map(|ev| ev.error.as_ref().map(|e| e.message.as_str())).collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Text>>, _>(
+            keep.iter().map(|ev| ev.error.as_ref().map(|e| e.code.as_str())).collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<BigInt>>, _>(
+            keep.iter().map(|ev| ev.claim.as_ref().map(|c| c.max_sequencing_ts)).collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Binary>>, _>(
+            keep.iter().map(|ev| ev.claim.as_ref().map(|c| c.digest.as_slice())).collect::<Vec<_>>(),
+        )
+        .bind::<SmallInt, _>(index as i16);
+    match watermark {
+        Some(w) => prepared(query.bind::<BigInt, _>(w)).load(conn).await,
+        None => prepared(query).load(conn).await,
+    }
 }
 
 #[derive(QueryableByName)]
@@ -350,11 +382,12 @@ struct ClaimRow {
 
 // Claim and watermark from one snapshot: "covered" is final once seen, since a watermark
 // never moves back and truncation only removes rows above it.
+// A claim is the events row that holds it (`max_sequencing_ts` set, the unique index).
 const CLAIMS_SQL: &str = "
-select m.sender, m.message_id, m.ts, m.digest, coalesce(m.ts <= w.watermark_ts, false) as covered
+select e.sender, e.message_id, e.ts, e.digest, coalesce(e.ts <= w.watermark_ts, false) as covered
   from unnest($1::integer[], $2::text[]) as c(sender, message_id)
-  join sequencer_message_ids m on m.sender = c.sender and m.message_id = c.message_id
-  left join sequencer_watermarks w on w.node_index = m.node_index";
+  join sequencer_events e on e.sender = c.sender and e.message_id = c.message_id and e.max_sequencing_ts is not null
+  left join sequencer_watermarks w on w.node_index = e.node_index";
 
 /// The claims currently held on the given (sender, message id) pairs (absent: unclaimed).
 pub async fn claims(conn: &mut AsyncPgConnection, keys: &[(i32, &str)]) -> Result<Vec<ExistingClaim>> {
@@ -478,14 +511,14 @@ static READ_SQL: LazyLock<String> = LazyLock::new(|| {
     visible_hits()
         + ",
 sized as (
-  select hits.ts, row_number() over w as n, sum(coalesce(octet_length(p.content), 0)) over w as running
-    from hits left join sequencer_payloads p on p.ts = hits.ts
+  select hits.ts, row_number() over w as n, sum(coalesce(octet_length(e.payload), 0)) over w as running
+    from hits join sequencer_events e on e.ts = hits.ts
   window w as (order by hits.ts)
 ),
 kept as (select ts from sized where n = 1 or running <= $6)
-select e.ts, e.node_index, e.kind, e.message_id, e.sender, e.recipients, e.error_message, e.error_code, p.content,
-       null::bigint as cap, false as is_cap_row, false as cut
-  from kept join sequencer_events e on e.ts = kept.ts left join sequencer_payloads p on p.ts = e.ts
+select e.ts, e.node_index, e.kind, e.message_id, e.sender, e.recipients, e.error_message, e.error_code,
+       e.payload as content, null::bigint as cap, false as is_cap_row, false as cut
+  from kept join sequencer_events e on e.ts = kept.ts
 union all
 select null, null, null, null, null, null, null, null, null, bound.cap, true,
        (select count(*) from sized) > (select count(*) from kept)
@@ -552,14 +585,38 @@ pub async fn read_within(conn: &mut AsyncPgConnection, at: Cursor, limit: u32, b
     Ok((Page { events, next_cursor }, limit))
 }
 
-/// Drop the message-id claims whose max-sequencing-time is before `cutoff` (µs): no send
-/// can be retried with them any more. Returns how many went.
+/// How long after its max-sequencing-time a claim is kept: a resend arriving late (clock skew,
+/// a slow client) still finds it.
+pub const CLAIM_GRACE_MICROS: i64 = 60_000_000;
+
+// Claim-only rows (events pruned while their claim could still be retried: no recipients)
+// whose max-sequencing-time is before $1. They all lie at or below the pruning lower bound,
+// so the scan is a short range of the primary key (those rows and the broadcasts kept).
+const EXPIRE_CLAIMS_SQL: &str = "
+with d as (
+  delete from sequencer_events e
+   where e.ts <= (select ts from sequencer_lower_bound)
+     and cardinality(e.recipients) = 0 and e.max_sequencing_ts < $1
+  returning 1
+)
+select count(*) as n from d";
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// Drop the claims of pruned events whose max-sequencing-time is before `cutoff` (µs): no
+/// send can be retried with them any more. A claim of an event still stored lives as long as
+/// the event. Returns how many went.
 pub async fn expire_claims(conn: &mut AsyncPgConnection, cutoff: i64) -> Result<usize> {
-    use diesel::{ExpressionMethods, QueryDsl};
-    diesel::delete(m::table.filter(m::max_sequencing_ts.lt(cutoff)))
-        .execute(conn)
+    let n: Count = diesel::sql_query(EXPIRE_CLAIMS_SQL)
+        .bind::<BigInt, _>(cutoff)
+        .get_result(conn)
         .await
-        .during("expiring message-id claims")
+        .during("expiring message-id claims")?;
+    Ok(n.n as usize)
 }
 
 /// What the notification listener needs to start from: the visibility cap and the newest

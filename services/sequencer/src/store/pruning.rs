@@ -3,7 +3,8 @@
 //! can read (the visibility cap), never an event its node has not covered (above its node's
 //! watermark: it may still be truncated, or become visible later), and never a broadcast:
 //! broadcasts carry what a member joining later must replay (the topology), and its
-//! subscription from its start delivers every one still stored.
+//! subscription from its start delivers every one still stored. A pruned event whose
+//! message-id claim may still be resent leaves a claim-only row until the claim expires.
 
 use super::error::{DieselContext, Result};
 use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text};
@@ -11,7 +12,8 @@ use diesel::{OptionalExtension, QueryDsl, QueryableByName};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use syncline_schema::tables::sequencer::sequencer_lower_bound as lb;
 
-use super::events::BROADCAST;
+use super::events::{BROADCAST, CLAIM_GRACE_MICROS};
+use super::timestamps::now_micros;
 use super::watermarks::{visible_on_node_sql, VISIBILITY_CAP_SQL as CAP_SQL};
 
 /// What an acknowledgement found, when it was not recorded.
@@ -164,14 +166,8 @@ pub enum PruneOutcome {
     },
 }
 
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
 /// Statements a prune runs (for the caller's time bound).
-pub const PRUNE_STATEMENTS: u32 = 7;
+pub const PRUNE_STATEMENTS: u32 = 5;
 
 // Each member's last visible event below the bound: per node, up to that node's watermark
 // (the bound is at or below the cap, so that is all the cap lets through). An uncovered event
@@ -192,6 +188,8 @@ pub async fn prune(conn: &mut AsyncPgConnection, before: i64) -> Result<PruneOut
         // Checked in the transaction that prunes: acknowledgements and watermarks only move
         // forward, so what is safe here stays safe until it commits.
         let st = status_in(c).await?;
+        // A claim whose send may still be resent outlives its pruned event.
+        let claims_live_from = now_micros() - CLAIM_GRACE_MICROS;
         if before > st.safe {
             return Ok(PruneOutcome::Unsafe { safe: st.safe, blocker: st.blocker().map(str::to_string) });
         }
@@ -207,53 +205,56 @@ pub async fn prune(conn: &mut AsyncPgConnection, before: i64) -> Result<PruneOut
         .bind::<BigInt, _>(before.saturating_sub(1))
         .execute(c)
         .await?;
-        // Broadcasts stay, with their recipient rows and payloads: they carry what a member
-        // joining later must replay (e.g. the topology).
-        let events: Count = diesel::sql_query(format!(
-            "with d as (delete from sequencer_events e using sequencer_watermarks w \
-             where w.node_index = e.node_index and e.ts < $1 and e.ts <= w.watermark_ts and not {} returning 1) \
-             select count(*) as n from d",
-            is_broadcast("e")
-        ))
-        .bind::<BigInt, _>(before)
-        .bind::<Integer, _>(BROADCAST)
-        .get_result(c)
-        .await?;
-        diesel::sql_query(format!(
-            "delete from sequencer_event_recipients r using sequencer_watermarks w \
-             where w.node_index = r.node_index and r.ts < $1 and r.ts <= w.watermark_ts and not {}",
-            is_broadcast("r")
-        ))
-        .bind::<BigInt, _>(before)
-        .bind::<Integer, _>(BROADCAST)
-        .execute(c)
-        .await?;
-        let payloads: Count = diesel::sql_query(format!(
-            "with d as (delete from sequencer_payloads p using sequencer_watermarks w \
-             where w.node_index = p.node_index and p.ts < $1 and p.ts <= w.watermark_ts and not {} returning 1) \
-             select count(*) as n from d",
-            is_broadcast("p")
-        ))
-        .bind::<BigInt, _>(before)
-        .bind::<Integer, _>(BROADCAST)
-        .get_result(c)
-        .await?;
+        let n: Removed = diesel::sql_query(PRUNE_SQL)
+            .bind::<BigInt, _>(before)
+            .bind::<Integer, _>(BROADCAST)
+            .bind::<BigInt, _>(claims_live_from)
+            .bind::<BigInt, _>(st.lower_bound.unwrap_or(i64::MIN))
+            .get_result(c)
+            .await?;
         Ok::<_, diesel::result::Error>(PruneOutcome::Pruned(Pruned {
-            events: events.n as u64,
-            payloads: payloads.n as u64,
+            events: n.events as u64,
+            payloads: n.payloads as u64,
         }))
     })
     .await
     .during("pruning")
 }
 
-/// SQL condition: the event `t.ts` written by node `t.node_index` is a broadcast ($2 binds
-/// the broadcast recipient). One index probe on the recipient rows.
-fn is_broadcast(t: &str) -> String {
-    format!(
-        "exists (select 1 from sequencer_event_recipients b \
-         where b.node_index = {t}.node_index and b.recipient_id = $2 and b.ts = {t}.ts)"
-    )
+// The covered events before $1 since the previous prune (above its lower bound $4), except
+// broadcasts: they carry what a member joining later must replay (e.g. the topology), so they
+// stay with their recipient rows and payloads. An event whose message-id claim may still be
+// retried (max-sequencing-time at or after $3) keeps a claim-only row — no payload, no
+// recipients, never read — so that a resend is still answered with its timestamp; the claim
+// expiry removes it later. Recipient rows go through the events pruned.
+const PRUNE_SQL: &str = "
+with prunable as (
+  select e.ts, e.node_index, e.recipients, e.payload is not null as had_payload,
+         coalesce(e.max_sequencing_ts >= $3, false) as claim_live
+    from sequencer_events e join sequencer_watermarks w on w.node_index = e.node_index
+   where e.ts < $1 and e.ts > $4 and e.ts <= w.watermark_ts
+     and cardinality(e.recipients) > 0 and not $2 = any(e.recipients)
+),
+gone as (
+  delete from sequencer_events e using prunable t where e.ts = t.ts and not t.claim_live
+  returning 1
+),
+emptied as (
+  update sequencer_events e set payload = null, recipients = '{}' from prunable t where e.ts = t.ts and t.claim_live
+  returning 1
+),
+fanout as (
+  delete from sequencer_event_recipients r using prunable t, unnest(t.recipients) x(id)
+   where r.node_index = t.node_index and r.recipient_id = x.id and r.ts = t.ts
+)
+select (select count(*) from prunable) as events, (select count(*) from prunable where had_payload) as payloads";
+
+#[derive(QueryableByName)]
+struct Removed {
+    #[diesel(sql_type = BigInt)]
+    events: i64,
+    #[diesel(sql_type = BigInt)]
+    payloads: i64,
 }
 
 #[derive(QueryableByName)]

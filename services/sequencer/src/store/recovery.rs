@@ -1,14 +1,12 @@
 //! Recovery truncation: before a node goes online on an index, it removes everything that
-//! index wrote past its last watermark — events, recipient rows, payloads and message-id
-//! claims — in one transaction. Nothing past a watermark was ever visible to a reader, and
+//! index wrote past its last watermark — events (with their payloads and message-id claims)
+//! and their recipient rows — in one transaction. Nothing past a watermark was ever visible to a reader, and
 //! leaving recipient rows behind (as Canton does) can make readers skip real events.
 
 use diesel::prelude::*;
+use diesel::sql_types::{BigInt, SmallInt};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use syncline_schema::tables::sequencer::{
-    sequencer_event_recipients as r, sequencer_events as e, sequencer_message_ids as m, sequencer_payloads as p,
-    sequencer_watermarks as w,
-};
+use syncline_schema::tables::sequencer::sequencer_watermarks as w;
 
 use super::error::{DieselContext, Result, StoreError};
 use syncline_coordination::locks;
@@ -23,9 +21,9 @@ pub struct Truncation {
     pub events: usize,
     /// Recipient rows removed.
     pub recipients: usize,
-    /// Payloads removed.
+    /// Events removed that carried a payload.
     pub payloads: usize,
-    /// Message-id claims removed (those sends may be retried).
+    /// Events removed that held a message-id claim (those sends may be retried).
     pub message_ids: usize,
 }
 
@@ -74,20 +72,53 @@ pub async fn sweep_dead(conn: &mut AsyncPgConnection) -> Result<Vec<(u32, Trunca
     Ok(swept)
 }
 
+// The events past the watermark go (a range of the primary key), and their recipient rows
+// with them: through the events removed, one primary-key probe per recipient.
+const TRUNCATE_SQL: &str = "
+with gone as (
+  delete from sequencer_events where ts > $2 and node_index = $1
+  returning ts, recipients, payload is not null as had_payload, max_sequencing_ts is not null as had_claim
+),
+fanout as (
+  delete from sequencer_event_recipients r using gone, unnest(gone.recipients) x(id)
+   where r.node_index = $1 and r.recipient_id = x.id and r.ts = gone.ts
+  returning 1
+)
+select (select count(*) from gone) as events, (select count(*) from fanout) as recipients,
+       (select count(*) from gone where had_payload) as payloads,
+       (select count(*) from gone where had_claim) as message_ids";
+
+#[derive(QueryableByName)]
+struct Removed {
+    #[diesel(sql_type = BigInt)]
+    events: i64,
+    #[diesel(sql_type = BigInt)]
+    recipients: i64,
+    #[diesel(sql_type = BigInt)]
+    payloads: i64,
+    #[diesel(sql_type = BigInt)]
+    message_ids: i64,
+}
+
 async fn truncate_rows(c: &mut AsyncPgConnection, index: u32) -> Result<Truncation, diesel::result::Error> {
-    let idx = index as i16;
     let watermark: Option<i64> = diesel::update(w::table.filter(w::node_index.eq(index as i32)))
         .set(w::online.eq(false))
         .returning(w::watermark_ts)
         .get_result(c)
         .await
         .optional()?;
-    let above = watermark.unwrap_or(i64::MIN);
-    let events = diesel::delete(e::table.filter(e::node_index.eq(idx).and(e::ts.gt(above)))).execute(c).await?;
-    let recipients = diesel::delete(r::table.filter(r::node_index.eq(idx).and(r::ts.gt(above)))).execute(c).await?;
-    let payloads = diesel::delete(p::table.filter(p::node_index.eq(idx).and(p::ts.gt(above)))).execute(c).await?;
-    let message_ids = diesel::delete(m::table.filter(m::node_index.eq(idx).and(m::ts.gt(above)))).execute(c).await?;
-    Ok(Truncation { watermark, events, recipients, payloads, message_ids })
+    let n: Removed = diesel::sql_query(TRUNCATE_SQL)
+        .bind::<SmallInt, _>(index as i16)
+        .bind::<BigInt, _>(watermark.unwrap_or(i64::MIN))
+        .get_result(c)
+        .await?;
+    Ok(Truncation {
+        watermark,
+        events: n.events as usize,
+        recipients: n.recipients as usize,
+        payloads: n.payloads as usize,
+        message_ids: n.message_ids as usize,
+    })
 }
 
 impl Truncation {

@@ -590,8 +590,8 @@ async fn a_shutdown_answers_every_held_send_and_loses_nothing_it_confirmed() {
     let mut c = b.client().await;
     for i in 0..50 {
         let id = format!("t{i:02}");
-        if let std::collections::hash_map::Entry::Vacant(e) = confirmed.entry(id.clone()) {
-            e.insert(c.send(send("alice", &id, &["bob"], &id)).await.unwrap().into_inner().timestamp);
+        if let std::collections::hash_map::Entry::Vacant(slot) = confirmed.entry(id.clone()) {
+            slot.insert(c.send(send("alice", &id, &["bob"], &id)).await.unwrap().into_inner().timestamp);
         }
     }
     println!("{answered} of 50 sends answered OK by a");
@@ -689,5 +689,84 @@ async fn a_batch_commits_only_with_the_watermark_that_covers_it() {
     .unwrap();
     assert_eq!(covered.n, 1);
     assert_eq!(collect(&a, "bob", None, 1, Duration::from_secs(20)).await[0].timestamp, ts);
+    a.shutdown().await;
+}
+
+/// A resend that lands in one batch with new sends: the batch's plain insert hits the
+/// resend's claim, the batch is written again skipping it, the new sends are sequenced once
+/// and the resend is answered with its original timestamp. The batch is put together
+/// deterministically: the writer is held on a locked watermark row while the sends queue up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_batched_with_new_sends_gets_its_timestamp_and_the_others_are_sequenced_once() {
+    use diesel::sql_types::{BigInt, Text};
+    use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
+    use syncline_coordination::db;
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let tdb = fresh_database().await;
+    let cfg = DbConfig::new(&tdb.url);
+    let a = Node::start(&tdb.url, "a", |s| {
+        s.write_timeout = Duration::from_secs(20);
+        s.keep_alive_interval = Duration::from_secs(5);
+    })
+    .await;
+    a.wait_serving().await;
+    a.register(&["alice", "bob"]).await;
+    let first = a.client().await.send(send("alice", "m1", &["bob"], "x")).await.unwrap().into_inner().timestamp;
+
+    let index = a.seq().writer().node_index().expect("an index once serving");
+    let mut holder = db::connect(&cfg, db::SessionKind::Pooled).await.unwrap();
+    holder
+        .batch_execute(&format!("begin; select * from sequencer_watermarks where node_index = {index} for update"))
+        .await
+        .unwrap();
+    let mut c = db::connect(&cfg, db::SessionKind::Pooled).await.unwrap();
+    let spawn_send = |id: &str| {
+        let (addr, id) = (a.addr, id.to_string());
+        tokio::spawn(async move {
+            let mut client = SequencerServiceClient::connect(format!("http://{addr}")).await.unwrap();
+            client.send(send("alice", &id, &["bob"], "x")).await.map(|r| r.into_inner().timestamp)
+        })
+    };
+    // The writer takes this send and waits on the locked row...
+    let blocker = spawn_send("m0");
+    let waiting =
+        "select count(*) as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'";
+    let start = Instant::now();
+    while diesel::sql_query(waiting).get_result::<N>(&mut c).await.unwrap().n == 0 {
+        assert!(start.elapsed() < Duration::from_secs(20), "the writer never waited on the locked row");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // ...while the resend and two new sends queue up behind it, to be taken as one batch.
+    let queued: Vec<_> = ["m1", "m2", "m3"].into_iter().map(spawn_send).collect();
+    let mut admin = a.admin().await;
+    let start = Instant::now();
+    while admin.status(SequencerStatusRequest {}).await.unwrap().into_inner().queue_depth < 3 {
+        assert!(start.elapsed() < Duration::from_secs(20), "the sends never queued");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    holder.batch_execute("commit").await.unwrap();
+
+    let m0 = blocker.await.unwrap().unwrap();
+    let mut answers = Vec::new();
+    for q in queued {
+        answers.push(q.await.unwrap().expect("every send of the batch is answered OK"));
+    }
+    assert_eq!(answers[0], first, "the resend is answered with its original timestamp");
+    let bob: Vec<i64> = collect(&a, "bob", None, 4, Duration::from_secs(20)).await.iter().map(|e| e.timestamp).collect();
+    let mut expected = vec![first, m0, answers[1], answers[2]];
+    expected.sort_unstable();
+    assert_eq!(bob, expected, "each send delivered once, at the timestamp its OK named");
+    for id in ["m1", "m2", "m3"] {
+        let stored: N = diesel::sql_query("select count(*) as n from sequencer_events where message_id = $1")
+            .bind::<Text, _>(id)
+            .get_result(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(stored.n, 1, "{id} stored once");
+    }
     a.shutdown().await;
 }

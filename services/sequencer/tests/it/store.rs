@@ -329,8 +329,10 @@ async fn truncation_removes_events_recipients_payloads_and_claims_past_the_water
     assert_eq!((t.events, t.recipients, t.payloads, t.message_ids), (1, 2, 1, 1));
     assert_eq!(count(&mut c, "select count(*) as n from sequencer_events where node_index = 0").await, 1);
     assert_eq!(count(&mut c, "select count(*) as n from sequencer_event_recipients where node_index = 0").await, 2);
-    assert_eq!(count(&mut c, "select count(*) as n from sequencer_payloads where node_index = 0").await, 1);
-    assert_eq!(count(&mut c, "select count(*) as n from sequencer_message_ids").await, 1);
+    let payloads = "select count(*) as n from sequencer_events where node_index = 0 and payload is not null";
+    assert_eq!(count(&mut c, payloads).await, 1);
+    let claims = "select count(*) as n from sequencer_events where max_sequencing_ts is not null";
+    assert_eq!(count(&mut c, claims).await, 1);
     assert_eq!(count(&mut c, "select count(*) as n from sequencer_events where node_index = 1").await, 2);
     assert!(!watermarks::get(&mut c, 0).await.unwrap().unwrap().online, "truncation marks the index offline");
     // The freed claim lets a retry of m6 be sequenced again.
@@ -627,4 +629,85 @@ async fn a_page_is_cut_to_the_byte_budget_in_one_read() {
     assert_eq!((ts(&big), limit, big.next_cursor), (vec![4], 1, 4), "an oversized event still goes, alone");
     let (none, limit) = events::read_within(&mut c, at(5), 7, 100).await.unwrap();
     assert_eq!((ts(&none), limit, none.next_cursor), (vec![], 7, 10));
+}
+
+fn claiming(ts: i64, id: &str, max_sequencing_ts: i64) -> NewEvent {
+    let mut e = deliver(ts, ALICE, &[BOB]);
+    e.claim = Some(MessageIdClaim { sender: ALICE, message_id: id.into(), max_sequencing_ts, digest: vec![ts as u8] });
+    e
+}
+
+#[tokio::test]
+async fn a_batch_hitting_a_taken_claim_writes_the_others_once_and_names_the_collision() {
+    // The batch's plain insert fails on the unique claim of "x" (taken and covered before); it
+    // is written again skipping that event, with the watermark in the same statement.
+    let (_cfg, mut c) = setup().await;
+    online(&mut c, &[(0, 0), (1, 0)]).await;
+    let (first, moved) = events::append_covered(&mut c, 0, &[claiming(10, "x", 1 << 40)], 10).await.unwrap();
+    assert_eq!((first.written, moved), (vec![10], true));
+    let batch = [claiming(21, "y", 1 << 40), claiming(31, "x", 1 << 40), claiming(41, "z", 1 << 40)];
+    let (b, moved) = events::append_covered(&mut c, 1, &batch, 41).await.unwrap();
+    assert_eq!((b.written, b.conflicts), (vec![21, 41], vec![31]));
+    assert!(moved, "the retried batch moves its watermark");
+    let x = events::claims(&mut c, &[(ALICE, "x")]).await.unwrap();
+    assert_eq!(x.len(), 1);
+    assert_eq!((x[0].ts, x[0].covered, x[0].digest.clone()), (10, true, Some(vec![10])), "the original claim");
+    watermarks::save(&mut c, 0, 100).await.unwrap();
+    assert_eq!(ts_of(&mut c, BOB, 0, 10).await, vec![10, 21, 41], "each event once");
+    // A batch of fresh ids only takes the plain path and writes everything.
+    let (d, _) = events::append_covered(&mut c, 1, &[claiming(51, "u", 1 << 40), claiming(61, "v", 1 << 40)], 61)
+        .await
+        .unwrap();
+    assert_eq!((d.written, d.conflicts), (vec![51, 61], vec![]));
+}
+
+#[tokio::test]
+async fn events_without_a_claim_never_collide() {
+    // Only claimed events hold their (sender, message id): unclaimed ones, with or without a
+    // message id or a sender, are all written.
+    let (_cfg, mut c) = setup().await;
+    online(&mut c, &[(0, 100)]).await;
+    let mut a = deliver(1, ALICE, &[BOB]);
+    let mut b = deliver(2, ALICE, &[BOB]);
+    a.message_id = Some("same".into());
+    b.message_id = Some("same".into());
+    let anon = |ts| {
+        let mut e = deliver(ts, ALICE, &[BOB]);
+        (e.message_id, e.sender) = (None, None);
+        e
+    };
+    let written = events::append(&mut c, 0, &[a, b, anon(3), anon(4), claiming(5, "same", 1 << 40)]).await.unwrap();
+    assert_eq!((written.written, written.conflicts), (vec![1, 2, 3, 4, 5], vec![]));
+    assert_eq!(ts_of(&mut c, BOB, 0, 10).await, vec![1, 2, 3, 4, 5]);
+}
+
+#[tokio::test]
+async fn a_pruned_events_claim_answers_resends_until_it_expires() {
+    use syncline_sequencer::store::pruning::{self, PruneOutcome};
+    let (_cfg, mut c) = setup().await;
+    online(&mut c, &[(0, 100)]).await;
+    // "live" may still be resent; "old" passed its max-sequencing-time long ago.
+    events::append(&mut c, 0, &[claiming(10, "live", 1 << 60), deliver(11, ALICE, &[BOB]), claiming(12, "old", 1)])
+        .await
+        .unwrap();
+    let pruned = match pruning::prune(&mut c, 50).await.unwrap() {
+        PruneOutcome::Pruned(p) => p,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((pruned.events, pruned.payloads), (3, 3));
+    assert_eq!(count(&mut c, "select count(*) as n from sequencer_event_recipients").await, 0);
+    let rows = "select count(*) as n from sequencer_events where payload is null and cardinality(recipients) = 0";
+    assert_eq!(count(&mut c, rows).await, 1, "one claim-only row: the live claim");
+    assert_eq!(count(&mut c, "select count(*) as n from sequencer_events").await, 1);
+    // A resend of the pruned event meets its claim: answered with its timestamp, not sequenced.
+    let again =
+        events::append(&mut c, 0, &[claiming(110, "live", 1 << 60), claiming(112, "old", 1 << 60)]).await.unwrap();
+    assert_eq!((again.written, again.conflicts), (vec![112], vec![110]));
+    let live = events::claims(&mut c, &[(ALICE, "live")]).await.unwrap();
+    assert_eq!((live[0].ts, live[0].covered), (10, true));
+    // Once it expired, the claim-only row goes (the event stays pruned) and the id is free.
+    assert_eq!(events::expire_claims(&mut c, 1 << 59).await.unwrap(), 0, "not expired yet");
+    assert_eq!(events::expire_claims(&mut c, (1 << 60) + 1).await.unwrap(), 1);
+    assert!(events::claims(&mut c, &[(ALICE, "live")]).await.unwrap().is_empty());
+    assert_eq!(events::append(&mut c, 0, &[claiming(120, "live", 1 << 60)]).await.unwrap().written, vec![120]);
 }

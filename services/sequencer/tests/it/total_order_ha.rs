@@ -538,7 +538,7 @@ async fn stall(shared: Arc<Shared>, slot: usize, ids: Vec<String>, hold: Duratio
     let deadline = Instant::now() + Duration::from_secs(3);
     let index = loop {
         let found: Vec<ClaimIndex> =
-            diesel::sql_query("select node_index from sequencer_message_ids where message_id = any($1) limit 1")
+            diesel::sql_query("select node_index from sequencer_events where message_id = any($1) and max_sequencing_ts is not null limit 1")
                 .bind::<Array<Text>, _>(&ids)
                 .load(&mut conn)
                 .await
@@ -559,8 +559,8 @@ async fn stall(shared: Arc<Shared>, slot: usize, ids: Vec<String>, hold: Duratio
             .await
             .unwrap();
         let uncovered: Count = diesel::sql_query(
-            "select count(*) as n from sequencer_message_ids m join sequencer_watermarks w on w.node_index = m.node_index \
-             where m.message_id = any($1) and m.ts > w.watermark_ts",
+            "select count(*) as n from sequencer_events m join sequencer_watermarks w on w.node_index = m.node_index \
+             where m.message_id = any($1) and m.max_sequencing_ts is not null and m.ts > w.watermark_ts",
         )
         .bind::<Array<Text>, _>(&ids)
         .get_result(&mut conn)
