@@ -16,7 +16,7 @@ use syncline_sequencer::config::SequencerConfig;
 use syncline_sequencer::Sequencer;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, Config};
+use syncline_cli::config::{self, Config};
 
 /// Options of `syncline daemon`.
 #[derive(clap::Args, Debug)]

@@ -7,7 +7,6 @@ mod bench;
 mod bench_cpu;
 mod bench_mediator;
 mod bench_participant;
-mod config;
 mod daemon;
 mod demo;
 mod embedded;

@@ -11,10 +11,7 @@ use std::process::Command;
 use syncline_node::config::{load_remote, NodeKind, NodesConfig};
 use syncline_testkit::{write_file, TempDir};
 
-/// The daemon's configuration and loader, compiled here as they are in the binary (the binary
-/// has no library to import them from).
-#[path = "../../src/config.rs"]
-mod daemon_config;
+use syncline_cli::config as daemon_config;
 
 fn ops() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../ops")

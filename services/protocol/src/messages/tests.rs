@@ -645,3 +645,15 @@ fn parameters_derive_deadlines() {
     assert!(p.ledger_time_within_tolerance(0, 30_000_000));
     assert!(!p.ledger_time_within_tolerance(30_000_001, 0));
 }
+
+/// Writes every example above, encoded, as the seed corpus of the protocol-message fuzz target
+/// (fuzz/corpus/protocol_message; committed). Run after changing the messages.
+#[test]
+#[ignore = "writes the fuzz seed corpus: cargo test -p syncline-protocol write_fuzz_seeds -- --ignored"]
+fn write_fuzz_seeds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/protocol_message");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, m) in all_examples().iter().enumerate() {
+        std::fs::write(dir.join(format!("seed-{i:02}")), encode(m)).unwrap();
+    }
+}
