@@ -72,7 +72,11 @@ pub async fn run_on(t: &mut Topology, seed: u64, faults: usize, seconds: u64, ra
     );
     let app = App::new(&t.ledger)?;
     let mut rng = StdRng::seed_from_u64(seed);
-    let names: Vec<String> = t.sequencers.iter().chain(&t.mediators).chain(t.participants.iter().flatten())
+    let names: Vec<String> = t
+        .sequencers
+        .iter()
+        .chain(&t.mediators)
+        .chain(t.participants.iter().flatten())
         .map(|n| n.name.clone())
         .collect();
     let workload = app.run(rate);
@@ -167,9 +171,8 @@ async fn follow(t: &mut Topology, app: &App, f: &mut Injected) -> Result<()> {
     }
     if f.undone && f.whole.is_none() {
         let [seq, med, p1, p2] = t.states().await;
-        let one_active = |g: &[State]| {
-            g.iter().filter(|s| **s == State::Active).count() == 1 && !g.contains(&State::Down)
-        };
+        let one_active =
+            |g: &[State]| g.iter().filter(|s| **s == State::Active).count() == 1 && !g.contains(&State::Down);
         if seq.iter().all(|s| *s == State::Active) && one_active(&med) && one_active(&p1) && one_active(&p2) {
             f.whole = Some(f.at.elapsed());
         } else if f.at.elapsed() > RECOVERY {

@@ -383,7 +383,12 @@ impl Processor {
     }
 
     /// Publish decided requests in request-time order, stopping at the first undecided one.
-    async fn publish(&self, conn: &mut AsyncPgConnection, ledger: &mut Ledger, completed: &mut Vec<String>) -> Result<usize> {
+    async fn publish(
+        &self,
+        conn: &mut AsyncPgConnection,
+        ledger: &mut Ledger,
+        completed: &mut Vec<String>,
+    ) -> Result<usize> {
         let mut published = 0;
         while let Some(p) = store::oldest_pending(conn).await? {
             let Some(outcome) = p.outcome.as_deref() else { break };

@@ -130,7 +130,10 @@ impl SequencerSettings {
             ("max_sequencing_horizon", self.max_sequencing_horizon, MAX_HORIZON),
         ];
         if self.read_spacing > MAX_READ_SPACING {
-            return bad("read_spacing", format!("{:?} is longer than the maximum of {MAX_READ_SPACING:?}", self.read_spacing));
+            return bad(
+                "read_spacing",
+                format!("{:?} is longer than the maximum of {MAX_READ_SPACING:?}", self.read_spacing),
+            );
         }
         for (field, value, max) in durations {
             if value.is_zero() {

@@ -2,8 +2,8 @@
 //! kill -9, fault injection, HAProxy, the demo, the operations files. One test binary, to cut
 //! link time.
 
-mod daemon_admin;
 mod chaos;
+mod daemon_admin;
 mod demo;
 mod errors;
 mod haproxy;

@@ -37,7 +37,10 @@ async fn deep_or_huge_json_and_unknown_parties_are_refused_clearly_and_nothing_i
 
     // A party nobody hosts, as signatory and as observer.
     let (code, _, message) = refused("unknown party", Command::Create(iou(&["alice", "zed"], &[], 1)), "zed-1").await;
-    assert!(matches!(code, tonic::Code::InvalidArgument | tonic::Code::NotFound | tonic::Code::PermissionDenied), "{message}");
+    assert!(
+        matches!(code, tonic::Code::InvalidArgument | tonic::Code::NotFound | tonic::Code::PermissionDenied),
+        "{message}"
+    );
     assert!(message.contains("zed"), "names the party: {message}");
     let (code, _, message) = refused("unknown observer", Command::Create(iou(&["alice"], &["zed"], 1)), "zed-2").await;
     assert!(matches!(code, tonic::Code::InvalidArgument | tonic::Code::NotFound), "{message}");

@@ -756,7 +756,8 @@ async fn a_resend_batched_with_new_sends_gets_its_timestamp_and_the_others_are_s
         answers.push(q.await.unwrap().expect("every send of the batch is answered OK"));
     }
     assert_eq!(answers[0], first, "the resend is answered with its original timestamp");
-    let bob: Vec<i64> = collect(&a, "bob", None, 4, Duration::from_secs(20)).await.iter().map(|e| e.timestamp).collect();
+    let bob: Vec<i64> =
+        collect(&a, "bob", None, 4, Duration::from_secs(20)).await.iter().map(|e| e.timestamp).collect();
     let mut expected = vec![first, m0, answers[1], answers[2]];
     expected.sort_unstable();
     assert_eq!(bob, expected, "each send delivered once, at the timestamp its OK named");

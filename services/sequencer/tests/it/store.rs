@@ -655,9 +655,8 @@ async fn a_batch_hitting_a_taken_claim_writes_the_others_once_and_names_the_coll
     watermarks::save(&mut c, 0, 100).await.unwrap();
     assert_eq!(ts_of(&mut c, BOB, 0, 10).await, vec![10, 21, 41], "each event once");
     // A batch of fresh ids only takes the plain path and writes everything.
-    let (d, _) = events::append_covered(&mut c, 1, &[claiming(51, "u", 1 << 40), claiming(61, "v", 1 << 40)], 61)
-        .await
-        .unwrap();
+    let (d, _) =
+        events::append_covered(&mut c, 1, &[claiming(51, "u", 1 << 40), claiming(61, "v", 1 << 40)], 61).await.unwrap();
     assert_eq!((d.written, d.conflicts), (vec![51, 61], vec![]));
 }
 
