@@ -71,6 +71,9 @@ pub(crate) struct Active {
     fence: Fence,
     ledger_end: watch::Receiver<LedgerEnd>,
     stop: CancellationToken,
+    /// Submissions whose send the sequencer refused for good: (message id, why), completed by
+    /// the leader's loop at once.
+    refused: tokio::sync::mpsc::UnboundedSender<(String, String)>,
 }
 
 /// One running participant replica.

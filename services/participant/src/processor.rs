@@ -44,6 +44,9 @@ pub use syncline_protocol::time_proof::TIME_PROOF_PREFIX;
 pub const NOT_SEQUENCED_TIMEOUT: &str = "NOT_SEQUENCED_TIMEOUT";
 /// The sequencer refused to deliver the submission.
 pub const SEQUENCER_DELIVER_ERROR: &str = "SEQUENCER_DELIVER_ERROR";
+/// The sequencer refused the submission's send for good (too large, not allowed, …): it was
+/// not sequenced and never will be.
+pub const SEQUENCER_SUBMISSION_REQUEST_REFUSED: &str = "SEQUENCER_SUBMISSION_REQUEST_REFUSED";
 
 /// How a pending request ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,7 +68,7 @@ pub fn code_of(id: &str) -> Code {
         codes::LOCAL_VERDICT_INACTIVE_CONTRACTS => Code::NotFound,
         codes::MEDIATOR_INVALID_MESSAGE | codes::LOCAL_VERDICT_MALFORMED_REQUEST => Code::FailedPrecondition,
         codes::LOCAL_VERDICT_CREATES_EXISTING_CONTRACTS => Code::AlreadyExists,
-        SEQUENCER_DELIVER_ERROR => Code::InvalidArgument,
+        SEQUENCER_DELIVER_ERROR | SEQUENCER_SUBMISSION_REQUEST_REFUSED => Code::InvalidArgument,
         _ => Code::Aborted,
     }
 }
@@ -464,6 +467,33 @@ impl Processor {
             store::remove_pending(conn, p.request_id).await?;
         }
         Ok(published)
+    }
+
+    /// Complete the submission whose send (`message_id`) the sequencer refused for good, at the
+    /// next offset, without waiting for its max-sequencing-time (call inside the fenced
+    /// transaction). `None` when it is no longer in flight (completed meanwhile, or seen
+    /// sequenced after all).
+    pub async fn refuse(
+        &self,
+        conn: &mut AsyncPgConnection,
+        message_id: &str,
+        reason: String,
+    ) -> Result<Option<Processed>> {
+        let Some(f) = store::in_flight_unsequenced(conn, message_id).await? else { return Ok(None) };
+        let mut ledger = store::ledger(conn, &self.member).await?;
+        // Record times never go back: the later of the last processed event and the ledger end.
+        let ts = ledger.processed_ts.unwrap_or(0).max(ledger.ledger_end_record_time.unwrap_or(0));
+        let message = format!("the sequencer refused the submission: {reason}");
+        self.reject_unsequenced(conn, &mut ledger, &f, ts, SEQUENCER_SUBMISSION_REQUEST_REFUSED, message).await?;
+        store::set_ledger(conn, &self.member, &ledger).await?;
+        let undecided = store::undecided_count(conn).await?;
+        Ok(Some(Processed {
+            ledger,
+            published: 1,
+            completed: vec![SEQUENCER_SUBMISSION_REQUEST_REFUSED.into()],
+            undecided,
+            ..Processed::default()
+        }))
     }
 
     /// Complete an own submission that was never sequenced, at the next offset.

@@ -14,7 +14,7 @@ use syncline_proto::sequencer::SendRequest;
 use syncline_protocol::subscription::Subscription;
 use syncline_protocol::time_proof::{sleep_until_wall, TimeProofs};
 use syncline_protocol::topology;
-use syncline_sequencer_client::{now_micros, SequencerApi};
+use syncline_sequencer_client::{now_micros, SendError, SequencerApi};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -41,6 +41,23 @@ fn ledger_end(l: &Ledger) -> LedgerEnd {
     LedgerEnd { offset: l.ledger_end, record_time: l.ledger_end_record_time }
 }
 
+/// After the commit of `processed` (so that a retried transaction does not count twice): the
+/// metrics, and the ledger end the API follows.
+fn published(processed: &processor::Processed, end_tx: &watch::Sender<LedgerEnd>) {
+    metrics::gauge!("syncline_participant_ledger_end").set(processed.ledger.ledger_end as f64);
+    metrics::counter!("syncline_participant_published_total").increment(processed.published as u64);
+    metrics::gauge!("syncline_participant_outstanding_requests").set(processed.undecided as f64);
+    for status in &processed.completed {
+        metrics::counter!("syncline_participant_completions_total", "status" => status.clone()).increment(1);
+    }
+    end_tx.send_if_modified(|e| {
+        let new = ledger_end(&processed.ledger);
+        let changed = *e != new;
+        *e = new;
+        changed
+    });
+}
+
 /// Run as leader under `fence` until `stop`.
 pub(crate) async fn run(shared: Arc<Shared>, fence: Fence, stop: CancellationToken) -> Result<(), ParticipantError> {
     let member = shared.member.clone();
@@ -62,7 +79,8 @@ pub(crate) async fn run(shared: Arc<Shared>, fence: Fence, stop: CancellationTok
     })
     .await?;
     let (end_tx, end_rx) = watch::channel(ledger_end(&ledger));
-    let active = Arc::new(Active { fence: fence.clone(), ledger_end: end_rx, stop: stop.child_token() });
+    let (refused, mut refusals) = tokio::sync::mpsc::unbounded_channel();
+    let active = Arc::new(Active { fence: fence.clone(), ledger_end: end_rx, stop: stop.child_token(), refused });
     // Responses a former leader prepared but may not have sent; the message id makes a second
     // send of one that did go out harmless.
     for p in store::undelivered_responses(&mut conn, now_micros()).await? {
@@ -95,28 +113,27 @@ pub(crate) async fn run(shared: Arc<Shared>, fence: Fence, stop: CancellationTok
                 })
                 .await?;
                 last_ts = event.timestamp;
-                // Counted after the commit, so that a retried transaction does not count twice.
-                metrics::gauge!("syncline_participant_ledger_end").set(processed.ledger.ledger_end as f64);
-                metrics::counter!("syncline_participant_published_total").increment(processed.published as u64);
                 metrics::gauge!("syncline_participant_processed_timestamp_seconds").set(last_ts as f64 / 1e6);
                 // How far behind the sequencer this replica processes: high after a takeover
                 // while the new leader catches up, or when it cannot keep up.
                 let lag = (now_micros() - last_ts).max(0) as f64 / 1e6;
                 metrics::gauge!("syncline_participant_processing_lag_seconds").set(lag);
-                metrics::gauge!("syncline_participant_outstanding_requests").set(processed.undecided as f64);
-                for status in &processed.completed {
-                    metrics::counter!("syncline_participant_completions_total", "status" => status.clone()).increment(1);
-                }
-                end_tx.send_if_modified(|e| {
-                    let new = ledger_end(&processed.ledger);
-                    let changed = *e != new;
-                    *e = new;
-                    changed
-                });
+                published(&processed, &end_tx);
                 for send in processed.responses {
                     spawn_send(&shared, &active, send, SendKind::Response);
                 }
                 next_deadline = store::next_deadline(&mut conn).await?;
+            }
+            Some((message_id, reason)) = refusals.recv() => {
+                let refused = leadership::fenced(&mut conn, &fence, |c| {
+                    let (processor, message_id, reason) = (&processor, &message_id, &reason);
+                    async move { processor.refuse(c, message_id, reason.clone()).await }.scope_boxed()
+                })
+                .await?;
+                if let Some(processed) = refused {
+                    tracing::info!(%message_id, %reason, "submission refused by the sequencer: completed at once");
+                    published(&processed, &end_tx);
+                }
             }
             _ = shared.wake.notified() => {
                 next_deadline = store::next_deadline(&mut conn).await?;
@@ -153,7 +170,7 @@ pub(crate) enum SendKind {
 
 /// Send `request` in the background (a time proof only until the run stops).
 pub(crate) fn spawn_send(shared: &Arc<Shared>, active: &Arc<Active>, request: SendRequest, kind: SendKind) {
-    let (sequencer, stop) = (shared.sequencer.clone(), active.stop.clone());
+    let (sequencer, stop, refused) = (shared.sequencer.clone(), active.stop.clone(), active.refused.clone());
     tokio::spawn(async move {
         let message_id = request.message_id.clone();
         let stopped = async {
@@ -166,6 +183,12 @@ pub(crate) fn spawn_send(shared: &Arc<Shared>, active: &Arc<Active>, request: Se
             _ = stopped => {}
             sent = sequencer.send(request) => match sent {
                 Ok(sent) => tracing::debug!(%message_id, timestamp = sent.timestamp, ?kind, "sequenced"),
+                // Refused for good: not sequenced, and never will be; the command completes now
+                // instead of at its max-sequencing-time.
+                Err(e @ (SendError::Rejected { .. } | SendError::NotSequenced { .. })) if kind == SendKind::Request => {
+                    tracing::warn!(%message_id, error = %e, "the sequencer refused a submission");
+                    let _ = refused.send((message_id, e.to_string()));
+                }
                 // Its outcome shows in the event stream (or its absence, by the max-sequencing-time).
                 Err(e) => tracing::warn!(%message_id, error = %e, ?kind, "send not confirmed"),
             }

@@ -150,6 +150,17 @@ pub async fn mark_sequenced(conn: &mut AsyncPgConnection, message_id: &str, ts: 
         .during("marking a submission sequenced")
 }
 
+/// The in-flight submission sent as `message_id`, unless it was seen sequenced.
+pub async fn in_flight_unsequenced(conn: &mut AsyncPgConnection, message_id: &str) -> Result<Option<InFlight>> {
+    inf::table
+        .filter(inf::message_id.eq(message_id).and(inf::sequenced_at.is_null()))
+        .select(InFlight::as_select())
+        .first(conn)
+        .await
+        .optional()
+        .during("reading an in-flight submission")
+}
+
 /// Unsequenced submissions whose max-sequencing-time is before `ts`.
 pub async fn unsequenced_before(conn: &mut AsyncPgConnection, ts: i64) -> Result<Vec<InFlight>> {
     inf::table

@@ -52,3 +52,23 @@ async fn deep_or_huge_json_and_unknown_parties_are_refused_clearly_and_nothing_i
     assert!(completion_of(&a1, "alice", end, "after").await.status.is_ok());
     assert_eq!(a1.active_contracts(&["alice".into()], None).await.unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_sequencer_refuses_completes_at_once_naming_why() {
+    let s = setup().await;
+    let a1 = s.p1.api();
+    let end = a1.ledger_end().await.unwrap().offset;
+    // Valid JSON of 6 MiB: the confirmation request is larger than the sequencer takes.
+    let mut huge = iou(&["alice"], &["bob"], 1);
+    huge.arguments = format!("{{\"blob\":\"{}\"}}", "x".repeat(6 * 1024 * 1024));
+    a1.submit(commands("alice", "huge", vec![Command::Create(huge)])).await.unwrap();
+    let c = completion_of(&a1, "alice", end, "huge").await;
+    // Not NOT_SEQUENCED_TIMEOUT at the max-sequencing-time: the sequencer's refusal, at once.
+    assert_eq!(c.status.id, "SEQUENCER_SUBMISSION_REQUEST_REFUSED", "{c:?}");
+    assert_eq!(c.status.code, tonic::Code::InvalidArgument, "{c:?}");
+    assert!(c.status.message.contains("the sequencer refused the submission"), "{c:?}");
+    assert_eq!(c.offset, end + 1, "at the next offset");
+    // Still serving; the next command goes through.
+    a1.submit(commands("alice", "after", vec![Command::Create(iou(&["alice"], &["bob"], 2))])).await.unwrap();
+    assert!(completion_of(&a1, "alice", end + 1, "after").await.status.is_ok());
+}
