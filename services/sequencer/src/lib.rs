@@ -3,6 +3,7 @@
 //! that never pass the safe watermark.
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod health;
@@ -29,6 +30,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use admin::AdminApi;
+pub use auth::MemberAuth;
 pub use error::{Result, SequencerError};
 pub use health::SequencerHealth;
 pub use members::Members;

@@ -590,9 +590,8 @@ async fn a_shutdown_answers_every_held_send_and_loses_nothing_it_confirmed() {
     let mut c = b.client().await;
     for i in 0..50 {
         let id = format!("t{i:02}");
-        if !confirmed.contains_key(&id) {
-            let ts = c.send(send("alice", &id, &["bob"], &id)).await.unwrap().into_inner().timestamp;
-            confirmed.insert(id, ts);
+        if let std::collections::hash_map::Entry::Vacant(unanswered) = confirmed.entry(id.clone()) {
+            unanswered.insert(c.send(send("alice", &id, &["bob"], &id)).await.unwrap().into_inner().timestamp);
         }
     }
     println!("{answered} of 50 sends answered OK by a");
@@ -607,8 +606,7 @@ async fn a_shutdown_answers_every_held_send_and_loses_nothing_it_confirmed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_queue_depth_gauge_falls_back_to_zero_once_the_writer_drained() {
-    // The only test of this binary that installs a metrics recorder.
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().unwrap();
+    let metrics = metrics();
     let depth = || {
         metrics
             .render()
