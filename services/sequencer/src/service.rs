@@ -169,8 +169,12 @@ impl SequencerService for PublicApi {
         let r = if request.sender == OPERATOR {
             Err(SequencerError::OperatorSend)
         } else {
-            match auth::authorize(&self.inner, &metadata, &request.sender, "send as").await {
-                Ok(()) => self.sequence(request).await,
+            // A name that can be no member's is invalid whoever asks.
+            match members::validate_name(&request.sender) {
+                Ok(()) => match auth::authorize(&self.inner, &metadata, &request.sender, "send as").await {
+                    Ok(()) => self.sequence(request).await,
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             }
         };
@@ -182,6 +186,7 @@ impl SequencerService for PublicApi {
 
     async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
         let (metadata, _, req) = request.into_parts();
+        members::validate_name(&req.member)?;
         auth::authorize(&self.inner, &metadata, &req.member, "subscribe as").await?;
         let member = self.inner.members.require_enabled(&req.member).await?;
         Ok(Response::new(reader::subscribe(self.inner.clone(), member, req.after).await?))
