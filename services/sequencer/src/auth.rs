@@ -52,6 +52,15 @@ impl AuthFailure {
     }
 }
 
+/// Publish every failure counter of node `node` at zero, so the first failure shows as an
+/// increase (an alert on `increase()` misses a series that appears at 1).
+pub(crate) fn register_metrics(node: &str) {
+    for reason in [AuthFailure::Missing, AuthFailure::Malformed, AuthFailure::UnknownToken, AuthFailure::WrongMember] {
+        metrics::counter!("syncline_sequencer_auth_failures_total", "node" => node.to_string(), "reason" => reason.label())
+            .increment(0);
+    }
+}
+
 /// A new random token.
 pub fn new_token() -> String {
     let mut bytes = [0u8; TOKEN_BYTES];

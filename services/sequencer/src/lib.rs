@@ -71,6 +71,7 @@ impl Sequencer {
     pub async fn start(db_config: DbConfig, settings: SequencerSettings) -> Result<Sequencer> {
         // Before anything is spawned: a zero interval panics its task or spins.
         settings.validate()?;
+        auth::register_metrics(&settings.name);
         let db = Db::new(db_config.clone())?;
         let cancel = CancellationToken::new();
         let (queue, rx) = mpsc::channel(settings.queue_size.max(1));

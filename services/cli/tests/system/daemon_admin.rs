@@ -189,7 +189,13 @@ async fn member_tokens_are_issued_once_rotated_and_enforced_by_a_daemon() {
     let send = |sender: &str, id: &str| RequestBuilder::new(sender, id).to(["alice", "bob"], id).build();
     client.send(send("alice", "a1")).await.unwrap();
     client.send(send("bob", "b1")).await.unwrap();
-    // bob's token replayed as alice: refused and counted on the node's /metrics.
+    // bob's token replayed as alice: refused and counted on the node's /metrics (published at
+    // zero before, so an alert on its increase sees the first one).
+    let metrics = http_get(node.health, "/metrics").await.unwrap();
+    assert!(
+        metrics.contains("syncline_sequencer_auth_failures_total{node=\"seqt\",reason=\"wrong_member\"} 0"),
+        "{metrics}"
+    );
     let forged = client_of([&node], &Tokens::from([("alice".to_string(), bob.clone())]));
     let e = forged.send(send("alice", "forged")).await.unwrap_err();
     assert!(
