@@ -2,6 +2,8 @@
 //! the token issued to a member at its registration (only its SHA-256 is stored), and may act
 //! only as that member. Failures are counted in `syncline_sequencer_auth_failures_total`.
 
+use std::net::SocketAddr;
+
 use rand::RngCore;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -87,7 +89,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 fn bearer(metadata: &MetadataMap) -> Result<&str, AuthFailure> {
     let value = metadata.get("authorization").ok_or(AuthFailure::Missing)?;
     let value = value.to_str().map_err(|_| AuthFailure::Malformed)?;
-    let token = value.strip_prefix("Bearer ").ok_or(AuthFailure::Malformed)?.trim();
+    // The scheme is case-insensitive (RFC 7235).
+    let token = match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+        _ => return Err(AuthFailure::Malformed),
+    };
     let valid = token.len() == TOKEN_PREFIX.len() + 2 * TOKEN_BYTES
         && token.starts_with(TOKEN_PREFIX)
         && token[TOKEN_PREFIX.len()..].bytes().all(|b| b.is_ascii_hexdigit());
@@ -100,7 +106,13 @@ fn bearer(metadata: &MetadataMap) -> Result<&str, AuthFailure> {
 
 /// Check that the call with `metadata` may act as `member` (`what` names the act for the
 /// message, e.g. "send as"): its token is `member`'s. A no-op with `member_auth = "off"`.
-pub(crate) async fn authorize(inner: &Inner, metadata: &MetadataMap, member: &str, what: &str) -> Result<()> {
+pub(crate) async fn authorize(
+    inner: &Inner,
+    metadata: &MetadataMap,
+    peer: Option<SocketAddr>,
+    member: &str,
+    what: &str,
+) -> Result<()> {
     if inner.settings.member_auth == MemberAuth::Off {
         return Ok(());
     }
@@ -113,7 +125,13 @@ pub(crate) async fn authorize(inner: &Inner, metadata: &MetadataMap, member: &st
             // The database failed: not an authentication failure, not counted as one.
             _ => return r,
         };
-        tracing::debug!(node = %inner.settings.name, member, reason, "call refused: {e}");
+        let peer = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
+        if matches!(e, SequencerError::WrongMember { .. }) {
+            // A valid token used for someone else: leaked or misconfigured; the alert points here.
+            tracing::warn!(node = %inner.settings.name, member, reason, %peer, "call refused: {e}");
+        } else {
+            tracing::debug!(node = %inner.settings.name, member, reason, %peer, "call refused: {e}");
+        }
         metrics::counter!("syncline_sequencer_auth_failures_total", "node" => inner.settings.name.clone(), "reason" => reason)
             .increment(1);
     }
@@ -155,6 +173,8 @@ mod tests {
         assert_ne!(a, b);
         let mut md = MetadataMap::new();
         md.insert("authorization", format!("Bearer {a}").parse().unwrap());
+        assert_eq!(bearer(&md), Ok(a.as_str()));
+        md.insert("authorization", format!("bearer {a}").parse().unwrap());
         assert_eq!(bearer(&md), Ok(a.as_str()));
         assert!(constant_time_eq(&hash(&a), &hash(&a)));
         assert!(!constant_time_eq(&hash(&a), &hash(&b)));

@@ -164,6 +164,7 @@ fn count_send(inner: &Inner, r: &Result<i64>) {
 #[tonic::async_trait]
 impl SequencerService for PublicApi {
     async fn send(&self, request: Request<SendRequest>) -> Result<Response<SendResponse>, Status> {
+        let peer = request.remote_addr();
         let (metadata, _, request) = request.into_parts();
         // Operator topology is published through the admin port only (see crate::topology).
         let r = if request.sender == OPERATOR {
@@ -171,7 +172,7 @@ impl SequencerService for PublicApi {
         } else {
             // A name that can be no member's is invalid whoever asks.
             match members::validate_name(&request.sender) {
-                Ok(()) => match auth::authorize(&self.inner, &metadata, &request.sender, "send as").await {
+                Ok(()) => match auth::authorize(&self.inner, &metadata, peer, &request.sender, "send as").await {
                     Ok(()) => self.sequence(request).await,
                     Err(e) => Err(e),
                 },
@@ -185,17 +186,19 @@ impl SequencerService for PublicApi {
     type SubscribeStream = reader::Subscription;
 
     async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+        let peer = request.remote_addr();
         let (metadata, _, req) = request.into_parts();
         members::validate_name(&req.member)?;
-        auth::authorize(&self.inner, &metadata, &req.member, "subscribe as").await?;
+        auth::authorize(&self.inner, &metadata, peer, &req.member, "subscribe as").await?;
         let member = self.inner.members.require_enabled(&req.member).await?;
         Ok(Response::new(reader::subscribe(self.inner.clone(), member, req.after).await?))
     }
 
     async fn acknowledge(&self, request: Request<AcknowledgeRequest>) -> Result<Response<AcknowledgeResponse>, Status> {
+        let peer = request.remote_addr();
         let (metadata, _, req) = request.into_parts();
         members::validate_name(&req.member)?;
-        auth::authorize(&self.inner, &metadata, &req.member, "acknowledge for").await?;
+        auth::authorize(&self.inner, &metadata, peer, &req.member, "acknowledge for").await?;
         // Checked against the database, not the member cache: a disable counts at once.
         pruning::acknowledge(&self.inner.db, &req.member, req.timestamp).await?;
         Ok(Response::new(AcknowledgeResponse {}))
