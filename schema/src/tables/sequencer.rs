@@ -44,6 +44,7 @@ diesel::table! {
         registered_ts -> BigInt,
         pruned_previous_event_ts -> Nullable<BigInt>,
         enabled -> Bool,
+        token_sha256 -> Nullable<Binary>,
     }
 }
 

@@ -10,12 +10,11 @@ use syncline_node::config::{self, RemoteConfig};
 use syncline_proto::admin::node_admin_service_client::NodeAdminServiceClient;
 use syncline_proto::admin::{HealthState, SetPassiveRequest, StatusRequest};
 use syncline_proto::sequencer::sequencer_admin_service_client::SequencerAdminServiceClient;
-use syncline_proto::sequencer::{
-    DisableMemberRequest, PruneRequest, PruningStatusRequest, RegisterMemberRequest, SequencerStatusRequest,
-};
+use syncline_proto::sequencer::{DisableMemberRequest, PruneRequest, PruningStatusRequest, SequencerStatusRequest};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use crate::admin_tokens::{self, Destination};
 use crate::{admin_topology, grpc_errors};
 
 /// Options of `syncline admin`.
@@ -41,8 +40,24 @@ enum AdminCommand {
         #[arg(long)]
         node: Option<String>,
     },
-    /// Register a member at the sequencers (they share one database).
-    RegisterMember { member: String },
+    /// Register a member at the sequencers (they share one database). Its first registration
+    /// issues its token (printed, or written to --token-file); registering it again keeps it.
+    RegisterMember {
+        /// The member.
+        member: String,
+        /// Write the token to this file (readable by its owner only) instead of printing it.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    /// Issue a new token for a member; its old token stops working. Printed, or written to
+    /// --token-file (nodes re-read their sequencer.token_file, so writing theirs suffices).
+    RotateMemberToken {
+        /// The member.
+        member: String,
+        /// Write the token to this file (readable by its owner only) instead of printing it.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
     /// Disable a member: it can no longer send or subscribe and no longer holds back pruning.
     DisableMember { member: String },
     /// The safe pruning point and the members holding it back.
@@ -62,10 +77,14 @@ enum AdminCommand {
     /// synchronizer parameters and mediator state (serial 1). Repeating it is harmless; a
     /// synchronizer bootstrapped differently is refused, naming what exists.
     Bootstrap(admin_topology::BootstrapArgs),
-    /// Register a participant member and publish its join (operator-issued).
+    /// Register a participant member and publish its join (operator-issued). Its token is
+    /// printed, or written to DIR/<participant>.token with --token-dir.
     JoinParticipant {
         /// The participant's member name.
         participant: String,
+        /// Write the participant's token to DIR/<participant>.token instead of printing it.
+        #[arg(long)]
+        token_dir: Option<PathBuf>,
         /// The join's serial: 1 for the first, the previous one + 1 to join again after a removal.
         #[arg(long, default_value_t = 1)]
         serial: u32,
@@ -174,15 +193,13 @@ pub async fn run(args: AdminArgs) -> Result<()> {
     match args.command {
         AdminCommand::Status => status(&remote, d).await,
         AdminCommand::SequencerStatus { node } => sequencer_status(&remote, node, d).await,
-        AdminCommand::RegisterMember { member } => {
-            let req = RegisterMemberRequest { member: member.clone() };
-            let (_, r) = on_a_sequencer(&remote, None, d, |mut c| {
-                let req = req.clone();
-                async move { c.register_member(req).await }
-            })
-            .await?;
+        AdminCommand::RegisterMember { member, token_file } => {
+            let r = admin_tokens::register(&remote, &member, &Destination::file(token_file), d).await?;
             println!("registered {member}: reads events after {}", r.registered_at);
             Ok(())
+        }
+        AdminCommand::RotateMemberToken { member, token_file } => {
+            admin_tokens::rotate(&remote, &member, &Destination::file(token_file), d).await
         }
         AdminCommand::DisableMember { member } => {
             let req = DisableMemberRequest { member: member.clone() };
@@ -246,8 +263,8 @@ pub async fn run(args: AdminArgs) -> Result<()> {
             Ok(())
         }
         AdminCommand::Bootstrap(b) => admin_topology::bootstrap(&remote, b, d).await,
-        AdminCommand::JoinParticipant { participant, serial } => {
-            admin_topology::join_participant(&remote, participant, serial, d).await
+        AdminCommand::JoinParticipant { participant, token_dir, serial } => {
+            admin_topology::join_participant(&remote, participant, &Destination::dir(token_dir), serial, d).await
         }
         AdminCommand::HostParty { party, participants, serial } => {
             admin_topology::host_party(&remote, party, participants, serial, d).await

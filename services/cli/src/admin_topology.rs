@@ -8,13 +8,14 @@
 //! does not follow what exists is refused with what exists; after publishing, the mediator's
 //! outcome (accepted, or ignored by every node and why) is reported.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use syncline_node::config::RemoteConfig;
 use syncline_proto::mediator::mediator_admin_service_client::MediatorAdminServiceClient;
 use syncline_proto::mediator::{StoredTopologyTransaction, TopologyRequest, TopologyResponse};
-use syncline_proto::sequencer::{PublishTopologyRequest, RegisterMemberRequest};
+use syncline_proto::sequencer::PublishTopologyRequest;
 use syncline_protocol::messages::{
     self, Mapping, MediatorState, Message, Operation, ParticipantJoin, PartyToParticipant, Permission,
     SynchronizerParameters, TopologyTransaction,
@@ -23,6 +24,7 @@ use syncline_protocol::topology::MappingKey;
 use tonic::Status;
 
 use crate::admin::{on_a_sequencer, try_next, Node};
+use crate::admin_tokens::{self, Destination};
 
 /// Options of `syncline admin bootstrap`.
 #[derive(clap::Args, Debug)]
@@ -42,6 +44,10 @@ pub struct BootstrapArgs {
     /// Delay between a topology transaction's sequencing and its effect.
     #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
     topology_change_delay: Duration,
+    /// Write the mediator's member token to DIR/<mediator>.token (readable by its owner only;
+    /// name it in the replicas' sequencer.token_file) instead of printing it.
+    #[arg(long)]
+    token_dir: Option<PathBuf>,
 }
 
 /// A hosting participant on the command line: `NAME[:submission|confirmation|observation]`.
@@ -108,16 +114,22 @@ pub async fn bootstrap(remote: &RemoteConfig, args: BootstrapArgs, d: Duration) 
             );
         }
     }
-    register(remote, &args.mediator, d).await?;
+    admin_tokens::register(remote, &args.mediator, &Destination::dir(args.token_dir), d).await?;
     println!("registered mediator member {}", args.mediator);
     publish_all(remote, &txs, seen, d).await
 }
 
 /// `join-participant`: register the member and publish its join.
-pub async fn join_participant(remote: &RemoteConfig, participant: String, serial: u32, d: Duration) -> Result<()> {
+pub async fn join_participant(
+    remote: &RemoteConfig,
+    participant: String,
+    tokens: &Destination,
+    serial: u32,
+    d: Duration,
+) -> Result<()> {
     let tx = add(serial, Mapping::ParticipantJoin(ParticipantJoin { participant: participant.clone() }));
     let seen = checked(remote, &tx, d).await?;
-    register(remote, &participant, d).await?;
+    admin_tokens::register(remote, &participant, tokens, d).await?;
     println!("registered participant member {participant}");
     publish_all(remote, &[tx], seen, d).await
 }
@@ -168,16 +180,6 @@ async fn checked(
         }
     }
     Ok(seen)
-}
-
-async fn register(remote: &RemoteConfig, member: &str, d: Duration) -> Result<()> {
-    let req = RegisterMemberRequest { member: member.to_string() };
-    on_a_sequencer(remote, None, d, |mut c| {
-        let req = req.clone();
-        async move { c.register_member(req).await }
-    })
-    .await?;
-    Ok(())
 }
 
 /// Publish `txs` (those not yet in effect in `seen`) and report each one's outcome.

@@ -15,7 +15,9 @@ use syncline_coordination::DbConfig;
 use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
 use syncline_sequencer::store::timestamps::now_micros;
 use syncline_sequencer::{Sequencer, SequencerSettings};
-use syncline_sequencer_client::{AdminClient, ClientConfig, RequestBuilder, SequencerApi, SequencerClient};
+use syncline_sequencer_client::{
+    AdminClient, ClientConfig, RequestBuilder, SequencerApi, SequencerClient, TokenSource,
+};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -421,11 +423,11 @@ async fn sequencing(url: &str, n: usize, args: &BenchArgs, phase: Duration, rate
     let admin = AdminClient::new(cluster.addrs[0].clone(), ClientConfig::default())?;
     let run = rand::random::<u32>();
     let senders: Vec<String> = (0..args.concurrency).map(|i| format!("bench-sender-{run}-{i}")).collect();
-    for m in senders.iter().map(String::as_str).chain([RECEIVER]) {
-        admin.register_member(m).await?;
-    }
+    let members: Vec<&str> = senders.iter().map(String::as_str).chain([RECEIVER]).collect();
+    let tokens = crate::procs::register(&admin, &members, None).await?;
     // Subscribe from now on, so earlier phases' events do not count.
     let receiver = SequencerClient::new([cluster.addrs[0].clone()], ClientConfig::default())?;
+    receiver.set_token(RECEIVER, TokenSource::Token(tokens[RECEIVER].clone()));
     let mut sub = receiver.subscribe(RECEIVER, Some(now_micros()));
     let delivered = Arc::new(AtomicU64::new(0));
     let last_delivery = Arc::new(Mutex::new(Instant::now()));
@@ -465,6 +467,8 @@ async fn sequencing(url: &str, n: usize, args: &BenchArgs, phase: Duration, rate
     for (i, sender) in senders.iter().enumerate() {
         let mut client = SequencerServiceClient::new(channels[i % channels.len()].clone());
         let (sender, accepted, overloaded) = (sender.clone(), accepted.clone(), overloaded.clone());
+        // Authenticated like any member's client (the cost is part of what is measured).
+        let authorization: tonic::metadata::AsciiMetadataValue = format!("Bearer {}", tokens[&sender]).parse()?;
         let payload = args.payload.max(8);
         tasks.push(tokio::spawn(async move {
             let mut ticker = per_sender_interval.map(|d| {
@@ -483,6 +487,8 @@ async fn sequencing(url: &str, n: usize, args: &BenchArgs, phase: Duration, rate
                     .to([RECEIVER], content)
                     .within(Duration::from_secs(60))
                     .build();
+                let mut req = tonic::Request::new(req);
+                req.metadata_mut().insert("authorization", authorization.clone());
                 match client.send(req).await {
                     Ok(_) => {
                         accepted.fetch_add(1, Ordering::Relaxed);
@@ -579,12 +585,10 @@ async fn measure_kill(nodes: &mut [Node]) -> Result<KillPause> {
     let member = format!("bench-kill-receiver-{run}");
     let admin = admin_of(&nodes[1])?;
     let sender = format!("bench-kill-sender-{run}");
-    for m in [member.as_str(), sender.as_str()] {
-        admin.register_member(m).await?;
-    }
+    let tokens = crate::procs::register(&admin, &[member.as_str(), sender.as_str()], None).await?;
     let log = Log::default();
-    let mut follower = follow(client_of(&nodes[1..])?, member.clone(), log.clone());
-    let senders = client_of(nodes)?;
+    let mut follower = follow(client_of(&nodes[1..], &tokens)?, member.clone(), log.clone());
+    let senders = client_of(nodes, &tokens)?;
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / KILL_RATE));
     let start = Instant::now();
     let mut killed_at = None;

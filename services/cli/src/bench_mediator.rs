@@ -85,8 +85,9 @@ fn mediator(dir: &Path, name: &str, member: &str, seq: &Node) -> Result<Node> {
         format!(
             "[mediators.{name}]\nmember = \"{member}\"\npublic_api = {{ address = \"{public}\" }}\n\
              admin_api = {{ address = \"{admin}\" }}\nhealth = {{ address = \"{health}\" }}\n\
-             sequencer = {{ endpoints = [\"{}\"] }}\n",
-            seq.url()
+             sequencer = {{ endpoints = [\"{}\"], token_file = \"{}\" }}\n",
+            seq.url(),
+            crate::admin_tokens::token_file(dir, member).display()
         ),
     )?;
     Ok(Node { name: name.to_string(), public, admin, health, config, child: None, log: None })
@@ -107,8 +108,7 @@ async fn measure(
     let admin = admin_of(seq)?;
     let participant = format!("bench-participant-{run}");
     let party = format!("bench-party-{run}");
-    admin.register_member(member).await?;
-    admin.register_member(&participant).await?;
+    let tokens = crate::procs::register(&admin, &[member, participant.as_str()], Some(dir)).await?;
     meds[0].spawn(dir, storage)?;
     wait_healthy(&mut meds[0], Duration::from_secs(60)).await.context("the first mediator replica never led")?;
     meds[1].spawn(dir, storage)?;
@@ -149,7 +149,7 @@ async fn measure(
         }
     }
 
-    let client = client_of(std::slice::from_ref(seq))?;
+    let client = client_of(std::slice::from_ref(seq), &tokens)?;
     let (verdicts_tx, mut verdicts) = mpsc::unbounded_channel();
     let follower = {
         let (client, participant) = (client.clone(), participant.clone());

@@ -156,8 +156,9 @@ fn node(dir: &Path, table: &str, name: &str, member: &str, db: Option<&str>, seq
         format!(
             "[{table}.{name}]\nmember = \"{member}\"\n{storage}public_api = {{ address = \"{public}\" }}\n\
              admin_api = {{ address = \"{admin}\" }}\nhealth = {{ address = \"{health}\" }}\n\
-             sequencer = {{ endpoints = [\"{}\"] }}\n{own} = {{ time_proof_delay = \"50ms\" }}\n",
-            seq.url()
+             sequencer = {{ endpoints = [\"{}\"], token_file = \"{}\" }}\n{own} = {{ time_proof_delay = \"50ms\" }}\n",
+            seq.url(),
+            crate::admin_tokens::token_file(dir, member).display()
         ),
     )?;
     Ok(Node { name: name.to_string(), public, admin, health, config, child: None, log: None })
@@ -175,9 +176,8 @@ async fn bootstrap(
     participants: &[&str],
 ) -> Result<()> {
     let admin = admin_of(seq)?;
-    for m in std::iter::once(mediator).chain(participants.iter().copied()) {
-        admin.register_member(m).await?;
-    }
+    let members: Vec<&str> = std::iter::once(mediator).chain(participants.iter().copied()).collect();
+    crate::procs::register(&admin, &members, Some(dir)).await?;
     nodes[0].spawn(dir, storage)?;
     wait_healthy(&mut nodes[0], Duration::from_secs(60)).await.context("the mediator never led")?;
     // Serials follow what earlier benches on the same database left (the mediator's store).

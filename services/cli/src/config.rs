@@ -157,6 +157,22 @@ sequencer = { endpoints = ["http://127.0.0.1:4001"] }
                 "mediators.med1.mediator.time_proof_delay: must be between",
             ),
             (format!("{MEDIATOR}[mediators.med1.mediator]\ntime_proof = \"1s\"\n"), "time_proof"),
+            (
+                MEDIATOR.replace(
+                    endpoints,
+                    "sequencer = { endpoints = [\"http://127.0.0.1:4001\"], token = \"t\", token_file = \"/t\" }\n",
+                ),
+                "mediators.med1.sequencer.token: give either token or token_file, not both",
+            ),
+            (
+                MEDIATOR.replace(endpoints, "sequencer = { endpoints = [\"http://127.0.0.1:4001\"], token = \" \" }\n"),
+                "mediators.med1.sequencer.token: is empty",
+            ),
+            (
+                MEDIATOR
+                    .replace(endpoints, "sequencer = { endpoints = [\"http://127.0.0.1:4001\"], tokens = \"t\" }\n"),
+                "tokens",
+            ),
         ] {
             let f = write(d.path(), "m.toml", &format!("{STORAGE}{text}"));
             let e = load(&[f]).unwrap_err().to_string();

@@ -110,7 +110,7 @@ pub async fn run_on(t: &mut Topology, seed: u64, faults: usize, seconds: u64, ra
         );
     }
     let sequencers: Vec<String> = t.sequencers.iter().map(|n| n.url()).collect();
-    let extra = order::run(&sequencers, &app).await;
+    let extra = order::run(&sequencers, &t.dir, &app).await;
     verify(&app, extra).await.with_context(|| format!("chaos run with seed {seed}"))
 }
 

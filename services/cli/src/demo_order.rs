@@ -5,11 +5,12 @@
 //! gap-free (every offset up to the ledger end is a transaction or a completion, none twice).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use syncline_protocol::messages::{decode, Message};
-use syncline_sequencer_client::{ClientConfig, Event, SequencerApi, SequencerClient};
+use syncline_sequencer_client::{ClientConfig, Event, SequencerApi, SequencerClient, TokenSource};
 use tonic::Status;
 
 use super::checks::{ledger_end, updates, Check};
@@ -21,12 +22,12 @@ const QUIET: Duration = Duration::from_secs(2);
 /// How long a sequencer may take to reach an event another one already served.
 const CATCH_UP: Duration = Duration::from_secs(20);
 
-/// Run the checks against `sequencers` (URLs of each, not a load balancer) and `app`'s
-/// participants.
-pub async fn run(sequencers: &[String], app: &App) -> Vec<Check> {
+/// Run the checks against `sequencers` (URLs of each, not a load balancer; the members'
+/// tokens in `tokens`) and `app`'s participants.
+pub async fn run(sequencers: &[String], tokens: &Path, app: &App) -> Vec<Check> {
     let mut out = Vec::new();
     let mut streams = BTreeMap::new();
-    match one_order(sequencers, &mut streams).await {
+    match one_order(sequencers, tokens, &mut streams).await {
         Ok(line) => out.push(Check { ok: true, line }),
         Err(line) => out.push(Check { ok: false, line }),
     }
@@ -42,14 +43,18 @@ pub async fn run(sequencers: &[String], app: &App) -> Vec<Check> {
 
 /// Each member's events as every sequencer serves them, all equal; the first sequencer's kept
 /// in `streams`.
-async fn one_order(sequencers: &[String], streams: &mut BTreeMap<String, Vec<Event>>) -> Result<String, String> {
+async fn one_order(
+    sequencers: &[String],
+    tokens: &Path,
+    streams: &mut BTreeMap<String, Vec<Event>>,
+) -> Result<String, String> {
     let members: Vec<&str> = std::iter::once(MEDIATOR).chain(PARTICIPANTS).collect();
     let mut counts = Vec::new();
     for m in &members {
-        let first = events(&sequencers[0], m, None).await?;
+        let first = events(&sequencers[0], tokens, m, None).await?;
         let last = first.last().map(|e| e.timestamp);
         for s in &sequencers[1..] {
-            let other = events(s, m, Some(last.unwrap_or(i64::MIN))).await?;
+            let other = events(s, tokens, m, Some(last.unwrap_or(i64::MIN))).await?;
             if let Some(i) = (0..first.len().max(other.len())).find(|i| first.get(*i) != other.get(*i)) {
                 return Err(format!(
                     "one order per subscriber — NOT: {m} on {s} differs from {} at event #{i} ({} vs {} events)",
@@ -69,10 +74,12 @@ async fn one_order(sequencers: &[String], streams: &mut BTreeMap<String, Vec<Eve
     ))
 }
 
-/// `member`'s events served by the sequencer at `url`, from the first: until the stream is
-/// quiet, or (with `until`) up to that timestamp.
-async fn events(url: &str, member: &str, until: Option<i64>) -> Result<Vec<Event>, String> {
-    let client = SequencerClient::new([url], ClientConfig::default()).map_err(|e| format!("{url}: {e}"))?;
+/// `member`'s events served by the sequencer at `url` (as the member, with its token from
+/// `tokens`), from the first: until the stream is quiet, or (with `until`) up to that timestamp.
+async fn events(url: &str, tokens: &Path, member: &str, until: Option<i64>) -> Result<Vec<Event>, String> {
+    let client = SequencerClient::new([url], ClientConfig::default())
+        .map_err(|e| format!("{url}: {e}"))?
+        .with_token(member, TokenSource::File(crate::admin_tokens::token_file(tokens, member)));
     let mut stream = client.subscribe(member, None);
     let mut out: Vec<Event> = Vec::new();
     let wait = if until.is_some() { CATCH_UP } else { QUIET };

@@ -266,9 +266,11 @@ impl Topology {
     /// participant2.
     fn bootstrap(&self) -> Result<()> {
         println!("  bootstrap  syncline admin -c {}:", self.remote.display());
-        self.admin(&["bootstrap", "--mediator", MEDIATOR])?;
+        // Tokens go where the replicas' configs look for them (Node::configure_replica).
+        let tokens = self.dir.display().to_string();
+        self.admin(&["bootstrap", "--mediator", MEDIATOR, "--token-dir", &tokens])?;
         for p in PARTICIPANTS {
-            self.admin(&["join-participant", p])?;
+            self.admin(&["join-participant", p, "--token-dir", &tokens])?;
         }
         self.admin(&["host-party", ALICE, "--participant", PARTICIPANTS[0]])?;
         self.admin(&["host-party", BOB, "--participant", PARTICIPANTS[1]])?;

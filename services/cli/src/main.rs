@@ -2,6 +2,7 @@
 //! (admin) and the benchmarks (bench).
 
 mod admin;
+mod admin_tokens;
 mod admin_topology;
 mod bench;
 mod bench_cpu;

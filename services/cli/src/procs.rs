@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use futures_util::StreamExt;
 use syncline_embedded_pg::free_addr;
 use syncline_sequencer_client::{
-    AdminClient, ClientConfig, RequestBuilder, SendRequest, SequencerApi, SequencerClient, SubscribeError,
+    AdminClient, ClientConfig, RequestBuilder, SendRequest, SequencerApi, SequencerClient, SubscribeError, TokenSource,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -50,7 +50,9 @@ impl Node {
     }
 
     /// Write the config file of a replica of mediator or participant `member` (`kind`) into
-    /// `dir`: its own database `db`, the sequencers at `sequencers` (URLs); not started yet.
+    /// `dir`: its own database `db`, the sequencers at `sequencers` (URLs), its member token
+    /// read from `dir/<member>.token` (as `syncline admin ... --token-dir dir` writes it);
+    /// not started yet.
     pub fn configure_replica(
         dir: &Path,
         kind: Replicated,
@@ -62,13 +64,15 @@ impl Node {
         let (public, admin, health) = (free_addr()?, free_addr()?, free_addr()?);
         let config = dir.join(format!("{name}.toml"));
         let endpoints: Vec<String> = sequencers.iter().map(|s| format!("\"{s}\"")).collect();
+        let token = crate::admin_tokens::token_file(dir, member);
         std::fs::write(
             &config,
             format!(
                 "[{table}.{name}]\nmember = \"{member}\"\nstorage = {{ url = \"{db}\" }}\n\
                  public_api = {{ address = \"{public}\" }}\nadmin_api = {{ address = \"{admin}\" }}\n\
-                 health = {{ address = \"{health}\" }}\nsequencer = {{ endpoints = [{}] }}\n",
+                 health = {{ address = \"{health}\" }}\nsequencer = {{ endpoints = [{}], token_file = \"{}\" }}\n",
                 endpoints.join(", "),
+                token.display(),
                 table = kind.table(),
             ),
         )?;
@@ -231,9 +235,35 @@ pub fn message(sender: &str, to: &str, id: &str, within: Duration) -> SendReques
     RequestBuilder::new(sender, id).to([to], id).within(within).build()
 }
 
-/// A client of the public APIs of `nodes`, in order.
-pub fn client_of(nodes: &[Node]) -> Result<SequencerClient> {
-    Ok(SequencerClient::new(nodes.iter().map(Node::url), ClientConfig::default())?)
+/// A client of the public APIs of `nodes`, in order, presenting `tokens` (member → token).
+pub fn client_of(nodes: &[Node], tokens: &Tokens) -> Result<SequencerClient> {
+    let client = SequencerClient::new(nodes.iter().map(Node::url), ClientConfig::default())?;
+    for (member, token) in tokens {
+        client.set_token(member, TokenSource::Token(token.clone()));
+    }
+    Ok(client)
+}
+
+/// Member → token.
+pub type Tokens = std::collections::BTreeMap<String, String>;
+
+/// Register `members` through `admin` (each must be new: its token is issued now), writing
+/// each token to `dir/<member>.token` when `dir` is given (where node configs made by this
+/// module look); the tokens.
+pub async fn register(admin: &AdminClient, members: &[&str], dir: Option<&Path>) -> Result<Tokens> {
+    let mut tokens = Tokens::new();
+    for m in members {
+        let token = admin
+            .register_member(m)
+            .await?
+            .token
+            .with_context(|| format!("member {m} was registered before: its token is not handed out again"))?;
+        if let Some(dir) = dir {
+            std::fs::write(crate::admin_tokens::token_file(dir, m), &token)?;
+        }
+        tokens.insert(m.to_string(), token);
+    }
+    Ok(tokens)
 }
 
 /// A client of `node`'s admin API.

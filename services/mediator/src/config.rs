@@ -108,8 +108,8 @@ impl NodeSection for MediatorConfig {
 
     fn validate(&self) -> Result<(), InvalidKey> {
         validate_replicated(&self.replication, self.member.as_deref())?;
-        if let Some(problem) = self.sequencer.problem() {
-            return Err(InvalidKey { key: "sequencer.endpoints".into(), problem });
+        if let Some((key, problem)) = self.sequencer.problem() {
+            return Err(InvalidKey { key: format!("sequencer.{key}"), problem });
         }
         self.mediator.validate()
     }

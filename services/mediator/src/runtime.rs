@@ -60,7 +60,10 @@ pub async fn run<S: SequencerApi + Clone + 'static>(
         spawn_verdict(&mut sends, &ctx, &request);
     }
 
-    let hint = format!("run `syncline admin bootstrap --mediator {}`", ctx.member);
+    let hint = format!(
+        "run `syncline admin bootstrap --mediator {} --token-dir DIR` and name DIR/{}.token in sequencer.token_file",
+        ctx.member, ctx.member
+    );
     let mut events = Subscription::new(ctx.sequencer.clone(), &ctx.member, position, hint);
     let mut last_ts = position.unwrap_or(0);
     let mut acknowledged = last_ts;

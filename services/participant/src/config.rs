@@ -197,8 +197,8 @@ impl NodeSection for ParticipantConfig {
 
     fn validate(&self) -> Result<(), InvalidKey> {
         validate_replicated(&self.replication, self.member.as_deref())?;
-        if let Some(problem) = self.sequencer.problem() {
-            return Err(InvalidKey { key: "sequencer.endpoints".into(), problem });
+        if let Some((key, problem)) = self.sequencer.problem() {
+            return Err(InvalidKey { key: format!("sequencer.{key}"), problem });
         }
         self.participant.validate()?;
         self.ledger_api.auth.validate()

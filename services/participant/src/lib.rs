@@ -93,6 +93,9 @@ impl Participant {
         db::migrate(&db_config).await?;
         let db = Db::new(db_config)?;
         let sequencer = SequencerClient::new(cfg.sequencer.endpoints.iter().cloned(), ClientConfig::default())?;
+        if let Some(token) = cfg.sequencer.token_source() {
+            sequencer.set_token(&member, token);
+        }
         let shared = Arc::new(Shared {
             member: member.clone(),
             replica: name.to_string(),

@@ -95,7 +95,9 @@ pub(crate) async fn run(shared: Arc<Shared>, fence: Fence, stop: CancellationTok
     let _close = CloseApi(shared.clone(), active.clone());
     tracing::info!(position = ?ledger.processed_ts, ledger_end = ledger.ledger_end, "leading: ledger API open, resuming after the processed position");
 
-    let hint = format!("run `syncline admin join-participant {member}`");
+    let hint = format!(
+        "run `syncline admin join-participant {member} --token-dir DIR` and name DIR/{member}.token in sequencer.token_file"
+    );
     let mut events = Subscription::new(shared.sequencer.clone(), &member, ledger.processed_ts, hint);
     let mut last_ts = ledger.processed_ts.unwrap_or(0);
     let mut acknowledged = last_ts;

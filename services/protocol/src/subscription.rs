@@ -51,7 +51,7 @@ impl<S: SequencerApi> Subscription<S> {
                 }
                 Some(Err(e)) if e.is_unknown_member() => {
                     if !self.warned {
-                        tracing::warn!(member = %self.member, "the member is not registered at the sequencers yet; waiting ({})", self.hint);
+                        tracing::warn!(member = %self.member, "the member is not registered at the sequencers yet, or its token is not there yet; waiting ({}): {e}", self.hint);
                         self.warned = true;
                     }
                     tokio::time::sleep(UNREGISTERED_RETRY).await;

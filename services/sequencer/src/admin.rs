@@ -15,7 +15,8 @@ use syncline_proto::sequencer::sequencer_admin_service_server::SequencerAdminSer
 use syncline_proto::sequencer::{
     DisableMemberRequest, DisableMemberResponse, MemberAck, PruneRequest, PruneResponse, PruningStatusRequest,
     PruningStatusResponse, PublishTopologyRequest, PublishTopologyResponse, RegisterMemberRequest,
-    RegisterMemberResponse, SequencerStatusRequest, SequencerStatusResponse, WatermarkStatus,
+    RegisterMemberResponse, RotateMemberTokenRequest, RotateMemberTokenResponse, SequencerStatusRequest,
+    SequencerStatusResponse, WatermarkStatus,
 };
 use tonic::{Request, Response, Status};
 
@@ -107,8 +108,23 @@ impl SequencerAdminService for AdminApi {
         request: Request<RegisterMemberRequest>,
     ) -> Result<Response<RegisterMemberResponse>, Status> {
         let member = request.into_inner().member;
-        let m = self.within("register the member", self.admin_wait(), self.inner.members.register(&member)).await?;
-        Ok(Response::new(RegisterMemberResponse { registered_at: m.registered_ts }))
+        let (m, token) =
+            self.within("register the member", self.admin_wait(), self.inner.members.register(&member)).await?;
+        if token.is_some() {
+            tracing::info!(node = %self.inner.settings.name, member, "member registered; token issued");
+        }
+        Ok(Response::new(RegisterMemberResponse { registered_at: m.registered_ts, token: token.unwrap_or_default() }))
+    }
+
+    async fn rotate_member_token(
+        &self,
+        request: Request<RotateMemberTokenRequest>,
+    ) -> Result<Response<RotateMemberTokenResponse>, Status> {
+        let member = request.into_inner().member;
+        let token =
+            self.within("rotate the member token", self.admin_wait(), self.inner.members.rotate_token(&member)).await?;
+        tracing::info!(node = %self.inner.settings.name, member, "member token rotated");
+        Ok(Response::new(RotateMemberTokenResponse { token }))
     }
 
     async fn disable_member(

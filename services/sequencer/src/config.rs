@@ -10,7 +10,7 @@ use syncline_node::config::{
     ApiConfig, CommonSections, HealthConfig, InvalidKey, MetricsConfig, NodeSection, PublicApiConfig, StorageOverride,
 };
 
-use crate::SequencerSettings;
+use crate::{MemberAuth, SequencerSettings};
 
 /// One sequencer node.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -26,6 +26,12 @@ pub struct SequencerConfig {
     pub health: HealthConfig,
     /// Optional extra metrics listener.
     pub metrics: Option<MetricsConfig>,
+    /// `"required"` (default): every public call carries the token of the member it acts as
+    /// (`authorization: Bearer <token>`, issued by `syncline admin register-member`,
+    /// `bootstrap` or `join-participant`); `"off"`: anyone reaching the public API may act as
+    /// any member, for trusted networks only.
+    #[serde(default)]
+    pub member_auth: MemberAuth,
     /// HA parameters.
     #[serde(default)]
     pub high_availability: HaConfig,
@@ -153,6 +159,7 @@ impl SequencerConfig {
             max_sequencing_horizon: w.max_sequencing_horizon,
             max_clock_wait: ha.max_clock_wait,
             allow_unsafe_commit: w.allow_unsafe_commit,
+            member_auth: self.member_auth,
             ..SequencerSettings::default()
         }
     }
@@ -263,6 +270,22 @@ health = { address = "127.0.0.1:4003" }
         assert_eq!(ha.keep_alive_interval, Duration::from_millis(20), "set by the later file");
         assert_eq!(ha.offline_duration, Duration::from_secs(8), "default");
         assert_eq!(cfg.sequencers["seq1"].health.check, HealthCheck::Ping);
+    }
+
+    #[test]
+    fn member_auth_is_required_unless_turned_off_and_other_values_are_refused() {
+        let d = tmp();
+        let a = write(d.path(), "a.toml", &format!("{STORAGE}{NODE}"));
+        assert_eq!(load(&[a]).unwrap().sequencers["seq1"].settings("seq1").member_auth, MemberAuth::Required);
+        let b = write(d.path(), "b.toml", &format!("{STORAGE}{NODE}member_auth = \"off\"\n"));
+        assert_eq!(load(&[b]).unwrap().sequencers["seq1"].settings("seq1").member_auth, MemberAuth::Off);
+        let c = write(d.path(), "c.toml", &format!("{STORAGE}{NODE}member_auth = \"optional\"\n"));
+        let e = load(std::slice::from_ref(&c)).unwrap_err().to_string();
+        assert!(
+            e.contains("sequencers.seq1.member_auth") && e.contains("`optional`") && e.contains("`required` or `off`"),
+            "{e}"
+        );
+        assert!(e.contains(&c.display().to_string()), "{e}");
     }
 
     #[test]

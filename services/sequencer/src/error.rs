@@ -7,6 +7,7 @@ use syncline_coordination::DbError;
 
 use crate::store::error::StoreError;
 
+use crate::auth::AuthFailure;
 use crate::settings::InvalidSetting;
 use tonic::{Code, Status};
 
@@ -28,6 +29,28 @@ pub enum SequencerError {
     /// A public send from the synchronizer operator, who sends only through the admin API.
     #[error("{} sends only through the admin API (SequencerAdminService.PublishTopology, e.g. `syncline admin bootstrap`), not through the public Send", syncline_protocol::topology::OPERATOR)]
     OperatorSend,
+    /// A public call without a valid member token.
+    #[error("{}", unauthenticated(*reason, what, member))]
+    Unauthenticated {
+        /// What was wrong with the credential.
+        reason: AuthFailure,
+        /// What the call tried, e.g. "send as".
+        what: String,
+        /// The member it tried to act as.
+        member: String,
+    },
+    /// A valid token of one member, used to act as another.
+    #[error("authenticated as member {authenticated}, which may not {what} member {member}: a member's token acts only for that member")]
+    WrongMember {
+        /// Always [`AuthFailure::WrongMember`] (the metric label).
+        reason: AuthFailure,
+        /// The member the token belongs to.
+        authenticated: String,
+        /// What the call tried, e.g. "send as".
+        what: String,
+        /// The member it tried to act as.
+        member: String,
+    },
     /// A request that can never succeed as sent.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
@@ -188,6 +211,8 @@ impl From<SequencerError> for Status {
             SequencerError::UnknownMember(_) => Code::NotFound,
             SequencerError::MemberDisabled(_) => Code::PermissionDenied,
             SequencerError::OperatorSend => Code::PermissionDenied,
+            SequencerError::Unauthenticated { .. } => Code::Unauthenticated,
+            SequencerError::WrongMember { .. } => Code::PermissionDenied,
             SequencerError::InvalidRequest(_) => Code::InvalidArgument,
             // As tonic does for messages over its decoding limit.
             SequencerError::TooLarge { .. } => Code::OutOfRange,
@@ -204,6 +229,25 @@ impl From<SequencerError> for Status {
             SequencerError::TimedOut { .. } => Code::Unavailable,
         };
         Status::new(code, e.to_string())
+    }
+}
+
+/// The message of an [`SequencerError::Unauthenticated`]: what was wrong, never the token.
+fn unauthenticated(reason: AuthFailure, what: &str, member: &str) -> String {
+    match reason {
+        AuthFailure::Missing => format!(
+            "no member token: a call to {what} member {member} must carry the gRPC metadata \
+             `authorization: Bearer <token>` with {member}'s token (issued at its registration)"
+        ),
+        AuthFailure::Malformed => format!(
+            "the authorization metadata of this call to {what} member {member} is not `Bearer <token>` \
+             with a token issued by these sequencers"
+        ),
+        AuthFailure::UnknownToken => format!(
+            "the bearer token of this call to {what} member {member} belongs to no member \
+             (it was never issued here, or it was rotated since)"
+        ),
+        AuthFailure::WrongMember => format!("the token may not {what} member {member}"),
     }
 }
 

@@ -3,6 +3,7 @@
 //! that never pass the safe watermark.
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod health;
@@ -30,6 +31,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use admin::AdminApi;
+pub use auth::MemberAuth;
 pub use error::{Result, SequencerError};
 pub use health::SequencerHealth;
 pub use members::Members;
@@ -70,6 +72,7 @@ impl Sequencer {
     pub async fn start(db_config: DbConfig, settings: SequencerSettings) -> Result<Sequencer> {
         // Before anything is spawned: a zero interval panics its task or spins.
         settings.validate()?;
+        auth::register_metrics(&settings.name);
         let db = Db::new(db_config.clone())?;
         let cancel = CancellationToken::new();
         let (queue, rx) = mpsc::channel(settings.queue_size.max(1));

@@ -10,6 +10,7 @@ use crate::store::timestamps::now_micros;
 use scoped_futures::ScopedFutureExt;
 use syncline_coordination::{Db, DbError};
 
+use crate::auth;
 use crate::error::{Result, SequencerError};
 use syncline_sequencer_client::BROADCAST_RECIPIENT;
 
@@ -40,14 +41,48 @@ impl Members {
 
     /// Register `name` (idempotent: the first registration's timestamp wins). A new member
     /// reads from the current safe watermark, below every event that can still be written.
-    pub async fn register(&self, name: &str) -> Result<Member> {
+    /// Returns the member and its token when this registration issued one (its first; a
+    /// member registered again keeps its token, which is not stored and so not returned).
+    pub async fn register(&self, name: &str) -> Result<(Member, Option<String>)> {
         validate_name(name)?;
-        let member = self
+        let token = auth::new_token();
+        let hash = auth::hash(&token);
+        let r = self
             .db
-            .run("registering a member", |c| async move { store::register(c, name, now_micros()).await }.scope_boxed())
+            .run("registering a member", |c| {
+                let hash = &hash;
+                async move { store::register(c, name, now_micros(), hash).await }.scope_boxed()
+            })
             .await?;
+        self.remember(&r.member);
+        Ok((r.member, r.token_issued.then_some(token)))
+    }
+
+    /// Issue a new token for `name`; the old one stops working (on other nodes once their
+    /// cached entry expires, within a second).
+    pub async fn rotate_token(&self, name: &str) -> Result<String> {
+        let token = auth::new_token();
+        let hash = auth::hash(&token);
+        let found = self
+            .db
+            .run("rotating a member token", |c| {
+                let hash = &hash;
+                async move { store::rotate_token(c, name, hash).await }.scope_boxed()
+            })
+            .await?;
+        let member = found.ok_or_else(|| SequencerError::UnknownMember(name.to_string()))?;
         self.remember(&member);
-        Ok(member)
+        Ok(token)
+    }
+
+    /// The name of the member whose token hashes to `token_sha256`, read from the database.
+    pub async fn owner_of_token(&self, token_sha256: &[u8]) -> Result<Option<String>> {
+        Ok(self
+            .db
+            .run("looking up a member token", |c| {
+                async move { store::owner_of_token(c, token_sha256).await }.scope_boxed()
+            })
+            .await?)
     }
 
     /// The member called `name`, if registered. A cached entry older than its TTL is

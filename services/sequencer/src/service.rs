@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 use crate::error::{Result, SequencerError};
 use crate::store::events::BROADCAST;
 use crate::writer::{SendResult, Submission};
-use crate::{members, pruning, reader, Inner};
+use crate::{auth, members, pruning, reader, Inner};
 use syncline_protocol::topology::OPERATOR;
 use syncline_sequencer_client::BROADCAST_RECIPIENT;
 
@@ -148,6 +148,8 @@ fn count_send(inner: &Inner, r: &Result<i64>) {
                 SequencerError::MemberDisabled(_) => "disabled_sender",
                 SequencerError::OperatorSend => "operator_sender",
                 SequencerError::InvalidRequest(_) => "invalid",
+                SequencerError::Unauthenticated { .. } => "unauthenticated",
+                SequencerError::WrongMember { .. } => "wrong_member",
                 SequencerError::AlreadyExists { .. } => "message_id_reused",
                 SequencerError::NotSequenced { .. } => "max_sequencing_time",
                 SequencerError::OutcomeUnknown { .. } => "unconfirmed",
@@ -162,10 +164,21 @@ fn count_send(inner: &Inner, r: &Result<i64>) {
 #[tonic::async_trait]
 impl SequencerService for PublicApi {
     async fn send(&self, request: Request<SendRequest>) -> Result<Response<SendResponse>, Status> {
-        let request = request.into_inner();
+        let peer = request.remote_addr();
+        let (metadata, _, request) = request.into_parts();
         // Operator topology is published through the admin port only (see crate::topology).
-        let r =
-            if request.sender == OPERATOR { Err(SequencerError::OperatorSend) } else { self.sequence(request).await };
+        let r = if request.sender == OPERATOR {
+            Err(SequencerError::OperatorSend)
+        } else {
+            // A name that can be no member's is invalid whoever asks.
+            match members::validate_name(&request.sender) {
+                Ok(()) => match auth::authorize(&self.inner, &metadata, peer, &request.sender, "send as").await {
+                    Ok(()) => self.sequence(request).await,
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            }
+        };
         count_send(&self.inner, &r);
         r.map(|timestamp| Response::new(SendResponse { timestamp })).map_err(Status::from)
     }
@@ -173,14 +186,19 @@ impl SequencerService for PublicApi {
     type SubscribeStream = reader::Subscription;
 
     async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
-        let req = request.into_inner();
+        let peer = request.remote_addr();
+        let (metadata, _, req) = request.into_parts();
+        members::validate_name(&req.member)?;
+        auth::authorize(&self.inner, &metadata, peer, &req.member, "subscribe as").await?;
         let member = self.inner.members.require_enabled(&req.member).await?;
         Ok(Response::new(reader::subscribe(self.inner.clone(), member, req.after).await?))
     }
 
     async fn acknowledge(&self, request: Request<AcknowledgeRequest>) -> Result<Response<AcknowledgeResponse>, Status> {
-        let req = request.into_inner();
+        let peer = request.remote_addr();
+        let (metadata, _, req) = request.into_parts();
         members::validate_name(&req.member)?;
+        auth::authorize(&self.inner, &metadata, peer, &req.member, "acknowledge for").await?;
         // Checked against the database, not the member cache: a disable counts at once.
         pruning::acknowledge(&self.inner.db, &req.member, req.timestamp).await?;
         Ok(Response::new(AcknowledgeResponse {}))

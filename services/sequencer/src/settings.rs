@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::auth::MemberAuth;
 use crate::store::timestamps;
 use syncline_node::config::PublicApiConfig;
 
@@ -57,6 +58,9 @@ pub struct SequencerSettings {
     pub allow_unsafe_commit: bool,
     /// Shift of this node's clock in microseconds (tests simulate a skewed host with it).
     pub clock_offset_micros: i64,
+    /// Whether public calls must carry the token of the member they act as (see
+    /// [`crate::auth`]).
+    pub member_auth: MemberAuth,
 }
 
 impl Default for SequencerSettings {
@@ -81,6 +85,7 @@ impl Default for SequencerSettings {
             max_clock_wait: Duration::from_secs(10),
             allow_unsafe_commit: false,
             clock_offset_micros: 0,
+            member_auth: MemberAuth::Required,
         }
     }
 }

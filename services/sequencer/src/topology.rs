@@ -60,6 +60,7 @@ pub fn message_id(tx: &TopologyTransaction) -> String {
 /// Register the operator if needed and broadcast each of `txs`, in order, from it through
 /// `api`'s send path; their timestamps.
 pub async fn publish(api: &PublicApi, txs: &[TopologyTransaction]) -> Result<Vec<i64>> {
+    // The operator sends only through the admin API: its token is not needed.
     api.inner.members.register(OPERATOR).await?;
     let settings = &api.inner.settings;
     // As late as the node accepts, so the message-id claim (what answers a repeat) lives as

@@ -17,7 +17,7 @@ use syncline_protocol::messages::{
 use syncline_protocol::topology::OPERATOR;
 use syncline_sequencer::{Sequencer, SequencerSettings};
 use syncline_sequencer_client::{
-    AdminClient, ClientConfig, Event, RequestBuilder, SequencerApi, SequencerClient, SequencerConnection,
+    AdminClient, ClientConfig, Event, RequestBuilder, SequencerApi, SequencerClient, SequencerConnection, TokenSource,
     BROADCAST_RECIPIENT,
 };
 use syncline_testkit::TestDb;
@@ -47,6 +47,8 @@ pub struct SequencerNode {
     _seq: Sequencer,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// The tokens of the members registered through [`register`](Self::register).
+    tokens: std::sync::Mutex<BTreeMap<String, String>>,
     _db: TestDb,
 }
 
@@ -64,7 +66,7 @@ impl SequencerNode {
             assert!(start.elapsed() < Duration::from_secs(20), "sequencer not serving: {}", seq.health().detail);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        SequencerNode { _server: server, _seq: seq, addr, _db: db }
+        SequencerNode { _server: server, _seq: seq, addr, tokens: Default::default(), _db: db }
     }
 
     /// Its URL.
@@ -72,9 +74,24 @@ impl SequencerNode {
         format!("http://{}", self.addr)
     }
 
-    /// A client of it.
+    /// A client of it, presenting the token of every member registered here.
     pub fn client(&self) -> SequencerClient {
-        SequencerClient::new([self.url()], ClientConfig::default()).unwrap()
+        let client = SequencerClient::new([self.url()], ClientConfig::default()).unwrap();
+        for (member, token) in self.tokens.lock().unwrap().iter() {
+            client.set_token(member, TokenSource::Token(token.clone()));
+        }
+        client
+    }
+
+    /// The token of `member`, registered through [`register`](Self::register).
+    pub fn token(&self, member: &str) -> String {
+        self.tokens.lock().unwrap().get(member).cloned().unwrap_or_else(|| panic!("{member} was not registered"))
+    }
+
+    /// The `sequencer` section of a node of `member` reaching this sequencer at `url` (its own,
+    /// or a proxy's), with the member's token.
+    pub fn connection(&self, member: &str, url: &str) -> SequencerConnection {
+        SequencerConnection { endpoints: vec![url.to_string()], token: Some(self.token(member)), token_file: None }
     }
 
     /// A client of its admin API.
@@ -82,11 +99,13 @@ impl SequencerNode {
         AdminClient::new(self.url(), ClientConfig::default()).unwrap()
     }
 
-    /// Register `members`.
+    /// Register `members`, keeping their tokens for [`client`](Self::client) and
+    /// [`connection`](Self::connection).
     pub async fn register(&self, members: &[&str]) {
         let admin = self.admin();
         for m in members {
-            admin.register_member(m).await.unwrap();
+            let token = admin.register_member(m).await.unwrap().token.expect("a new member gets a token");
+            self.tokens.lock().unwrap().insert(m.to_string(), token);
         }
     }
 
@@ -126,9 +145,15 @@ pub fn party(party: &str, hosts: &[(&str, Permission)]) -> Mapping {
     })
 }
 
-/// A mediator replica's configuration for the tests: member [`MEDIATOR`], listeners on port 0
-/// (unused unless hosted), the sequencer at `sequencer`, time proofs 50 ms after a deadline.
-pub fn mediator_config(sequencer: &str) -> MediatorConfig {
+/// A mediator replica's configuration for the tests: member [`MEDIATOR`] (registered at `seq`),
+/// listeners on port 0 (unused unless hosted), the sequencer `seq` with the mediator's token,
+/// time proofs 50 ms after a deadline.
+pub fn mediator_config(seq: &SequencerNode) -> MediatorConfig {
+    mediator_config_via(seq.connection(MEDIATOR, &seq.url()))
+}
+
+/// [`mediator_config`] with its `sequencer` section given (e.g. a token file written later).
+pub fn mediator_config_via(sequencer: SequencerConnection) -> MediatorConfig {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     MediatorConfig {
         member: Some(MEDIATOR.into()),
@@ -138,7 +163,7 @@ pub fn mediator_config(sequencer: &str) -> MediatorConfig {
         health: HealthConfig { address: any, check: HealthCheck::IsActive },
         metrics: None,
         replication: Default::default(),
-        sequencer: SequencerConnection { endpoints: vec![sequencer.to_string()] },
+        sequencer,
         mediator: MediatorParameters { time_proof_delay: Duration::from_millis(50), ..Default::default() },
     }
 }

@@ -3,7 +3,10 @@
 use std::process::Command;
 use std::time::Duration;
 
+use tonic::Code;
+
 use crate::support::*;
+use syncline_sequencer_client::{RequestBuilder, SendError, SequencerApi};
 use syncline_testkit::{fresh_database, http_get, http_status, wait_for, write_file, Daemon, TempDir};
 
 fn admin(remote: &std::path::Path, args: &[&str]) -> (bool, String) {
@@ -139,4 +142,83 @@ async fn a_daemon_started_while_the_database_is_down_serves_once_it_is_up() {
         http_status(a.health, "/health").await == Some(200)
     })
     .await;
+}
+
+/// The token in `admin`'s output line "token of M (...): TOKEN".
+fn printed_token(out: &str) -> String {
+    let line = out.lines().find(|l| l.starts_with("token of ")).unwrap_or_else(|| panic!("no token printed:\n{out}"));
+    line.rsplit(' ').next().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_tokens_are_issued_once_rotated_and_enforced_by_a_daemon() {
+    let tdb = fresh_database().await;
+    let dir = TempDir::new("syncline-tokens");
+    let storage = write_file(dir.path(), "storage.toml", &format!("[storage]\nurl = \"{}\"\n", tdb.url));
+    let node = sequencer_node("seqt");
+    // The default configuration: member_auth = "required".
+    let cfg = write_file(dir.path(), "seqt.toml", &node.section(""));
+    let _daemon = Daemon::start(&syncline_bin(), dir.path(), "seqt", &[storage, cfg]);
+    let h = node.health;
+    wait_for(Duration::from_secs(60), "seqt healthy", || async move { http_status(h, "/health").await == Some(200) })
+        .await;
+    let remote = write_file(dir.path(), "remote.toml", &format!("[sequencers.seqt]\nadmin_api = \"{}\"\n", node.admin));
+
+    // Printed once at the first registration; written to a private file with --token-file.
+    let (ok, out) = admin(&remote, &["register-member", "alice"]);
+    assert!(ok && out.contains("registered alice"), "{out}");
+    let alice = printed_token(&out);
+    let bob_file = dir.path().join("bob.token");
+    let (ok, out) = admin(&remote, &["register-member", "bob", "--token-file", bob_file.to_str().unwrap()]);
+    assert!(ok && out.contains(&format!("wrote the token of bob to {}", bob_file.display())), "{out}");
+    let bob = std::fs::read_to_string(&bob_file).unwrap().trim().to_string();
+    assert!(bob.starts_with("sltok_") && bob != alice, "{bob}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&bob_file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    // Registering again keeps the token: nothing printed, the file untouched.
+    let (ok, out) = admin(&remote, &["register-member", "bob", "--token-file", bob_file.to_str().unwrap()]);
+    assert!(ok && out.contains("bob was registered before and keeps its token") && !out.contains("sltok_"), "{out}");
+    assert_eq!(std::fs::read_to_string(&bob_file).unwrap().trim(), bob);
+
+    // bob's node reads its token file; alice's client has her printed token.
+    let client = client_of([&node], &Tokens::from([("alice".to_string(), alice.clone())]))
+        .with_token("bob", TokenSource::File(bob_file.clone()));
+    let send = |sender: &str, id: &str| RequestBuilder::new(sender, id).to(["alice", "bob"], id).build();
+    client.send(send("alice", "a1")).await.unwrap();
+    client.send(send("bob", "b1")).await.unwrap();
+    // bob's token replayed as alice: refused and counted on the node's /metrics (published at
+    // zero before, so an alert on its increase sees the first one).
+    let metrics = http_get(node.health, "/metrics").await.unwrap();
+    assert!(
+        metrics.contains("syncline_sequencer_auth_failures_total{node=\"seqt\",reason=\"wrong_member\"} 0"),
+        "{metrics}"
+    );
+    let forged = client_of([&node], &Tokens::from([("alice".to_string(), bob.clone())]));
+    let e = forged.send(send("alice", "forged")).await.unwrap_err();
+    assert!(
+        matches!(&e, SendError::Rejected { code: Code::PermissionDenied, message, .. }
+            if message.starts_with("authenticated as member bob, which may not send as member alice")),
+        "{e}"
+    );
+    let metrics = http_get(node.health, "/metrics").await.unwrap();
+    assert!(
+        metrics.contains("syncline_sequencer_auth_failures_total{node=\"seqt\",reason=\"wrong_member\"} 1"),
+        "{metrics}"
+    );
+
+    // Rotation: the old token stops working; the node reading the file picks up the new one.
+    let (ok, out) = admin(&remote, &["rotate-member-token", "bob", "--token-file", bob_file.to_str().unwrap()]);
+    assert!(ok && out.contains("the previous token of bob no longer works"), "{out}");
+    let rotated = std::fs::read_to_string(&bob_file).unwrap().trim().to_string();
+    assert_ne!(rotated, bob);
+    let old = client_of([&node], &Tokens::from([("bob".to_string(), bob.clone())]));
+    let e = old.send(send("bob", "old")).await.unwrap_err();
+    assert!(matches!(&e, SendError::Rejected { code: Code::Unauthenticated, .. }), "{e}");
+    tokio::time::sleep(Duration::from_millis(1100)).await; // the client re-reads its file
+    client.send(send("bob", "b2")).await.unwrap();
+    let (ok, out) = admin(&remote, &["rotate-member-token", "nobody"]);
+    assert!(!ok && out.contains("member nobody is not registered at this sequencer"), "{out}");
 }

@@ -98,10 +98,7 @@ async fn haproxy_routes_around_a_node_without_database_and_a_killed_node() {
     let frontend = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let _haproxy = Haproxy::start(frontend, &nodes, dir.path().join("haproxy.log"));
     let url = format!("http://{frontend}");
-    let admin = admin_of(&nodes[1]);
-    for m in ["alice", "bob"] {
-        admin.register_member(m).await.unwrap();
-    }
+    let tokens = register(&admin_of(&nodes[1]), &["alice", "bob"]).await;
     // HAProxy needs `rise 2` good checks per server before it routes to it.
     wait_for(Duration::from_secs(15), "HAProxy accepting connections", || {
         let url = url.clone();
@@ -111,6 +108,9 @@ async fn haproxy_routes_around_a_node_without_database_and_a_killed_node() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     // Clients that know only HAProxy's address.
     let client = SequencerClient::new([url.clone()], ClientConfig::default()).unwrap();
+    for (m, t) in &tokens {
+        client.set_token(m, TokenSource::Token(t.clone()));
+    }
     let c = &client;
 
     // bob follows through HAProxy, resubscribing after the last event when a stream breaks.

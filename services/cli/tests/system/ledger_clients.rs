@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use syncline_testkit::{fresh_database, wait_for, Kind, NodeSpec, TempDir, TestDb, Topology};
 
 use crate::support::syncline_bin;
-use crate::synchronizer::{admin, is_active, participant, wait_node, MEDIATOR};
+use crate::synchronizer::{admin, is_active, participant, sequencer_section, wait_node, MEDIATOR};
 
 /// The topology of these tests; its processes stop when it is dropped.
 pub struct LedgerTopology {
@@ -43,14 +43,14 @@ impl LedgerTopology {
         let mut t = Topology::new(&syncline_bin(), dir.path(), &dbs[0].url);
         let seq = t.add(NodeSpec::new(Kind::Sequencer, "seq1"));
         let med = t.add(NodeSpec::new(Kind::Mediator, "med1").with(&format!(
-            "member = \"{MEDIATOR}\"\nstorage = {{ url = \"{}\" }}\nsequencer = {{ endpoints = [\"{}\"] }}\n\
+            "member = \"{MEDIATOR}\"\nstorage = {{ url = \"{}\" }}\n{}\n\
              mediator = {{ time_proof_delay = \"50ms\" }}",
             dbs[1].url,
-            seq.public_url()
+            sequencer_section(&[&seq], dir.path(), MEDIATOR)
         )));
-        let p1a = t.add(participant("p1a", "p1", &dbs[2].url, &seq).with(participant_lines));
-        let p1b = t.add(participant("p1b", "p1", &dbs[2].url, &seq).with(participant_lines));
-        let p2 = t.add(participant("p2", "p2", &dbs[3].url, &seq).with(participant_lines));
+        let p1a = t.add(participant("p1a", "p1", &dbs[2].url, &seq, dir.path()).with(participant_lines));
+        let p1b = t.add(participant("p1b", "p1", &dbs[2].url, &seq, dir.path()).with(participant_lines));
+        let p2 = t.add(participant("p2", "p2", &dbs[3].url, &seq, dir.path()).with(participant_lines));
         let remote = t.remote_config();
         t.start("seq1");
         wait_for(Duration::from_secs(60), "seq1 healthy", || async move {

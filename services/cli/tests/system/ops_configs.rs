@@ -150,13 +150,17 @@ fn every_config_file_of_the_compose_stack_loads_with_the_daemons_loader_and_the_
         cfg.nodes()[0].section.storage(cfg.default_storage()).url.expect("loaded configs have a url")
     };
     // The member and the sequencer endpoints of a replica.
-    fn replica<'a>(daemons: &'a BTreeMap<String, daemon_config::Config>, name: &'a str) -> (&'a str, &'a [String]) {
+    fn replica<'a>(
+        daemons: &'a BTreeMap<String, daemon_config::Config>,
+        name: &'a str,
+    ) -> (&'a str, &'a [String], Option<&'a std::path::Path>) {
         let cfg = &daemons[name];
-        match (cfg.mediators.get(name), cfg.participants.get(name)) {
-            (Some(m), _) => (m.member(name), &m.sequencer.endpoints),
-            (_, Some(p)) => (p.member(name), &p.sequencer.endpoints),
+        let (member, sequencer) = match (cfg.mediators.get(name), cfg.participants.get(name)) {
+            (Some(m), _) => (m.member(name), &m.sequencer),
+            (_, Some(p)) => (p.member(name), &p.sequencer),
             _ => panic!("{name} is not a replicated node"),
-        }
+        };
+        (member, &sequencer.endpoints, sequencer.token_file.as_deref())
     }
     let replica = |name| replica(&daemons, name);
     let init: String = std::fs::read_dir(dir.join("postgres"))
@@ -188,13 +192,26 @@ fn every_config_file_of_the_compose_stack_loads_with_the_daemons_loader_and_the_
         for r in replicas {
             let endpoints: BTreeSet<String> = replica(r).1.iter().cloned().collect();
             assert_eq!(endpoints, public, "{r} connects to every sequencer of the stack");
+            let token = format!("/tokens/{member}.token");
+            assert_eq!(
+                replica(r).2,
+                Some(std::path::Path::new(&token)),
+                "{r} reads its member token where bootstrap writes it"
+            );
         }
     }
+    // The bootstrap writes the member tokens into the volume the replicas read them from.
+    for anchor in ["x-mediator: &mediator\n", "x-participant: &participant\n"] {
+        let at = compose.find(anchor).unwrap_or_else(|| panic!("no {anchor}"));
+        let block = compose[at..].split("\n\n").next().unwrap();
+        assert!(block.contains("\"tokens:/tokens:ro\""), "the replicas mount the tokens volume:\n{block}");
+    }
+    assert!(compose.contains("\"tokens:/tokens\"]"), "bootstrap writes the tokens volume:\n{compose}");
     // The bootstrap publishes mediator1's topology, then joins both participants.
     for step in [
-        "syncline admin -c /config/remote.toml bootstrap --mediator mediator1 &&",
-        "syncline admin -c /config/remote.toml join-participant participant1 &&",
-        "syncline admin -c /config/remote.toml join-participant participant2;",
+        "syncline admin -c /config/remote.toml bootstrap --mediator mediator1 --token-dir /tokens &&",
+        "syncline admin -c /config/remote.toml join-participant participant1 --token-dir /tokens &&",
+        "syncline admin -c /config/remote.toml join-participant participant2 --token-dir /tokens;",
     ] {
         assert!(compose.contains(step), "the bootstrap service does not run `{step}`:\n{compose}");
     }

@@ -25,7 +25,7 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::support::syncline_bin;
-use crate::synchronizer::{admin, is_active, participant, wait_node, MEDIATOR};
+use crate::synchronizer::{admin, is_active, participant, sequencer_section, wait_node, MEDIATOR};
 
 /// Commands the application submits.
 const COMMANDS: usize = 40;
@@ -155,14 +155,14 @@ async fn haproxy_to_participant_replicas_kill9_of_the_leader_every_command_accep
     let mut t = Topology::new(&syncline_bin(), dir.path(), &seq_db.url);
     let seq = t.add(NodeSpec::new(Kind::Sequencer, "seq1"));
     let med = t.add(NodeSpec::new(Kind::Mediator, "med1").with(&format!(
-        "member = \"{MEDIATOR}\"\nstorage = {{ url = \"{}\" }}\nsequencer = {{ endpoints = [\"{}\"] }}\n\
+        "member = \"{MEDIATOR}\"\nstorage = {{ url = \"{}\" }}\n{}\n\
          mediator = {{ time_proof_delay = \"50ms\" }}",
         med_db.url,
-        seq.public_url()
+        sequencer_section(&[&seq], dir.path(), MEDIATOR)
     )));
-    let p1a = t.add(participant("p1a", "p1", &p1_db.url, &seq));
-    let p1b = t.add(participant("p1b", "p1", &p1_db.url, &seq));
-    let p2 = t.add(participant("p2", "p2", &p2_db.url, &seq));
+    let p1a = t.add(participant("p1a", "p1", &p1_db.url, &seq, dir.path()));
+    let p1b = t.add(participant("p1b", "p1", &p1_db.url, &seq, dir.path()));
+    let p2 = t.add(participant("p2", "p2", &p2_db.url, &seq, dir.path()));
     let remote = t.remote_config();
     t.start("seq1");
     wait_for(Duration::from_secs(60), "seq1 healthy", || async move {

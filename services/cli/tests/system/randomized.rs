@@ -31,7 +31,7 @@ use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
 use crate::support::{seed, syncline_bin};
-use crate::synchronizer::{admin, is_active, wait_node, MEDIATOR};
+use crate::synchronizer::{admin, is_active, sequencer_section, wait_node, MEDIATOR};
 
 /// Concurrent applications.
 const APPS: usize = 3;
@@ -40,13 +40,12 @@ const CHAOS: Duration = Duration::from_secs(25);
 /// The applications' user id.
 const USER: &str = "chaos";
 
-/// Replica `name` of participant `member` on database `db`, with every sequencer's endpoint.
-fn replica(name: &str, member: &str, db: &str, seqs: &[&NodeSpec]) -> NodeSpec {
-    let endpoints: Vec<String> = seqs.iter().map(|s| format!("\"{}\"", s.public_url())).collect();
+/// Replica `name` of participant `member` on database `db`, with every sequencer's endpoint,
+/// its token in `dir`.
+fn replica(name: &str, member: &str, db: &str, seqs: &[&NodeSpec], dir: &std::path::Path) -> NodeSpec {
     NodeSpec::new(Kind::Participant, name).with(&format!(
-        "member = \"{member}\"\nstorage = {{ url = \"{db}\" }}\nsequencer = {{ endpoints = [{}] }}\n\
-         participant = {{ time_proof_delay = \"50ms\" }}",
-        endpoints.join(", ")
+        "member = \"{member}\"\nstorage = {{ url = \"{db}\" }}\n{}\nparticipant = {{ time_proof_delay = \"50ms\" }}",
+        sequencer_section(seqs, dir, member)
     ))
 }
 
@@ -302,14 +301,20 @@ impl Chaos {
         let mut t = Topology::new(&syncline_bin(), dir.path(), &dbs[0].url);
         let seqs = [t.add(NodeSpec::new(Kind::Sequencer, "seq1")), t.add(NodeSpec::new(Kind::Sequencer, "seq2"))];
         let both = [&seqs[0], &seqs[1]];
-        let endpoints = format!("[\"{}\", \"{}\"]", seqs[0].public_url(), seqs[1].public_url());
         let med = t.add(NodeSpec::new(Kind::Mediator, "med1").with(&format!(
-            "member = \"{MEDIATOR}\"\nstorage = {{ url = \"{}\" }}\nsequencer = {{ endpoints = {endpoints} }}\n\
+            "member = \"{MEDIATOR}\"\nstorage = {{ url = \"{}\" }}\n{}\n\
              mediator = {{ time_proof_delay = \"50ms\" }}",
-            dbs[1].url
+            dbs[1].url,
+            sequencer_section(&both, dir.path(), MEDIATOR)
         )));
-        let p1 = [t.add(replica("p1a", "p1", &dbs[2].url, &both)), t.add(replica("p1b", "p1", &dbs[2].url, &both))];
-        let p2 = [t.add(replica("p2a", "p2", &dbs[3].url, &both)), t.add(replica("p2b", "p2", &dbs[3].url, &both))];
+        let p1 = [
+            t.add(replica("p1a", "p1", &dbs[2].url, &both, dir.path())),
+            t.add(replica("p1b", "p1", &dbs[2].url, &both, dir.path())),
+        ];
+        let p2 = [
+            t.add(replica("p2a", "p2", &dbs[3].url, &both, dir.path())),
+            t.add(replica("p2b", "p2", &dbs[3].url, &both, dir.path())),
+        ];
         let remote = t.remote_config();
         for s in &seqs {
             t.start(&s.name);

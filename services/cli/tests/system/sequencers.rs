@@ -16,6 +16,7 @@ struct Topology {
     storage: std::path::PathBuf,
     nodes: Vec<SequencerAddrs>,
     daemons: Vec<Option<Daemon>>,
+    tokens: Mutex<Tokens>,
 }
 
 impl Topology {
@@ -24,7 +25,7 @@ impl Topology {
         let dir = TempDir::new("syncline-seq");
         let storage = write_file(dir.path(), "storage.toml", &format!("[storage]\nurl = \"{db_url}\"\n"));
         let nodes: Vec<SequencerAddrs> = (1..=3).map(|i| sequencer_node(&format!("seq{i}"))).collect();
-        let mut t = Topology { dir, storage, nodes, daemons: Vec::new() };
+        let mut t = Topology { dir, storage, nodes, daemons: Vec::new(), tokens: Mutex::default() };
         for i in 0..3 {
             let extra = match &via_proxy {
                 Some((p, url)) if *p == i => format!("storage = {{ url = \"{url}\" }}\n"),
@@ -61,14 +62,17 @@ impl Topology {
 
     /// A client of node `i` alone.
     fn client(&self, i: usize) -> SequencerClient {
-        client_of([&self.nodes[i]])
+        self.client_of([&self.nodes[i]])
+    }
+
+    /// A client of `nodes` with the tokens of the members registered so far.
+    fn client_of<'a>(&self, nodes: impl IntoIterator<Item = &'a SequencerAddrs>) -> SequencerClient {
+        client_of(nodes, &self.tokens.lock().unwrap())
     }
 
     async fn register(&self, members: &[&str]) {
-        let admin = admin_of(&self.nodes[0]);
-        for m in members {
-            admin.register_member(m).await.unwrap();
-        }
+        let tokens = register(&admin_of(&self.nodes[0]), members).await;
+        self.tokens.lock().unwrap().extend(tokens);
     }
 
     /// Record `member`'s events as delivered by node `i` (resubscribing there after failures).
@@ -98,7 +102,7 @@ async fn sends_spread_over_three_processes_reach_every_subscriber_once_in_one_or
     let (sinks, subs): (Vec<_>, Vec<_>) = (0..3).map(|i| t.subscriber(i, "bob")).unzip();
     let n = 90;
     // Round robin over the three processes: send k goes to node k % 3.
-    let client = client_of(&t.nodes);
+    let client = t.client_of(&t.nodes);
     for k in 0..n {
         let sent = client
             .send(send("alice", &format!("m{k}"), &["bob"], format!("{k}").as_bytes(), Duration::from_secs(30)))
@@ -136,7 +140,7 @@ async fn kill_9_under_load_pauses_other_readers_briefly_and_loses_nothing() {
     // An OK means sequenced: an OK'd send is never sent again. Only a send that got no answer
     // (its node died under it) is resent, unchanged, on the next node.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let client = client_of(&t.nodes);
+    let client = t.client_of(&t.nodes);
     let oks: Arc<Mutex<BTreeMap<String, i64>>> = Arc::default();
     let resends = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let load = {
@@ -257,7 +261,7 @@ async fn a_database_cut_turns_one_node_not_serving_while_the_others_sequence() {
     })
     .await;
     let (sink, sub) = t.subscriber(1, "bob");
-    let others = client_of(&t.nodes[1..]);
+    let others = t.client_of(&t.nodes[1..]);
     for k in 0..10 {
         others.send(send("alice", &format!("c{k}"), &["bob"], b"x", Duration::from_secs(30))).await.unwrap();
     }

@@ -44,17 +44,24 @@ async fn a_stalled_subscriber_under_400_sends_of_4_mib_keeps_the_node_small() {
         http_status(node.health, "/health").await == Some(200)
     })
     .await;
-    let admin = admin_of(&node);
-    for m in ["alice", "bob"] {
-        admin.register_member(m).await.unwrap();
-    }
+    let tokens = register(&admin_of(&node), &["alice", "bob"]).await;
+    // The raw subscriptions carry their member's token like the client's do.
+    let authed = |m: &str, r: SubscribeRequest| {
+        let mut r = tonic::Request::new(r);
+        r.metadata_mut().insert("authorization", format!("Bearer {}", tokens[m]).parse().unwrap());
+        r
+    };
     // Raw subscriptions: the test holds them open without reading, which the client does not do.
     let connect = || async {
         SequencerServiceClient::connect(node.public_url()).await.unwrap().max_decoding_message_size(8 << 20)
     };
     // Subscribes, then reads nothing: flow control leaves everything on the node's side.
-    let mut stalled =
-        connect().await.subscribe(SubscribeRequest { member: "bob".into(), after: None }).await.unwrap().into_inner();
+    let mut stalled = connect()
+        .await
+        .subscribe(authed("bob", SubscribeRequest { member: "bob".into(), after: None }))
+        .await
+        .unwrap()
+        .into_inner();
     let before = memory_mib(daemon.pid(), "VmRSS");
 
     let start = Instant::now();
@@ -66,7 +73,9 @@ async fn a_stalled_subscriber_under_400_sends_of_4_mib_keeps_the_node_small() {
         ..Default::default()
     };
     for w in 0..PARALLEL {
-        let c = SequencerClient::new([node.public_url()], config.clone()).unwrap();
+        let c = SequencerClient::new([node.public_url()], config.clone())
+            .unwrap()
+            .with_token("alice", TokenSource::Token(tokens["alice"].clone()));
         senders.push(tokio::spawn(async move {
             for i in (w..SENDS).step_by(PARALLEL) {
                 let mut body = vec![0u8; BODY];
@@ -105,9 +114,21 @@ async fn a_stalled_subscriber_under_400_sends_of_4_mib_keeps_the_node_small() {
     assert_eq!(first.event.unwrap().previous_timestamp, None, "bob's first event");
 
     // With three subscriptions open, a fourth is refused.
-    let _second = connect().await.subscribe(SubscribeRequest { member: "alice".into(), after: None }).await.unwrap();
-    let _third = connect().await.subscribe(SubscribeRequest { member: "alice".into(), after: None }).await.unwrap();
-    let e = connect().await.subscribe(SubscribeRequest { member: "alice".into(), after: None }).await.unwrap_err();
+    let _second = connect()
+        .await
+        .subscribe(authed("alice", SubscribeRequest { member: "alice".into(), after: None }))
+        .await
+        .unwrap();
+    let _third = connect()
+        .await
+        .subscribe(authed("alice", SubscribeRequest { member: "alice".into(), after: None }))
+        .await
+        .unwrap();
+    let e = connect()
+        .await
+        .subscribe(authed("alice", SubscribeRequest { member: "alice".into(), after: None }))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
     assert!(e.message().contains("maximum of 3 subscriptions"), "{}", e.message());
     drop(daemon);

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures_util::StreamExt;
+pub use syncline_sequencer_client::TokenSource;
 use syncline_sequencer_client::{AdminClient, ClientConfig, Event, SequencerApi, SequencerClient, SubscribeError};
 
 /// The `syncline` binary of this package, built by cargo for these tests.
@@ -41,10 +42,28 @@ pub fn admin_of(node: &NodeSpec) -> AdminClient {
     AdminClient::new(node.admin_url(), ClientConfig::default()).expect("a valid URL")
 }
 
-/// A client of the public APIs of `nodes` (round robin in this order, failing over).
-pub fn client_of<'a>(nodes: impl IntoIterator<Item = &'a SequencerAddrs>) -> SequencerClient {
-    SequencerClient::new(nodes.into_iter().map(SequencerAddrs::public_url), ClientConfig::default())
-        .expect("valid URLs")
+/// Member → token.
+pub type Tokens = std::collections::BTreeMap<String, String>;
+
+/// Register the new `members` through `admin`; their tokens.
+pub async fn register(admin: &AdminClient, members: &[&str]) -> Tokens {
+    let mut tokens = Tokens::new();
+    for m in members {
+        let token = admin.register_member(m).await.unwrap().token.expect("a new member's token");
+        tokens.insert(m.to_string(), token);
+    }
+    tokens
+}
+
+/// A client of the public APIs of `nodes` (round robin in this order, failing over),
+/// presenting `tokens`.
+pub fn client_of<'a>(nodes: impl IntoIterator<Item = &'a SequencerAddrs>, tokens: &Tokens) -> SequencerClient {
+    let client = SequencerClient::new(nodes.into_iter().map(SequencerAddrs::public_url), ClientConfig::default())
+        .expect("valid URLs");
+    for (member, token) in tokens {
+        client.set_token(member, TokenSource::Token(token.clone()));
+    }
+    client
 }
 
 /// Everything a subscription delivered, with arrival times, and the error it ended with.

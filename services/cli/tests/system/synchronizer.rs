@@ -30,13 +30,29 @@ pub async fn is_live(m: &NodeSpec) -> bool {
     http_status(m.health, "/livez").await == Some(200)
 }
 
-/// Replica `name` of participant `member` on database `db`, using sequencer `seq`.
-pub fn participant(name: &str, member: &str, db: &str, seq: &NodeSpec) -> NodeSpec {
+/// Replica `name` of participant `member` on database `db`, using sequencer `seq`, its token
+/// in `dir` (where [`admin`] has `bootstrap` and `join-participant` write tokens).
+pub fn participant(name: &str, member: &str, db: &str, seq: &NodeSpec, dir: &Path) -> NodeSpec {
     NodeSpec::new(Kind::Participant, name).with(&format!(
-        "member = \"{member}\"\nstorage = {{ url = \"{db}\" }}\nsequencer = {{ endpoints = [\"{}\"] }}\n\
-         participant = {{ time_proof_delay = \"50ms\" }}",
-        seq.public_url()
+        "member = \"{member}\"\nstorage = {{ url = \"{db}\" }}\n{}\nparticipant = {{ time_proof_delay = \"50ms\" }}",
+        sequencer_section(&[seq], dir, member)
     ))
+}
+
+/// The `sequencer` line of a node of `member` using `seqs`, its token read from
+/// `dir/<member>.token`.
+pub fn sequencer_section(seqs: &[&NodeSpec], dir: &Path, member: &str) -> String {
+    let endpoints: Vec<String> = seqs.iter().map(|s| format!("\"{}\"", s.public_url())).collect();
+    format!(
+        "sequencer = {{ endpoints = [{}], token_file = \"{}\" }}",
+        endpoints.join(", "),
+        token_file(dir, member).display()
+    )
+}
+
+/// Where `syncline admin ... --token-dir dir` writes `member`'s token.
+pub fn token_file(dir: &Path, member: &str) -> std::path::PathBuf {
+    dir.join(format!("{member}.token"))
 }
 
 /// Wait (up to 60 s) until replica `n` is active, or only live when `active` is false.
@@ -77,9 +93,9 @@ impl Synchronizer {
         let seq = topology.add(NodeSpec::new(Kind::Sequencer, "seq1"));
         let replica = |name: &str| {
             NodeSpec::new(Kind::Mediator, name).with(&format!(
-                "member = \"{MEDIATOR}\"\nstorage = {{ url = \"{med_db}\" }}\n\
-                 sequencer = {{ endpoints = [\"{}\"] }}\nmediator = {{ time_proof_delay = \"50ms\" }}",
-                seq.public_url()
+                "member = \"{MEDIATOR}\"\nstorage = {{ url = \"{med_db}\" }}\n{}\n\
+                 mediator = {{ time_proof_delay = \"50ms\" }}",
+                sequencer_section(&[&seq], dir, MEDIATOR)
             ))
         };
         let meds = vec![topology.add(replica("med1")), topology.add(replica("med2"))];
@@ -125,9 +141,15 @@ impl Synchronizer {
         admin(&self.remote, args)
     }
 
-    /// A client of the sequencer's public API.
+    /// A client of the sequencer's public API, presenting the tokens `syncline admin` wrote
+    /// (next to the remote configuration) for the members it acts as.
     pub fn client(&self) -> SequencerClient {
-        SequencerClient::new([self.seq.public_url()], ClientConfig::default()).expect("a valid URL")
+        let client = SequencerClient::new([self.seq.public_url()], ClientConfig::default()).expect("a valid URL");
+        let dir = self.remote.parent().expect("the remote configuration is in the test directory");
+        for m in [MEDIATOR, "p1", "p2", "p3"] {
+            client.set_token(m, TokenSource::File(token_file(dir, m)));
+        }
+        client
     }
 
     /// Bootstrap with `syncline admin` and the given response timeout; join p1 and p2, host
@@ -157,8 +179,22 @@ impl Synchronizer {
 }
 
 /// `syncline admin -c REMOTE ARGS`: success and stdout + stderr.
+/// `syncline admin --config remote args`; `bootstrap`, `join-participant` and
+/// `register-member` write tokens next to the remote configuration (see [`token_file`]).
 pub fn admin(remote: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(syncline_bin()).arg("admin").arg("--config").arg(remote).args(args).output().unwrap();
+    let mut command = Command::new(syncline_bin());
+    command.arg("admin").arg("--config").arg(remote).args(args);
+    let dir = remote.parent().expect("the remote configuration is in the test directory");
+    match args.first() {
+        Some(&"bootstrap") | Some(&"join-participant") => {
+            command.arg("--token-dir").arg(dir);
+        }
+        Some(&"register-member") if args.len() == 2 => {
+            command.arg("--token-file").arg(token_file(dir, args[1]));
+        }
+        _ => {}
+    }
+    let out = command.output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }

@@ -15,8 +15,11 @@ use syncline_protocol::messages::{
     SynchronizerParameters, View, ViewCommonData, ViewResponse,
 };
 use syncline_protocol::topology::OPERATOR;
+pub use syncline_sequencer_client::SequencerConnection;
 use syncline_sequencer_client::{Event, EventStream, RequestBuilder, SequencerApi, SequencerClient};
-pub use syncline_test_synchronizer::{add, mediator_config, metrics, party, sample, SequencerNode, MEDIATOR};
+pub use syncline_test_synchronizer::{
+    add, mediator_config, mediator_config_via, metrics, party, sample, SequencerNode, MEDIATOR,
+};
 
 /// Response and reaction timeouts of the test synchronizer: short, so timeouts are testable.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);

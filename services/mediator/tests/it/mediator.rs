@@ -19,7 +19,7 @@ async fn setup() -> Setup {
     let seq = SequencerNode::start().await;
     bootstrap(&seq).await;
     let db = syncline_testkit::fresh_database().await;
-    let mediator = start_mediator("m1", &mediator_config(&seq.url()), &db.url).await;
+    let mediator = start_mediator("m1", &mediator_config(&seq), &db.url).await;
     wait_active(&mediator, Duration::from_secs(20)).await;
     Setup { seq, mediator, _db: db }
 }
@@ -178,7 +178,13 @@ async fn topology_changes_count_only_after_the_delay_and_unauthorized_ones_never
 async fn a_mediator_started_before_the_bootstrap_waits_for_it_without_failing() {
     let seq = SequencerNode::start().await;
     let db = syncline_testkit::fresh_database().await;
-    let mediator = start_mediator("m1", &mediator_config(&seq.url()), &db.url).await;
+    // Its token file is written by the bootstrap (as `syncline admin bootstrap --token-dir`
+    // does), after it started.
+    let dir = syncline_testkit::files::TempDir::new("syncline-mediator-token");
+    let token_file = dir.path().join("mediator.token");
+    let connection =
+        SequencerConnection { endpoints: vec![seq.url()], token: None, token_file: Some(token_file.clone()) };
+    let mediator = start_mediator("m1", &mediator_config_via(connection), &db.url).await;
     wait_active(&mediator, Duration::from_secs(20)).await;
     // Its member does not exist yet: it keeps leading and waits instead of failing.
     let health = syncline_node::Node::status(&mediator).health();
@@ -188,6 +194,7 @@ async fn a_mediator_started_before_the_bootstrap_waits_for_it_without_failing() 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     bootstrap(&seq).await;
+    std::fs::write(&token_file, seq.token(MEDIATOR)).unwrap();
     let mut p1 = Participant::new(&seq, "p1");
     let request = create_request("p1", "alice", &["alice"], &[]);
     let id = p1.submit(&request).await;

@@ -38,7 +38,7 @@ async fn pending_requests_survive_the_leader_losing_its_database_and_each_gets_o
     bootstrap(&seq).await;
     let db = syncline_testkit::fresh_database().await;
     let proxy = FaultProxy::start(db.server_addr()).await;
-    let cfg = mediator_config(&seq.url());
+    let cfg = mediator_config(&seq);
     // m1 reaches the database through the fault proxy, m2 directly.
     let m1 = start_mediator("m1", &cfg, &db.url_via(proxy.addr())).await;
     wait_active(&m1, WAIT).await;
@@ -82,7 +82,7 @@ async fn a_failover_that_outlasts_the_response_deadline_times_out_and_nothing_ha
     let seq = SequencerNode::start().await;
     bootstrap(&seq).await;
     let db = syncline_testkit::fresh_database().await;
-    let cfg = mediator_config(&seq.url());
+    let cfg = mediator_config(&seq);
     let m1 = start_mediator("m1", &cfg, &db.url).await;
     wait_active(&m1, WAIT).await;
     let mut p1 = Participant::new(&seq, "p1");
@@ -110,7 +110,7 @@ async fn set_passive_hands_over_only_to_a_standby() {
     let seq = SequencerNode::start().await;
     bootstrap(&seq).await;
     let db = syncline_testkit::fresh_database().await;
-    let cfg = mediator_config(&seq.url());
+    let cfg = mediator_config(&seq);
     let m1 = start_mediator("m1", &cfg, &db.url).await;
     wait_active(&m1, WAIT).await;
     let e = m1.leadership().set_passive().await.expect_err("handed over to nobody");
@@ -142,7 +142,7 @@ async fn a_verdict_stored_but_not_sent_when_the_leader_dies_is_sent_once_by_the_
     bootstrap(&seq).await;
     let db = syncline_testkit::fresh_database().await;
     let proxy = FaultProxy::start(db.server_addr()).await;
-    let cfg = mediator_config(&seq.url());
+    let cfg = mediator_config(&seq);
     let m1 = start_mediator("fp-m1", &cfg, &db.url_via(proxy.addr())).await;
     wait_active(&m1, WAIT).await;
     let m2 = start_mediator("fp-m2", &cfg, &db.url).await;

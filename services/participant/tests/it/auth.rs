@@ -99,7 +99,7 @@ fn filter(parties: &[&str]) -> Option<pb::TransactionFilter> {
 
 async fn start_with(sync: &Synchronizer, member: &str, auth: AuthConfig) -> (Participant, syncline_testkit::TestDb) {
     let db = syncline_testkit::fresh_database().await;
-    let mut cfg = participant_config(member, &sync.seq.url());
+    let mut cfg = participant_config(member, sync.seq.connection(member, &sync.seq.url()));
     cfg.ledger_api.auth = auth;
     let mut dbc = syncline_coordination::DbConfig::new(&db.url);
     dbc.application_name = format!("{member}-r1");
@@ -314,7 +314,7 @@ async fn es256_tokens_are_checked_against_the_jwks_file() {
 async fn without_auth_configured_no_token_is_needed() {
     assert_eq!(AuthConfig::default().kind, AuthKind::None);
     let sync = Synchronizer::start(short_timeouts()).await;
-    let node = Node::start("p1", &sync.seq.url()).await;
+    let node = Node::start("p1", &sync.seq).await;
     let (url, _serving) = serve_grpc(&node.p).await;
     let ch = Channel::from_shared(url).unwrap().connect().await.unwrap();
     ledger_end(&ch, None).await.unwrap();

@@ -32,7 +32,8 @@ async fn a_lost_request_completes_with_not_sequenced_timeout_once_sequencer_time
     let sync = Synchronizer::start(short_timeouts()).await;
     let proxy = FaultProxy::start(sync.seq.addr).await;
     let db = syncline_testkit::fresh_database().await;
-    let p1 = start_participant("p1-r1", "p1", &format!("http://{}", proxy.addr()), &db.url).await;
+    let p1 =
+        start_participant("p1-r1", "p1", sync.seq.connection("p1", &format!("http://{}", proxy.addr())), &db.url).await;
     wait_active(&p1).await;
     let api = p1.api();
     api.allocate_party(Some("alice")).await.unwrap();
@@ -68,15 +69,21 @@ async fn the_leader_cut_off_from_its_database_mid_flight_hands_over_and_the_comp
     };
     let sync = Synchronizer::start(params).await;
     let url = sync.seq.url();
-    let p2 = Node::start("p2", &url).await;
+    let p2 = Node::start("p2", &sync.seq).await;
     p2.api().allocate_party(Some("bob")).await.unwrap();
     let db = syncline_testkit::fresh_database().await;
     let proxy = FaultProxy::start(db.server_addr()).await;
     // The old leader reaches the sequencer through a proxy too, to slow its send down.
     let seq_proxy = FaultProxy::start(sync.seq.addr).await;
-    let r1 = start_participant("p1-r1", "p1", &format!("http://{}", seq_proxy.addr()), &db.url_via(proxy.addr())).await;
+    let r1 = start_participant(
+        "p1-r1",
+        "p1",
+        sync.seq.connection("p1", &format!("http://{}", seq_proxy.addr())),
+        &db.url_via(proxy.addr()),
+    )
+    .await;
     wait_active(&r1).await;
-    let r2 = start_participant("p1-r2", "p1", &url, &db.url).await;
+    let r2 = start_participant("p1-r2", "p1", sync.seq.connection("p1", &url), &db.url).await;
     let (api1, api2) = (r1.api(), r2.api());
     api1.allocate_party(Some("alice")).await.unwrap();
     api1.submit(commands("alice", "before", vec![Command::Create(iou(&["alice"], &[], 1))])).await.unwrap();
@@ -144,7 +151,7 @@ async fn a_new_leader_deletes_rows_above_the_ledger_end_before_serving() {
 
     let sync = Synchronizer::start(short_timeouts()).await;
     let url = sync.seq.url();
-    let node = Node::start("p1", &url).await;
+    let node = Node::start("p1", &sync.seq).await;
     let api = node.api();
     api.allocate_party(Some("alice")).await.unwrap();
     api.submit(commands("alice", "c1", vec![Command::Create(iou(&["alice"], &[], 1))])).await.unwrap();
@@ -202,7 +209,7 @@ async fn a_new_leader_deletes_rows_above_the_ledger_end_before_serving() {
     )
     .await
     .unwrap();
-    let again = start_participant("p1-r2", "p1", &url, &db.url).await;
+    let again = start_participant("p1-r2", "p1", sync.seq.connection("p1", &url), &db.url).await;
     wait_active(&again).await;
     let api = again.api();
     assert_eq!(api.ledger_end().await.unwrap().offset, end);

@@ -260,7 +260,7 @@ async fn submit_and_wait_answers_request_time_out_at_the_deadline_then_the_rejec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_passive_replica_answers_every_ledger_call_node_is_passive_replica() {
     let s = setup().await;
-    let passive = start_participant("p1-r2", "p1", &s.sync.seq.url(), &s.p1.db.url).await;
+    let passive = start_participant("p1-r2", "p1", s.sync.seq.connection("p1", &s.sync.seq.url()), &s.p1.db.url).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!passive.api().is_active());
     let (url, _guard) = serve_grpc(&passive).await;

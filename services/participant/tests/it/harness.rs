@@ -62,7 +62,7 @@ impl Synchronizer {
     pub async fn start_mediator(&mut self, name: &str) {
         let mut mdb = DbConfig::new(&self.db.url);
         mdb.application_name = name.into();
-        let mediator = Mediator::start(name, &mediator_config(&self.seq.url()), mdb).await.unwrap();
+        let mediator = Mediator::start(name, &mediator_config(&self.seq), mdb).await.unwrap();
         let mut h = syncline_node::Node::status(&mediator).health();
         tokio::time::timeout(Duration::from_secs(20), h.wait_for(|h| h.active)).await.unwrap().unwrap();
         self.mediator = Some(mediator);
@@ -83,8 +83,8 @@ impl Drop for Synchronizer {
     }
 }
 
-/// The configuration of a replica of participant `member` connecting to `sequencer`.
-pub fn participant_config(member: &str, sequencer: &str) -> ParticipantConfig {
+/// The configuration of a replica of participant `member` connecting with `sequencer`.
+pub fn participant_config(member: &str, sequencer: SequencerConnection) -> ParticipantConfig {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     ParticipantConfig {
         member: Some(member.into()),
@@ -94,14 +94,15 @@ pub fn participant_config(member: &str, sequencer: &str) -> ParticipantConfig {
         health: HealthConfig { address: any, check: HealthCheck::IsActive },
         metrics: None,
         replication: Default::default(),
-        sequencer: SequencerConnection { endpoints: vec![sequencer.to_string()] },
+        sequencer,
         participant: ParticipantParameters { time_proof_delay: Duration::from_millis(50), ..Default::default() },
         ledger_api: Default::default(),
     }
 }
 
-/// Start replica `name` of participant `member` on `db_url`, connected to `sequencer`.
-pub async fn start_participant(name: &str, member: &str, sequencer: &str, db_url: &str) -> Participant {
+/// Start replica `name` of participant `member` on `db_url`, connected with `sequencer` (see
+/// [`SequencerNode::connection`]).
+pub async fn start_participant(name: &str, member: &str, sequencer: SequencerConnection, db_url: &str) -> Participant {
     let mut db = DbConfig::new(db_url);
     db.application_name = name.into();
     Participant::start(name, &participant_config(member, sequencer), db).await.unwrap()
@@ -125,10 +126,11 @@ pub struct Node {
 }
 
 impl Node {
-    /// Start participant `member` (one replica) on a fresh database and wait until it serves.
-    pub async fn start(member: &str, sequencer: &str) -> Node {
+    /// Start participant `member` (one replica, registered at `seq`) on a fresh database and
+    /// wait until it serves.
+    pub async fn start(member: &str, seq: &SequencerNode) -> Node {
         let db = syncline_testkit::fresh_database().await;
-        let p = start_participant(&format!("{member}-r1"), member, sequencer, &db.url).await;
+        let p = start_participant(&format!("{member}-r1"), member, seq.connection(member, &seq.url()), &db.url).await;
         wait_active(&p).await;
         Node { p, db }
     }

@@ -6,6 +6,7 @@ use futures_util::StreamExt;
 use syncline_participant::model::{Command, DeduplicationPeriod, Event};
 use syncline_participant::LedgerError;
 use syncline_protocol::codes;
+use syncline_sequencer_client::SequencerConnection;
 
 use crate::harness::*;
 
@@ -18,8 +19,7 @@ pub struct Setup {
 
 pub async fn setup() -> Setup {
     let sync = Synchronizer::start(short_timeouts()).await;
-    let url = sync.seq.url();
-    let (p1, p2) = tokio::join!(Node::start("p1", &url), Node::start("p2", &url));
+    let (p1, p2) = tokio::join!(Node::start("p1", &sync.seq), Node::start("p2", &sync.seq));
     let (api1, api2) = (p1.api(), p2.api());
     let (alice, bob) = tokio::join!(api1.allocate_party(Some("alice")), api2.allocate_party(Some("bob")));
     assert!(alice.unwrap().is_local && bob.unwrap().is_local);
@@ -239,7 +239,7 @@ async fn commands_are_deduplicated_by_change_id_over_a_duration_or_an_offset() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_passive_replica_refuses_the_ledger_api() {
     let s = setup().await;
-    let passive = start_participant("p1-r2", "p1", &s.sync.seq.url(), &s.p1.db.url).await;
+    let passive = start_participant("p1-r2", "p1", s.sync.seq.connection("p1", &s.sync.seq.url()), &s.p1.db.url).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let api = passive.api();
     assert!(!api.is_active());
@@ -286,7 +286,7 @@ async fn a_lost_verdict_times_out_locally_and_releases_the_locks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_passive_hands_the_ledger_over_to_the_standby() {
     let s = setup().await;
-    let standby = start_participant("p1-r2", "p1", &s.sync.seq.url(), &s.p1.db.url).await;
+    let standby = start_participant("p1-r2", "p1", s.sync.seq.connection("p1", &s.sync.seq.url()), &s.p1.db.url).await;
     let a1 = s.p1.api();
     a1.submit(commands("alice", "h1", vec![Command::Create(iou(&["alice"], &[], 1))])).await.unwrap();
     let first = completion_of(&a1, "alice", 0, "h1").await;
@@ -306,7 +306,13 @@ async fn set_passive_hands_the_ledger_over_to_the_standby() {
 async fn a_participant_started_before_its_member_is_registered_waits_without_failing() {
     let sync = Synchronizer::start(short_timeouts()).await;
     let db = syncline_testkit::fresh_database().await;
-    let p3 = start_participant("p3-r1", "p3", &sync.seq.url(), &db.url).await;
+    // Its token file is written once it is registered (as `syncline admin join-participant
+    // --token-dir` does), after it started.
+    let dir = syncline_testkit::files::TempDir::new("syncline-p3-token");
+    let token_file = dir.path().join("p3.token");
+    let connection =
+        SequencerConnection { endpoints: vec![sync.seq.url()], token: None, token_file: Some(token_file.clone()) };
+    let p3 = start_participant("p3-r1", "p3", connection, &db.url).await;
     wait_active(&p3).await;
     // Its member does not exist yet: it keeps leading (and serving its API) instead of failing.
     let health = syncline_node::Node::status(&p3).health();
@@ -316,6 +322,7 @@ async fn a_participant_started_before_its_member_is_registered_waits_without_fai
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     sync.seq.register(&["p3"]).await;
+    std::fs::write(&token_file, sync.seq.token("p3")).unwrap();
     assert_eq!(p3.api().ledger_end().await.unwrap().offset, 0);
     p3.shutdown().await;
 }

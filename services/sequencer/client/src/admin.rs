@@ -5,7 +5,8 @@ use std::future::Future;
 use syncline_proto::sequencer::sequencer_admin_service_client::SequencerAdminServiceClient;
 use syncline_proto::sequencer::{
     DisableMemberRequest, PruneRequest, PruneResponse, PruningStatusRequest, PruningStatusResponse,
-    PublishTopologyRequest, RegisterMemberRequest, SequencerStatusRequest, SequencerStatusResponse,
+    PublishTopologyRequest, RegisterMemberRequest, RotateMemberTokenRequest, SequencerStatusRequest,
+    SequencerStatusResponse,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -32,6 +33,26 @@ fn describe_code(code: Code, message: &str) -> String {
     format!("{} ({message})", code_name(code))
 }
 
+/// A registration.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Registered {
+    /// The member reads events after this timestamp.
+    pub registered_at: i64,
+    /// Its token, when this registration issued it (the member's first); `None` when it was
+    /// registered before and keeps its token.
+    pub token: Option<String>,
+}
+
+// By hand: the token stays out of logs.
+impl std::fmt::Debug for Registered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registered")
+            .field("registered_at", &self.registered_at)
+            .field("token_issued", &self.token.is_some())
+            .finish()
+    }
+}
+
 /// The client of one node's admin API (its admin address). Cheap to clone.
 #[derive(Clone)]
 pub struct AdminClient {
@@ -45,13 +66,25 @@ impl AdminClient {
         Ok(AdminClient { endpoint: std::sync::Arc::new(Endpoint::new(url.into(), &config)?), config })
     }
 
-    /// Register `member`; the timestamp after which it may read events.
-    pub async fn register_member(&self, member: &str) -> Result<i64, AdminError> {
+    /// Register `member` (idempotent); when and with which token (issued by its first
+    /// registration only).
+    pub async fn register_member(&self, member: &str) -> Result<Registered, AdminError> {
         let request = RegisterMemberRequest { member: member.into() };
         let r = self
             .call(format!("register member {member}"), |mut c| async move { c.register_member(request).await })
             .await?;
-        Ok(r.registered_at)
+        Ok(Registered { registered_at: r.registered_at, token: Some(r.token).filter(|t| !t.is_empty()) })
+    }
+
+    /// Issue a new token for `member` (the old one stops working); the new token.
+    pub async fn rotate_member_token(&self, member: &str) -> Result<String, AdminError> {
+        let request = RotateMemberTokenRequest { member: member.into() };
+        let r = self
+            .call(format!("rotate the token of member {member}"), |mut c| async move {
+                c.rotate_member_token(request).await
+            })
+            .await?;
+        Ok(r.token)
     }
 
     /// Disable `member`: it can no longer send or subscribe, and no longer holds pruning back.

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
+use crate::token::Tokens;
 use crate::ClientConfig;
 
 /// An endpoint list that cannot be used.
@@ -109,6 +110,7 @@ struct Shared {
     /// Bumped on every change of the list, so subscriptions can leave removed endpoints.
     version: watch::Sender<u64>,
     config: ClientConfig,
+    tokens: Tokens,
 }
 
 /// The endpoint to try next.
@@ -126,8 +128,13 @@ impl Endpoints {
         config: ClientConfig,
     ) -> Result<Self, EndpointError> {
         let list = build(urls, &config, &[])?;
-        let shared =
-            Shared { list: RwLock::new(list), cursor: AtomicUsize::new(0), version: watch::Sender::new(0), config };
+        let shared = Shared {
+            list: RwLock::new(list),
+            cursor: AtomicUsize::new(0),
+            version: watch::Sender::new(0),
+            config,
+            tokens: Tokens::default(),
+        };
         Ok(Endpoints { shared: Arc::new(shared) })
     }
 
@@ -149,6 +156,11 @@ impl Endpoints {
     /// The client's settings.
     pub(crate) fn config(&self) -> &ClientConfig {
         &self.shared.config
+    }
+
+    /// The members' tokens.
+    pub(crate) fn tokens(&self) -> &Tokens {
+        &self.shared.tokens
     }
 
     /// Number of endpoints.

@@ -96,10 +96,11 @@ pub enum SubscribeError {
 }
 
 impl SubscribeError {
-    /// The member is not registered (yet): a node started before its bootstrap may wait and
+    /// The member is not registered (yet), or its token is not there (yet): a node started
+    /// before its bootstrap (which registers it and writes its token file) may wait and
     /// subscribe again.
     pub fn is_unknown_member(&self) -> bool {
-        matches!(self, SubscribeError::Refused { code: Code::NotFound, .. })
+        matches!(self, SubscribeError::Refused { code: Code::NotFound | Code::Unauthenticated, .. })
     }
 }
 

@@ -23,6 +23,7 @@ mod mock_tests;
 mod request;
 mod send;
 mod subscribe;
+mod token;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,12 +31,13 @@ use std::pin::Pin;
 use futures_util::Stream;
 pub use syncline_proto::sequencer::{Envelope, Event, SendRequest};
 
-pub use admin::{AdminClient, AdminError};
+pub use admin::{AdminClient, AdminError, Registered};
 pub use config::{ClientConfig, SequencerConnection};
 pub use endpoints::EndpointError;
 pub use error::{code_name, AcknowledgeError, SendError, SubscribeError};
 pub use request::{now_micros, RequestBuilder};
 pub use send::Sent;
+pub use token::TokenSource;
 
 /// The recipient that addresses an envelope to every member of the sequencer, including
 /// members registered later: a member's subscription from its start (no `after`) delivers
@@ -84,6 +86,19 @@ impl SequencerClient {
     /// The current endpoint URLs.
     pub fn endpoints(&self) -> Vec<String> {
         self.endpoints.urls()
+    }
+
+    /// Present `source`'s token (`authorization: Bearer <token>`) on every call acting as
+    /// `member` (its sends, subscriptions and acknowledgements); replaces an earlier one.
+    /// Calls for members without a token go out without one.
+    pub fn set_token(&self, member: &str, source: TokenSource) {
+        self.endpoints.tokens().set(member, source)
+    }
+
+    /// This client, presenting `source`'s token for `member` (see [`set_token`](Self::set_token)).
+    pub fn with_token(self, member: &str, source: TokenSource) -> Self {
+        self.set_token(member, source);
+        self
     }
 }
 

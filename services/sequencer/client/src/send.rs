@@ -57,7 +57,11 @@ async fn attempts(endpoints: Endpoints, request: SendRequest) -> Result<Sent, Se
         attempts += 1;
         let mut client =
             SequencerServiceClient::new(endpoint.channel()).max_decoding_message_size(config.max_decoding_message_size);
-        let answer = tokio::time::timeout(config.attempt_timeout, client.send(request.clone())).await;
+        let answer = tokio::time::timeout(
+            config.attempt_timeout,
+            client.send(endpoints.tokens().request(&request.sender, request.clone())),
+        )
+        .await;
         let failure = match answer {
             Ok(Ok(response)) => {
                 endpoint.succeeded();
@@ -101,7 +105,12 @@ pub(crate) async fn acknowledge(endpoints: Endpoints, member: String, timestamp:
         tokio::time::sleep(wait).await;
         let mut client = SequencerServiceClient::new(endpoint.channel());
         let request = AcknowledgeRequest { member: member.clone(), timestamp };
-        let failure = match tokio::time::timeout(config.attempt_timeout, client.acknowledge(request)).await {
+        let failure = match tokio::time::timeout(
+            config.attempt_timeout,
+            client.acknowledge(endpoints.tokens().request(&member, request)),
+        )
+        .await
+        {
             Ok(Ok(_)) => {
                 endpoint.succeeded();
                 return Ok(());

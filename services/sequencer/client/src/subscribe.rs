@@ -107,7 +107,12 @@ impl State {
         let mut client =
             SequencerServiceClient::new(endpoint.channel()).max_decoding_message_size(config.max_decoding_message_size);
         let request = SubscribeRequest { member: self.member.clone(), after };
-        let cause = match tokio::time::timeout(config.attempt_timeout, client.subscribe(request)).await {
+        let cause = match tokio::time::timeout(
+            config.attempt_timeout,
+            client.subscribe(self.endpoints.tokens().request(&self.member, request)),
+        )
+        .await
+        {
             Ok(Ok(response)) => {
                 tracing::debug!(endpoint = endpoint.url(), ?after, "subscribed");
                 endpoint.succeeded();

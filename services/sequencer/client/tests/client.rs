@@ -11,6 +11,7 @@ use syncline_coordination::DbConfig;
 use syncline_sequencer::{Sequencer, SequencerSettings};
 use syncline_sequencer_client::{
     AdminClient, ClientConfig, Event, RequestBuilder, SendError, SequencerApi, SequencerClient, SubscribeError,
+    TokenSource,
 };
 use syncline_testkit::fresh_database;
 use tokio_util::sync::CancellationToken;
@@ -67,11 +68,26 @@ async fn nodes(db_url: &str, n: usize) -> Vec<Node> {
     nodes
 }
 
-async fn register(node: &Node, members: &[&str]) {
+/// Register `members`; their tokens.
+async fn register(node: &Node, members: &[&str]) -> Tokens {
     let admin = AdminClient::new(node.url.clone(), ClientConfig::default()).unwrap();
+    let mut tokens = Tokens::new();
     for m in members {
-        admin.register_member(m).await.unwrap();
+        tokens.insert(m.to_string(), admin.register_member(m).await.unwrap().token.expect("a new member's token"));
     }
+    tokens
+}
+
+/// Member → token.
+type Tokens = BTreeMap<String, String>;
+
+/// A client of `urls` presenting `tokens`.
+fn client(urls: impl IntoIterator<Item = impl Into<String>>, tokens: &Tokens) -> SequencerClient {
+    let client = SequencerClient::new(urls, config()).unwrap();
+    for (m, t) in tokens {
+        client.set_token(m, TokenSource::Token(t.clone()));
+    }
+    client
 }
 
 fn config() -> ClientConfig {
@@ -129,12 +145,12 @@ fn check_delivery(received: &Received, oks: &BTreeMap<String, i64>) {
 async fn sends_and_a_subscription_fail_over_when_a_node_shuts_down_mid_stream() {
     let tdb = fresh_database().await;
     let mut nodes = nodes(&tdb.url, 3).await;
-    register(&nodes[1], &["alice", "bob"]).await;
+    let tokens = register(&nodes[1], &["alice", "bob"]).await;
     let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
     // A fresh client starts at the first endpoint: the subscription is on seq0.
     let sink: Arc<Mutex<Received>> = Arc::default();
-    let follower = follow(SequencerClient::new(urls.clone(), config()).unwrap(), "bob", sink.clone());
-    let client = SequencerClient::new(urls, config()).unwrap();
+    let follower = follow(client(urls.clone(), &tokens), "bob", sink.clone());
+    let client = client(urls, &tokens);
     let mut oks = BTreeMap::new();
     let mut resends = 0;
     for k in 0..90 {
@@ -164,10 +180,14 @@ async fn a_resend_is_answered_with_the_first_timestamp_and_refusals_are_typed() 
     let mut nodes = nodes(&tdb.url, 2).await;
     let admin = AdminClient::new(nodes[0].url.clone(), ClientConfig::default()).unwrap();
     let registered = admin.register_member("alice").await.unwrap();
-    assert!(registered > 0);
-    admin.register_member("bob").await.unwrap();
+    assert!(registered.registered_at > 0);
+    let alice = registered.token.expect("issued at the first registration");
+    let again = admin.register_member("alice").await.unwrap();
+    assert_eq!((again.registered_at, again.token), (registered.registered_at, None), "registered again: token kept");
+    let bob = admin.register_member("bob").await.unwrap().token.unwrap();
+    let tokens = Tokens::from([("alice".to_string(), alice), ("bob".to_string(), bob)]);
     let req = RequestBuilder::new("alice", "once").to(["bob"], "once").build();
-    let first = SequencerClient::new([nodes[0].url.clone()], config()).unwrap().send(req.clone()).await.unwrap();
+    let first = client([nodes[0].url.clone()], &tokens).send(req.clone()).await.unwrap();
     assert_eq!(first.resends, 0);
     // The first attempt of this client meets nothing (outcome unknown); the resend on the
     // other node learns the timestamp the send was sequenced at.
@@ -175,17 +195,22 @@ async fn a_resend_is_answered_with_the_first_timestamp_and_refusals_are_typed() 
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", l.local_addr().unwrap())
     };
-    let again = SequencerClient::new([dead, nodes[1].url.clone()], config()).unwrap().send(req).await.unwrap();
+    let again = client([dead, nodes[1].url.clone()], &tokens).send(req).await.unwrap();
     assert_eq!(again.timestamp, first.timestamp, "answered with the first timestamp, not sequenced again");
     assert_eq!(again.resends, 1);
 
-    let client = SequencerClient::new([nodes[1].url.clone()], config()).unwrap();
+    let client = client([nodes[1].url.clone()], &tokens);
     let reused = client.send(RequestBuilder::new("alice", "once").to(["bob"], "other").build()).await.unwrap_err();
     assert!(matches!(reused, SendError::AlreadyExists { .. }), "{reused:?}");
     let text = reused.to_string();
     assert!(text.starts_with(&format!("sequencer at {} refused message \"once\" of alice", nodes[1].url)), "{text}");
+    // Without a token of its own, an unregistered sender is not even authenticated.
     let unknown = client.send(RequestBuilder::new("mallory", "x").to(["bob"], "x").build()).await.unwrap_err();
-    assert!(matches!(unknown, SendError::Rejected { code: tonic::Code::NotFound, .. }), "{unknown}");
+    assert!(matches!(unknown, SendError::Rejected { code: tonic::Code::Unauthenticated, .. }), "{unknown}");
+    // With bob's token, mallory's name is refused as someone else's.
+    client.set_token("mallory", TokenSource::Token(tokens["bob"].clone()));
+    let unknown = client.send(RequestBuilder::new("mallory", "x").to(["bob"], "x").build()).await.unwrap_err();
+    assert!(matches!(unknown, SendError::Rejected { code: tonic::Code::PermissionDenied, .. }), "{unknown}");
 
     // bob sees the send once; acknowledging it shows in the pruning status.
     let bob: Vec<Event> = client.subscribe("bob", None).take(1).map(|e| e.unwrap()).collect().await;
@@ -214,8 +239,8 @@ async fn a_resend_is_answered_with_the_first_timestamp_and_refusals_are_typed() 
 async fn the_endpoint_list_changes_at_runtime() {
     let tdb = fresh_database().await;
     let mut nodes = nodes(&tdb.url, 2).await;
-    register(&nodes[0], &["alice", "bob"]).await;
-    let client = SequencerClient::new([nodes[0].url.clone()], config()).unwrap();
+    let tokens = register(&nodes[0], &["alice", "bob"]).await;
+    let client = client([nodes[0].url.clone()], &tokens);
     let sink: Arc<Mutex<Received>> = Arc::default();
     let follower = follow(client.clone(), "bob", sink.clone());
     let mut oks = BTreeMap::new();

@@ -9,7 +9,7 @@ use syncline_proto::sequencer::sequencer_admin_service_client::SequencerAdminSer
 use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
 use syncline_proto::sequencer::{Envelope, Event, RegisterMemberRequest, SendRequest, SubscribeRequest};
 use syncline_sequencer::store::timestamps::now_micros;
-use syncline_sequencer::{Sequencer, SequencerSettings};
+use syncline_sequencer::{MemberAuth, Sequencer, SequencerSettings};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -24,9 +24,16 @@ pub struct Node {
 }
 
 impl Node {
-    /// Start node `name` on `db_url` with default settings changed by `tweak`.
+    /// Start node `name` on `db_url` with default settings changed by `tweak`. Member
+    /// authentication is off unless `tweak` turns it on: these tests are about sequencing, and
+    /// tests/it/auth.rs about authentication.
     pub async fn start(db_url: &str, name: &str, tweak: impl FnOnce(&mut SequencerSettings)) -> Node {
-        let mut settings = SequencerSettings { name: name.into(), total_node_count: TOTAL_NODES, ..Default::default() };
+        let mut settings = SequencerSettings {
+            name: name.into(),
+            total_node_count: TOTAL_NODES,
+            member_auth: MemberAuth::Off,
+            ..Default::default()
+        };
         tweak(&mut settings);
         let mut db = DbConfig::new(db_url);
         db.application_name = name.into();
@@ -131,14 +138,13 @@ pub async fn collect(node: &Node, member: &str, after: Option<i64>, n: usize, li
     out
 }
 
-/// The metrics of this test binary (a process-wide recorder, installed at the first call:
-/// call it before starting the nodes whose metrics a test reads), rendered.
-pub fn metrics() -> String {
+/// The metrics recorder of this test binary (process-wide, installed once).
+pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
     static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
-    HANDLE.get_or_init(|| metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().unwrap()).render()
+    HANDLE.get_or_init(|| metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().unwrap())
 }
 
-/// The value of the sample `line_start` (metric name with labels) in `text`, if present.
-pub fn sample(text: &str, line_start: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+/// The value of the sample whose line starts with `line_start` (name and labels), 0 if absent.
+pub fn sample(line_start: &str) -> f64 {
+    metrics().render().lines().find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok()).unwrap_or(0.0)
 }

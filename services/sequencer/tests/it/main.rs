@@ -2,6 +2,7 @@
 //! sequencer nodes behind their own gRPC servers, sharing one real PostgreSQL.
 
 mod admin_timeouts;
+mod auth;
 mod broadcast;
 mod harness;
 mod late_send;

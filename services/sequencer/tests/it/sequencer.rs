@@ -590,8 +590,8 @@ async fn a_shutdown_answers_every_held_send_and_loses_nothing_it_confirmed() {
     let mut c = b.client().await;
     for i in 0..50 {
         let id = format!("t{i:02}");
-        if let std::collections::hash_map::Entry::Vacant(slot) = confirmed.entry(id.clone()) {
-            slot.insert(c.send(send("alice", &id, &["bob"], &id)).await.unwrap().into_inner().timestamp);
+        if let std::collections::hash_map::Entry::Vacant(unanswered) = confirmed.entry(id.clone()) {
+            unanswered.insert(c.send(send("alice", &id, &["bob"], &id)).await.unwrap().into_inner().timestamp);
         }
     }
     println!("{answered} of 50 sends answered OK by a");
@@ -606,8 +606,10 @@ async fn a_shutdown_answers_every_held_send_and_loses_nothing_it_confirmed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_queue_depth_gauge_falls_back_to_zero_once_the_writer_drained() {
+    let metrics = metrics();
     let depth = || {
-        metrics()
+        metrics
+            .render()
             .lines()
             .find(|l| l.starts_with("syncline_sequencer_queue_depth{node=\"qd\"}"))
             .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

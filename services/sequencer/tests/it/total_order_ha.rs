@@ -81,6 +81,8 @@ impl Node {
             offline_duration: OFFLINE_DURATION,
             max_clock_wait: Duration::from_secs(5),
             clock_offset_micros: offset_micros,
+            // About ordering under faults; authentication is tested in auth.rs.
+            member_auth: syncline_sequencer::MemberAuth::Off,
             ..Default::default()
         };
         let mut db = DbConfig::new(url);
