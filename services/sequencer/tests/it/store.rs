@@ -710,3 +710,19 @@ async fn a_pruned_events_claim_answers_resends_until_it_expires() {
     assert!(events::claims(&mut c, &[(ALICE, "live")]).await.unwrap().is_empty());
     assert_eq!(events::append(&mut c, 0, &[claiming(120, "live", 1 << 60)]).await.unwrap().written, vec![120]);
 }
+
+#[tokio::test]
+async fn a_member_registered_before_tokens_existed_gets_one_when_registered_again() {
+    use syncline_sequencer::store::members;
+    let (_cfg, mut c) = setup().await;
+    let first = members::register(&mut c, "legacy", 1, b"hash-1").await.unwrap();
+    assert!(first.token_issued);
+    // As the token migration leaves a member registered before it.
+    c.batch_execute("update sequencer_members set token_sha256 = null where member = 'legacy'").await.unwrap();
+    let again = members::register(&mut c, "legacy", 2, b"hash-2").await.unwrap();
+    assert!(again.token_issued, "a member without a token is issued one");
+    assert_eq!(again.member.token_sha256.as_deref(), Some(&b"hash-2"[..]));
+    let third = members::register(&mut c, "legacy", 3, b"hash-3").await.unwrap();
+    assert!(!third.token_issued, "a member with a token keeps it");
+    assert_eq!(third.member.token_sha256.as_deref(), Some(&b"hash-2"[..]));
+}
