@@ -52,6 +52,7 @@ pub struct BenchArgs {
     write_path_only: bool,
 }
 
+/// The subscriber's member name (with the phase's run number: tokens are issued once).
 const RECEIVER: &str = "bench-receiver";
 
 /// Run every phase and print the table (what was measured so far, when a phase fails).
@@ -423,12 +424,13 @@ async fn sequencing(url: &str, n: usize, args: &BenchArgs, phase: Duration, rate
     let admin = AdminClient::new(cluster.addrs[0].clone(), ClientConfig::default())?;
     let run = rand::random::<u32>();
     let senders: Vec<String> = (0..args.concurrency).map(|i| format!("bench-sender-{run}-{i}")).collect();
-    let members: Vec<&str> = senders.iter().map(String::as_str).chain([RECEIVER]).collect();
+    let receiver_member = format!("{RECEIVER}-{run}");
+    let members: Vec<&str> = senders.iter().map(String::as_str).chain([receiver_member.as_str()]).collect();
     let tokens = crate::procs::register(&admin, &members, None).await?;
     // Subscribe from now on, so earlier phases' events do not count.
     let receiver = SequencerClient::new([cluster.addrs[0].clone()], ClientConfig::default())?;
-    receiver.set_token(RECEIVER, TokenSource::Token(tokens[RECEIVER].clone()));
-    let mut sub = receiver.subscribe(RECEIVER, Some(now_micros()));
+    receiver.set_token(&receiver_member, TokenSource::Token(tokens[&receiver_member].clone()));
+    let mut sub = receiver.subscribe(&receiver_member, Some(now_micros()));
     let delivered = Arc::new(AtomicU64::new(0));
     let last_delivery = Arc::new(Mutex::new(Instant::now()));
     let latencies = Arc::new(Mutex::new(Vec::<f64>::new()));
@@ -467,6 +469,7 @@ async fn sequencing(url: &str, n: usize, args: &BenchArgs, phase: Duration, rate
     for (i, sender) in senders.iter().enumerate() {
         let mut client = SequencerServiceClient::new(channels[i % channels.len()].clone());
         let (sender, accepted, overloaded) = (sender.clone(), accepted.clone(), overloaded.clone());
+        let to = receiver_member.clone();
         // Authenticated like any member's client (the cost is part of what is measured).
         let authorization: tonic::metadata::AsciiMetadataValue = format!("Bearer {}", tokens[&sender]).parse()?;
         let payload = args.payload.max(8);
@@ -484,7 +487,7 @@ async fn sequencing(url: &str, n: usize, args: &BenchArgs, phase: Duration, rate
                 let mut content = vec![0u8; payload];
                 content[..8].copy_from_slice(&now_micros().to_le_bytes());
                 let req = RequestBuilder::new(sender.as_str(), seq.to_string())
-                    .to([RECEIVER], content)
+                    .to([to.as_str()], content)
                     .within(Duration::from_secs(60))
                     .build();
                 let mut req = tonic::Request::new(req);
