@@ -73,15 +73,18 @@ pub fn pg_config(cfg: &DbConfig, kind: SessionKind) -> Result<tokio_postgres::Co
     pg.keepalives_interval(Duration::from_secs(1));
     pg.keepalives_retries(3);
     pg.tcp_user_timeout(Duration::from_secs(4));
+    // No JIT: every statement here is short, and compiling one (when the planner's estimate
+    // passes `jit_above_cost`, e.g. on a large table) cost PostgreSQL more CPU than running it —
+    // a third of its CPU in the sequencer benchmark.
     let options = match kind {
         SessionKind::Pooled => format!(
-            "-c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+            "-c jit=off -c statement_timeout={} -c idle_in_transaction_session_timeout={}",
             cfg.statement_timeout.as_millis(),
             cfg.statement_timeout.as_millis().max(1) * 3
         ),
         // The server checks the client socket every 500 ms even inside a long lock wait, and
         // probes an idle client after 1 s: a crashed holder's lock is released promptly.
-        SessionKind::Lock => "-c statement_timeout=0 -c client_connection_check_interval=500 \
+        SessionKind::Lock => "-c jit=off -c statement_timeout=0 -c client_connection_check_interval=500 \
              -c tcp_keepalives_idle=1 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=3 \
              -c tcp_user_timeout=4000"
             .to_string(),

@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use diesel_async::SimpleAsyncConnection;
 use syncline_coordination::db::{self, DbConfig, SessionKind};
 use syncline_coordination::locks;
 use tokio::sync::Notify;
@@ -62,10 +61,9 @@ impl PeerWatch {
 async fn watch(db: DbConfig, index: u32, wake: Arc<Notify>, cancel: CancellationToken) {
     let lock = index_lock(index);
     let waited = async {
+        // A lock session: a wait whose client went away (this task cancelled) ends with its
+        // session (client_connection_check_interval) instead of taking the lock later.
         let mut conn = db::connect(&db, SessionKind::Lock).await?;
-        // A wait whose client went away (this task cancelled) ends with its session instead of
-        // taking the lock later (PostgreSQL 14+; older servers ignore the failure below).
-        let _ = conn.batch_execute("set client_connection_check_interval = '1s'").await;
         locks::lock(&mut conn, lock).await?;
         locks::unlock(&mut conn, lock).await?;
         Ok::<_, syncline_coordination::DbError>(())
