@@ -4,6 +4,7 @@
 mod admin_timeouts;
 mod broadcast;
 mod harness;
+mod lanes;
 mod late_send;
 mod peer_watch;
 mod pruning;
