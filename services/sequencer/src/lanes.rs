@@ -11,6 +11,11 @@
 //! first makes its generator hand out only timestamps above the sibling's watermark
 //! (`TimestampGenerator::ensure_after`), so its promise holds; readers stop at the minimum
 //! over online indexes, and the lanes' indexes are disjoint partitions of one total order.
+//!
+//! A lane that fails recovers alone, as a single writer does (it gives its index up, or
+//! recovers in place when marked offline), keeping the sends it held: their claims may sit
+//! uncommitted-or-uncovered on its index, so only it may retry them. The node serves while any
+//! lane runs; the queue is drained by a lane that is down only while no lane runs.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
