@@ -357,6 +357,15 @@ async fn status(remote: &RemoteConfig, deadline: Duration) -> Result<()> {
     Ok(())
 }
 
+/// The node's index, or its writer lanes' indexes ("3, 7") when it has several.
+fn lane_indexes(st: &syncline_proto::sequencer::SequencerStatusResponse) -> String {
+    if st.lane_indexes.len() > 1 {
+        let all: Vec<String> = st.lane_indexes.iter().map(u32::to_string).collect();
+        return all.join(", ");
+    }
+    st.node_index.map_or("none".into(), |i| i.to_string())
+}
+
 async fn sequencer_status(remote: &RemoteConfig, node: Option<String>, deadline: Duration) -> Result<()> {
     let (name, st) =
         on_a_sequencer(
@@ -368,7 +377,7 @@ async fn sequencer_status(remote: &RemoteConfig, node: Option<String>, deadline:
         .await?;
     println!(
         "asked {name} (node index {}, total node count {}, writer {}, {} members, queue {}, {} subscriptions)",
-        st.node_index.map_or("none".into(), |i| i.to_string()),
+        lane_indexes(&st),
         st.total_node_count,
         if st.writer_running { "running" } else { "stopped" },
         st.members,

@@ -77,7 +77,13 @@ pub async fn run(args: BenchArgs) -> Result<()> {
 
 async fn phases(url: &str, args: &BenchArgs, phase: Duration, report: &mut Report) -> Result<()> {
     report.base = Some(plain::rows_per_second(url, args.payload, phase).await.context("baseline")?);
-    report.store = Some(plain::store_events_per_second(url, args.payload, phase).await.context("write path")?);
+    // One lane, then two (two node indexes writing at once, as a process's lanes do).
+    for lanes in [1, 2] {
+        let m = plain::store_events_per_second(url, args.payload, phase, lanes)
+            .await
+            .with_context(|| format!("write path, {lanes} lane(s)"))?;
+        report.store.push((lanes, m));
+    }
     if args.write_path_only {
         return Ok(());
     }
@@ -119,7 +125,8 @@ struct Measured {
 #[derive(Default)]
 struct Report {
     base: Option<Measured>,
-    store: Option<Measured>,
+    /// The store's write path, by writer lanes.
+    store: Vec<(u32, Measured)>,
     one: Option<Sequencing>,
     two: Option<Sequencing>,
     latency: Option<Sequencing>,
@@ -143,9 +150,10 @@ impl Report {
                 b.cpu.per_event(b.events)
             );
         }
-        if let Some(m) = &self.store {
+        for (lanes, m) in &self.store {
+            let lanes = if *lanes == 1 { "1 writer lane".to_string() } else { format!("{lanes} writer lanes") };
             println!(
-                "| sequencer write path without gRPC (1 writer, 100-event batches: events with their payloads and message-id claims, recipient rows, watermark) | {:.0} events/s | {} | {} |",
+                "| sequencer write path without gRPC ({lanes}, 100-event batches: events with their payloads and message-id claims, recipient rows, watermark) | {:.0} events/s | {} | {} |",
                 m.per_sec,
                 ratio(m),
                 m.cpu.per_event(m.events)
@@ -315,37 +323,75 @@ mod plain {
     }
 
     /// Events per second through the sequencer's own write path (no gRPC, no admission):
-    /// one writer appending 100-event batches on its lock session, each with the watermark that
-    /// covers it (one statement, as the writer does).
-    pub async fn store_events_per_second(url: &str, payload: usize, phase: Duration) -> Result<Measured> {
-        use syncline_sequencer::store::events::{self, EventKind, MessageIdClaim, NewEvent};
+    /// `lanes` writers, each on a node index and lock session of its own as a process's writer
+    /// lanes are, appending 100-event batches, each with the watermark that covers it (one
+    /// statement, as the writer does).
+    pub async fn store_events_per_second(url: &str, payload: usize, phase: Duration, lanes: u32) -> Result<Measured> {
         use syncline_sequencer::store::timestamps::{now_micros, TimestampGenerator};
-        use syncline_sequencer::store::{node_index, watermarks};
         let cfg = DbConfig::new(url);
         db::migrate(&cfg).await?;
-        let mut lease = node_index::acquire(&cfg, 10).await?;
-        let index = lease.index();
-        let mut gen = TimestampGenerator::new(index, 10)?;
-        syncline_sequencer::store::join(lease.conn(), index, now_micros(), &mut gen).await?;
         let run = rand::random::<u32>() as i32 & 0xffff;
+        let mut writers = Vec::new();
+        for _ in 0..lanes {
+            let mut lease = syncline_sequencer::store::node_index::acquire(&cfg, 10).await?;
+            let index = lease.index();
+            let mut gen = TimestampGenerator::new(index, 10)?;
+            syncline_sequencer::store::join(lease.conn(), index, now_micros(), &mut gen).await?;
+            writers.push((lease, gen));
+        }
         let meter = Meter::start(url).await?;
         let start = Instant::now();
+        let tasks: Vec<_> = writers
+            .into_iter()
+            .enumerate()
+            .map(|(lane, (lease, gen))| tokio::spawn(lane_writes(lease, gen, run, lane, payload, start + phase)))
+            .collect();
+        let mut n = 0;
+        let mut leases = Vec::new();
+        for t in tasks {
+            let (written, lease) = t.await??;
+            n += written;
+            leases.push(lease);
+        }
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        let cpu = meter.stop().await?;
+        for mut lease in leases {
+            let index = lease.index();
+            syncline_sequencer::store::watermarks::go_offline(lease.conn(), index).await?;
+            lease.release().await?;
+        }
+        Ok(Measured { per_sec: rate, events: n, cpu })
+    }
+
+    /// One lane of [`store_events_per_second`]: batches until `deadline`; events written.
+    async fn lane_writes(
+        mut lease: syncline_sequencer::store::node_index::IndexLease,
+        mut gen: syncline_sequencer::store::timestamps::TimestampGenerator,
+        run: i32,
+        lane: usize,
+        payload: usize,
+        deadline: Instant,
+    ) -> Result<(u64, syncline_sequencer::store::node_index::IndexLease)> {
+        use syncline_sequencer::store::events::{self, EventKind, MessageIdClaim, NewEvent};
+        use syncline_sequencer::store::timestamps::now_micros;
+        let index = lease.index();
         let mut n = 0u64;
-        while start.elapsed() < phase {
+        while Instant::now() < deadline {
             let batch: Vec<NewEvent> = (0..100)
                 .map(|i| {
                     let ts = gen.generate();
+                    let id = format!("{lane}-{n}-{i}");
                     NewEvent {
                         ts,
                         kind: EventKind::Deliver,
-                        message_id: Some(format!("{n}-{i}")),
+                        message_id: Some(id.clone()),
                         sender: Some(1_000_000 + run),
                         recipients: vec![1_000_000 + run, 2_000_000 + run],
                         payload: Some(vec![7u8; payload]),
                         error: None,
                         claim: Some(MessageIdClaim {
                             sender: 1_000_000 + run,
-                            message_id: format!("{n}-{i}"),
+                            message_id: id,
                             max_sequencing_ts: now_micros() + 60_000_000,
                             digest: Vec::new(),
                         }),
@@ -356,11 +402,7 @@ mod plain {
             anyhow::ensure!(covered, "the bench writer's watermark could not be moved");
             n += 100;
         }
-        let rate = n as f64 / start.elapsed().as_secs_f64();
-        let cpu = meter.stop().await?;
-        watermarks::go_offline(lease.conn(), index).await?;
-        lease.release().await?;
-        Ok(Measured { per_sec: rate, events: n, cpu })
+        Ok((n, lease))
     }
 }
 

@@ -82,6 +82,7 @@ impl AdminApi {
         let members = inner.members.count().await?;
         Ok(SequencerStatusResponse {
             node_index: inner.writer.node_index(),
+            lane_indexes: inner.writer.node_indexes(),
             total_node_count: inner.settings.total_node_count,
             writer_running: inner.writer.is_running(),
             safe_watermark: safe,

@@ -71,6 +71,9 @@ pub struct WriterConfig {
     pub queue_size: usize,
     /// Most sends per transaction.
     pub max_batch_size: usize,
+    /// Writer lanes per process (1..=4, default 2), each with its own node index: counted
+    /// against `high_availability.total_node_count`.
+    pub writer_lanes: u32,
     /// Largest distance of a max-sequencing-time into the future.
     #[serde(with = "humantime_serde")]
     pub max_sequencing_horizon: Duration,
@@ -119,6 +122,7 @@ impl Default for WriterConfig {
         WriterConfig {
             queue_size: s.queue_size,
             max_batch_size: s.max_batch_size,
+            writer_lanes: s.writer_lanes,
             max_sequencing_horizon: s.max_sequencing_horizon,
             allow_unsafe_commit: s.allow_unsafe_commit,
         }
@@ -152,6 +156,7 @@ impl SequencerConfig {
             read_spacing: r.read_spacing,
             queue_size: w.queue_size,
             max_batch_size: w.max_batch_size,
+            writer_lanes: w.writer_lanes,
             read_batch_size: r.read_batch_size,
             subscription_buffer_bytes: r.subscription_buffer_bytes,
             max_subscriptions: r.max_subscriptions,
@@ -189,7 +194,7 @@ fn key_of(field: &str) -> String {
         | "online_check_interval"
         | "offline_duration"
         | "max_clock_wait" => "high_availability",
-        "queue_size" | "max_batch_size" | "max_sequencing_horizon" | "write_timeout" => "writer",
+        "queue_size" | "max_batch_size" | "writer_lanes" | "max_sequencing_horizon" | "write_timeout" => "writer",
         "max_request_size" => "public_api",
         _ => "reader",
     };
@@ -355,6 +360,8 @@ health = { address = "127.0.0.1:4003" }
             ("reader", "read_batch_size = 0", "reader.read_batch_size"),
             ("writer", "queue_size = 0", "writer.queue_size"),
             ("writer", "max_batch_size = 0", "writer.max_batch_size"),
+            ("writer", "writer_lanes = 0", "writer.writer_lanes"),
+            ("writer", "writer_lanes = 5", "writer.writer_lanes"),
             ("writer", "max_sequencing_horizon = \"0s\"", "writer.max_sequencing_horizon"),
             ("high_availability", "offline_duration = \"0s\"", "high_availability.offline_duration"),
             ("high_availability", "online_check_interval = \"100000years\"", "high_availability.online_check_interval"),

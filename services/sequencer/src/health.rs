@@ -1,5 +1,5 @@
-//! Health of a sequencer node: it serves while its writer runs, its watermark was confirmed
-//! online recently, its notification listener is up (or was down only briefly) and its
+//! Health of a sequencer node: it serves while a writer lane runs (a failed lane recovers by
+//! itself while the others write), every running lane's watermark was confirmed online recently, its notification listener is up (or was down only briefly) and its
 //! subscriptions can read. The node publishes this on a `watch` when it changes: the writer,
 //! the listener and the readers wake the health task on their transitions, and the task
 //! sleeps until the next moment a grace period can run out (no polling).
@@ -87,7 +87,13 @@ fn evaluate(inner: &Inner) -> (HealthState, Option<Duration>) {
 /// Components for a status page: (name, state).
 pub(crate) fn components(inner: &Inner) -> Vec<(String, String)> {
     let writer = &inner.writer;
-    let index = writer.node_index().map_or("none".to_string(), |i| i.to_string());
+    // Every lane's index ("none" for a lane that has none yet).
+    let index = writer
+        .lanes()
+        .iter()
+        .map(|l| l.node_index().map_or("none".to_string(), |i| i.to_string()))
+        .collect::<Vec<_>>()
+        .join(", ");
     let listener = match inner.signals.listener.down_for() {
         None => "listening".to_string(),
         Some((d, why)) => format!("down for {} ms: {why}", d.as_millis()),

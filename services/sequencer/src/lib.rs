@@ -7,6 +7,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod lanes;
 mod liveness;
 pub mod members;
 mod notify;
@@ -34,10 +35,10 @@ pub use admin::AdminApi;
 pub use auth::MemberAuth;
 pub use error::{Result, SequencerError};
 pub use health::SequencerHealth;
+pub use lanes::WriterShared;
 pub use members::Members;
 pub use service::PublicApi;
 pub use settings::SequencerSettings;
-pub use writer::WriterShared;
 
 /// State shared by the APIs and background tasks of one sequencer node.
 pub(crate) struct Inner {
@@ -57,7 +58,8 @@ pub(crate) struct Inner {
 /// A running sequencer node.
 pub struct Sequencer {
     inner: Arc<Inner>,
-    writer_task: JoinHandle<()>,
+    /// One task per writer lane.
+    writer_tasks: Vec<JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
     health: watch::Receiver<HealthState>,
     health_stop: CancellationToken,
@@ -65,7 +67,7 @@ pub struct Sequencer {
 }
 
 impl Sequencer {
-    /// Start the writer (which migrates the schema, then goes online), the liveness check
+    /// Start the writer lanes (which migrate the schema, then go online), the liveness check
     /// and the notification listener. Returns at once, also while the database is down:
     /// everything retries until it is reachable (watch [`health`](Self::health)). Fails only
     /// for a bad configuration (see [`SequencerSettings::validate`]).
@@ -78,7 +80,7 @@ impl Sequencer {
         let (queue, rx) = mpsc::channel(settings.queue_size.max(1));
         let changes = Arc::new(health::Changes::default());
         let (signals, listener) = notify::spawn(db_config.clone(), cancel.clone(), changes.clone());
-        let shared = Arc::new(WriterShared::new(changes.clone()));
+        let shared = Arc::new(WriterShared::new(settings.writer_lanes, changes.clone()));
         let inner = Arc::new(Inner {
             settings: settings.clone(),
             db: db.clone(),
@@ -96,9 +98,14 @@ impl Sequencer {
         let health_stop = CancellationToken::new();
         let health_task = health::spawn(inner.clone(), health_tx, health_stop.clone());
         let liveness = liveness::run(db, db_config.clone(), settings.clone(), shared.clone(), cancel.clone());
-        let writer_task = tokio::spawn(writer::run(db_config.clone(), settings, shared, rx, cancel.clone()));
+        let lanes = Arc::new(lanes::Lanes::new(inner.queue.clone(), rx, shared));
+        let writer_tasks = (0..settings.writer_lanes)
+            .map(|lane| {
+                tokio::spawn(writer::run(db_config.clone(), settings.clone(), lanes.clone(), lane, cancel.clone()))
+            })
+            .collect();
         let tasks = vec![tokio::spawn(liveness), listener];
-        Ok(Sequencer { inner, writer_task, tasks, health, health_stop, health_task })
+        Ok(Sequencer { inner, writer_tasks, tasks, health, health_stop, health_task })
     }
 
     /// The public gRPC service (Send, Subscribe, Acknowledge).
@@ -128,7 +135,7 @@ impl Sequencer {
         SequencerStatus { inner: self.inner.clone(), health: self.health.clone() }
     }
 
-    /// The writer's state.
+    /// The writer lanes' state.
     pub fn writer(&self) -> &Arc<WriterShared> {
         &self.inner.writer
     }
@@ -151,7 +158,9 @@ impl Sequencer {
     /// Clean shutdown: refuse sends, write what is queued, go offline, release the index.
     pub async fn shutdown(self) {
         self.inner.cancel.cancel();
-        let _ = self.writer_task.await;
+        for t in self.writer_tasks {
+            let _ = t.await;
+        }
         self.health_stop.cancel();
         let _ = self.health_task.await;
         // Background tasks stop at their next cancellation point; one stuck on a database

@@ -14,10 +14,10 @@ use syncline_coordination::{Db, DbConfig};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::lanes::WriterShared;
 use crate::peer_watch::PeerWatch;
 use crate::settings::SequencerSettings;
 use crate::store::error::StoreError;
-use crate::writer::WriterShared;
 
 /// The safe-watermark lag. When the watermark cannot be read (query failed, or no node online)
 /// the lag keeps growing from the last one known, so that a lag alert fires exactly then.
@@ -40,7 +40,7 @@ impl Lag {
     }
 }
 
-/// Run until cancelled; `writer` tells this node's own index (not watched).
+/// Run until cancelled; `writer` tells this node's own indexes, one per lane (not watched).
 pub(crate) async fn run(
     db: Db,
     db_config: DbConfig,
@@ -82,7 +82,7 @@ pub(crate) async fn run(
             .await;
         let safe = match r {
             Ok((safe, online)) => {
-                peers.update(&online, writer.node_index());
+                peers.update(&online, &writer.node_indexes());
                 safe
             }
             Err(e) => {

@@ -4,8 +4,9 @@
 //! the wait returns at once; the watcher lets go of the lock and wakes the liveness check, which
 //! knocks the peer offline, so readers resume without waiting for the next periodic check.
 //!
-//! Cost: one extra database session per online peer on every node (n·(n−1) for n nodes: 6 for
-//! three sequencers), each idle in a lock wait.
+//! Cost: one extra database session per online peer index on every node: with n processes of
+//! l writer lanes, n·(n−1)·l sessions (12 for three sequencers of two lanes), each idle in a
+//! lock wait.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,19 +35,20 @@ impl PeerWatch {
         PeerWatch { db, wake, cancel, watching: HashMap::new() }
     }
 
-    /// Watch every index of `online` except `own` that is not watched yet (a watcher ends once
+    /// Watch every index of `online` except `own` (this process's lanes: a lane learns of its
+    /// own lost session at its next write) that is not watched yet (a watcher ends once
     /// its peer's lock was released, and is started again when the peer is back online);
     /// stop watching the others.
-    pub(crate) fn update(&mut self, online: &[u32], own: Option<u32>) {
+    pub(crate) fn update(&mut self, online: &[u32], own: &[u32]) {
         self.watching.retain(|i, (task, stop)| {
-            let keep = !task.is_finished() && online.contains(i) && Some(*i) != own;
+            let keep = !task.is_finished() && online.contains(i) && !own.contains(i);
             if !keep {
                 stop.cancel();
             }
             keep
         });
         for &index in online {
-            if Some(index) == own || self.watching.contains_key(&index) {
+            if own.contains(&index) || self.watching.contains_key(&index) {
                 continue;
             }
             let stop = self.cancel.child_token();

@@ -34,6 +34,10 @@ pub struct SequencerSettings {
     pub queue_size: usize,
     /// Most sends committed in one transaction.
     pub max_batch_size: usize,
+    /// Writer lanes of this process: each takes its own node index (so `total_node_count`
+    /// must cover lanes × processes), lock session, timestamp partition and watermark, and
+    /// they take batches from the one send queue of the node.
+    pub writer_lanes: u32,
     /// Events per read of a subscription.
     pub read_batch_size: u32,
     /// Bytes of events one subscription holds for a slow client: its queue holds at most this
@@ -75,6 +79,7 @@ impl Default for SequencerSettings {
             read_spacing: Duration::from_millis(2),
             queue_size: 1000,
             max_batch_size: 500,
+            writer_lanes: 2,
             read_batch_size: 100,
             // With the defaults: 1000 × (2 × 8 MiB + one 4 MiB event) bounds subscription memory.
             subscription_buffer_bytes: 8 * 1024 * 1024,
@@ -110,6 +115,8 @@ const MAX_READ_SPACING: Duration = Duration::from_secs(1);
 const MAX_HORIZON: Duration = Duration::from_secs(366 * 24 * 3600);
 /// Largest accepted queue (tokio's channel panics far above; memory runs out before).
 const MAX_QUEUE_SIZE: usize = 1 << 24;
+/// Most writer lanes per process: beyond a few, lanes only add sessions and keep-alives.
+pub const MAX_WRITER_LANES: u32 = 4;
 /// Largest accepted send (gRPC frames carry a 32-bit length; tonic's limit adds slack).
 const MAX_REQUEST_SIZE: usize = 1 << 30;
 
@@ -125,6 +132,19 @@ impl SequencerSettings {
         let bad = |field: &'static str, problem: String| Err(InvalidSetting { field, problem });
         if let Err(problem) = timestamps::check_total_node_count(self.total_node_count) {
             return bad("total_node_count", problem);
+        }
+        if !(1..=MAX_WRITER_LANES).contains(&self.writer_lanes) {
+            return bad("writer_lanes", format!("{} is not between 1 and {MAX_WRITER_LANES}", self.writer_lanes));
+        }
+        // Every lane takes a node index of its own.
+        if self.writer_lanes > self.total_node_count {
+            return bad(
+                "writer_lanes",
+                format!(
+                    "{} lanes need as many node indexes, but total_node_count is {} (it must cover lanes × sequencer processes)",
+                    self.writer_lanes, self.total_node_count
+                ),
+            );
         }
         let durations = [
             ("keep_alive_interval", self.keep_alive_interval, MAX_INTERVAL),
@@ -250,6 +270,17 @@ mod tests {
             "invalid setting total_node_count: 0 is not between 1 and 31"
         );
         assert_eq!(refused(|s| s.total_node_count = 32).field, "total_node_count");
+        assert_eq!(
+            refused(|s| s.writer_lanes = 0).to_string(),
+            "invalid setting writer_lanes: 0 is not between 1 and 4"
+        );
+        assert_eq!(refused(|s| s.writer_lanes = 5).field, "writer_lanes");
+        let e = refused(|s| {
+            s.total_node_count = 3;
+            s.writer_lanes = 4
+        });
+        assert_eq!(e.field, "writer_lanes");
+        assert!(e.problem.contains("total_node_count is 3"), "{e}");
         let e = refused(|s| s.keep_alive_interval = s.offline_duration);
         assert_eq!(e.to_string(), "invalid setting keep_alive_interval: 8s must be shorter than offline_duration (8s)");
     }

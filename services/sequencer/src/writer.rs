@@ -1,4 +1,4 @@
-//! The writer: one task per process that owns a node index, assigns partitioned timestamps,
+//! The writer: one task per lane (see `lanes`) that owns a node index, assigns partitioned timestamps,
 //! commits batches of sends as large as the backlog allows (group commit) through the
 //! session holding the index lock, with the watermark that covers each batch in the same
 //! statement (prepared once per lock session), and only then answers each
@@ -12,8 +12,8 @@
 //! dead and its tail about to be truncated — so such a send stays pending and is tried again
 //! until the claim is covered or gone.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::store;
@@ -24,12 +24,12 @@ use crate::store::timestamps::TimestampGenerator;
 use crate::store::{recovery, watermarks};
 use syncline_coordination::db::{self, SessionKind};
 use syncline_coordination::{DbConfig, DbError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::error::SequencerError;
-use crate::health::Changes;
+use crate::lanes::{LaneState, Lanes};
 use crate::settings::SequencerSettings;
 
 /// The writer's answer to one send: its timestamp, or why not.
@@ -65,104 +65,44 @@ impl Submission {
     }
 }
 
-/// What the writer is doing, shared with the API and health checks.
-#[derive(Debug)]
-pub struct WriterShared {
-    running: AtomicBool,
-    node_index: AtomicI64,
-    last_watermark: AtomicI64,
-    /// Milliseconds since `epoch` of the last confirmed watermark write.
-    last_write_ms: AtomicU64,
-    epoch: Instant,
-    detail: Mutex<String>,
-    changes: Arc<Changes>,
-}
-
-impl WriterShared {
-    pub(crate) fn new(changes: Arc<Changes>) -> Self {
-        WriterShared {
-            changes,
-            running: AtomicBool::new(false),
-            node_index: AtomicI64::new(-1),
-            last_watermark: AtomicI64::new(0),
-            last_write_ms: AtomicU64::new(0),
-            epoch: Instant::now(),
-            detail: Mutex::new("starting".into()),
-        }
-    }
-
-    /// True while the writer is online and accepting sends.
-    pub fn is_running(&self) -> bool {
-        self.running.load(Ordering::Acquire)
-    }
-
-    /// The owned node index, if any.
-    pub fn node_index(&self) -> Option<u32> {
-        u32::try_from(self.node_index.load(Ordering::Acquire)).ok()
-    }
-
-    /// The last watermark this node wrote (µs).
-    pub fn last_watermark(&self) -> i64 {
-        self.last_watermark.load(Ordering::Acquire)
-    }
-
-    /// Time since the last confirmed watermark write.
-    pub fn since_last_write(&self) -> Duration {
-        let at = Duration::from_millis(self.last_write_ms.load(Ordering::Acquire));
-        self.epoch.elapsed().saturating_sub(at)
-    }
-
-    /// Why the writer is not running (or "running").
-    pub fn detail(&self) -> String {
-        self.detail.lock().unwrap().clone()
-    }
-
-    fn set_down(&self, detail: impl Into<String>) {
-        self.running.store(false, Ordering::Release);
-        *self.detail.lock().unwrap() = detail.into();
-        self.changes.changed();
-    }
-
-    fn set_up(&self, index: u32, watermark: i64) {
-        self.node_index.store(index.into(), Ordering::Release);
-        self.wrote(watermark);
-        *self.detail.lock().unwrap() = "running".into();
-        self.running.store(true, Ordering::Release);
-        self.changes.changed();
-    }
-
-    fn wrote(&self, watermark: i64) {
-        self.last_watermark.store(watermark, Ordering::Release);
-        self.last_write_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Release);
-        self.changes.wrote();
-    }
-}
-
 struct Writer {
     db: DbConfig,
     settings: SequencerSettings,
-    shared: Arc<WriterShared>,
-    rx: mpsc::Receiver<Submission>,
+    /// This lane's state.
+    shared: Arc<LaneState>,
+    /// What the lanes of this process share (the send queue among them).
+    lanes: Arc<Lanes>,
+    /// The highest watermark covering a batch of any lane, followed.
+    batches: watch::Receiver<i64>,
     /// Sends whose outcome is not known yet (a failed write, or a claim not covered yet);
-    /// retried with the next batch.
+    /// retried with the next batch. Held by this lane until then: its claims may be committed
+    /// on this lane's index, not yet covered.
     carry: Vec<Submission>,
-    /// Whether this process has applied the schema migrations.
-    migrated: bool,
-    /// The lease this process held last, to end its session if the server still keeps it.
+    /// The lease this lane held last, to end its session if the server still keeps it.
     previous: Option<node_index::PreviousLease>,
+    /// Metric labels: node name and lane.
+    labels: [(&'static str, String); 2],
 }
 
-/// Run the writer until `cancel`; then write what is queued, go offline and release the index.
+/// Run writer lane `lane` until `cancel`; then write what it holds and what is queued, go
+/// offline and release its index.
 pub(crate) async fn run(
     db: DbConfig,
     settings: SequencerSettings,
-    shared: Arc<WriterShared>,
-    rx: mpsc::Receiver<Submission>,
+    lanes: Arc<Lanes>,
+    lane: u32,
     cancel: CancellationToken,
 ) {
-    let span = tracing::info_span!("writer", node = %settings.name);
-    let mut w = Writer { db, settings, shared, rx, carry: Vec::new(), migrated: false, previous: None };
-    w.run(cancel).instrument(span).await
+    let span = tracing::info_span!("writer", node = %settings.name, lane);
+    let shared = lanes.node.lanes()[lane as usize].clone();
+    let labels = [("node", settings.name.clone()), ("lane", lane.to_string())];
+    let batches = lanes.watch_batches();
+    let mut w = Writer { db, settings, shared, lanes, batches, carry: Vec::new(), previous: None, labels };
+    w.run(cancel).instrument(span).await;
+    // The last lane out answers what nobody took from the queue.
+    if w.lanes.running_tasks.fetch_sub(1, Ordering::AcqRel) == 1 {
+        w.give_up_queue("the node stopped before it could sequence this send").await;
+    }
 }
 
 enum Outcome {
@@ -199,19 +139,33 @@ impl Writer {
             // Closing the session releases the index; `join` backs off if the database is down.
             drop(lease);
         }
-        // Cancelled while not online: nothing more can be written by this process.
+        // Cancelled while not online: nothing more can be written by this lane; lanes still
+        // online write what is queued, the last lane out answers what is left.
         self.shared.set_down("stopped");
-        self.rx.close();
+        self.lanes.queue.lock().await.close();
         let reason = "the node stopped before it could sequence this send";
         self.give_up(reason);
     }
 
-    /// Answer every send still held (carried or queued) with "outcome unknown".
+    /// Answer every send this lane holds with "outcome unknown".
     fn give_up(&mut self, reason: &str) {
-        let mut rest = std::mem::take(&mut self.carry);
-        while let Ok(s) = self.rx.try_recv() {
+        let rest = std::mem::take(&mut self.carry);
+        self.answer_unknown(rest, reason);
+    }
+
+    /// Answer every send still queued with "outcome unknown" (no lane writes any more).
+    async fn give_up_queue(&mut self, reason: &str) {
+        let mut rest = Vec::new();
+        let mut queue = self.lanes.queue.lock().await;
+        queue.close();
+        while let Ok(s) = queue.try_recv() {
             rest.push(s);
         }
+        drop(queue);
+        self.answer_unknown(rest, reason);
+    }
+
+    fn answer_unknown(&self, rest: Vec<Submission>, reason: &str) {
         if !rest.is_empty() {
             tracing::warn!(unanswered = rest.len(), "{reason}");
         }
@@ -233,10 +187,13 @@ impl Writer {
     /// that clients do not hang while the database is away (or another node's claim stays
     /// unconfirmed); they stay held and are still sequenced (once) when that resolves.
     /// `drain` also takes the queued sends, which nobody writes while the node is down.
+    /// The queue is drained only while no lane of the node runs: otherwise it is theirs.
     fn answer_overdue(&mut self, drain: bool) {
-        if drain {
-            while let Ok(s) = self.rx.try_recv() {
-                self.carry.push(s);
+        if drain && !self.lanes.node.is_running() {
+            if let Ok(mut queue) = self.lanes.queue.try_lock() {
+                while let Ok(s) = queue.try_recv() {
+                    self.carry.push(s);
+                }
             }
         }
         let after = self.settings.write_timeout;
@@ -291,9 +248,13 @@ impl Writer {
 
     async fn try_join(&mut self, cancel: &CancellationToken) -> Result<(IndexLease, TimestampGenerator), StoreError> {
         let t = self.settings.write_timeout;
-        if !self.migrated {
-            timeout(t * 6, syncline_coordination::db::migrate(&self.db)).await?;
-            self.migrated = true;
+        {
+            // Once per process: the lanes go online together.
+            let mut migrated = self.lanes.migrated.lock().await;
+            if !*migrated {
+                timeout(t * 6, syncline_coordination::db::migrate(&self.db)).await?;
+                *migrated = true;
+            }
         }
         let mut lease =
             timeout(t, node_index::acquire_after(&self.db, self.settings.total_node_count, self.previous)).await?;
@@ -353,7 +314,7 @@ impl Writer {
         // caller gives the lease up on any error.
         let (truncated, online_at) = timeout(t * 2, store::join(lease.conn(), index, self.settings.now(), gen)).await?;
         self.shared.set_up(index, online_at);
-        metrics::gauge!("syncline_sequencer_node_index", "node" => self.settings.name.clone()).set(index as f64);
+        metrics::gauge!("syncline_sequencer_node_index", &self.labels).set(index as f64);
         tracing::info!(index, online_at, removed_events = truncated.events, "online");
         Ok(())
     }
@@ -373,7 +334,6 @@ impl Writer {
                 return Outcome::Stop;
             }
         }
-        self.publish_queue_depth();
         match timeout(self.settings.write_timeout, self.write(lease, gen, &mut batch)).await {
             Ok(()) => {
                 self.carry = batch; // what is still pending
@@ -408,31 +368,56 @@ impl Writer {
         }
     }
 
-    fn publish_queue_depth(&self) {
-        metrics::gauge!("syncline_sequencer_queue_depth", "node" => self.settings.name.clone())
-            .set(self.rx.len() as f64);
-    }
-
     /// Wait up to a keep-alive interval for a first send, then take whatever else is queued
-    /// (up to a batch with the `held` sends already taken). `None` once cancelled.
+    /// (up to a batch with the `held` sends already taken). Returns early, with what is
+    /// queued (possibly nothing: a keep-alive), when a sibling lane committed a batch above
+    /// this lane's watermark: readers stop at the lowest watermark, so this lane moves past
+    /// it at once. `None` once cancelled (or the queue closed).
     async fn collect(&mut self, cancel: &CancellationToken, held: usize) -> Option<Vec<Submission>> {
-        let mut batch = Vec::new();
-        tokio::select! {
+        let room = self.settings.max_batch_size.saturating_sub(held).max(1);
+        let mine = self.shared.last_watermark();
+        let (lanes, batches) = (&self.lanes, &mut self.batches);
+        // The queue lock is held only while waiting for a first send and taking the rest.
+        let from_queue = async {
+            let mut queue = lanes.queue.lock().await;
+            let first = queue.recv().await?;
+            let mut batch = vec![first];
+            while batch.len() < room {
+                match queue.try_recv() {
+                    Ok(s) => batch.push(s),
+                    Err(_) => break,
+                }
+            }
+            Some(batch)
+        };
+        let sibling_ahead = batches.wait_for(|&w| w > mine);
+        let taken = tokio::select! {
             biased;
-            _ = cancel.cancelled() => return None,
-            first = tokio::time::timeout(self.settings.keep_alive_interval, self.rx.recv()) => match first {
-                Ok(Some(s)) => batch.push(s),
-                Ok(None) => return None,
-                Err(_) => return Some(batch), // idle: a keep-alive (and a retry of held sends)
+            _ = cancel.cancelled() => None,
+            taken = tokio::time::timeout(self.settings.keep_alive_interval, from_queue) => match taken {
+                Ok(Some(batch)) => Some(batch),
+                Ok(None) => None,
+                Err(_) => Some(Vec::new()), // idle: a keep-alive (and a retry of held sends)
+            },
+            _ = sibling_ahead => {
+                // Take what is queued without waiting for a lane that holds the queue.
+                let mut batch = Vec::new();
+                if let Ok(mut queue) = self.lanes.queue.try_lock() {
+                    while batch.len() < room {
+                        match queue.try_recv() {
+                            Ok(s) => batch.push(s),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(batch)
             }
-        }
-        while held + batch.len() < self.settings.max_batch_size {
-            match self.rx.try_recv() {
-                Ok(s) => batch.push(s),
-                Err(_) => break,
-            }
-        }
-        Some(batch)
+        };
+        // Also when idle: the API's figure, set as sends arrive, may be stale.
+        // (A handle is not kept: one taken before a recorder is installed stays a no-op.)
+        metrics::gauge!("syncline_sequencer_queue_depth", "node" => self.settings.name.clone())
+            .set(self.lanes.queue_depth() as f64);
+        taken
     }
 
     /// Commit `batch` (possibly empty: a keep-alive) and the watermark covering it, then
@@ -444,8 +429,9 @@ impl Writer {
         gen: &mut TimestampGenerator,
         batch: &mut Vec<Submission>,
     ) -> Result<(), StoreError> {
-        let name = &self.settings.name;
         let index = lease.index();
+        // Above every batch a sibling lane committed: this lane's watermark then passes them.
+        gen.ensure_after(self.lanes.batch_watermark());
         let mut events = Vec::with_capacity(batch.len());
         // Per send: the timestamp it was tried at, and whether it was late.
         let mut tried = Vec::with_capacity(batch.len());
@@ -473,6 +459,9 @@ impl Writer {
             Err(DbError::from_connection("answering the sends", "failpoint").into())
         });
         self.shared.wrote(watermark);
+        if !appended.written.is_empty() {
+            self.lanes.batch_committed(watermark);
+        }
 
         // Everything written is now covered. Sends that hit a claim, and late ones (a resend
         // of a send sequenced before), are answered from the claims as they stand now.
@@ -514,7 +503,7 @@ impl Writer {
             };
             match resolution {
                 Resolution::Done(result) => {
-                    metrics::histogram!("syncline_sequencer_write_latency_seconds", "node" => name.clone())
+                    metrics::histogram!("syncline_sequencer_write_latency_seconds", &self.labels)
                         .record(sub.accepted_at.elapsed().as_secs_f64());
                     sub.answer(result);
                 }
@@ -522,8 +511,8 @@ impl Writer {
             }
         }
         *batch = still_pending;
-        stats.publish(name, tried.len());
-        metrics::gauge!("syncline_sequencer_watermark_delay_seconds", "node" => name.clone())
+        stats.publish(&self.labels, tried.len());
+        metrics::gauge!("syncline_sequencer_watermark_delay_seconds", &self.labels)
             .set((self.settings.now() - watermark) as f64 / 1e6);
         Ok(())
     }
@@ -576,10 +565,14 @@ impl Writer {
     /// be written, remove our uncovered tail, go offline, release the index.
     async fn stop(&mut self, mut lease: IndexLease, gen: &mut TimestampGenerator) {
         self.shared.set_down("shutting down");
-        self.rx.close();
         let mut rest = std::mem::take(&mut self.carry);
-        while let Ok(s) = self.rx.try_recv() {
-            rest.push(s);
+        {
+            // Every lane online takes what it can of the closed queue.
+            let mut queue = self.lanes.queue.lock().await;
+            queue.close();
+            while let Ok(s) = queue.try_recv() {
+                rest.push(s);
+            }
         }
         let chunk_size = self.settings.max_batch_size.max(1);
         let mut failed = None;
@@ -628,13 +621,14 @@ struct Stats {
 }
 
 impl Stats {
-    fn publish(&self, name: &str, batch: usize) {
-        let node = name.to_string();
+    /// `labels`: node and lane. Drops and held sends are counted per node.
+    fn publish(&self, labels: &[(&'static str, String); 2], batch: usize) {
         if batch == 0 {
             return;
         }
-        metrics::counter!("syncline_sequencer_events_written_total", "node" => node.clone()).increment(self.written);
-        metrics::histogram!("syncline_sequencer_batch_size", "node" => node.clone()).record(batch as f64);
+        metrics::counter!("syncline_sequencer_events_written_total", labels).increment(self.written);
+        metrics::histogram!("syncline_sequencer_batch_size", labels).record(batch as f64);
+        let node = labels[0].1.clone();
         for (reason, n) in
             [("duplicate", self.resent), ("message_id_reused", self.refused), ("max_sequencing_time", self.late)]
         {

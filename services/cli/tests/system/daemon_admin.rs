@@ -56,10 +56,18 @@ async fn daemons_from_config_files_are_administered_remotely() {
     let (ok, out) = admin(&remote, &["sequencer-status"]);
     assert!(ok, "{out}");
     assert!(out.contains("3 members") || out.contains("1 members"), "{out}");
+    // Two writer lanes per node (the default), each with an index of its own.
     assert_eq!(
         out.lines().filter(|l| l.split_whitespace().nth(1) == Some("yes")).count(),
-        3,
-        "three online indexes:\n{out}"
+        6,
+        "six online indexes:\n{out}"
+    );
+    let asked = out.lines().next().unwrap_or_default();
+    assert!(asked.contains("node index ") && asked.contains(", total node count"), "{out}");
+    assert_eq!(
+        asked.split("node index ").nth(1).unwrap().split(", total").next().unwrap().split(", ").count(),
+        2,
+        "{out}"
     );
     let (ok, out) = admin(&remote, &["set-passive", "seqa"]);
     assert!(!ok && out.contains("all sequencers are active"), "{out}");
@@ -83,8 +91,8 @@ async fn daemons_from_config_files_are_administered_remotely() {
     assert!(ok, "{out}");
     assert_eq!(
         out.lines().filter(|l| l.split_whitespace().nth(1) == Some("no")).count(),
-        1,
-        "seqc went offline:\n{out}"
+        2,
+        "both lanes of seqc went offline:\n{out}"
     );
     let (ok, out) = admin(&remote, &["status"]);
     assert!(!ok, "status fails while a node is down:\n{out}");

@@ -13,8 +13,9 @@ use syncline_sequencer::{MemberAuth, Sequencer, SequencerSettings};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-/// Total node count of every test node: timestamps of index i are ≡ i (mod 4).
-pub const TOTAL_NODES: u32 = 4;
+/// Total node count of every test node: timestamps of index i are ≡ i (mod 8). Every writer
+/// lane takes an index: room for three nodes of two lanes and indexes tests lock themselves.
+pub const TOTAL_NODES: u32 = 8;
 
 /// A sequencer node serving its public and admin APIs on a free loopback port.
 pub struct Node {

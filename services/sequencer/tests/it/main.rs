@@ -5,6 +5,7 @@ mod admin_timeouts;
 mod auth;
 mod broadcast;
 mod harness;
+mod lanes;
 mod late_send;
 mod peer_watch;
 mod pruning;

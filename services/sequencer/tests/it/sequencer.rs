@@ -243,12 +243,15 @@ async fn a_clean_shutdown_goes_offline_without_pausing_other_readers() {
     a.wait_serving().await;
     b.wait_serving().await;
     b.register(&["alice", "bob"]).await;
-    let index = a.seq().writer().node_index().unwrap();
+    let indexes = a.seq().writer().node_indexes();
+    assert_eq!(indexes.len(), 2, "one index per writer lane");
     a.shutdown().await;
     let mut admin = b.admin().await;
     let st = admin.status(SequencerStatusRequest {}).await.unwrap().into_inner();
-    let row = st.watermarks.iter().find(|w| w.node_index == index).unwrap();
-    assert!(!row.online, "a went offline on shutdown");
+    for index in indexes {
+        let row = st.watermarks.iter().find(|w| w.node_index == index).unwrap();
+        assert!(!row.online, "every lane of a went offline on shutdown");
+    }
     let start = Instant::now();
     b.client().await.send(send("alice", "x", &["bob"], "x")).await.unwrap();
     collect(&b, "bob", None, 1, Duration::from_secs(5)).await;
@@ -657,7 +660,9 @@ async fn a_batch_commits_only_with_the_watermark_that_covers_it() {
     let tdb = fresh_database().await;
     let cfg = DbConfig::new(&tdb.url);
     // Keep-alives far apart: the writer waits idle for the send when the row gets locked.
+    // One lane: the test holds that lane's watermark row, and the send must go to it.
     let a = Node::start(&tdb.url, "a", |s| {
+        s.writer_lanes = 1;
         s.write_timeout = Duration::from_secs(20);
         s.keep_alive_interval = Duration::from_secs(5);
     })
@@ -710,7 +715,9 @@ async fn a_resend_batched_with_new_sends_gets_its_timestamp_and_the_others_are_s
     }
     let tdb = fresh_database().await;
     let cfg = DbConfig::new(&tdb.url);
+    // One lane: the test holds that lane's watermark row, and the send must go to it.
     let a = Node::start(&tdb.url, "a", |s| {
+        s.writer_lanes = 1;
         s.write_timeout = Duration::from_secs(20);
         s.keep_alive_interval = Duration::from_secs(5);
     })

@@ -40,3 +40,20 @@ async fn zero_keep_alive_and_other_spinning_values_are_refused() {
         assert!(matches!(&e, SequencerError::InvalidSetting(i) if i.field == field), "{field}: {e:?}");
     }
 }
+
+#[tokio::test]
+async fn writer_lanes_out_of_range_or_beyond_the_node_indexes_are_refused_naming_the_field() {
+    for e in [start(|s| s.writer_lanes = 0).await, start(|s| s.writer_lanes = 5).await] {
+        assert!(matches!(&e, SequencerError::InvalidSetting(i) if i.field == "writer_lanes"), "{e:?}");
+    }
+    let e = start(|s| {
+        s.total_node_count = 1;
+        s.writer_lanes = 2;
+    })
+    .await;
+    assert_eq!(
+        e.to_string(),
+        "invalid setting writer_lanes: 2 lanes need as many node indexes, but total_node_count is 1 (it must cover \
+         lanes × sequencer processes)"
+    );
+}

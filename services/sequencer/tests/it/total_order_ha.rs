@@ -1,5 +1,5 @@
 //! Randomized HA test of the Send contract and the total order, over gRPC, on one real
-//! PostgreSQL: four in-process sequencer nodes (one or two with skewed clocks), each reaching
+//! PostgreSQL: four in-process sequencer nodes of two writer lanes each (one or two with skewed clocks), each reaching
 //! the database through a fault proxy of its own. Several senders send concurrently through
 //! random nodes; sends that got no answer (or UNAVAILABLE) are resent with the same message id
 //! and content, possibly on another node; message ids are sometimes reused with other content.
@@ -46,8 +46,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::Code;
 
-/// Nodes, and node indexes: restarts and rejoins compete for the few free ones.
+/// Nodes; with `LANES` writer lanes each, they take every node index: restarts and rejoins
+/// compete for the few free ones.
 const NODES: usize = 4;
+/// Writer lanes per node (each its own index, session and watermark: one order across them).
+const LANES: u32 = 2;
 /// Members m0..m4; all but the last send.
 const MEMBERS: usize = 5;
 const SENDERS: usize = 4;
@@ -76,7 +79,8 @@ impl Node {
     async fn start(url: &str, slot: usize, offset_micros: i64) -> (Node, SocketAddr) {
         let settings = SequencerSettings {
             name: format!("seq{slot}"),
-            total_node_count: NODES as u32,
+            total_node_count: NODES as u32 * LANES,
+            writer_lanes: LANES,
             write_timeout: WRITE_TIMEOUT,
             offline_duration: OFFLINE_DURATION,
             max_clock_wait: Duration::from_secs(5),
