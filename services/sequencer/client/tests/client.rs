@@ -25,7 +25,7 @@ struct Node {
 
 impl Node {
     async fn start(db_url: &str, name: &str) -> Node {
-        let settings = SequencerSettings { name: name.into(), total_node_count: 4, ..Default::default() };
+        let settings = SequencerSettings { name: name.into(), total_node_count: 8, ..Default::default() };
         let mut db = DbConfig::new(db_url);
         db.application_name = name.into();
         let seq = Sequencer::start(db, settings).await.unwrap();
