@@ -57,8 +57,14 @@ struct Frozen {
 impl Frozen {
     async fn start(cfg: &DbConfig) -> Frozen {
         let mut conn = db::connect(cfg, SessionKind::Lock).await.unwrap();
-        assert!(locks::try_lock(&mut conn, node_index::index_lock(3)).await.unwrap());
-        let mut gen = TimestampGenerator::new(3, 10).unwrap();
+        // Coming back, the index may be held for a moment by a peer's watch on it (which lets
+        // go at once), as a restarting node finds it.
+        let start = std::time::Instant::now();
+        while !locks::try_lock(&mut conn, node_index::index_lock(3)).await.unwrap() {
+            assert!(start.elapsed() < Duration::from_secs(10), "index 3 stays taken");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut gen = TimestampGenerator::new(3, TOTAL_NODES).unwrap();
         syncline_sequencer::store::join(&mut conn, 3, now_micros(), &mut gen).await.unwrap();
         Frozen { conn, gen }
     }
