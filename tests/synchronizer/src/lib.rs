@@ -158,9 +158,9 @@ pub fn mediator_config_via(sequencer: SequencerConnection) -> MediatorConfig {
     MediatorConfig {
         member: Some(MEDIATOR.into()),
         storage: None,
-        public_api: PublicApiConfig { address: any, max_request_size: PublicApiConfig::DEFAULT_MAX_REQUEST_SIZE },
-        admin_api: ApiConfig { address: any },
-        health: HealthConfig { address: any, check: HealthCheck::IsActive },
+        public_api: PublicApiConfig::plain(any),
+        admin_api: ApiConfig::plain(any),
+        health: HealthConfig { address: any, check: HealthCheck::IsActive, tls: None },
         metrics: None,
         replication: Default::default(),
         sequencer,

@@ -21,7 +21,7 @@ pub use load::{load, load_remote, substitute};
 pub use remote::{RemoteConfig, RemoteNode};
 pub use sections::{
     ApiConfig, HealthCheck, HealthConfig, MetricsConfig, PublicApiConfig, ReplicatedNodeConfig, StorageConfig,
-    StorageOverride,
+    StorageOverride, TlsConfig,
 };
 
 /// A configuration problem, with where it is.
