@@ -91,7 +91,7 @@ impl SequencerNode {
     /// The `sequencer` section of a node of `member` reaching this sequencer at `url` (its own,
     /// or a proxy's), with the member's token.
     pub fn connection(&self, member: &str, url: &str) -> SequencerConnection {
-        SequencerConnection { endpoints: vec![url.to_string()], token: Some(self.token(member)), token_file: None }
+        SequencerConnection { endpoints: vec![url.to_string()], token: Some(self.token(member)), ..Default::default() }
     }
 
     /// A client of its admin API.
