@@ -18,7 +18,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub use load::{load, load_remote, substitute};
-pub use remote::{RemoteConfig, RemoteNode};
+pub use remote::{RemoteConfig, RemoteNode, RemoteTls};
 pub use sections::{
     ApiConfig, HealthCheck, HealthConfig, MetricsConfig, PublicApiConfig, ReplicatedNodeConfig, StorageConfig,
     StorageOverride, TlsConfig,

@@ -51,6 +51,12 @@ impl DevCerts {
         self.dir.join(format!("{name}.pem"))
     }
 
+    /// The certificate of `name` followed by its key (`<name>.bundle.pem`), as HAProxy's `crt`
+    /// wants them.
+    pub fn bundle(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.bundle.pem"))
+    }
+
     /// The private key of `name` (`<name>.key`).
     pub fn key(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.key"))
@@ -97,6 +103,8 @@ pub fn write_dev_certs(dir: &Path, names: &[String], hosts: &[&str]) -> Result<D
         let cert = params.signed_by(&key, &ca).map_err(generate(name))?;
         write(certs.cert(name), &cert.pem(), false)?;
         write(certs.key(name), &key.serialize_pem(), true)?;
+        // HAProxy's `crt` wants the certificate and its key in one file.
+        write(certs.bundle(name), &format!("{}{}", cert.pem(), key.serialize_pem()), true)?;
     }
     Ok(certs)
 }

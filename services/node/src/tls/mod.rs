@@ -5,6 +5,7 @@
 
 pub mod dev;
 mod incoming;
+pub mod probe;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
