@@ -470,4 +470,30 @@ mod tests {
 
         tokio::time::timeout(Duration::from_secs(20), host.shutdown()).await.unwrap();
     }
+
+    #[tokio::test]
+    async fn an_admin_api_reachable_from_other_machines_without_client_certificates_is_flagged() {
+        let d = tempfile::tempdir().unwrap();
+        let certs = crate::tls::dev::write_dev_certs(d.path(), &["n".into()], &crate::tls::dev::LOCAL_HOSTS).unwrap();
+        let any = "127.0.0.1:0".parse().unwrap();
+        let exposed = |admin_api: ApiConfig| async move {
+            let public_api = PublicApiConfig::plain(any);
+            let health = HealthConfig { address: any, check: HealthCheck::Ping, tls: None };
+            let common = CommonSections {
+                storage: None,
+                public_api: &public_api,
+                admin_api: &admin_api,
+                health: &health,
+                metrics: None,
+            };
+            Listeners::bind(common).await.unwrap().admin_exposed
+        };
+        let tls = crate::tls::TlsConfig { cert: certs.cert("n"), key: certs.key("n"), client_ca: None };
+        let everywhere = "0.0.0.0:0".parse().unwrap();
+        assert!(!exposed(ApiConfig::plain(any)).await, "loopback");
+        assert!(exposed(ApiConfig::plain(everywhere)).await, "all interfaces, plaintext");
+        assert!(exposed(ApiConfig { address: everywhere, tls: Some(tls.clone()) }).await, "TLS without client_ca");
+        let mtls = crate::tls::TlsConfig { client_ca: Some(certs.ca.clone()), ..tls };
+        assert!(!exposed(ApiConfig { address: everywhere, tls: Some(mtls) }).await, "client certificates required");
+    }
 }

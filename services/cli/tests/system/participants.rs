@@ -198,6 +198,7 @@ async fn haproxy_to_participant_replicas_kill9_of_the_leader_every_command_accep
     let (ledger, admin_fe) =
         (SocketAddr::from(([127, 0, 0, 1], free_port())), SocketAddr::from(([127, 0, 0, 1], free_port())));
     let _haproxy = Haproxy::start(ledger, admin_fe, &[&p1a, &p1b], &certs, dir.path().join("haproxy.log"));
+    let ledger_addr = ledger;
     let ledger = channel(&format!("https://{ledger}"), &ca);
     // The parties, each through its participant's ledger API (p1's through HAProxy).
     let parties = PartyManagementServiceClient::new(ledger.clone());
@@ -235,6 +236,26 @@ async fn haproxy_to_participant_replicas_kill9_of_the_leader_every_command_accep
         })
         .await;
     }
+
+    // `syncline ledger` through HAProxy over TLS: with the CA of its certificate, and refused
+    // with a clear error when trusting another CA.
+    let cli = |ca: &Path| {
+        let out = Command::new(syncline_bin())
+            .args(["ledger", "--participant", &format!("https://{ledger_addr}"), "--wait", "2", "--ca-cert"])
+            .arg(ca)
+            .arg("parties")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    let (ok, out) = cli(&ca);
+    assert!(ok && out.contains("alice") && out.contains("bob"), "syncline ledger parties over TLS:\n{out}");
+    let other = syncline_node::tls::dev::write_dev_certs(&dir.path().join("other"), &[], &[]).unwrap();
+    let (ok, out) = cli(&other.ca);
+    assert!(!ok && out.contains("UnknownIssuer"), "syncline ledger trusting another CA:\n{out}");
 
     // The application; p1's leader dies after KILL_AFTER acceptances.
     let accepted = Arc::new(AtomicUsize::new(0));
