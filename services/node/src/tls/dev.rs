@@ -1,6 +1,7 @@
 //! Throwaway certificates for development, the demo and tests: a CA and, per name, a
 //! certificate it signed for the given hosts (usable by servers and as a client certificate),
-//! written as PEM files. Not for production: the CA key is not kept.
+//! written as PEM files (`ca.pem`; `<name>.pem`, `<name>.key` and, for HAProxy,
+//! `<name>.bundle.pem`). Not for production: the CA key is not kept.
 
 use std::path::{Path, PathBuf};
 
