@@ -13,8 +13,13 @@ When the participants check access tokens, give one (--token, --token-file or th
 SYNCLINE_LEDGER_TOKEN environment variable): it is sent as `authorization: Bearer <JWT>` with
 every call, and must let --user act as alice, read as bob and allocate parties (admin).
 
+When the participants serve TLS, give the CA of their certificates (--ca-cert, or the
+SYNCLINE_CA_CERT environment variable): every endpoint is then reached over TLS.
+
     python3 examples/python/iou.py --p1 http://127.0.0.1:4021,http://127.0.0.1:4031 \
         --p2 http://127.0.0.1:4041 --rounds 5
+    python3 examples/python/iou.py --ca-cert certs/ca.pem --p1 https://127.0.0.1:6001 \
+        --p2 https://127.0.0.1:6011
 """
 
 import argparse
@@ -46,14 +51,15 @@ def error_id(e):
 class Participant:
     """A participant's ledger API at one or more endpoints (replicas, or HAProxy)."""
 
-    def __init__(self, name, urls, pb, grpc_pb, token=None, wait=60.0):
+    def __init__(self, name, urls, pb, grpc_pb, token=None, wait=60.0, ca=None):
         self.name, self.pb, self.wait = name, pb, wait
         # The access token goes with every call (none: the participant does not check tokens).
         self.metadata = [("authorization", f"Bearer {token}")] if token else None
         targets = [u.split("://", 1)[-1] for u in urls.split(",") if u.strip()]
         self.endpoints = []
         for t in targets:
-            ch = grpc.insecure_channel(t)
+            # TLS checking the server's certificate against the CA (its name: the target's host).
+            ch = grpc.secure_channel(t, grpc.ssl_channel_credentials(root_certificates=ca)) if ca else grpc.insecure_channel(t)
             self.endpoints.append(
                 {
                     "target": t,
@@ -228,7 +234,13 @@ def main():
     ap.add_argument("--token", default=os.environ.get("SYNCLINE_LEDGER_TOKEN"),
                     help="access token (JWT) for participants that check tokens (default: $SYNCLINE_LEDGER_TOKEN)")
     ap.add_argument("--token-file", help="a file holding the access token")
+    ap.add_argument("--ca-cert", default=os.environ.get("SYNCLINE_CA_CERT"),
+                    help="PEM file with the CA of the participants' TLS certificates: connect over TLS")
     args = ap.parse_args()
+    ca = None
+    if args.ca_cert:
+        with open(args.ca_cert, "rb") as f:
+            ca = f.read()
     token = args.token
     if args.token_file:
         with open(args.token_file) as f:
@@ -237,8 +249,8 @@ def main():
     with tempfile.TemporaryDirectory(prefix="syncline-stubs-") as tmp:
         pb, grpc_pb = load_stubs(args.stubs or tmp)
         app = App(args, pb)
-        p1 = Participant("participant 1", args.p1, pb, grpc_pb, token)
-        p2 = Participant("participant 2", args.p2, pb, grpc_pb, token)
+        p1 = Participant("participant 1", args.p1, pb, grpc_pb, token, ca=ca)
+        p2 = Participant("participant 2", args.p2, pb, grpc_pb, token, ca=ca)
         alice, bob = app.allocate(p1, args.alice), app.allocate(p2, args.bob)
         app.wait_known(p1, [alice, bob])
         app.wait_known(p2, [alice, bob])

@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
-use syncline_node::config::{self, RemoteConfig};
+use syncline_node::config::{self, RemoteConfig, RemoteNode};
 use syncline_proto::admin::node_admin_service_client::NodeAdminServiceClient;
 use syncline_proto::admin::{HealthState, SetPassiveRequest, StatusRequest};
 use syncline_proto::sequencer::sequencer_admin_service_client::SequencerAdminServiceClient;
 use syncline_proto::sequencer::{DisableMemberRequest, PruneRequest, PruningStatusRequest, SequencerStatusRequest};
+use syncline_sequencer_client::TlsFiles;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -139,12 +140,26 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    /// Connect to node `name` at `addr`; calls fail after `deadline`.
-    pub(crate) async fn connect(name: &str, addr: &str, deadline: Duration) -> Result<Node> {
-        let url = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
+    /// Connect to node `name` as `remote` says (over TLS with its `ca`); calls fail after
+    /// `deadline`.
+    pub(crate) async fn connect(name: &str, remote: &RemoteNode, deadline: Duration) -> Result<Node> {
+        let addr = remote.admin_api.as_str();
+        let url = remote.url();
         let fail = |what: String| anyhow!("{name} ({addr}): {what}");
-        let channel = Channel::from_shared(url)
-            .map_err(|e| fail(format!("not a valid address: {e}")))?
+        let mut endpoint = Channel::from_shared(url.clone()).map_err(|e| fail(format!("not a valid address: {e}")))?;
+        if url.starts_with("https://") {
+            let files = TlsFiles {
+                ca: remote.ca.clone(),
+                client_cert: remote.client_cert.clone(),
+                client_key: remote.client_key.clone(),
+            };
+            let tls = files
+                .load()
+                .map_err(|e| fail(e.to_string()))?
+                .ok_or_else(|| fail("an https:// admin address needs the CA of its certificate (ca)".into()))?;
+            endpoint = endpoint.tls_config(tls.tonic_config()).map_err(|e| fail(causes(&e)))?;
+        }
+        let channel = endpoint
             .connect_timeout(Duration::from_secs(3))
             .timeout(deadline)
             .connect()
@@ -250,11 +265,9 @@ pub async fn run(args: AdminArgs) -> Result<()> {
             Ok(())
         }
         AdminCommand::SetPassive { node } => {
-            let addr = remote
-                .node(&node)
-                .map(|n| n.admin_api.clone())
-                .ok_or_else(|| anyhow!("node {node} is not in the remote configuration"))?;
-            let n = Node::connect(&node, &addr, d).await?;
+            let remote_node =
+                remote.node(&node).ok_or_else(|| anyhow!("node {node} is not in the remote configuration"))?;
+            let n = Node::connect(&node, remote_node, d).await?;
             NodeAdminServiceClient::new(n.channel.clone())
                 .set_passive(SetPassiveRequest {})
                 .await
@@ -288,7 +301,7 @@ where
 {
     let mut failures = Vec::new();
     for (name, node) in remote.sequencers.iter().filter(|(n, _)| only.is_none_or(|o| o == n.as_str())) {
-        let node = match Node::connect(name, &node.admin_api, deadline).await {
+        let node = match Node::connect(name, node, deadline).await {
             Ok(n) => n,
             Err(e) => {
                 failures.push(e);
@@ -317,7 +330,7 @@ async fn status(remote: &RemoteConfig, deadline: Duration) -> Result<()> {
     let mut unhealthy = 0;
     for (_, name, node) in remote.nodes() {
         let r = async {
-            let n = Node::connect(name, &node.admin_api, deadline).await?;
+            let n = Node::connect(name, node, deadline).await?;
             let mut c = NodeAdminServiceClient::new(n.channel.clone());
             c.status(StatusRequest {}).await.map(tonic::Response::into_inner).map_err(|s| n.failed(&s))
         }

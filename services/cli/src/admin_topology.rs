@@ -285,7 +285,7 @@ async fn ask_mediator(
 ) -> Result<(String, TopologyResponse)> {
     let mut failures = Vec::new();
     for (name, node) in remote.mediators.iter().filter(|(n, _)| only.is_none_or(|o| o == n.as_str())) {
-        let node = match Node::connect(name, &node.admin_api, d).await {
+        let node = match Node::connect(name, node, d).await {
             Ok(n) => n,
             Err(e) => {
                 failures.push(e);

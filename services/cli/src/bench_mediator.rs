@@ -49,7 +49,7 @@ pub async fn takeovers(url: &str, runs: usize) -> Result<Takeovers> {
     std::fs::write(&storage, format!("[storage]\nurl = \"{url}\"\n"))?;
     // Fresh names per bench, so earlier benches on the same database do not interfere.
     let run = format!("{:08x}", rand::random::<u32>());
-    let mut seq = Node::configure(&dir, &format!("bench-mseq-{run}"))?;
+    let mut seq = Node::configure(&dir, &format!("bench-mseq-{run}"), None)?;
     seq.spawn(&dir, &storage)?;
     let started = wait_healthy(&mut seq, Duration::from_secs(60)).await;
     let result = async {
@@ -90,7 +90,7 @@ fn mediator(dir: &Path, name: &str, member: &str, seq: &Node) -> Result<Node> {
             crate::admin_tokens::token_file(dir, member).display()
         ),
     )?;
-    Ok(Node { name: name.to_string(), public, admin, health, config, child: None, log: None })
+    Ok(Node { name: name.to_string(), public, admin, health, config, child: None, log: None, tls: None })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -179,7 +179,7 @@ async fn measure(
                 .await
                 .with_context(|| format!("run {}: no verdict after killing {}", i + 1, meds[leader].name))?;
             times.push(at.duration_since(killed));
-            if !healthy(meds[standby].health).await {
+            if !healthy(&meds[standby]).await {
                 bail!("run {}: {} produced the verdict but does not report itself active", i + 1, meds[standby].name);
             }
             // The killed replica comes back as the next standby.

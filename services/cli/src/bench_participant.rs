@@ -86,7 +86,7 @@ pub async fn run(url: &str, phase: Duration, clients: usize, runs: usize) -> Res
         database_beside(url, &format!("bench_p1_{run}")).await?,
         database_beside(url, &format!("bench_p2_{run}")).await?,
     );
-    let mut seq = Node::configure(&dir, &format!("bench-pseq-{run}"))?;
+    let mut seq = Node::configure(&dir, &format!("bench-pseq-{run}"), None)?;
     seq.spawn(&dir, &storage)?;
     let mediator = format!("bench-pmediator-{run}");
     let (m1, m2) = (format!("bench-p1-{run}"), format!("bench-p2-{run}"));
@@ -161,7 +161,7 @@ fn node(dir: &Path, table: &str, name: &str, member: &str, db: Option<&str>, seq
             crate::admin_tokens::token_file(dir, member).display()
         ),
     )?;
-    Ok(Node { name: name.to_string(), public, admin, health, config, child: None, log: None })
+    Ok(Node { name: name.to_string(), public, admin, health, config, child: None, log: None, tls: None })
 }
 
 /// Register the members, publish the mediator and the participants' joins, start the nodes.
@@ -342,7 +342,7 @@ async fn takeovers(
         if let Some(e) = last {
             tracing::debug!(run = i + 1, answer = %e.message(), "the standby's last refusal");
         }
-        if !healthy(replicas[standby].health).await {
+        if !healthy(&replicas[standby]).await {
             bail!("run {}: {} served the command but does not report itself active", i + 1, replicas[standby].name);
         }
         replicas[leader].spawn(dir, storage)?;
@@ -358,7 +358,7 @@ async fn takeovers(
 async fn hand_overs(cfg: &DbConfig, replicas: &[Node], alice: &str, bob: &str, runs: usize) -> Result<Takeovers> {
     let mut times = Vec::with_capacity(runs);
     for i in 0..runs {
-        let leader = match (healthy(replicas[0].health).await, healthy(replicas[1].health).await) {
+        let leader = match (healthy(&replicas[0]).await, healthy(&replicas[1]).await) {
             (true, false) => 0,
             (false, true) => 1,
             _ => bail!("hand-over {}: not exactly one active replica", i + 1),

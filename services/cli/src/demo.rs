@@ -162,7 +162,7 @@ fn group(t: &mut Topology, target: Target) -> &mut Vec<Node> {
 
 async fn run_on(args: &DemoArgs, t: &mut Topology) -> Result<()> {
     let total = Duration::from_secs(args.seconds.max(15));
-    let app = App::new(&t.ledger)?;
+    let app = App::new(&t.ledger, &t.client_config()?)?;
     println!(
         "\n  application: IOUs of {} (create on participant1, transfer to Bob, Bob archives on participant2), \
          {} commands/s, unique command ids, resubmitted after errors; clients connect {}",
@@ -318,9 +318,9 @@ async fn follow_kill(t: &mut Topology, app: &App, k: &mut Kill) -> Result<()> {
     if let (Some(r), None) = (k.restarted, k.back) {
         let n = group(t, k.target).iter().find(|n| n.name == k.victim).expect("the victim is in its group");
         let back = match k.target {
-            Target::Sequencer => healthy(n.health).await,
+            Target::Sequencer => healthy(n).await,
             // A restarted replica joins as the standby.
-            _ => live(n.health).await && !healthy(n.health).await,
+            _ => live(n).await && !healthy(n).await,
         };
         if back {
             let d = r.elapsed();

@@ -70,7 +70,7 @@ pub async fn run_on(t: &mut Topology, seed: u64, faults: usize, seconds: u64, ra
         total.as_secs(),
         RECOVERY.as_secs()
     );
-    let app = App::new(&t.ledger)?;
+    let app = App::new(&t.ledger, &t.client_config()?)?;
     let mut rng = StdRng::seed_from_u64(seed);
     let names: Vec<String> = t
         .sequencers
@@ -110,7 +110,7 @@ pub async fn run_on(t: &mut Topology, seed: u64, faults: usize, seconds: u64, ra
         );
     }
     let sequencers: Vec<String> = t.sequencers.iter().map(|n| n.url()).collect();
-    let extra = order::run(&sequencers, &t.dir, &app).await;
+    let extra = order::run(&sequencers, &t.client_config()?, &t.dir, &app).await;
     verify(&app, extra).await.with_context(|| format!("chaos run with seed {seed}"))
 }
 
@@ -139,9 +139,9 @@ async fn inject(t: &mut Topology, fault: &Fault) -> Result<String> {
                 return Ok("set-passive: no active replica to ask (skipped)".into());
             };
             let n = &replicas[leader];
-            let mut admin = NodeAdminServiceClient::connect(format!("http://{}", n.admin))
-                .await
-                .with_context(|| format!("connecting to {}'s admin API", n.name))?;
+            let mut admin = NodeAdminServiceClient::new(
+                n.admin_channel().await.with_context(|| format!("connecting to {}'s admin API", n.name))?,
+            );
             admin.set_passive(SetPassiveRequest {}).await.with_context(|| format!("set-passive on {}", n.name))?;
             format!("set-passive on {}, the active replica", n.name)
         }

@@ -24,10 +24,10 @@ const CATCH_UP: Duration = Duration::from_secs(20);
 
 /// Run the checks against `sequencers` (URLs of each, not a load balancer; the members'
 /// tokens in `tokens`) and `app`'s participants.
-pub async fn run(sequencers: &[String], tokens: &Path, app: &App) -> Vec<Check> {
+pub async fn run(sequencers: &[String], tls: &ClientConfig, tokens: &Path, app: &App) -> Vec<Check> {
     let mut out = Vec::new();
     let mut streams = BTreeMap::new();
-    match one_order(sequencers, tokens, &mut streams).await {
+    match one_order(sequencers, tls, tokens, &mut streams).await {
         Ok(line) => out.push(Check { ok: true, line }),
         Err(line) => out.push(Check { ok: false, line }),
     }
@@ -45,16 +45,17 @@ pub async fn run(sequencers: &[String], tokens: &Path, app: &App) -> Vec<Check> 
 /// in `streams`.
 async fn one_order(
     sequencers: &[String],
+    tls: &ClientConfig,
     tokens: &Path,
     streams: &mut BTreeMap<String, Vec<Event>>,
 ) -> Result<String, String> {
     let members: Vec<&str> = std::iter::once(MEDIATOR).chain(PARTICIPANTS).collect();
     let mut counts = Vec::new();
     for m in &members {
-        let first = events(&sequencers[0], tokens, m, None).await?;
+        let first = events(&sequencers[0], tls, tokens, m, None).await?;
         let last = first.last().map(|e| e.timestamp);
         for s in &sequencers[1..] {
-            let other = events(s, tokens, m, Some(last.unwrap_or(i64::MIN))).await?;
+            let other = events(s, tls, tokens, m, Some(last.unwrap_or(i64::MIN))).await?;
             if let Some(i) = (0..first.len().max(other.len())).find(|i| first.get(*i) != other.get(*i)) {
                 return Err(format!(
                     "one order per subscriber — NOT: {m} on {s} differs from {} at event #{i} ({} vs {} events)",
@@ -76,8 +77,14 @@ async fn one_order(
 
 /// `member`'s events served by the sequencer at `url` (as the member, with its token from
 /// `tokens`), from the first: until the stream is quiet, or (with `until`) up to that timestamp.
-async fn events(url: &str, tokens: &Path, member: &str, until: Option<i64>) -> Result<Vec<Event>, String> {
-    let client = SequencerClient::new([url], ClientConfig::default())
+async fn events(
+    url: &str,
+    tls: &ClientConfig,
+    tokens: &Path,
+    member: &str,
+    until: Option<i64>,
+) -> Result<Vec<Event>, String> {
+    let client = SequencerClient::new([url], tls.clone())
         .map_err(|e| format!("{url}: {e}"))?
         .with_token(member, TokenSource::File(crate::admin_tokens::token_file(tokens, member)));
     let mut stream = client.subscribe(member, None);

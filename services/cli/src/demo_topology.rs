@@ -18,12 +18,18 @@ use syncline_proto::ledger::party_management_service_client::PartyManagementServ
 use super::workload::{channel, ALICE, BOB};
 use crate::bench_participant::database_beside;
 use crate::embedded::Database;
-use crate::procs::{haproxy_binary, healthy, live, wait_healthy, wait_standby, Haproxy, Node, Replicated};
+use crate::procs::{
+    haproxy_binary, healthy, live, wait_healthy, wait_standby, Haproxy, Node, NodeTls, Replicated, OPERATOR,
+};
+use syncline_node::tls::dev::{write_dev_certs, LOCAL_HOSTS};
+use syncline_sequencer_client::ClientConfig;
 
 /// The mediator's member name (its replicas share it).
 pub const MEDIATOR: &str = "mediator";
 /// The participants' member names.
 pub const PARTICIPANTS: [&str; 2] = ["participant1", "participant2"];
+/// HAProxy's certificate's name.
+const HAPROXY: &str = "haproxy";
 
 const SEQUENCERS_CFG: &str = include_str!("../../../ops/haproxy/sequencers.cfg");
 const PARTICIPANTS_CFG: &str = include_str!("../../../ops/haproxy/participants.cfg");
@@ -50,6 +56,8 @@ pub struct Topology {
     pub ledger: [Vec<String>; 2],
     /// HAProxy processes (none without HAProxy).
     proxies: Vec<Haproxy>,
+    /// The certificates every listener serves (a development CA made for this run).
+    tls: NodeTls,
     /// Keeps the throwaway cluster while the topology runs.
     _db: Database,
 }
@@ -104,6 +112,18 @@ impl Topology {
         let storage = dir.join("storage.toml");
         std::fs::write(&storage, format!("[storage]\nurl = \"{seq_db}\"\n"))?;
         let haproxy = if haproxy { haproxy_binary() } else { None };
+        // TLS on every listener: a throwaway CA and a certificate per node, HAProxy and the
+        // operator (whose client certificate the admin APIs require).
+        let mut names: Vec<String> = (1..=3).map(|i| format!("sequencer{i}")).collect();
+        names.extend(["mediator-a", "mediator-b"].map(String::from));
+        names.extend(PARTICIPANTS.iter().flat_map(|p| [format!("{p}-a"), format!("{p}-b")]));
+        names.extend([HAPROXY.to_string(), OPERATOR.to_string()]);
+        let tls = NodeTls::new(write_dev_certs(&dir.join("certs"), &names, &LOCAL_HOSTS)?)?;
+        println!(
+            "  TLS        every listener, with certificates of a throwaway CA ({}); admin APIs require \
+             client certificates",
+            tls.certs.ca.display()
+        );
         // Each node's database URL: as is, or through a fault proxy of the node's own.
         let mut db_proxies = BTreeMap::new();
         let mut db_of = async |name: &str, url: &str| -> Result<String> {
@@ -126,18 +146,18 @@ impl Topology {
                 std::fs::write(&own, format!("[storage]\nurl = \"{}\"\n", db_of(&name, &seq_db).await?))?;
                 storage_of.insert(name.clone(), own);
             }
-            sequencers.push(Node::configure(&dir, &name)?);
+            sequencers.push(Node::configure(&dir, &name, Some(&tls))?);
         }
         // What mediators and participants connect to: HAProxy, or every sequencer (their
         // client fails over itself).
         let seq_frontend = free_addr()?;
         let seq_endpoints = match haproxy {
-            Some(_) => vec![format!("http://{seq_frontend}")],
+            Some(_) => vec![format!("https://{seq_frontend}")],
             None => sequencers.iter().map(Node::url).collect(),
         };
         let mut replica = async |kind, name: &str, member: &str, db: &str| {
             let db = db_of(name, db).await?;
-            Node::configure_replica(&dir, kind, name, member, &db, &seq_endpoints)
+            Node::configure_replica(&dir, kind, name, member, &db, &seq_endpoints, Some(&tls))
         };
         let mediators = vec![
             replica(Replicated::Mediator, "mediator-a", MEDIATOR, &dbs[0]).await?,
@@ -172,6 +192,7 @@ impl Topology {
             participants,
             ledger: [Vec::new(), Vec::new()],
             proxies: Vec::new(),
+            tls,
             _db: db,
         };
 
@@ -181,11 +202,12 @@ impl Topology {
         }
         for n in &mut t.sequencers {
             wait_healthy(n, Duration::from_secs(60)).await?;
-            println!("  started    {} (pid {}): gRPC {}, health http://{}/health", n.name, pid(n), n.public, n.health);
+            println!("  started    {} (pid {}): gRPC {}, health {}", n.name, pid(n), n.public, n.health_url());
         }
         match &haproxy {
             Some(bin) => {
-                let mut env = vec![("SEQ_FRONTEND".to_string(), seq_frontend.to_string())];
+                let mut env = t.haproxy_tls();
+                env.push(("SEQ_FRONTEND".to_string(), seq_frontend.to_string()));
                 for (i, n) in t.sequencers.iter().enumerate() {
                     env.push((format!("SEQ{}", i + 1), n.public.to_string()));
                     env.push((format!("SEQ{}_HEALTH", i + 1), n.health.port().to_string()));
@@ -210,10 +232,9 @@ impl Topology {
             t.ledger[p] = match &haproxy {
                 Some(bin) => {
                     let (ledger, admin) = (free_addr()?, free_addr()?);
-                    let mut env = vec![
-                        ("LEDGER_FRONTEND".to_string(), ledger.to_string()),
-                        ("ADMIN_FRONTEND".into(), admin.to_string()),
-                    ];
+                    let mut env = t.haproxy_tls();
+                    env.push(("LEDGER_FRONTEND".to_string(), ledger.to_string()));
+                    env.push(("ADMIN_FRONTEND".into(), admin.to_string()));
                     for (i, r) in replicas.iter().enumerate() {
                         env.push((format!("R{}", i + 1), r.public.to_string()));
                         env.push((format!("R{}_ADMIN", i + 1), r.admin.to_string()));
@@ -223,13 +244,27 @@ impl Topology {
                     let proxy = t.haproxy(bin, name, PARTICIPANTS_CFG, &env)?;
                     t.proxies.push(proxy);
                     println!("  started    HAProxy for {name}: ledger API {ledger} (ops/haproxy/participants.cfg)");
-                    vec![format!("http://{ledger}")]
+                    vec![format!("https://{ledger}")]
                 }
                 None => replicas.iter().map(Node::url).collect(),
             };
         }
         t.wait_parties_known().await?;
         Ok(t)
+    }
+
+    /// HAProxy's TLS settings (its certificate, the CA it checks the nodes' against).
+    fn haproxy_tls(&self) -> Vec<(String, String)> {
+        vec![
+            ("TLS_CERT".into(), self.tls.certs.bundle(HAPROXY).display().to_string()),
+            ("TLS_CA".into(), self.tls.certs.ca.display().to_string()),
+        ]
+    }
+
+    /// Client settings for the topology's APIs: trusting its CA, with the operator's
+    /// certificate.
+    pub fn client_config(&self) -> Result<ClientConfig> {
+        self.tls.client_config()
     }
 
     fn haproxy(&self, bin: &Path, name: &str, text: &str, env: &[(String, String)]) -> Result<Haproxy> {
@@ -251,12 +286,12 @@ impl Topology {
                 ("standby", wait_standby(n, Duration::from_secs(60)).await?)
             };
             println!(
-                "  started    {} (pid {}): {role} after {:.1} s, gRPC {}, health http://{}/health",
+                "  started    {} (pid {}): {role} after {:.1} s, gRPC {}, health {}",
                 n.name,
                 pid(n),
                 took.as_secs_f64(),
                 n.public,
-                n.health
+                n.health_url()
             );
         }
         Ok(())
@@ -298,11 +333,12 @@ impl Topology {
     /// own subscription), through the ledger endpoints the application uses.
     async fn wait_parties_known(&self) -> Result<()> {
         let start = Instant::now();
+        let tls = self.client_config()?;
         for (p, endpoints) in self.ledger.iter().enumerate() {
             loop {
                 let mut known = Vec::new();
                 for e in endpoints {
-                    let mut c = PartyManagementServiceClient::new(channel(e)?);
+                    let mut c = PartyManagementServiceClient::new(channel(e, &tls)?);
                     if let Ok(r) = c.list_known_parties(pb::ListKnownPartiesRequest {}).await {
                         known = r.into_inner().party_details.into_iter().map(|d| d.party).collect();
                         break;
@@ -345,7 +381,7 @@ impl Topology {
     /// The replica that leads among `replicas` now, if one does.
     pub async fn leader(replicas: &[Node]) -> Option<usize> {
         for (i, r) in replicas.iter().enumerate() {
-            if healthy(r.health).await {
+            if healthy(r).await {
                 return Some(i);
             }
         }
@@ -357,9 +393,9 @@ impl Topology {
         async fn of(nodes: &[Node]) -> Vec<State> {
             let mut out = Vec::new();
             for n in nodes {
-                out.push(if healthy(n.health).await {
+                out.push(if healthy(n).await {
                     State::Active
-                } else if live(n.health).await {
+                } else if live(n).await {
                     State::Standby
                 } else {
                     State::Down

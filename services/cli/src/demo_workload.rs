@@ -17,6 +17,7 @@ use syncline_proto::ledger::command_completion_service_client::CommandCompletion
 use syncline_proto::ledger::command_service_client::CommandServiceClient;
 use syncline_proto::ledger::state_service_client::StateServiceClient;
 use syncline_proto::ledger::update_service_client::UpdateServiceClient;
+use syncline_sequencer_client::ClientConfig;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::Status;
@@ -32,10 +33,14 @@ pub const USER: &str = "demo";
 /// IOUs in progress at most (each is one command at a time).
 const MAX_IOUS_IN_FLIGHT: usize = 128;
 
-/// A lazily connecting channel to `url`: it reconnects by itself after a node or HAProxy
-/// drops it.
-pub fn channel(url: &str) -> Result<Channel> {
-    Ok(Channel::from_shared(url.to_string())?.connect_timeout(Duration::from_secs(2)).connect_lazy())
+/// A lazily connecting channel to `url` (over TLS with `tls` when it is `https://`): it
+/// reconnects by itself after a node or HAProxy drops it.
+pub fn channel(url: &str, tls: &ClientConfig) -> Result<Channel> {
+    let mut endpoint = Channel::from_shared(url.to_string())?;
+    if let (true, Some(tls)) = (url.starts_with("https://"), &tls.tls) {
+        endpoint = endpoint.tls_config(tls.tonic_config())?;
+    }
+    Ok(endpoint.connect_timeout(Duration::from_secs(2)).connect_lazy())
 }
 
 /// One participant's ledger API as the application reaches it: one HAProxy endpoint, or the
@@ -46,10 +51,10 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// A client of `endpoints` (URLs).
-    pub fn new(endpoints: &[String]) -> Result<Ledger> {
+    /// A client of `endpoints` (URLs), over TLS with `tls`.
+    pub fn new(endpoints: &[String], tls: &ClientConfig) -> Result<Ledger> {
         Ok(Ledger {
-            channels: endpoints.iter().map(|e| channel(e)).collect::<Result<_>>()?,
+            channels: endpoints.iter().map(|e| channel(e, tls)).collect::<Result<_>>()?,
             current: AtomicUsize::new(0),
         })
     }
@@ -156,10 +161,10 @@ fn classify(s: &Status) -> Answer {
 }
 
 impl App {
-    /// The application of the participants' ledger APIs at `endpoints`.
-    pub fn new(endpoints: &[Vec<String>; 2]) -> Result<Arc<App>> {
+    /// The application of the participants' ledger APIs at `endpoints`, over TLS with `tls`.
+    pub fn new(endpoints: &[Vec<String>; 2], tls: &ClientConfig) -> Result<Arc<App>> {
         Ok(Arc::new(App {
-            ledgers: [Ledger::new(&endpoints[0])?, Ledger::new(&endpoints[1])?],
+            ledgers: [Ledger::new(&endpoints[0], tls)?, Ledger::new(&endpoints[1], tls)?],
             stats: Stats::default(),
             stop: CancellationToken::new(),
             abandon: CancellationToken::new(),

@@ -8,6 +8,7 @@ mod bench;
 mod bench_cpu;
 mod bench_mediator;
 mod bench_participant;
+mod certs;
 mod daemon;
 mod demo;
 mod embedded;
@@ -39,6 +40,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Use a participant's ledger API: parties, submissions, contracts, updates, completions.
     Ledger(ledger::LedgerArgs),
+    /// Write a development CA and certificates signed by it (for nodes and operators).
+    Certs(certs::CertsArgs),
 }
 
 #[tokio::main]
@@ -49,6 +52,7 @@ async fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args).await,
         Command::Admin(args) => admin::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Certs(args) => certs::run(args),
         // Prints its own errors (one line, or JSON), with their own exit codes.
         Command::Ledger(args) => return ledger::run(args).await,
     };

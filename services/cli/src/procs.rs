@@ -11,10 +11,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use futures_util::StreamExt;
 use syncline_embedded_pg::free_addr;
+use syncline_node::tls::dev::DevCerts;
+use syncline_node::tls::probe::{self, ProbeTls};
 use syncline_sequencer_client::{
-    AdminClient, ClientConfig, RequestBuilder, SendRequest, SequencerApi, SequencerClient, SubscribeError, TokenSource,
+    AdminClient, ClientConfig, ClientTls, RequestBuilder, SendRequest, SequencerApi, SequencerClient, SubscribeError,
+    TokenSource,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A `syncline daemon` process running one sequencer.
 pub struct Node {
@@ -32,27 +34,68 @@ pub struct Node {
     pub child: Option<Child>,
     /// Where the running process logs.
     pub log: Option<PathBuf>,
+    /// Its TLS: the certificates (its own is named like the node), when it serves TLS.
+    pub tls: Option<NodeTls>,
+}
+
+/// The TLS of a node of this module: the certificates of the topology (a development CA, a
+/// certificate per node and `operator`'s for admin calls) and a probe configuration.
+#[derive(Clone)]
+pub struct NodeTls {
+    /// The certificates.
+    pub certs: DevCerts,
+    probe: ProbeTls,
+}
+
+/// The operator's certificate among the topology's (for the admin APIs, which require one).
+pub const OPERATOR: &str = "operator";
+
+impl NodeTls {
+    /// TLS with `certs` (which must hold a certificate for every node and [`OPERATOR`]).
+    pub fn new(certs: DevCerts) -> Result<NodeTls> {
+        let probe = probe::client_config(&certs.ca)?;
+        Ok(NodeTls { certs, probe })
+    }
+
+    /// The `tls` table of node `name`'s listeners (`client_ca` too: the admin API's).
+    fn table(&self, name: &str, client_ca: bool) -> String {
+        let ca = if client_ca { format!(", client_ca = \"{}\"", self.certs.ca.display()) } else { String::new() };
+        format!(
+            ", tls = {{ cert = \"{}\", key = \"{}\"{ca} }}",
+            self.certs.cert(name).display(),
+            self.certs.key(name).display()
+        )
+    }
+
+    /// Client settings trusting the CA (and presenting the operator's certificate, for admin
+    /// APIs).
+    pub fn client_config(&self) -> Result<ClientConfig> {
+        let identity = (self.certs.cert(OPERATOR), self.certs.key(OPERATOR));
+        let tls = ClientTls::load(&self.certs.ca, Some((&identity.0, &identity.1)))?;
+        Ok(ClientConfig { tls: Some(tls), ..ClientConfig::default() })
+    }
 }
 
 impl Node {
     /// Write the node's config file into `dir` (loopback ports never handed out before in this
-    /// process, so no two nodes race for one); not started yet.
-    pub fn configure(dir: &Path, name: &str) -> Result<Node> {
+    /// process, so no two nodes race for one), TLS on every listener with `tls`; not started yet.
+    pub fn configure(dir: &Path, name: &str, tls: Option<&NodeTls>) -> Result<Node> {
         let (public, admin, health) = (free_addr()?, free_addr()?, free_addr()?);
         let config = dir.join(format!("{name}.toml"));
+        let (t, admin_t) = tables(tls, name);
         std::fs::write(
             &config,
             format!(
-                "[sequencers.{name}]\npublic_api = {{ address = \"{public}\" }}\nadmin_api = {{ address = \"{admin}\" }}\nhealth = {{ address = \"{health}\", check = \"ping\" }}\n"
+                "[sequencers.{name}]\npublic_api = {{ address = \"{public}\"{t} }}\nadmin_api = {{ address = \"{admin}\"{admin_t} }}\nhealth = {{ address = \"{health}\", check = \"ping\"{t} }}\n"
             ),
         )?;
-        Ok(Node { name: name.to_string(), public, admin, health, config, child: None, log: None })
+        Ok(Node { name: name.to_string(), public, admin, health, config, child: None, log: None, tls: tls.cloned() })
     }
 
     /// Write the config file of a replica of mediator or participant `member` (`kind`) into
     /// `dir`: its own database `db`, the sequencers at `sequencers` (URLs), its member token
     /// read from `dir/<member>.token` (as `syncline admin ... --token-dir dir` writes it);
-    /// not started yet.
+    /// TLS on every listener and toward the sequencers with `tls`; not started yet.
     pub fn configure_replica(
         dir: &Path,
         kind: Replicated,
@@ -60,23 +103,26 @@ impl Node {
         member: &str,
         db: &str,
         sequencers: &[String],
+        tls: Option<&NodeTls>,
     ) -> Result<Node> {
         let (public, admin, health) = (free_addr()?, free_addr()?, free_addr()?);
         let config = dir.join(format!("{name}.toml"));
         let endpoints: Vec<String> = sequencers.iter().map(|s| format!("\"{s}\"")).collect();
         let token = crate::admin_tokens::token_file(dir, member);
+        let (t, admin_t) = tables(tls, name);
+        let ca = tls.map(|t| format!(", ca = \"{}\"", t.certs.ca.display())).unwrap_or_default();
         std::fs::write(
             &config,
             format!(
                 "[{table}.{name}]\nmember = \"{member}\"\nstorage = {{ url = \"{db}\" }}\n\
-                 public_api = {{ address = \"{public}\" }}\nadmin_api = {{ address = \"{admin}\" }}\n\
-                 health = {{ address = \"{health}\" }}\nsequencer = {{ endpoints = [{}], token_file = \"{}\" }}\n",
+                 public_api = {{ address = \"{public}\"{t} }}\nadmin_api = {{ address = \"{admin}\"{admin_t} }}\n\
+                 health = {{ address = \"{health}\"{t} }}\nsequencer = {{ endpoints = [{}], token_file = \"{}\"{ca} }}\n",
                 endpoints.join(", "),
                 token.display(),
                 table = kind.table(),
             ),
         )?;
-        Ok(Node { name: name.to_string(), public, admin, health, config, child: None, log: None })
+        Ok(Node { name: name.to_string(), public, admin, health, config, child: None, log: None, tls: tls.cloned() })
     }
 
     /// The running process's id.
@@ -84,14 +130,52 @@ impl Node {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Its line in a remote configuration for `syncline admin` (`table` as in its config).
+    /// Its lines in a remote configuration for `syncline admin` (`table` as in its config):
+    /// with TLS, the CA and the operator's client certificate.
     pub fn remote_toml(&self, table: &str) -> String {
-        format!("[{table}.{}]\nadmin_api = \"{}\"\n", self.name, self.admin)
+        let tls = match &self.tls {
+            Some(t) => format!(
+                "ca = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
+                t.certs.ca.display(),
+                t.certs.cert(OPERATOR).display(),
+                t.certs.key(OPERATOR).display()
+            ),
+            None => String::new(),
+        };
+        format!("[{table}.{}]\nadmin_api = \"{}\"\n{tls}", self.name, self.admin)
     }
 
-    /// The public gRPC endpoint URL.
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The public gRPC endpoint URL (`https://` with TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.public)
+        format!("{}://{}", self.scheme(), self.public)
+    }
+
+    /// The health server's URL, for people.
+    pub fn health_url(&self) -> String {
+        format!("{}://{}/health", self.scheme(), self.health)
+    }
+
+    /// A connection to its admin API (over TLS with the operator's certificate, when it
+    /// serves TLS).
+    pub async fn admin_channel(&self) -> Result<tonic::transport::Channel> {
+        let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{}://{}", self.scheme(), self.admin))?;
+        if let Some(tls) = self.client_config()?.tls {
+            endpoint = endpoint.tls_config(tls.tonic_config())?;
+        }
+        Ok(endpoint.connect().await?)
+    }
+
+    /// Client settings for this node's APIs.
+    pub fn client_config(&self) -> Result<ClientConfig> {
+        self.tls.as_ref().map_or_else(|| Ok(ClientConfig::default()), NodeTls::client_config)
     }
 
     /// Start `syncline daemon` with the shared storage file and this node's config; logs go
@@ -175,26 +259,25 @@ impl Replicated {
     }
 }
 
-/// True when `addr` answers `GET /health` with 200 within 500 ms (for a replica: it is the
+/// True when `node` answers `GET /health` with 200 within 500 ms (for a replica: it is the
 /// active one).
-pub async fn healthy(addr: SocketAddr) -> bool {
-    http_ok(addr, "/health").await
+pub async fn healthy(node: &Node) -> bool {
+    http_ok(node, "/health").await
 }
 
-/// True when the process at `addr` serves at all (`GET /livez` answers 200 within 500 ms).
-pub async fn live(addr: SocketAddr) -> bool {
-    http_ok(addr, "/livez").await
+/// True when `node`'s process serves at all (`GET /livez` answers 200 within 500 ms).
+pub async fn live(node: &Node) -> bool {
+    http_ok(node, "/livez").await
 }
 
-async fn http_ok(addr: SocketAddr, path: &str) -> bool {
-    let probe = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
-        let mut buf = vec![0u8; 64];
-        let n = s.read(&mut buf).await.ok()?;
-        Some(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"))
-    };
-    tokio::time::timeout(Duration::from_millis(500), probe).await.ok().flatten().unwrap_or(false)
+async fn http_ok(node: &Node, path: &str) -> bool {
+    let probe = probe::get(node.health, node.tls.as_ref().map(|t| &t.probe), path);
+    matches!(tokio::time::timeout(Duration::from_millis(500), probe).await, Ok(Some((200, _))))
+}
+
+/// The `tls` tables of node `name`'s listeners with `tls`: (public and health, admin).
+fn tables(tls: Option<&NodeTls>, name: &str) -> (String, String) {
+    tls.map(|t| (t.table(name, false), t.table(name, true))).unwrap_or_default()
 }
 
 /// What one subscriber received: (timestamp, message id, arrival).
@@ -237,7 +320,8 @@ pub fn message(sender: &str, to: &str, id: &str, within: Duration) -> SendReques
 
 /// A client of the public APIs of `nodes`, in order, presenting `tokens` (member → token).
 pub fn client_of(nodes: &[Node], tokens: &Tokens) -> Result<SequencerClient> {
-    let client = SequencerClient::new(nodes.iter().map(Node::url), ClientConfig::default())?;
+    let config = nodes.first().map(Node::client_config).transpose()?.unwrap_or_default();
+    let client = SequencerClient::new(nodes.iter().map(Node::url), config)?;
     for (member, token) in tokens {
         client.set_token(member, TokenSource::Token(token.clone()));
     }
@@ -268,14 +352,14 @@ pub async fn register(admin: &AdminClient, members: &[&str], dir: Option<&Path>)
 
 /// A client of `node`'s admin API.
 pub fn admin_of(node: &Node) -> Result<AdminClient> {
-    Ok(AdminClient::new(format!("http://{}", node.admin), ClientConfig::default())?)
+    Ok(AdminClient::new(format!("{}://{}", node.scheme(), node.admin), node.client_config()?)?)
 }
 
 /// Wait until `node` answers `/health` with 200; how long that took. Fails at once when the
 /// process exits meanwhile (a bad config, a port taken), with the end of its log.
 pub async fn wait_healthy(node: &mut Node, limit: Duration) -> Result<Duration> {
     let start = Instant::now();
-    while !healthy(node.health).await {
+    while !healthy(node).await {
         if let Some(why) = node.exited() {
             bail!("{why}");
         }
@@ -290,7 +374,7 @@ pub async fn wait_healthy(node: &mut Node, limit: Duration) -> Result<Duration> 
 /// Wait until replica `node` runs as a standby (live, not active); how long that took.
 pub async fn wait_standby(node: &Node, limit: Duration) -> Result<Duration> {
     let start = Instant::now();
-    while !live(node.health).await || healthy(node.health).await {
+    while !live(node).await || healthy(node).await {
         if start.elapsed() > limit {
             bail!("{} did not come up as a standby within {limit:?}", node.name);
         }
@@ -350,7 +434,7 @@ pub async fn launch(dir: &Path, storage: &Path, name: &str, limit: Duration) -> 
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let mut node = Node::configure(dir, name)?;
+        let mut node = Node::configure(dir, name, None)?;
         node.spawn(dir, storage)?;
         match wait_healthy(&mut node, limit).await {
             Ok(_) => return Ok(node),
@@ -376,7 +460,7 @@ mod tests {
     async fn a_daemon_that_exits_at_start_is_reported_at_once() {
         let dir = tempfile::tempdir().unwrap();
         // `false` stands for a daemon that exits at once; the bench must not wait out its limit.
-        let mut node = Node::configure(dir.path(), "quitter").unwrap();
+        let mut node = Node::configure(dir.path(), "quitter", None).unwrap();
         node.child = Some(Command::new("false").spawn().unwrap());
         let start = Instant::now();
         let e = wait_healthy(&mut node, Duration::from_secs(60)).await.unwrap_err();

@@ -18,7 +18,7 @@ use syncline_coordination::db;
 use syncline_coordination::leadership::LeadershipHandle;
 use syncline_coordination::{Db, DbConfig, DbError, LeadershipError};
 use syncline_node::{NodeHealth, NodeKind, ReplicatedNode};
-use syncline_sequencer_client::{ClientConfig, EndpointError, SequencerClient};
+use syncline_sequencer_client::{EndpointError, SequencerClient, TlsFilesError};
 
 use crate::config::MediatorConfig;
 use crate::runtime::Context;
@@ -38,6 +38,9 @@ pub enum StartError {
     /// Its sequencer endpoints.
     #[error(transparent)]
     Sequencer(#[from] EndpointError),
+    /// The TLS files of its sequencer connection.
+    #[error("sequencer.{}", .0)]
+    SequencerTls(#[from] TlsFilesError),
 }
 
 /// One running mediator replica.
@@ -55,7 +58,7 @@ impl Mediator {
         let member = cfg.member(name).to_string();
         db::migrate(&db_config).await?;
         let db = Db::new(db_config)?;
-        let sequencer = SequencerClient::new(cfg.sequencer.endpoints.iter().cloned(), ClientConfig::default())?;
+        let sequencer = SequencerClient::new(cfg.sequencer.endpoints.iter().cloned(), cfg.sequencer.client_config()?)?;
         if let Some(token) = cfg.sequencer.token_source() {
             sequencer.set_token(&member, token);
         }

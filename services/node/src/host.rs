@@ -20,6 +20,8 @@ use crate::config::{CommonSections, HealthCheck, NodeKind};
 use crate::grpc_errors;
 use crate::health::{self, NodeHealth};
 use crate::http::{self, HttpError, PrometheusHandle};
+use crate::tls::{Protocol, TlsConfig, TlsError, TlsListener};
+use tokio_rustls::rustls::ServerConfig;
 
 /// A running node of any kind, as the host serves it.
 #[tonic::async_trait]
@@ -50,55 +52,86 @@ pub enum HostError {
     /// A listener could not be bound.
     #[error(transparent)]
     Http(#[from] HttpError),
+    /// A listener's TLS files cannot be used.
+    #[error("{what}: tls.{}: {source}", source.key)]
+    Tls {
+        /// Which listener.
+        what: &'static str,
+        /// What is wrong.
+        source: TlsError,
+    },
     /// The reflection service could not be built.
     #[error("cannot build the reflection service")]
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
-/// A node's listeners, bound before the node starts so that a taken port fails first.
+/// A node's listeners, bound before the node starts so that a taken port fails first, with
+/// their TLS configurations (loaded then too).
 pub struct Listeners {
-    public: (SocketAddr, TcpListener),
-    admin: (SocketAddr, TcpListener),
-    health: (SocketAddr, TcpListener),
+    public: Bound,
+    admin: Bound,
+    health: Bound,
     check: HealthCheck,
-    metrics: Option<TcpListener>,
+    metrics: Option<Bound>,
+    /// Whether the admin API may be reached from other machines without a client certificate.
+    admin_exposed: bool,
+}
+
+/// A bound listener: its address, the socket, its TLS.
+struct Bound {
+    addr: SocketAddr,
+    listener: TcpListener,
+    tls: Option<Arc<ServerConfig>>,
 }
 
 impl Listeners {
     /// Bind the listeners of a node's common sections.
     pub async fn bind(common: CommonSections<'_>) -> Result<Self, HostError> {
-        let bind = |addr: SocketAddr, what| async move {
-            let listener = http::bind(addr, what).await?;
-            // The bound address: port 0 picks one.
-            Ok::<_, HostError>((listener.local_addr().unwrap_or(addr), listener))
+        let bind = |addr: SocketAddr, tls: Option<&TlsConfig>, protocol, what| {
+            let tls =
+                tls.map(|t| t.server_config(protocol)).transpose().map_err(|source| HostError::Tls { what, source });
+            Self::bind_one(addr, tls, what)
         };
+        let (public, admin, health) = (common.public_api, common.admin_api, common.health);
         Ok(Listeners {
-            public: bind(common.public_api.address, "public API").await?,
-            admin: bind(common.admin_api.address, "admin API").await?,
-            health: bind(common.health.address, "health server").await?,
-            check: common.health.check,
+            public: bind(public.address, public.tls.as_ref(), Protocol::Grpc, "public API").await?,
+            admin: bind(admin.address, admin.tls.as_ref(), Protocol::Grpc, "admin API").await?,
+            health: bind(health.address, health.tls.as_ref(), Protocol::Http, "health server").await?,
+            check: health.check,
             metrics: match common.metrics {
-                Some(m) => Some(http::bind(m.address, "metrics").await?),
+                Some(m) => Some(bind(m.address, m.tls.as_ref(), Protocol::Http, "metrics").await?),
                 None => None,
             },
+            admin_exposed: !admin.address.ip().is_loopback() && !admin.requires_client_certificates(),
         })
     }
 }
 
 impl Listeners {
+    async fn bind_one(
+        addr: SocketAddr,
+        tls: Result<Option<Arc<ServerConfig>>, HostError>,
+        what: &'static str,
+    ) -> Result<Bound, HostError> {
+        let tls = tls?;
+        let listener = http::bind(addr, what).await?;
+        // The bound address: port 0 picks one.
+        Ok(Bound { addr: listener.local_addr().unwrap_or(addr), listener, tls })
+    }
+
     /// Where the public API listens.
     pub fn public_address(&self) -> SocketAddr {
-        self.public.0
+        self.public.addr
     }
 
     /// Where the admin API listens.
     pub fn admin_address(&self) -> SocketAddr {
-        self.admin.0
+        self.admin.addr
     }
 
     /// Where `/health` is served.
     pub fn health_address(&self) -> SocketAddr {
-        self.health.0
+        self.health.addr
     }
 }
 
@@ -113,19 +146,24 @@ pub struct NodeHost {
 impl NodeHost {
     /// Serve `node` on `listeners` until [`shutdown`](Self::shutdown).
     pub fn serve(listeners: Listeners, node: Box<dyn Node>, metrics: PrometheusHandle) -> Result<Self, HostError> {
-        let Listeners {
-            public: (public_addr, public_listener),
-            admin: (admin_addr, admin_listener),
-            health: (health_addr, health_listener),
-            check,
-            metrics: metrics_listener,
-        } = listeners;
+        let Listeners { public, admin, health, check, metrics: metrics_listener, admin_exposed } = listeners;
         let name = node.name().to_string();
+        if admin_exposed {
+            // Whoever reaches it can hand leadership over, publish topology, register members.
+            tracing::warn!(
+                node = name,
+                admin = %admin.addr,
+                "the admin API of {name} listens on {} without requiring client certificates (admin_api.tls.client_ca): anyone who reaches it can administer the node",
+                admin.addr
+            );
+        }
+        let (public_addr, admin_addr, health_addr) = (public.addr, admin.addr, health.addr);
         let status = node.status();
         let servers = CancellationToken::new();
-        let mut tasks = vec![http::serve(health_listener, check, status.clone(), metrics.clone(), servers.clone())];
+        let mut tasks =
+            vec![http::serve(health.listener, health.tls, check, status.clone(), metrics.clone(), servers.clone())];
         if let Some(l) = metrics_listener {
-            tasks.push(http::serve_metrics(l, metrics, servers.clone()));
+            tasks.push(http::serve_metrics(l.listener, l.tls, metrics, servers.clone()));
         }
         let (reporter, grpc_health) = tonic_health::server::health_reporter();
         tasks.push(tokio::spawn(health::report_grpc(
@@ -139,7 +177,7 @@ impl NodeHost {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
         // Every service of both servers answers undecodable requests INVALID_ARGUMENT.
-        let public = tonic::transport::Server::builder()
+        let public_server = tonic::transport::Server::builder()
             .layer(grpc_errors::malformed_request_layer())
             .add_routes(node.public_routes())
             .add_service(grpc_health)
@@ -148,20 +186,28 @@ impl NodeHost {
         if let Some(l) = node.leadership() {
             node_admin = node_admin.with_leadership(l);
         }
-        let admin = tonic::transport::Server::builder()
+        let admin_server = tonic::transport::Server::builder()
             .layer(grpc_errors::malformed_request_layer())
             .add_routes(node.admin_routes())
             .add_service(reflection)
             .add_service(node_admin.into_service());
-        for (router, (addr, listener), what) in
-            [(public, (public_addr, public_listener), "public API"), (admin, (admin_addr, admin_listener), "admin API")]
-        {
+        for (router, bound, what) in [(public_server, public, "public API"), (admin_server, admin, "admin API")] {
             let stop = servers.clone();
             let node = name.clone();
+            let Bound { addr, listener, tls } = bound;
             tasks.push(tokio::spawn(async move {
-                if let Err(e) =
-                    router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned()).await
-                {
+                let served = match tls {
+                    None => {
+                        router
+                            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned())
+                            .await
+                    }
+                    Some(tls) => {
+                        let incoming = TlsListener::new(listener, tls, what, stop.clone());
+                        router.serve_with_incoming_shutdown(incoming, stop.cancelled_owned()).await
+                    }
+                };
+                if let Err(e) = served {
                     tracing::error!(%e, node, what, %addr, "gRPC server failed");
                 }
             }));
@@ -267,9 +313,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn serves_one_health_state_everywhere_and_shuts_the_node_down_before_its_servers() {
         let any = "127.0.0.1:0".parse().unwrap();
-        let public_api = PublicApiConfig { address: any, max_request_size: 1024 };
-        let admin_api = ApiConfig { address: any };
-        let health = HealthConfig { address: any, check: HealthCheck::Ping };
+        let public_api = PublicApiConfig { address: any, max_request_size: 1024, tls: None };
+        let admin_api = ApiConfig::plain(any);
+        let health = HealthConfig { address: any, check: HealthCheck::Ping, tls: None };
         let common = CommonSections {
             storage: None,
             public_api: &public_api,
@@ -315,5 +361,139 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(20), host.shutdown()).await.unwrap();
         assert_eq!(*log.lock().unwrap(), ["f1-public"], "the node shut down while its public server still answered");
         assert!(tokio::net::TcpStream::connect(public).await.is_err(), "the public server stopped after the node");
+    }
+
+    /// A client of `url` trusting `ca`, with `identity` as its client certificate.
+    async fn tls_channel(
+        url: String,
+        ca: &std::path::Path,
+        identity: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> Result<tonic::transport::Channel, String> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca).unwrap()));
+        if let Some((cert, key)) = identity {
+            tls = tls.identity(Identity::from_pem(std::fs::read(cert).unwrap(), std::fs::read(key).unwrap()));
+        }
+        let endpoint = tonic::transport::Endpoint::from_shared(url).unwrap().tls_config(tls).unwrap();
+        endpoint.connect().await.map_err(|e| format!("{e}: {:?}", std::error::Error::source(&e)))
+    }
+
+    async fn https_get(addr: SocketAddr, ca: &std::path::Path, path: &str) -> String {
+        use tokio_rustls::rustls;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in crate::tls::read_certs("ca", ca).unwrap() {
+            roots.add(c).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut s = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).await.unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out).await;
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tls_listeners_refuse_plaintext_and_the_admin_api_requires_client_certificates() {
+        use crate::tls::dev::{write_dev_certs, LOCAL_HOSTS};
+        use crate::tls::TlsConfig;
+        let d = tempfile::tempdir().unwrap();
+        let certs = write_dev_certs(d.path(), &["f1".into(), "operator".into()], &LOCAL_HOSTS).unwrap();
+        let other = write_dev_certs(&d.path().join("other"), &["intruder".into()], &LOCAL_HOSTS).unwrap();
+        let tls = TlsConfig { cert: certs.cert("f1"), key: certs.key("f1"), client_ca: None };
+        let mtls = TlsConfig { client_ca: Some(certs.ca.clone()), ..tls.clone() };
+        let any = "127.0.0.1:0".parse().unwrap();
+        let public_api = PublicApiConfig { address: any, max_request_size: 1024, tls: Some(tls.clone()) };
+        let admin_api = ApiConfig { address: any, tls: Some(mtls) };
+        let health = HealthConfig { address: any, check: HealthCheck::Ping, tls: Some(tls) };
+        let common = CommonSections {
+            storage: None,
+            public_api: &public_api,
+            admin_api: &admin_api,
+            health: &health,
+            metrics: None,
+        };
+        let listeners = Listeners::bind(common).await.unwrap();
+        let (public, admin, http_addr) =
+            (listeners.public_address(), listeners.admin_address(), listeners.health_address());
+        let (_tx, rx) = watch::channel(HealthState::serving());
+        let node = Fake { health: rx, public, log: Arc::default() };
+        let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle();
+        let host = NodeHost::serve(listeners, Box::new(node), metrics).unwrap();
+
+        // The public API over TLS, trusting the CA.
+        let channel = tls_channel(format!("https://{public}"), &certs.ca, None).await.unwrap();
+        let st = HealthClient::new(channel).check(HealthCheckRequest { service: "".into() }).await.unwrap();
+        assert_eq!(st.into_inner().status, tonic_health::ServingStatus::Serving as i32);
+        // Plaintext gRPC gets nowhere.
+        let plain = tonic::transport::Endpoint::from_shared(format!("http://{public}")).unwrap();
+        let plain = plain.connect_timeout(Duration::from_secs(2)).connect().await;
+        let plain_answer = match plain {
+            Ok(c) => HealthClient::new(c).check(HealthCheckRequest { service: "".into() }).await.map(|_| ()),
+            Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+        };
+        assert!(plain_answer.is_err(), "a plaintext gRPC call was answered");
+        // A client trusting another CA is refused, and told why.
+        let e = tls_channel(format!("https://{public}"), &other.ca, None).await.unwrap_err();
+        assert!(e.contains("UnknownIssuer"), "{e}");
+
+        // /health over TLS; plaintext HTTP gets no answer.
+        let body = https_get(http_addr, &certs.ca, "/health").await;
+        assert!(body.contains(" 200 ") && body.contains("SERVING"), "{body}");
+        let plain = http_get(http_addr, "/health").await;
+        assert!(!plain.contains("HTTP/1"), "plaintext HTTP was answered: {plain}");
+
+        // The admin API: a client certificate of the CA is required.
+        let call = |c: tonic::transport::Channel| async move {
+            NodeAdminServiceClient::new(c).status(StatusRequest {}).await.map(|r| r.into_inner().name)
+        };
+        let refused = match tls_channel(format!("https://{admin}"), &certs.ca, None).await {
+            Ok(c) => call(c).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        assert!(refused.is_err(), "the admin API answered a client without a certificate: {refused:?}");
+        let foreign = Some((other.cert("intruder"), other.key("intruder")));
+        let foreign = foreign.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+        let refused = match tls_channel(format!("https://{admin}"), &certs.ca, foreign).await {
+            Ok(c) => call(c).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        assert!(refused.is_err(), "the admin API answered a certificate of another CA: {refused:?}");
+        let (cert, key) = (certs.cert("operator"), certs.key("operator"));
+        let c = tls_channel(format!("https://{admin}"), &certs.ca, Some((&cert, &key))).await.unwrap();
+        assert_eq!(call(c).await.unwrap(), "f1");
+
+        tokio::time::timeout(Duration::from_secs(20), host.shutdown()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_admin_api_reachable_from_other_machines_without_client_certificates_is_flagged() {
+        let d = tempfile::tempdir().unwrap();
+        let certs = crate::tls::dev::write_dev_certs(d.path(), &["n".into()], &crate::tls::dev::LOCAL_HOSTS).unwrap();
+        let any = "127.0.0.1:0".parse().unwrap();
+        let exposed = |admin_api: ApiConfig| async move {
+            let public_api = PublicApiConfig::plain(any);
+            let health = HealthConfig { address: any, check: HealthCheck::Ping, tls: None };
+            let common = CommonSections {
+                storage: None,
+                public_api: &public_api,
+                admin_api: &admin_api,
+                health: &health,
+                metrics: None,
+            };
+            Listeners::bind(common).await.unwrap().admin_exposed
+        };
+        let tls = crate::tls::TlsConfig { cert: certs.cert("n"), key: certs.key("n"), client_ca: None };
+        let everywhere = "0.0.0.0:0".parse().unwrap();
+        assert!(!exposed(ApiConfig::plain(any)).await, "loopback");
+        assert!(exposed(ApiConfig::plain(everywhere)).await, "all interfaces, plaintext");
+        assert!(exposed(ApiConfig { address: everywhere, tls: Some(tls.clone()) }).await, "TLS without client_ca");
+        let mtls = crate::tls::TlsConfig { client_ca: Some(certs.ca.clone()), ..tls };
+        assert!(!exposed(ApiConfig { address: everywhere, tls: Some(mtls) }).await, "client certificates required");
     }
 }

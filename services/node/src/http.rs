@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::HealthCheck;
 use crate::health::NodeHealth;
+use crate::tls::TlsListener;
+use tokio_rustls::rustls::ServerConfig;
 
 /// A server that could not start.
 #[derive(Debug, thiserror::Error)]
@@ -51,9 +53,10 @@ struct HealthQuery {
     check: Option<String>,
 }
 
-/// Serve on `listener` until `cancel`.
+/// Serve on `listener` (over TLS with `tls`) until `cancel`.
 pub fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<ServerConfig>>,
     check: HealthCheck,
     node: Arc<dyn NodeHealth>,
     metrics: PrometheusHandle,
@@ -65,22 +68,38 @@ pub fn serve(
         .route("/livez", get(|| async { "OK\n" }))
         .route("/metrics", get(metrics_text))
         .with_state(Arc::new(AppState { check, node, metrics }));
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await {
-            tracing::error!(%e, "health server failed");
-        }
-    })
+    spawn(listener, tls, app, "health server", cancel)
 }
 
-/// Serve only `/metrics` on `listener` until `cancel`.
+/// Serve only `/metrics` on `listener` (over TLS with `tls`) until `cancel`.
 pub fn serve_metrics(
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<ServerConfig>>,
     metrics: PrometheusHandle,
     cancel: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let app = Router::new().route("/metrics", get(move || async move { metrics.render() }));
+    spawn(listener, tls, app, "metrics server", cancel)
+}
+
+fn spawn(
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<ServerConfig>>,
+    app: Router,
+    what: &'static str,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await;
+        let stop = cancel.clone().cancelled_owned();
+        let served = match tls {
+            None => axum::serve(listener, app).with_graceful_shutdown(stop).await,
+            Some(tls) => {
+                axum::serve(TlsListener::new(listener, tls, what, cancel), app).with_graceful_shutdown(stop).await
+            }
+        };
+        if let Err(e) = served {
+            tracing::error!(%e, what, "HTTP server failed");
+        }
     })
 }
 

@@ -10,6 +10,7 @@ pub mod http;
 pub mod logging;
 pub mod replica;
 pub mod replicated;
+pub mod tls;
 
 pub use config::NodeKind;
 pub use health::{HealthState, NodeHealth};

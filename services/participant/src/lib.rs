@@ -21,7 +21,7 @@ use syncline_coordination::db;
 use syncline_coordination::leadership::{Fence, LeadershipHandle};
 use syncline_coordination::{Db, DbConfig, DbError, LeadershipError};
 use syncline_node::{NodeHealth, NodeKind, ReplicatedNode};
-use syncline_sequencer_client::{ClientConfig, EndpointError, SequencerClient};
+use syncline_sequencer_client::{EndpointError, SequencerClient, TlsFilesError};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +46,9 @@ pub enum StartError {
     /// Its sequencer endpoints.
     #[error(transparent)]
     Sequencer(#[from] EndpointError),
+    /// The TLS files of its sequencer connection.
+    #[error("sequencer.{}", .0)]
+    SequencerTls(#[from] TlsFilesError),
     /// The keys of its ledger API's access tokens.
     #[error(transparent)]
     Auth(#[from] auth::VerifierError),
@@ -92,7 +95,7 @@ impl Participant {
         let auth = auth::Verifier::from_config(&cfg.ledger_api.auth)?.map(Arc::new);
         db::migrate(&db_config).await?;
         let db = Db::new(db_config)?;
-        let sequencer = SequencerClient::new(cfg.sequencer.endpoints.iter().cloned(), ClientConfig::default())?;
+        let sequencer = SequencerClient::new(cfg.sequencer.endpoints.iter().cloned(), cfg.sequencer.client_config()?)?;
         if let Some(token) = cfg.sequencer.token_source() {
             sequencer.set_token(&member, token);
         }

@@ -16,7 +16,7 @@ pub use files::{write_file, TempDir};
 pub use pg::{fresh_database, TestDb};
 pub use process::Daemon;
 pub use proxy::FaultProxy;
-pub use topology::{Kind, NodeSpec, Topology};
+pub use topology::{Kind, NodeSpec, NodeTls, Topology};
 pub use wait::{http_get, http_status, wait_for};
 
 use std::net::SocketAddr;

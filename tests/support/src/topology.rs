@@ -44,6 +44,20 @@ pub struct NodeSpec {
     pub health: SocketAddr,
     /// Further lines of its section (TOML, e.g. `member = "m"` or a `storage` override).
     pub extra: String,
+    /// TLS on every listener, if set.
+    pub tls: Option<NodeTls>,
+}
+
+/// The TLS files of a node: its certificate and key, and the CA that signed them (what its
+/// clients trust).
+#[derive(Clone, Debug)]
+pub struct NodeTls {
+    /// CA certificate (PEM).
+    pub ca: PathBuf,
+    /// The node's certificate (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
 }
 
 impl NodeSpec {
@@ -57,6 +71,21 @@ impl NodeSpec {
             admin: a(free_port()),
             health: a(free_port()),
             extra: String::new(),
+            tls: None,
+        }
+    }
+
+    /// Serve TLS with `tls` on every listener.
+    pub fn with_tls(mut self, tls: NodeTls) -> NodeSpec {
+        self.tls = Some(tls);
+        self
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
         }
     }
 
@@ -73,9 +102,13 @@ impl NodeSpec {
     /// default).
     pub fn toml(&self) -> String {
         let check = if self.kind == Kind::Sequencer { ", check = \"ping\"" } else { "" };
+        let tls = match &self.tls {
+            Some(t) => format!(", tls = {{ cert = \"{}\", key = \"{}\" }}", t.cert.display(), t.key.display()),
+            None => String::new(),
+        };
         format!(
-            "[{t}.{n}]\npublic_api = {{ address = \"{p}\" }}\nadmin_api = {{ address = \"{a}\" }}\n\
-             health = {{ address = \"{h}\"{check} }}\n{extra}",
+            "[{t}.{n}]\npublic_api = {{ address = \"{p}\"{tls} }}\nadmin_api = {{ address = \"{a}\"{tls} }}\n\
+             health = {{ address = \"{h}\"{check}{tls} }}\n{extra}",
             t = self.kind.table(),
             n = self.name,
             p = self.public,
@@ -90,19 +123,20 @@ impl NodeSpec {
         format!("{}{extra}\n", self.toml())
     }
 
-    /// `http://` URL of the public API.
+    /// URL of the public API (`https://` with TLS).
     pub fn public_url(&self) -> String {
-        format!("http://{}", self.public)
+        format!("{}://{}", self.scheme(), self.public)
     }
 
-    /// `http://` URL of the admin API.
+    /// URL of the admin API (`https://` with TLS).
     pub fn admin_url(&self) -> String {
-        format!("http://{}", self.admin)
+        format!("{}://{}", self.scheme(), self.admin)
     }
 
-    /// Its line in a remote configuration for `syncline admin`.
+    /// Its lines in a remote configuration for `syncline admin` (with its CA under TLS).
     pub fn remote_toml(&self) -> String {
-        format!("[{}.{}]\nadmin_api = \"{}\"\n", self.kind.table(), self.name, self.admin)
+        let ca = self.tls.as_ref().map(|t| format!("ca = \"{}\"\n", t.ca.display())).unwrap_or_default();
+        format!("[{}.{}]\nadmin_api = \"{}\"\n{ca}", self.kind.table(), self.name, self.admin)
     }
 }
 

@@ -91,7 +91,7 @@ impl SequencerNode {
     /// The `sequencer` section of a node of `member` reaching this sequencer at `url` (its own,
     /// or a proxy's), with the member's token.
     pub fn connection(&self, member: &str, url: &str) -> SequencerConnection {
-        SequencerConnection { endpoints: vec![url.to_string()], token: Some(self.token(member)), token_file: None }
+        SequencerConnection { endpoints: vec![url.to_string()], token: Some(self.token(member)), ..Default::default() }
     }
 
     /// A client of its admin API.
@@ -158,9 +158,9 @@ pub fn mediator_config_via(sequencer: SequencerConnection) -> MediatorConfig {
     MediatorConfig {
         member: Some(MEDIATOR.into()),
         storage: None,
-        public_api: PublicApiConfig { address: any, max_request_size: PublicApiConfig::DEFAULT_MAX_REQUEST_SIZE },
-        admin_api: ApiConfig { address: any },
-        health: HealthConfig { address: any, check: HealthCheck::IsActive },
+        public_api: PublicApiConfig::plain(any),
+        admin_api: ApiConfig::plain(any),
+        health: HealthConfig { address: any, check: HealthCheck::IsActive, tls: None },
         metrics: None,
         replication: Default::default(),
         sequencer,

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use syncline_sequencer_client::ClientTls;
 use tokio::time::Instant;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
@@ -30,13 +31,14 @@ pub struct Endpoints {
     authorization: Option<AsciiMetadataValue>,
 }
 
-/// `--participant` URLs: `http://host:port` (or `host:port`), in order.
-pub fn parse_urls(list: &[String]) -> Result<Vec<String>, LedgerCliError> {
+/// `--participant` URLs: `http://host:port` (or `host:port`: `https://` when `tls`), in order.
+pub fn parse_urls(list: &[String], tls: bool) -> Result<Vec<String>, LedgerCliError> {
+    let scheme = if tls { "https" } else { "http" };
     let urls: Vec<String> = list
         .iter()
         .map(|s| s.trim())
         .filter(|s| !s.is_empty())
-        .map(|s| if s.contains("://") { s.to_string() } else { format!("http://{s}") })
+        .map(|s| if s.contains("://") { s.to_string() } else { format!("{scheme}://{s}") })
         .collect();
     if urls.is_empty() {
         return Err(LedgerCliError::Usage(
@@ -47,20 +49,33 @@ pub fn parse_urls(list: &[String]) -> Result<Vec<String>, LedgerCliError> {
         if !(u.starts_with("http://") || u.starts_with("https://")) || u.parse::<tonic::transport::Uri>().is_err() {
             return Err(LedgerCliError::Usage(format!("--participant: {u:?} is not an http:// URL")));
         }
+        if u.starts_with("https://") && !tls {
+            return Err(LedgerCliError::Usage(format!(
+                "--participant: {u:?} is https://: give the CA of its certificate with --ca-cert"
+            )));
+        }
     }
     Ok(urls)
 }
 
 impl Endpoints {
-    /// Lazily connecting channels to `urls` (checked by [`parse_urls`]).
-    pub fn new(urls: Vec<String>, timeout: Duration, wait: Duration) -> Result<Endpoints, LedgerCliError> {
+    /// Lazily connecting channels to `urls` (checked by [`parse_urls`]); `https://` ones
+    /// over `tls`.
+    pub fn new(
+        urls: Vec<String>,
+        tls: Option<&ClientTls>,
+        timeout: Duration,
+        wait: Duration,
+    ) -> Result<Endpoints, LedgerCliError> {
         let endpoints = urls
             .into_iter()
             .map(|u| {
-                let channel = Channel::from_shared(u.clone())
-                    .map_err(|e| LedgerCliError::Usage(format!("--participant {u}: {e}")))?
-                    .connect_timeout(Duration::from_secs(3))
-                    .connect_lazy();
+                let usage = |e: &dyn std::fmt::Display| LedgerCliError::Usage(format!("--participant {u}: {e}"));
+                let mut endpoint = Channel::from_shared(u.clone()).map_err(|e| usage(&e))?;
+                if let (true, Some(tls)) = (u.starts_with("https://"), tls) {
+                    endpoint = endpoint.tls_config(tls.tonic_config()).map_err(|e| usage(&e))?;
+                }
+                let channel = endpoint.connect_timeout(Duration::from_secs(3)).connect_lazy();
                 Ok((u, channel))
             })
             .collect::<Result<_, LedgerCliError>>()?;
@@ -150,17 +165,21 @@ mod tests {
 
     #[test]
     fn participant_urls_default_to_http_and_reject_garbage() {
-        let urls = parse_urls(&["127.0.0.1:4021".into(), " http://b:1 ".into()]).unwrap();
+        let urls = parse_urls(&["127.0.0.1:4021".into(), " http://b:1 ".into()], false).unwrap();
         assert_eq!(urls, vec!["http://127.0.0.1:4021", "http://b:1"]);
-        assert!(matches!(parse_urls(&[]), Err(LedgerCliError::Usage(m)) if m.contains("SYNCLINE_PARTICIPANT")));
-        assert!(parse_urls(&["ftp://x".into()]).is_err());
-        assert!(parse_urls(&["http://a b".into()]).is_err());
+        assert!(matches!(parse_urls(&[], false), Err(LedgerCliError::Usage(m)) if m.contains("SYNCLINE_PARTICIPANT")));
+        assert!(parse_urls(&["ftp://x".into()], false).is_err());
+        assert!(parse_urls(&["http://a b".into()], false).is_err());
+        assert_eq!(parse_urls(&["127.0.0.1:4021".into()], true).unwrap(), vec!["https://127.0.0.1:4021"]);
+        let e = parse_urls(&["https://a:1".into()], false).unwrap_err().to_string();
+        assert!(e.contains("--ca-cert"), "{e}");
     }
 
     #[tokio::test]
     async fn unavailable_endpoints_are_skipped_and_the_answering_one_is_kept() {
         let e = Endpoints::new(
             vec!["http://a:1".into(), "http://b:1".into(), "http://c:1".into()],
+            None,
             Duration::from_secs(1),
             Duration::from_secs(5),
         )
@@ -191,7 +210,8 @@ mod tests {
 
     #[tokio::test]
     async fn all_unavailable_gives_up_after_wait_with_the_last_error() {
-        let e = Endpoints::new(vec!["http://a:1".into()], Duration::from_secs(1), Duration::from_millis(500)).unwrap();
+        let e = Endpoints::new(vec!["http://a:1".into()], None, Duration::from_secs(1), Duration::from_millis(500))
+            .unwrap();
         let start = std::time::Instant::now();
         let r: Result<(), _> = e.call(|_| async { Err(Status::unavailable("NODE_IS_PASSIVE_REPLICA")) }).await;
         let err = r.unwrap_err();

@@ -37,6 +37,10 @@ pub struct LedgerArgs {
     /// A file holding the access token.
     #[arg(long, global = true, env = "SYNCLINE_LEDGER_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// The CA certificate (PEM) of the participant's TLS certificate: connect over TLS
+    /// (`host:port` endpoints become `https://`).
+    #[arg(long, global = true, env = "SYNCLINE_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     /// Print one JSON object per line (errors too, on stderr) instead of text for people.
     #[arg(long, global = true)]
     json: bool,
@@ -196,8 +200,15 @@ async fn execute(args: LedgerArgs) -> Result<(), LedgerCliError> {
         }
         command => command,
     };
-    let urls = client::parse_urls(&args.participant)?;
-    let mut ledger = Endpoints::new(urls, args.timeout, args.wait)?;
+    let tls = match &args.ca_cert {
+        Some(ca) => Some(
+            syncline_sequencer_client::ClientTls::load(ca, None)
+                .map_err(|e| LedgerCliError::Usage(format!("--ca-cert {e}")))?,
+        ),
+        None => None,
+    };
+    let urls = client::parse_urls(&args.participant, tls.is_some())?;
+    let mut ledger = Endpoints::new(urls, tls.as_ref(), args.timeout, args.wait)?;
     let given = token::given(args.token.as_deref(), args.token_file.as_deref())?;
     if let Some(t) = &given {
         ledger = ledger.with_token(t)?;

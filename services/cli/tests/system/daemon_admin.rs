@@ -126,6 +126,25 @@ fn bad_configuration_is_refused_with_the_file_and_key() {
         !out.status.success() && err.contains("SYNCLINE_SURELY_UNSET_VAR is not set") && err.contains("unset.toml"),
         "{err}"
     );
+    // A key that does not belong to its certificate: one line naming the key, both files and
+    // the config file, before anything starts.
+    let certs = dev_certs(dir.path(), &["s2", "other"]);
+    let wrong = NodeTls { key: certs.key("other"), ..node_tls(&certs, "s2") };
+    let b = sequencer_node("s2").with_tls(wrong);
+    let tls_cfg =
+        write_file(dir.path(), "tls.toml", &format!("[storage]\nurl = \"postgres://x@127.0.0.1:1/db\"\n{}", b.toml()));
+    let out = Command::new(syncline_bin()).args(["daemon", "--config"]).arg(&tls_cfg).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert_eq!(
+        err.trim(),
+        format!(
+            "error: sequencers.s2.public_api.tls.key: {}: the private key does not belong to the certificate in {} (in {})",
+            certs.key("other").display(),
+            certs.cert("s2").display(),
+            tls_cfg.display()
+        )
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,6 +36,9 @@ fn the_demo_kills_a_node_of_each_kind_under_load_and_every_check_passes() {
         "each completed exactly once",
         "0 only on one of them",
         "every command completed exactly once, nothing archived twice, both participants agree",
+        // TLS on every listener, the admin APIs requiring client certificates.
+        "TLS        every listener, with certificates of a throwaway CA",
+        "health https://127.0.0.1:",
     ];
     if haproxy {
         expected.extend(["HAProxy for the sequencers", "HAProxy for participant1", "clients connect through HAProxy"]);

@@ -1,5 +1,6 @@
 //! Real HAProxy with `ops/haproxy/sequencers.cfg` in front of three `syncline daemon`
-//! sequencers: clients that only know the HAProxy address keep sequencing while one node
+//! sequencers, TLS on every hop (clients to HAProxy, HAProxy to the nodes and their health
+//! ports, certificates checked against a development CA): clients that only know the HAProxy address keep sequencing while one node
 //! loses its database and another is killed with SIGKILL, and a node that recovers gets
 //! traffic again.
 
@@ -9,16 +10,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::support::*;
+use syncline_node::tls::dev::DevCerts;
 use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
-use syncline_sequencer_client::{ClientConfig, RequestBuilder, SequencerApi, SequencerClient};
-use syncline_testkit::{
-    free_port, fresh_database, http_get, http_status, wait_for, write_file, Daemon, FaultProxy, TempDir,
-};
+use syncline_sequencer_client::{RequestBuilder, SequencerApi, SequencerClient};
+use syncline_testkit::{free_port, fresh_database, wait_for, write_file, Daemon, FaultProxy, TempDir};
 
 struct Haproxy(Child);
 
 impl Haproxy {
-    fn start(frontend: SocketAddr, nodes: &[SequencerAddrs], log: PathBuf) -> Haproxy {
+    /// HAProxy serving `certs`' certificate `haproxy` and trusting its CA toward the nodes.
+    fn start(frontend: SocketAddr, nodes: &[SequencerAddrs], certs: &DevCerts, log: PathBuf) -> Haproxy {
         let bin = ["/usr/sbin/haproxy", "/usr/local/sbin/haproxy"]
             .into_iter()
             .map(PathBuf::from)
@@ -27,6 +28,7 @@ impl Haproxy {
         let cfg = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../ops/haproxy/sequencers.cfg");
         let mut cmd = Command::new(bin);
         cmd.arg("-db").arg("-f").arg(cfg).env("SEQ_FRONTEND", frontend.to_string());
+        cmd.env("TLS_CERT", certs.bundle("haproxy")).env("TLS_CA", &certs.ca);
         for (i, n) in nodes.iter().enumerate() {
             cmd.env(format!("SEQ{}", i + 1), n.public.to_string());
             cmd.env(format!("SEQ{}_HEALTH", i + 1), n.health.port().to_string());
@@ -47,7 +49,7 @@ impl Drop for Haproxy {
 
 /// Sends sequenced by one node so far, from its `/metrics`.
 async fn accepted(n: &SequencerAddrs) -> Option<u64> {
-    let text = http_get(n.health, "/metrics").await?;
+    let (_, text) = health_get(n, "/metrics").await?;
     Some(
         text.lines()
             .filter(|l| l.starts_with("syncline_sequencer_sends_total{") && l.contains("result=\"sequenced\""))
@@ -75,7 +77,9 @@ async fn haproxy_routes_around_a_node_without_database_and_a_killed_node() {
     let db_proxy = FaultProxy::start(tdb.server_addr()).await;
     let dir = TempDir::new("syncline-haproxy");
     let storage = write_file(dir.path(), "storage.toml", &format!("[storage]\nurl = \"{}\"\n", tdb.url));
-    let nodes: Vec<SequencerAddrs> = (1..=3).map(|i| sequencer_node(&format!("seq{i}"))).collect();
+    let certs = dev_certs(dir.path(), &["seq1", "seq2", "seq3", "haproxy"]);
+    let nodes: Vec<SequencerAddrs> =
+        (1..=3).map(|i| sequencer_node(&format!("seq{i}")).with_tls(node_tls(&certs, &format!("seq{i}")))).collect();
     let mut daemons = Vec::new();
     for (i, n) in nodes.iter().enumerate() {
         // seq1 reaches the database through the fault proxy.
@@ -89,25 +93,25 @@ async fn haproxy_routes_around_a_node_without_database_and_a_killed_node() {
     }
     for (n, d) in nodes.iter().zip(&daemons) {
         let start = std::time::Instant::now();
-        while http_status(n.health, "/health").await != Some(200) {
+        while status(n, "/health").await != Some(200) {
             let log = d.as_ref().map(|d| d.log_text()).unwrap_or_default();
             assert!(start.elapsed() < Duration::from_secs(60), "{} did not become healthy:\n{log}", n.name);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
     let frontend = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let _haproxy = Haproxy::start(frontend, &nodes, dir.path().join("haproxy.log"));
-    let url = format!("http://{frontend}");
+    let _haproxy = Haproxy::start(frontend, &nodes, &certs, dir.path().join("haproxy.log"));
+    let url = format!("https://{frontend}");
     let tokens = register(&admin_of(&nodes[1]), &["alice", "bob"]).await;
     // HAProxy needs `rise 2` good checks per server before it routes to it.
     wait_for(Duration::from_secs(15), "HAProxy accepting connections", || {
-        let url = url.clone();
-        async move { SequencerServiceClient::connect(url).await.is_ok() }
+        let (url, ca) = (url.clone(), certs.ca.clone());
+        async move { channel(&url, Some(&ca)).await.is_ok() }
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    // Clients that know only HAProxy's address.
-    let client = SequencerClient::new([url.clone()], ClientConfig::default()).unwrap();
+    // Clients that know only HAProxy's address (and trust the CA of its certificate).
+    let client = SequencerClient::new([url.clone()], tls_client_config(&certs.ca)).unwrap();
     for (m, t) in &tokens {
         client.set_token(m, TokenSource::Token(t.clone()));
     }
@@ -126,10 +130,8 @@ async fn haproxy_routes_around_a_node_without_database_and_a_killed_node() {
 
     // seq1 loses its database: /health turns 503 and HAProxy stops routing to it.
     db_proxy.down();
-    wait_for(Duration::from_secs(10), "seq1 unhealthy", || async {
-        http_status(nodes[0].health, "/health").await == Some(503)
-    })
-    .await;
+    wait_for(Duration::from_secs(10), "seq1 unhealthy", || async { status(&nodes[0], "/health").await == Some(503) })
+        .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let seq1_before = accepted(&nodes[0]).await.unwrap();
     send_all(c, "db-cut", 30, &mut ids).await;
@@ -145,7 +147,7 @@ async fn haproxy_routes_around_a_node_without_database_and_a_killed_node() {
     // seq1's database returns: it serves again and HAProxy routes to it again.
     db_proxy.restore();
     wait_for(Duration::from_secs(20), "seq1 healthy again", || async {
-        http_status(nodes[0].health, "/health").await == Some(200)
+        status(&nodes[0], "/health").await == Some(200)
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -180,6 +182,10 @@ async fn haproxy_routes_around_a_node_without_database_and_a_killed_node() {
     assert_eq!(received, expected, "messages duplicated through HAProxy");
 }
 
+async fn status(n: &SequencerAddrs, path: &str) -> Option<u16> {
+    health_get(n, path).await.map(|(code, _)| code)
+}
+
 async fn counts(nodes: &[SequencerAddrs]) -> Vec<u64> {
     let mut v = Vec::new();
     for n in nodes {
@@ -193,18 +199,19 @@ async fn with_no_sequencer_up_haproxy_answers_a_retryable_grpc_unavailable() {
     let dir = TempDir::new("syncline-haproxy-none");
     // Three sequencers that never started: nothing listens on their ports.
     let nodes: Vec<SequencerAddrs> = (1..=3).map(|i| sequencer_node(&format!("none{i}"))).collect();
+    let certs = dev_certs(dir.path(), &["haproxy"]);
     let frontend = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let _haproxy = Haproxy::start(frontend, &nodes, dir.path().join("haproxy.log"));
-    let url = format!("http://{frontend}");
+    let _haproxy = Haproxy::start(frontend, &nodes, &certs, dir.path().join("haproxy.log"));
+    let url = format!("https://{frontend}");
     wait_for(Duration::from_secs(15), "HAProxy accepting connections", || {
-        let url = url.clone();
-        async move { SequencerServiceClient::connect(url).await.is_ok() }
+        let (url, ca) = (url.clone(), certs.ca.clone());
+        async move { channel(&url, Some(&ca)).await.is_ok() }
     })
     .await;
     // Before and after the checks mark every server down: UNAVAILABLE naming HAProxy, never
     // an unparsable HTML page (INTERNAL), which clients would take as a definite answer.
     for _ in 0..2 {
-        let mut raw = SequencerServiceClient::connect(url.clone()).await.unwrap();
+        let mut raw = SequencerServiceClient::new(channel(&url, Some(&certs.ca)).await.unwrap());
         let request = RequestBuilder::new("alice", "m-1").to(["bob"], "x").build();
         let e = raw.send(request).await.expect_err("no sequencer is up");
         assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use syncline_testkit::{fresh_database, wait_for, Kind, NodeSpec, TempDir, TestDb, Topology};
 
-use crate::support::syncline_bin;
+use crate::support::{dev_certs, node_tls, syncline_bin};
 use crate::synchronizer::{admin, is_active, participant, sequencer_section, wait_node, MEDIATOR};
 
 /// The topology of these tests; its processes stop when it is dropped.
@@ -26,6 +26,8 @@ pub struct LedgerTopology {
     pub p2: NodeSpec,
     /// Their logs and configs.
     pub dir: TempDir,
+    /// The CA of the nodes' certificates, when they serve TLS.
+    pub ca: Option<PathBuf>,
     _dbs: Vec<TestDb>,
 }
 
@@ -38,25 +40,35 @@ impl LedgerTopology {
 
     /// [`LedgerTopology::start`] with `participant_lines` added to each participant's section.
     pub async fn start_with(prefix: &str, participant_lines: &str) -> LedgerTopology {
+        LedgerTopology::start_opts(prefix, participant_lines, false).await
+    }
+
+    /// [`LedgerTopology::start_with`], with TLS on every listener and connection when `tls`.
+    pub async fn start_opts(prefix: &str, participant_lines: &str, tls: bool) -> LedgerTopology {
         let dbs = vec![fresh_database().await, fresh_database().await, fresh_database().await, fresh_database().await];
         let dir = TempDir::new(prefix);
+        let certs = tls.then(|| dev_certs(dir.path(), &["seq1", "med1", "p1a", "p1b", "p2"]));
+        let with_tls = |n: NodeSpec| match &certs {
+            Some(c) => {
+                let tls = node_tls(c, &n.name);
+                n.with_tls(tls)
+            }
+            None => n,
+        };
         let mut t = Topology::new(&syncline_bin(), dir.path(), &dbs[0].url);
-        let seq = t.add(NodeSpec::new(Kind::Sequencer, "seq1"));
-        let med = t.add(NodeSpec::new(Kind::Mediator, "med1").with(&format!(
+        let seq = t.add(with_tls(NodeSpec::new(Kind::Sequencer, "seq1")));
+        let med = t.add(with_tls(NodeSpec::new(Kind::Mediator, "med1")).with(&format!(
             "member = \"{MEDIATOR}\"\nstorage = {{ url = \"{}\" }}\n{}\n\
              mediator = {{ time_proof_delay = \"50ms\" }}",
             dbs[1].url,
             sequencer_section(&[&seq], dir.path(), MEDIATOR)
         )));
-        let p1a = t.add(participant("p1a", "p1", &dbs[2].url, &seq, dir.path()).with(participant_lines));
-        let p1b = t.add(participant("p1b", "p1", &dbs[2].url, &seq, dir.path()).with(participant_lines));
-        let p2 = t.add(participant("p2", "p2", &dbs[3].url, &seq, dir.path()).with(participant_lines));
+        let p1a = t.add(with_tls(participant("p1a", "p1", &dbs[2].url, &seq, dir.path()).with(participant_lines)));
+        let p1b = t.add(with_tls(participant("p1b", "p1", &dbs[2].url, &seq, dir.path()).with(participant_lines)));
+        let p2 = t.add(with_tls(participant("p2", "p2", &dbs[3].url, &seq, dir.path()).with(participant_lines)));
         let remote = t.remote_config();
         t.start("seq1");
-        wait_for(Duration::from_secs(60), "seq1 healthy", || async move {
-            syncline_testkit::http_status(seq.health, "/health").await == Some(200)
-        })
-        .await;
+        wait_node("seq1 healthy", &seq, true).await;
         t.start("med1");
         wait_node("med1 active", &med, true).await;
         let (ok, out) =
@@ -72,7 +84,8 @@ impl LedgerTopology {
         t.start("p2");
         wait_node("p1b live", &p1b, false).await;
         wait_node("p2 active", &p2, true).await;
-        LedgerTopology { t, p1: [p1a, p1b], p2, dir, _dbs: dbs }
+        let ca = certs.map(|c| c.ca);
+        LedgerTopology { t, p1: [p1a, p1b], p2, dir, ca, _dbs: dbs }
     }
 
     /// p1's endpoints for `--participant`, the passive replica first (so every call shows
@@ -369,7 +382,8 @@ async fn python_example_issues_transfers_and_archives_exactly_once_through_a_tak
     };
     // The participants check tokens: the application sends one that lets its user act as
     // alice, read as bob and allocate them.
-    let mut top = LedgerTopology::start_with("syncline-ledger-python", &hs256_auth()).await;
+    // Over TLS: the application trusts the nodes' CA (--ca-cert).
+    let mut top = LedgerTopology::start_opts("syncline-ledger-python", &hs256_auth(), true).await;
     let token = mint(&["--user", "iou-example", "--act-as", "alice", "--read-as", "bob", "--admin"]);
     const ROUNDS: usize = 6;
     let mut cmd = Command::new(&py);
@@ -386,7 +400,9 @@ async fn python_example_issues_transfers_and_archives_exactly_once_through_a_tak
             "1",
         ])
         .arg("--stubs")
-        .arg(top.dir.path().join("stubs"));
+        .arg(top.dir.path().join("stubs"))
+        .arg("--ca-cert")
+        .arg(top.ca.as_ref().expect("a TLS topology"));
     let app = Follower::spawn(cmd);
     // p1's leader dies once the application is under way (it pauses a second after each round,
     // so rounds 2.. run after the kill).
@@ -410,7 +426,9 @@ async fn python_example_issues_transfers_and_archives_exactly_once_through_a_tak
 
     // Every command id of the application has exactly one accepted completion.
     let p1b = top.p1[1].public_url();
-    let completions = ledger_json(&["-p", &p1b, "--token", &token, "completions", "--party", "alice"]);
+    let ca = top.ca.as_ref().unwrap().display().to_string();
+    let completions =
+        ledger_json(&["-p", &p1b, "--ca-cert", &ca, "--token", &token, "completions", "--party", "alice"]);
     let mut accepted = std::collections::BTreeMap::<String, usize>::new();
     for c in completions.iter().filter(|c| c["status"]["code"] == 0) {
         *accepted.entry(c["command_id"].as_str().unwrap().to_string()).or_default() += 1;

@@ -8,7 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use std::sync::OnceLock;
+
 use syncline_node::config::{load_remote, NodeKind, NodesConfig};
+use syncline_node::tls::dev::{write_dev_certs, DevCerts, LOCAL_HOSTS};
 use syncline_testkit::{write_file, TempDir};
 
 use syncline_cli::config as daemon_config;
@@ -32,16 +35,49 @@ fn run(cmd: &mut Command) -> String {
     text
 }
 
+/// The Compose stack's certificates (what its `certs` service writes), made once for this test
+/// binary; `SYNCLINE_CERTS` points the stack's configs at them.
+fn stack_certs() -> &'static DevCerts {
+    static CERTS: OnceLock<(TempDir, DevCerts)> = OnceLock::new();
+    &CERTS
+        .get_or_init(|| {
+            let dir = TempDir::new("syncline-stack-certs");
+            let names: Vec<String> = [
+                "sequencer1",
+                "sequencer2",
+                "sequencer3",
+                "mediator1a",
+                "mediator1b",
+                "participant1a",
+                "participant1b",
+                "participant2a",
+                "participant2b",
+                "haproxy",
+                "operator",
+            ]
+            .map(String::from)
+            .to_vec();
+            let certs = write_dev_certs(dir.path(), &names, &LOCAL_HOSTS).unwrap();
+            // Read by the configs' `${SYNCLINE_CERTS:-/certs}`; set once, before any config loads.
+            std::env::set_var("SYNCLINE_CERTS", dir.path());
+            (dir, certs)
+        })
+        .1
+}
+
 #[test]
 fn haproxy_configs_are_valid() {
+    let certs = stack_certs();
     let mut seq = Command::new(tool("haproxy"));
     seq.arg("-c").arg("-f").arg(ops().join("haproxy/sequencers.cfg")).env("SEQ_FRONTEND", "127.0.0.1:5001");
+    seq.env("TLS_CERT", certs.bundle("haproxy")).env("TLS_CA", &certs.ca);
     for i in 1..=3 {
         seq.env(format!("SEQ{i}"), format!("127.0.0.1:40{i}1")).env(format!("SEQ{i}_HEALTH"), format!("40{i}3"));
     }
     run(&mut seq);
     let mut part = Command::new(tool("haproxy"));
     part.arg("-c").arg("-f").arg(ops().join("haproxy/participants.cfg"));
+    part.env("TLS_CERT", certs.bundle("haproxy")).env("TLS_CA", &certs.ca);
     for (k, v) in [
         ("LEDGER_FRONTEND", "127.0.0.1:6001"),
         ("ADMIN_FRONTEND", "127.0.0.1:6002"),
@@ -119,6 +155,7 @@ fn database(url: &str) -> &str {
 #[test]
 fn every_config_file_of_the_compose_stack_loads_with_the_daemons_loader_and_the_files_agree() {
     let dir = ops().join("compose");
+    let certs = stack_certs();
     let compose = read(&dir.join("docker-compose.yml"));
     let on_host =
         |p: &str| dir.join("config").join(p.strip_prefix("/config/").expect("configs are mounted at /config"));
@@ -153,14 +190,14 @@ fn every_config_file_of_the_compose_stack_loads_with_the_daemons_loader_and_the_
     fn replica<'a>(
         daemons: &'a BTreeMap<String, daemon_config::Config>,
         name: &'a str,
-    ) -> (&'a str, &'a [String], Option<&'a std::path::Path>) {
+    ) -> (&'a str, &'a [String], Option<&'a std::path::Path>, Option<&'a std::path::Path>) {
         let cfg = &daemons[name];
         let (member, sequencer) = match (cfg.mediators.get(name), cfg.participants.get(name)) {
             (Some(m), _) => (m.member(name), &m.sequencer),
             (_, Some(p)) => (p.member(name), &p.sequencer),
             _ => panic!("{name} is not a replicated node"),
         };
-        (member, &sequencer.endpoints, sequencer.token_file.as_deref())
+        (member, &sequencer.endpoints, sequencer.token_file.as_deref(), sequencer.ca.as_deref())
     }
     let replica = |name| replica(&daemons, name);
     let init: String = std::fs::read_dir(dir.join("postgres"))
@@ -170,7 +207,24 @@ fn every_config_file_of_the_compose_stack_loads_with_the_daemons_loader_and_the_
         .map(|p| read(&p))
         .collect();
     let public: BTreeSet<String> =
-        sequencers.iter().map(|s| format!("http://{s}:{}", common(s).public_api.address.port())).collect();
+        sequencers.iter().map(|s| format!("https://{s}:{}", common(s).public_api.address.port())).collect();
+
+    // TLS on every listener of every node, with its own certificate (its service's name, which
+    // the `certs` service issues); admin APIs on the network require client certificates.
+    for s in daemons.keys() {
+        let c = common(s);
+        for (listener, tls) in
+            [("public_api", &c.public_api.tls), ("admin_api", &c.admin_api.tls), ("health", &c.health.tls)]
+        {
+            let tls = tls.as_ref().unwrap_or_else(|| panic!("{s}.{listener} serves no TLS"));
+            assert_eq!((&tls.cert, &tls.key), (&certs.cert(s), &certs.key(s)), "{s}.{listener}'s certificate");
+        }
+        assert!(c.admin_api.requires_client_certificates(), "{s}'s admin API requires no client certificate");
+        assert!(
+            compose.contains(&format!(",{s},")) || compose.contains(&format!("--names {s},")),
+            "the certs service issues no certificate for {s}"
+        );
+    }
 
     // Replica groups (the mediator, each participant): the replicas of a member share one
     // database of the group's own (created in the postgres container), and connect to every
@@ -190,6 +244,11 @@ fn every_config_file_of_the_compose_stack_loads_with_the_daemons_loader_and_the_
         assert!(sequencers.iter().all(|s| database(&url(s)) != database(&db)), "{member}'s database is its own: {db}");
         assert!(init.contains(&format!("CREATE DATABASE {} ", database(&db))), "no init SQL creates {db}:\n{init}");
         for r in replicas {
+            assert_eq!(
+                replica(r).3,
+                Some(certs.ca.as_path()),
+                "{r} checks the sequencers' certificates against the CA"
+            );
             let endpoints: BTreeSet<String> = replica(r).1.iter().cloned().collect();
             assert_eq!(endpoints, public, "{r} connects to every sequencer of the stack");
             let token = format!("/tokens/{member}.token");
@@ -206,7 +265,7 @@ fn every_config_file_of_the_compose_stack_loads_with_the_daemons_loader_and_the_
         let block = compose[at..].split("\n\n").next().unwrap();
         assert!(block.contains("\"tokens:/tokens:ro\""), "the replicas mount the tokens volume:\n{block}");
     }
-    assert!(compose.contains("\"tokens:/tokens\"]"), "bootstrap writes the tokens volume:\n{compose}");
+    assert!(compose.contains("\"tokens:/tokens\", "), "bootstrap writes the tokens volume:\n{compose}");
     // The bootstrap publishes mediator1's topology, then joins both participants.
     for step in [
         "syncline admin -c /config/remote.toml bootstrap --mediator mediator1 --token-dir /tokens &&",
@@ -249,13 +308,20 @@ fn every_config_file_of_the_compose_stack_loads_with_the_daemons_loader_and_the_
     assert_eq!(listed, want.iter().map(|(k, v)| (*k, v.as_str())).collect(), "remote.toml");
     assert_eq!(remote.mediators.len(), 2, "remote.toml lists the mediator replicas as mediators");
     assert_eq!(remote.participants.len(), 4, "remote.toml lists the participant replicas as participants");
+    for (_, n, r) in remote.nodes() {
+        assert_eq!(
+            (r.url(), r.ca.as_deref(), r.client_cert.as_deref()),
+            (format!("https://{}", r.admin_api), Some(certs.ca.as_path()), Some(certs.cert("operator").as_path())),
+            "remote.toml reaches {n} over TLS with the operator's certificate"
+        );
+    }
 
     // Prometheus scrapes every node's health port; the mediator replicas with their group.
     let prometheus = read(&dir.join("prometheus/prometheus.yml"));
     for s in daemons.keys() {
         let port = common(s).health.address.port();
         assert!(prometheus.contains(&format!("\"{s}:{port}\"")), "prometheus.yml does not scrape {s}:{port}");
-        assert!(compose.contains(&format!("http://localhost:{port}/health")), "no healthcheck on {s}'s port {port}");
+        assert!(compose.contains(&format!("https://localhost:{port}/health")), "no healthcheck on {s}'s port {port}");
     }
     // Each replica group is one target group labelled with its group (`<kind>:<member>`, as
     // the nodes label their leadership series).

@@ -3,11 +3,13 @@
 //! member, one database) and p2. An application that knows only HAProxy's address submits
 //! and waits with unique command ids, resubmitting the same id after any error; p1's leader
 //! is killed with SIGKILL mid-run. Afterwards every command id has exactly one accepted
-//! completion, nothing ran twice, and both participants' offsets are gap-free.
+//! completion, nothing ran twice, and both participants' offsets are gap-free. TLS everywhere:
+//! every node's listeners, the nodes' connections to the sequencer, HAProxy's frontends and
+//! backends, `syncline admin`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -24,8 +26,10 @@ use syncline_testkit::{free_port, fresh_database, wait_for, Kind, NodeSpec, Temp
 use tonic::transport::Channel;
 use tonic::Code;
 
-use crate::support::syncline_bin;
+use crate::support::{dev_certs, node_tls, syncline_bin};
 use crate::synchronizer::{admin, is_active, participant, sequencer_section, wait_node, MEDIATOR};
+use syncline_node::tls::dev::DevCerts;
+use syncline_sequencer_client::ClientTls;
 
 /// Commands the application submits.
 const COMMANDS: usize = 40;
@@ -37,10 +41,11 @@ struct Haproxy(Child);
 impl Haproxy {
     /// `participants.cfg` with the ledger API on `ledger` and the admin API on `admin`, in
     /// front of `replicas`.
-    fn start(ledger: SocketAddr, admin: SocketAddr, replicas: &[&NodeSpec], log: PathBuf) -> Haproxy {
+    fn start(ledger: SocketAddr, admin: SocketAddr, replicas: &[&NodeSpec], certs: &DevCerts, log: PathBuf) -> Haproxy {
         let cfg = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../ops/haproxy/participants.cfg");
         let mut cmd = Command::new("/usr/sbin/haproxy");
         cmd.arg("-db").arg("-f").arg(cfg);
+        cmd.env("TLS_CERT", certs.bundle("haproxy")).env("TLS_CA", &certs.ca);
         cmd.env("LEDGER_FRONTEND", ledger.to_string()).env("ADMIN_FRONTEND", admin.to_string());
         for (i, r) in replicas.iter().enumerate() {
             cmd.env(format!("R{}", i + 1), r.public.to_string())
@@ -61,9 +66,12 @@ impl Drop for Haproxy {
     }
 }
 
-/// A lazily connecting channel: it reconnects by itself after HAProxy or a node drops it.
-fn channel(url: &str) -> Channel {
-    Channel::from_shared(url.to_string()).unwrap().connect_timeout(Duration::from_secs(2)).connect_lazy()
+/// A lazily connecting channel over TLS trusting `ca`: it reconnects by itself after HAProxy
+/// or a node drops it.
+fn channel(url: &str, ca: &Path) -> Channel {
+    let tls = ClientTls::load(ca, None).unwrap().tonic_config();
+    let endpoint = Channel::from_shared(url.to_string()).unwrap().tls_config(tls).unwrap();
+    endpoint.connect_timeout(Duration::from_secs(2)).connect_lazy()
 }
 
 fn iou(command_id: &str) -> pb::Commands {
@@ -127,8 +135,8 @@ async fn completions(ledger: &Channel) -> (Vec<pb::Completion>, i64) {
 }
 
 /// The transactions of `party` at `url`, up to its ledger end, and that end.
-async fn transactions(url: &str, party: &str) -> (Vec<pb::Transaction>, i64) {
-    let ch = channel(url);
+async fn transactions(url: &str, ca: &Path, party: &str) -> (Vec<pb::Transaction>, i64) {
+    let ch = channel(url, ca);
     let end = StateServiceClient::new(ch.clone()).get_ledger_end(pb::GetLedgerEndRequest {}).await.unwrap();
     let end = end.into_inner().offset;
     let r = pb::GetUpdatesRequest {
@@ -153,22 +161,24 @@ async fn haproxy_to_participant_replicas_kill9_of_the_leader_every_command_accep
         (fresh_database().await, fresh_database().await, fresh_database().await, fresh_database().await);
     let dir = TempDir::new("syncline-participants");
     let mut t = Topology::new(&syncline_bin(), dir.path(), &seq_db.url);
-    let seq = t.add(NodeSpec::new(Kind::Sequencer, "seq1"));
-    let med = t.add(NodeSpec::new(Kind::Mediator, "med1").with(&format!(
+    let certs = dev_certs(dir.path(), &["seq1", "med1", "p1a", "p1b", "p2", "haproxy"]);
+    let ca = certs.ca.clone();
+    let seq = t.add(NodeSpec::new(Kind::Sequencer, "seq1").with_tls(node_tls(&certs, "seq1")));
+    let med = t.add(NodeSpec::new(Kind::Mediator, "med1").with_tls(node_tls(&certs, "med1")).with(&format!(
         "member = \"{MEDIATOR}\"\nstorage = {{ url = \"{}\" }}\n{}\n\
          mediator = {{ time_proof_delay = \"50ms\" }}",
         med_db.url,
         sequencer_section(&[&seq], dir.path(), MEDIATOR)
     )));
-    let p1a = t.add(participant("p1a", "p1", &p1_db.url, &seq, dir.path()));
-    let p1b = t.add(participant("p1b", "p1", &p1_db.url, &seq, dir.path()));
-    let p2 = t.add(participant("p2", "p2", &p2_db.url, &seq, dir.path()));
+    let participant = |name: &str, member: &str, db: &str| {
+        participant(name, member, db, &seq, dir.path()).with_tls(node_tls(&certs, name))
+    };
+    let p1a = t.add(participant("p1a", "p1", &p1_db.url));
+    let p1b = t.add(participant("p1b", "p1", &p1_db.url));
+    let p2 = t.add(participant("p2", "p2", &p2_db.url));
     let remote = t.remote_config();
     t.start("seq1");
-    wait_for(Duration::from_secs(60), "seq1 healthy", || async move {
-        syncline_testkit::http_status(seq.health, "/health").await == Some(200)
-    })
-    .await;
+    wait_node("seq1 healthy", &seq, true).await;
     t.start("med1");
     wait_node("med1 active", &med, true).await;
     let (ok, out) = admin(&remote, &["bootstrap", "--mediator", MEDIATOR, "--confirmation-response-timeout", "10s"]);
@@ -187,8 +197,9 @@ async fn haproxy_to_participant_replicas_kill9_of_the_leader_every_command_accep
 
     let (ledger, admin_fe) =
         (SocketAddr::from(([127, 0, 0, 1], free_port())), SocketAddr::from(([127, 0, 0, 1], free_port())));
-    let _haproxy = Haproxy::start(ledger, admin_fe, &[&p1a, &p1b], dir.path().join("haproxy.log"));
-    let ledger = channel(&format!("http://{ledger}"));
+    let _haproxy = Haproxy::start(ledger, admin_fe, &[&p1a, &p1b], &certs, dir.path().join("haproxy.log"));
+    let ledger_addr = ledger;
+    let ledger = channel(&format!("https://{ledger}"), &ca);
     // The parties, each through its participant's ledger API (p1's through HAProxy).
     let parties = PartyManagementServiceClient::new(ledger.clone());
     // HAProxy settles while its first checks mark the standby down (cutting its sessions):
@@ -201,7 +212,7 @@ async fn haproxy_to_participant_replicas_kill9_of_the_leader_every_command_accep
         }
     })
     .await;
-    let bob = PartyManagementServiceClient::new(channel(&p2.public_url()));
+    let bob = PartyManagementServiceClient::new(channel(&p2.public_url(), &ca));
     for (client, party) in [(&parties, "alice"), (&bob, "bob")] {
         let client = client.clone();
         wait_for(Duration::from_secs(15), &format!("{party} allocated"), || {
@@ -225,6 +236,26 @@ async fn haproxy_to_participant_replicas_kill9_of_the_leader_every_command_accep
         })
         .await;
     }
+
+    // `syncline ledger` through HAProxy over TLS: with the CA of its certificate, and refused
+    // with a clear error when trusting another CA.
+    let cli = |ca: &Path| {
+        let out = Command::new(syncline_bin())
+            .args(["ledger", "--participant", &format!("https://{ledger_addr}"), "--wait", "2", "--ca-cert"])
+            .arg(ca)
+            .arg("parties")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    let (ok, out) = cli(&ca);
+    assert!(ok && out.contains("alice") && out.contains("bob"), "syncline ledger parties over TLS:\n{out}");
+    let other = syncline_node::tls::dev::write_dev_certs(&dir.path().join("other"), &[], &[]).unwrap();
+    let (ok, out) = cli(&other.ca);
+    assert!(!ok && out.contains("UnknownIssuer"), "syncline ledger trusting another CA:\n{out}");
 
     // The application; p1's leader dies after KILL_AFTER acceptances.
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -267,8 +298,8 @@ async fn haproxy_to_participant_replicas_kill9_of_the_leader_every_command_accep
     let offsets: Vec<i64> = completions.iter().map(|c| c.offset).collect();
     assert_eq!(offsets, (1..=end1).collect::<Vec<_>>(), "p1's completions are not gap-free up to its ledger end");
     // p1's transactions (through HAProxy's new leader) and p2's: one per command, gap-free.
-    for (url, party) in [(format!("http://{}", p1b.public), "alice"), (p2.public_url(), "bob")] {
-        let (txs, end) = transactions(&url, party).await;
+    for (url, party) in [(p1b.public_url(), "alice"), (p2.public_url(), "bob")] {
+        let (txs, end) = transactions(&url, &ca, party).await;
         assert_eq!(txs.len(), COMMANDS, "{party}'s transactions");
         let ids: BTreeSet<&str> = txs.iter().map(|t| t.update_id.as_str()).collect();
         assert_eq!(ids.len(), COMMANDS, "an update twice at {party}'s participant");

@@ -22,12 +22,12 @@ pub const MEDIATOR: &str = "mediator";
 
 /// Whether replica `m` is the active one (its `is-active` health check answers 200).
 pub async fn is_active(m: &NodeSpec) -> bool {
-    http_status(m.health, "/health").await == Some(200)
+    health_get(m, "/health").await.is_some_and(|(code, _)| code == 200)
 }
 
 /// Whether `m`'s process serves at all (liveness).
 pub async fn is_live(m: &NodeSpec) -> bool {
-    http_status(m.health, "/livez").await == Some(200)
+    health_get(m, "/livez").await.is_some_and(|(code, _)| code == 200)
 }
 
 /// Replica `name` of participant `member` on database `db`, using sequencer `seq`, its token
@@ -40,13 +40,15 @@ pub fn participant(name: &str, member: &str, db: &str, seq: &NodeSpec, dir: &Pat
 }
 
 /// The `sequencer` line of a node of `member` using `seqs`, its token read from
-/// `dir/<member>.token`.
+/// `dir/<member>.token`; trusting the sequencers' CA when they serve TLS.
 pub fn sequencer_section(seqs: &[&NodeSpec], dir: &Path, member: &str) -> String {
     let endpoints: Vec<String> = seqs.iter().map(|s| format!("\"{}\"", s.public_url())).collect();
+    let ca = seqs.iter().find_map(|s| s.tls.as_ref()).map(|t| format!(", ca = \"{}\"", t.ca.display()));
     format!(
-        "sequencer = {{ endpoints = [{}], token_file = \"{}\" }}",
+        "sequencer = {{ endpoints = [{}], token_file = \"{}\"{} }}",
         endpoints.join(", "),
-        token_file(dir, member).display()
+        token_file(dir, member).display(),
+        ca.unwrap_or_default()
     )
 }
 

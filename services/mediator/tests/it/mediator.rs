@@ -182,8 +182,12 @@ async fn a_mediator_started_before_the_bootstrap_waits_for_it_without_failing() 
     // does), after it started.
     let dir = syncline_testkit::files::TempDir::new("syncline-mediator-token");
     let token_file = dir.path().join("mediator.token");
-    let connection =
-        SequencerConnection { endpoints: vec![seq.url()], token: None, token_file: Some(token_file.clone()) };
+    let connection = SequencerConnection {
+        endpoints: vec![seq.url()],
+        token: None,
+        token_file: Some(token_file.clone()),
+        ..Default::default()
+    };
     let mediator = start_mediator("m1", &mediator_config_via(connection), &db.url).await;
     wait_active(&mediator, Duration::from_secs(20)).await;
     // Its member does not exist yet: it keeps leading and waits instead of failing.

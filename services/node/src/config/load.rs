@@ -18,7 +18,7 @@ pub fn load<C: NodesConfig>(paths: &[PathBuf]) -> Result<C, ConfigError> {
 
 /// Load a remote-administration configuration.
 pub fn load_remote(paths: &[PathBuf]) -> Result<RemoteConfig, ConfigError> {
-    extract(&merge(paths)?)
+    extract::<RemoteConfig>(&merge(paths)?).map(RemoteConfig::apply_tls_defaults)
 }
 
 fn merge(paths: &[PathBuf]) -> Result<Figment, ConfigError> {

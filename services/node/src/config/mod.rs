@@ -18,10 +18,10 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub use load::{load, load_remote, substitute};
-pub use remote::{RemoteConfig, RemoteNode};
+pub use remote::{RemoteConfig, RemoteNode, RemoteTls};
 pub use sections::{
     ApiConfig, HealthCheck, HealthConfig, MetricsConfig, PublicApiConfig, ReplicatedNodeConfig, StorageConfig,
-    StorageOverride,
+    StorageOverride, TlsConfig,
 };
 
 /// A configuration problem, with where it is.

@@ -9,6 +9,7 @@ use syncline_coordination::leadership::LeadershipConfig;
 use syncline_coordination::DbConfig;
 
 use super::{CommonSections, InvalidKey, NodeSection};
+pub use crate::tls::TlsConfig;
 
 /// Database of a node; unset keys take [`DbConfig::new`]'s defaults.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -78,12 +79,52 @@ pub struct StorageOverride {
     pub statement_timeout: Option<Duration>,
 }
 
-/// A gRPC listener.
+/// The admin gRPC listener: `{ port = 4002 }` listens on 127.0.0.1 (the default: the admin API
+/// is for operators on the node's machine), `{ address = "0.0.0.0:4002" }` where told (then
+/// better with `tls.client_ca`, which requires client certificates).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawApiConfig")]
 pub struct ApiConfig {
     /// Listen address.
     pub address: SocketAddr,
+    /// TLS; plaintext without it.
+    pub tls: Option<TlsConfig>,
+}
+
+impl ApiConfig {
+    /// Plaintext on `address`.
+    pub fn plain(address: SocketAddr) -> ApiConfig {
+        ApiConfig { address, tls: None }
+    }
+
+    /// Whether clients must present a certificate signed by `tls.client_ca`.
+    pub fn requires_client_certificates(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.client_ca.is_some())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApiConfig {
+    address: Option<SocketAddr>,
+    port: Option<u16>,
+    tls: Option<TlsConfig>,
+}
+
+impl TryFrom<RawApiConfig> for ApiConfig {
+    type Error = String;
+
+    fn try_from(raw: RawApiConfig) -> Result<Self, Self::Error> {
+        let address = match (raw.address, raw.port) {
+            (Some(a), None) => a,
+            (None, Some(port)) => SocketAddr::from(([127, 0, 0, 1], port)),
+            (Some(_), Some(_)) => {
+                return Err("give either address or port (which listens on 127.0.0.1), not both".into())
+            }
+            (None, None) => return Err("missing address or port (port listens on 127.0.0.1)".into()),
+        };
+        Ok(ApiConfig { address, tls: raw.tls })
+    }
 }
 
 /// Public gRPC API of a node.
@@ -95,9 +136,17 @@ pub struct PublicApiConfig {
     /// Largest accepted request, in bytes.
     #[serde(default = "PublicApiConfig::default_max_request_size")]
     pub max_request_size: usize,
+    /// TLS; plaintext without it.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 impl PublicApiConfig {
+    /// Plaintext on `address`, with the default request size limit.
+    pub fn plain(address: SocketAddr) -> PublicApiConfig {
+        PublicApiConfig { address, max_request_size: Self::DEFAULT_MAX_REQUEST_SIZE, tls: None }
+    }
+
     /// Default of `max_request_size`: 4 MiB, gRPC's usual limit.
     pub const DEFAULT_MAX_REQUEST_SIZE: usize = 4 * 1024 * 1024;
 
@@ -126,6 +175,9 @@ pub struct HealthConfig {
     /// What `/health` checks.
     #[serde(default)]
     pub check: HealthCheck,
+    /// TLS (HAProxy's checks then use `check-ssl`); plaintext without it.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 /// An extra listener for `/metrics` only.
@@ -134,6 +186,9 @@ pub struct HealthConfig {
 pub struct MetricsConfig {
     /// Listen address.
     pub address: SocketAddr,
+    /// TLS; plaintext without it.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 /// One replicated node: a mediator or a participant.
@@ -190,7 +245,8 @@ pub fn health_is_active_by_default<'de, D: serde::Deserializer<'de>>(d: D) -> Re
     struct Raw {
         address: SocketAddr,
         check: Option<HealthCheck>,
+        tls: Option<TlsConfig>,
     }
     let raw = Raw::deserialize(d)?;
-    Ok(HealthConfig { address: raw.address, check: raw.check.unwrap_or(HealthCheck::IsActive) })
+    Ok(HealthConfig { address: raw.address, check: raw.check.unwrap_or(HealthCheck::IsActive), tls: raw.tls })
 }

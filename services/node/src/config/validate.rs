@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use figment::Figment;
 
 use super::{ConfigError, NodeKind, NodeRef, NodesConfig};
+use crate::tls::Protocol;
 
 pub(super) fn validate<C: NodesConfig>(config: &C, figment: &Figment) -> Result<(), ConfigError> {
     let fail = |key: String, message: String| {
@@ -62,6 +63,18 @@ pub(super) fn validate<C: NodesConfig>(config: &C, figment: &Figment) -> Result<
         ];
         if let Some(m) = common.metrics {
             addrs.push(("metrics.address", m.address));
+        }
+        let tls = [
+            ("public_api", common.public_api.tls.as_ref(), Protocol::Grpc),
+            ("admin_api", common.admin_api.tls.as_ref(), Protocol::Grpc),
+            ("health", common.health.tls.as_ref(), Protocol::Http),
+            ("metrics", common.metrics.and_then(|m| m.tls.as_ref()), Protocol::Http),
+        ];
+        // Started nodes would refuse them: say so at load, naming the file and the key.
+        for (listener, tls, protocol) in tls {
+            if let Err(e) = tls.map(|t| t.server_config(protocol)).transpose() {
+                return fail(key(&format!("{listener}.tls.{}", e.key)), e.to_string());
+            }
         }
         for (k, a) in addrs {
             if a.port() == 0 {
@@ -276,5 +289,60 @@ metrics = { address = "127.0.0.1:4024" }
         assert!(e.contains("mediators.med1.storage.url") && e.contains("is not a PostgreSQL connection string"), "{e}");
         let h = write(d.path(), "h.toml", STORAGE);
         assert!(load(&[h]).unwrap_err().to_string().contains("no node is configured"));
+    }
+
+    #[test]
+    fn admin_apis_listen_on_localhost_given_a_port_and_tls_files_are_checked_at_load() {
+        let d = tempfile::tempdir().unwrap();
+        let certs = crate::tls::dev::write_dev_certs(
+            &d.path().join("certs"),
+            &["med1".into(), "other".into()],
+            &crate::tls::dev::LOCAL_HOSTS,
+        )
+        .unwrap();
+        let node = |admin: &str, tls: &str| {
+            format!("{STORAGE}[mediators.med1]\npublic_api = {{ address = \"127.0.0.1:4011\"{tls} }}\nadmin_api = {admin}\nhealth = {{ address = \"127.0.0.1:4013\"{tls} }}\n")
+        };
+        let tls = |cert: &std::path::Path, key: &std::path::Path| {
+            format!(", tls = {{ cert = \"{}\", key = \"{}\" }}", cert.display(), key.display())
+        };
+        let good = tls(&certs.cert("med1"), &certs.key("med1"));
+        let admin_mtls = format!(
+            "{{ port = 4012, tls = {{ cert = \"{}\", key = \"{}\", client_ca = \"{}\" }} }}",
+            certs.cert("med1").display(),
+            certs.key("med1").display(),
+            certs.ca.display()
+        );
+        let a = write(d.path(), "a.toml", &node(&admin_mtls, &good));
+        let cfg = load(&[a]).unwrap();
+        let m = &cfg.mediators["med1"];
+        assert_eq!(m.admin_api.address, "127.0.0.1:4012".parse().unwrap(), "a port alone listens on localhost");
+        assert!(m.admin_api.requires_client_certificates());
+        assert_eq!(m.health.tls.as_ref().map(|t| t.cert.clone()), Some(certs.cert("med1")));
+        let b = write(d.path(), "b.toml", &node("{ address = \"0.0.0.0:4012\" }", ""));
+        assert_eq!(load(&[b]).unwrap().mediators["med1"].admin_api.address, "0.0.0.0:4012".parse().unwrap());
+        let c = write(d.path(), "c.toml", &node("{ address = \"0.0.0.0:4012\", port = 1 }", ""));
+        let e = load(&[c]).unwrap_err().to_string();
+        assert!(e.contains("mediators.med1.admin_api") && e.contains("not both"), "{e}");
+
+        let missing = d.path().join("missing.pem");
+        let f = write(d.path(), "f.toml", &node("{ port = 4012 }", &tls(&missing, &certs.key("med1"))));
+        let e = load(std::slice::from_ref(&f)).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("mediators.med1.public_api.tls.cert: {}: cannot read: ", missing.display())),
+            "{e}"
+        );
+        assert!(e.ends_with(&format!("(in {})", f.display())), "{e}");
+        let g = write(d.path(), "g.toml", &node("{ port = 4012 }", &tls(&certs.cert("med1"), &certs.key("other"))));
+        let e = load(std::slice::from_ref(&g)).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "mediators.med1.public_api.tls.key: {}: the private key does not belong to the certificate in {} (in {})",
+                certs.key("other").display(),
+                certs.cert("med1").display(),
+                g.display()
+            )
+        );
     }
 }

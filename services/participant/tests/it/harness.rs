@@ -89,9 +89,9 @@ pub fn participant_config(member: &str, sequencer: SequencerConnection) -> Parti
     ParticipantConfig {
         member: Some(member.into()),
         storage: None,
-        public_api: PublicApiConfig { address: any, max_request_size: PublicApiConfig::DEFAULT_MAX_REQUEST_SIZE },
-        admin_api: ApiConfig { address: any },
-        health: HealthConfig { address: any, check: HealthCheck::IsActive },
+        public_api: PublicApiConfig::plain(any),
+        admin_api: ApiConfig::plain(any),
+        health: HealthConfig { address: any, check: HealthCheck::IsActive, tls: None },
         metrics: None,
         replication: Default::default(),
         sequencer,

@@ -310,8 +310,12 @@ async fn a_participant_started_before_its_member_is_registered_waits_without_fai
     // --token-dir` does), after it started.
     let dir = syncline_testkit::files::TempDir::new("syncline-p3-token");
     let token_file = dir.path().join("p3.token");
-    let connection =
-        SequencerConnection { endpoints: vec![sync.seq.url()], token: None, token_file: Some(token_file.clone()) };
+    let connection = SequencerConnection {
+        endpoints: vec![sync.seq.url()],
+        token: None,
+        token_file: Some(token_file.clone()),
+        ..Default::default()
+    };
     let p3 = start_participant("p3-r1", "p3", connection, &db.url).await;
     wait_active(&p3).await;
     // Its member does not exist yet: it keeps leading (and serving its API) instead of failing.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::TokenSource;
+use crate::{ClientTls, TlsFiles, TokenSource};
 
 /// Settings of a [`crate::SequencerClient`] and [`crate::AdminClient`].
 #[derive(Clone, Debug)]
@@ -22,6 +22,8 @@ pub struct ClientConfig {
     pub backoff_max: Duration,
     /// Largest response (event) accepted, in bytes.
     pub max_decoding_message_size: usize,
+    /// TLS toward `https://` endpoints (required for them); `http://` ones stay plaintext.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ClientConfig {
@@ -34,6 +36,7 @@ impl Default for ClientConfig {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(2),
             max_decoding_message_size: 4 << 20,
+            tls: None,
         }
     }
 }
@@ -53,6 +56,16 @@ pub struct SequencerConnection {
     /// so it may appear after the node started and a rotated token is picked up.
     #[serde(default)]
     pub token_file: Option<std::path::PathBuf>,
+    /// TLS toward `https://` endpoints: the CA file the sequencers' certificates are checked
+    /// against (required for them).
+    #[serde(default)]
+    pub ca: Option<std::path::PathBuf>,
+    /// A client certificate file, for sequencers that require one.
+    #[serde(default)]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key file.
+    #[serde(default)]
+    pub client_key: Option<std::path::PathBuf>,
 }
 
 impl SequencerConnection {
@@ -65,6 +78,18 @@ impl SequencerConnection {
         if let Some(url) = self.endpoints.iter().find(|u| !u.starts_with("http://") && !u.starts_with("https://")) {
             return Some(("endpoints", format!("{url:?} is not an http:// or https:// URL")));
         }
+        if let Some(url) = self.endpoints.iter().find(|u| u.starts_with("https://")).filter(|_| self.ca.is_none()) {
+            return Some((
+                "ca",
+                format!("{url:?} is an https:// URL: give the CA of the sequencers' certificates (ca = \"ca.pem\")"),
+            ));
+        }
+        if let Err(e) = self.tls_files().load() {
+            return Some(match e {
+                crate::TlsFilesError::File { key, path, problem } => (key, format!("{}: {problem}", path.display())),
+                e => ("client_cert", e.to_string()),
+            });
+        }
         match (&self.token, &self.token_file) {
             (Some(_), Some(_)) => Some(("token", "give either token or token_file, not both".into())),
             (Some(t), None) if t.trim().is_empty() => Some(("token", "is empty".into())),
@@ -76,6 +101,16 @@ impl SequencerConnection {
         }
     }
 
+    /// The client settings of this connection: the defaults with its TLS.
+    pub fn client_config(&self) -> Result<ClientConfig, crate::TlsFilesError> {
+        Ok(ClientConfig { tls: self.tls_files().load()?, ..ClientConfig::default() })
+    }
+
+    /// Its TLS files.
+    pub fn tls_files(&self) -> TlsFiles {
+        TlsFiles { ca: self.ca.clone(), client_cert: self.client_cert.clone(), client_key: self.client_key.clone() }
+    }
+
     /// Where the node's token comes from, if it has one.
     pub fn token_source(&self) -> Option<TokenSource> {
         match (&self.token, &self.token_file) {
@@ -83,5 +118,26 @@ impl SequencerConnection {
             (None, Some(f)) => Some(TokenSource::File(f.clone())),
             (None, None) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn https_endpoints_need_a_readable_ca() {
+        let https = SequencerConnection { endpoints: vec!["https://s1:4001".into()], ..Default::default() };
+        let (key, problem) = https.problem().unwrap();
+        assert_eq!(key, "ca");
+        assert!(problem.contains("\"https://s1:4001\" is an https:// URL"), "{problem}");
+        let missing = SequencerConnection { ca: Some("/nonexistent/ca.pem".into()), ..https.clone() };
+        let (key, problem) = missing.problem().unwrap();
+        assert_eq!(key, "ca");
+        assert!(problem.starts_with("/nonexistent/ca.pem: cannot read"), "{problem}");
+        let half = SequencerConnection { client_cert: Some("c.pem".into()), ..missing };
+        assert_eq!(half.problem().unwrap().0, "client_cert");
+        let plain = SequencerConnection { endpoints: vec!["http://s1:4001".into()], ..Default::default() };
+        assert_eq!(plain.problem(), None);
     }
 }

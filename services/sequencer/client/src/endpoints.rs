@@ -18,6 +18,12 @@ pub enum EndpointError {
     /// No endpoint at all.
     #[error("no sequencer endpoint given")]
     Empty,
+    /// An `https://` URL but no CA to check the server's certificate with.
+    #[error("sequencer endpoint {url:?} is https:// but no CA is configured to check its certificate (ca)")]
+    NoCa {
+        /// The URL as given.
+        url: String,
+    },
     /// A URL that is not a valid `http://host:port` URI.
     #[error("sequencer endpoint {url:?} is not a valid URL: {reason}")]
     InvalidUrl {
@@ -51,6 +57,12 @@ impl Endpoint {
         if endpoint.uri().host().is_none() {
             return Err(invalid("it has no host".into()));
         }
+        let endpoint = if url.starts_with("https://") {
+            let tls = config.tls.as_ref().ok_or_else(|| EndpointError::NoCa { url: url.clone() })?;
+            endpoint.tls_config(tls.tonic_config()).map_err(|e| invalid(e.to_string()))?
+        } else {
+            endpoint
+        };
         let channel = endpoint
             .connect_timeout(config.connect_timeout)
             .http2_keep_alive_interval(config.keepalive_interval)

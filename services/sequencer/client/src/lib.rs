@@ -23,6 +23,7 @@ mod mock_tests;
 mod request;
 mod send;
 mod subscribe;
+mod tls;
 mod token;
 
 use std::future::Future;
@@ -37,6 +38,7 @@ pub use endpoints::EndpointError;
 pub use error::{code_name, AcknowledgeError, SendError, SubscribeError};
 pub use request::{now_micros, RequestBuilder};
 pub use send::Sent;
+pub use tls::{ClientTls, TlsFiles, TlsFilesError};
 pub use token::TokenSource;
 
 /// The recipient that addresses an envelope to every member of the sequencer, including

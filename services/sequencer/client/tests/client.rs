@@ -8,11 +8,14 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use syncline_coordination::DbConfig;
+use syncline_node::tls::dev::{write_dev_certs, DevCerts, LOCAL_HOSTS};
+use syncline_node::tls::{Protocol, TlsConfig, TlsListener};
 use syncline_sequencer::{Sequencer, SequencerSettings};
 use syncline_sequencer_client::{
     AdminClient, ClientConfig, Event, RequestBuilder, SendError, SequencerApi, SequencerClient, SubscribeError,
     TokenSource,
 };
+use syncline_sequencer_client::{ClientTls, EndpointError};
 use syncline_testkit::fresh_database;
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +40,27 @@ impl Node {
         let s = stop.clone();
         tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            router.serve_with_incoming_shutdown(incoming, s.cancelled_owned()).await.unwrap();
+        });
+        Node { seq: Some(seq), url, stop }
+    }
+
+    /// As [`start`](Self::start), serving TLS with `certs`' certificate of `name`.
+    async fn start_tls(db_url: &str, name: &str, certs: &DevCerts) -> Node {
+        let settings = SequencerSettings { name: name.into(), total_node_count: 4, ..Default::default() };
+        let mut db = DbConfig::new(db_url);
+        db.application_name = name.into();
+        let seq = Sequencer::start(db, settings).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let stop = CancellationToken::new();
+        let tls = TlsConfig { cert: certs.cert(name), key: certs.key(name), client_ca: None };
+        let incoming =
+            TlsListener::new(listener, tls.server_config(Protocol::Grpc).unwrap(), "public API", stop.clone());
+        let router =
+            tonic::transport::Server::builder().add_service(seq.public_service()).add_service(seq.admin_service());
+        let s = stop.clone();
+        tokio::spawn(async move {
             router.serve_with_incoming_shutdown(incoming, s.cancelled_owned()).await.unwrap();
         });
         Node { seq: Some(seq), url, stop }
@@ -266,4 +290,45 @@ async fn the_endpoint_list_changes_at_runtime() {
     follower.abort();
     check_delivery(&sink.lock().unwrap(), &oks);
     nodes[1].shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_endpoints_are_checked_against_the_configured_ca() {
+    let tdb = fresh_database().await;
+    let d = tempfile::tempdir().unwrap();
+    let certs = write_dev_certs(d.path(), &["seq0".into()], &LOCAL_HOSTS).unwrap();
+    let other = write_dev_certs(&d.path().join("other"), &[], &LOCAL_HOSTS).unwrap();
+    let mut node = Node::start_tls(&tdb.url, "seq0", &certs).await;
+    node.wait_serving().await;
+    let tls = |ca: &std::path::Path| ClientConfig { tls: Some(ClientTls::load(ca, None).unwrap()), ..config() };
+
+    // Trusting the node's CA: admin calls, sends and subscriptions work over TLS.
+    let admin = AdminClient::new(node.url.clone(), tls(&certs.ca)).unwrap();
+    let token = admin.register_member("alice").await.unwrap().token.unwrap();
+    let client = SequencerClient::new([node.url.clone()], tls(&certs.ca))
+        .unwrap()
+        .with_token("alice", TokenSource::Token(token.clone()));
+    let sent = client.send(RequestBuilder::new("alice", "m1").to(["alice"], "hello").build()).await.unwrap();
+    let mut events = client.subscribe("alice", None);
+    let first = tokio::time::timeout(Duration::from_secs(20), events.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(first.timestamp, sent.timestamp);
+
+    // Trusting another CA: refused, naming the endpoint and the certificate's problem.
+    let e = AdminClient::new(node.url.clone(), tls(&other.ca)).unwrap().status().await.unwrap_err().to_string();
+    assert!(e.contains(&node.url) && e.contains("invalid peer certificate: UnknownIssuer"), "{e}");
+    let wrong = SequencerClient::new([node.url.clone()], tls(&other.ca))
+        .unwrap()
+        .with_token("alice", TokenSource::Token(token));
+    let request = RequestBuilder::new("alice", "m2").to(["alice"], "x").within(Duration::from_secs(2)).build();
+    let e = wrong.send(request).await.unwrap_err().to_string();
+    assert!(e.contains(&node.url) && e.contains("invalid peer certificate: UnknownIssuer"), "{e}");
+
+    // An https:// endpoint needs a CA; a plaintext client gets no answer from a TLS port.
+    match SequencerClient::new([node.url.clone()], config()) {
+        Err(EndpointError::NoCa { url }) => assert_eq!(url, node.url),
+        other => panic!("expected NoCa, got {:?}", other.err()),
+    }
+    let plain = AdminClient::new(node.url.replace("https://", "http://"), config()).unwrap();
+    assert!(plain.status().await.is_err(), "a plaintext call to a TLS port was answered");
+    node.shutdown().await;
 }
