@@ -71,7 +71,7 @@ pub struct WriterConfig {
     pub queue_size: usize,
     /// Most sends per transaction.
     pub max_batch_size: usize,
-    /// Writer lanes per process (1..=4, default 2), each with its own node index: counted
+    /// Writer lanes per process (1..=4, default 1), each with its own node index: counted
     /// against `high_availability.total_node_count`.
     pub writer_lanes: u32,
     /// Largest distance of a max-sequencing-time into the future.

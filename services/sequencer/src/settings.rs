@@ -36,7 +36,9 @@ pub struct SequencerSettings {
     pub max_batch_size: usize,
     /// Writer lanes of this process: each takes its own node index (so `total_node_count`
     /// must cover lanes × processes), lock session, timestamp partition and watermark, and
-    /// they take batches from the one send queue of the node.
+    /// they take batches from the one send queue of the node. One by default: on two cores a
+    /// second lane nearly doubles the store's write path but slows the gRPC path (smaller
+    /// batches, more commits); raise it where the write path is the limit.
     pub writer_lanes: u32,
     /// Events per read of a subscription.
     pub read_batch_size: u32,
@@ -79,7 +81,7 @@ impl Default for SequencerSettings {
             read_spacing: Duration::from_millis(2),
             queue_size: 1000,
             max_batch_size: 500,
-            writer_lanes: 2,
+            writer_lanes: 1,
             read_batch_size: 100,
             // With the defaults: 1000 × (2 × 8 MiB + one 4 MiB event) bounds subscription memory.
             subscription_buffer_bytes: 8 * 1024 * 1024,

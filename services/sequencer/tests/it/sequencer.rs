@@ -238,7 +238,7 @@ async fn sends_held_during_a_database_stall_are_answered_and_sequenced_once_afte
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_shutdown_goes_offline_without_pausing_other_readers() {
     let tdb = fresh_database().await;
-    let a = Node::start(&tdb.url, "a", |_| {}).await;
+    let a = Node::start(&tdb.url, "a", |s| s.writer_lanes = 2).await;
     let b = Node::start(&tdb.url, "b", |s| s.offline_duration = Duration::from_secs(60)).await;
     a.wait_serving().await;
     b.wait_serving().await;
