@@ -1,7 +1,7 @@
 //! Errors as users see them: malformed requests on the wire are INVALID_ARGUMENT on every
-//! service of a daemon; configuration and CLI errors are one clear line, without a backtrace
-//! even with RUST_BACKTRACE=1; `syncline admin` against a node in trouble names the node and
-//! what failed, in time, without gRPC status dumps.
+//! service of a daemon (sequencer, node admin, ledger API); configuration and CLI errors are
+//! one clear line, without a backtrace even with RUST_BACKTRACE=1; `syncline admin` against a
+//! node in trouble names the node and what failed, in time, without gRPC status dumps.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -207,4 +207,28 @@ async fn admin_against_a_node_in_trouble_names_it_and_what_failed_in_time() {
         assert!(took < Duration::from_secs(9), "{args:?} took {took:?}");
     }
     proxy.restore();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_are_invalid_argument_on_the_ledger_api_and_the_participant_keeps_serving() {
+    let lt = crate::ledger_clients::LedgerTopology::start("syncline-malformed-ledger").await;
+    let p1 = &lt.p1[0];
+    for (path, streaming) in [
+        ("/syncline.ledger.v1.CommandService/SubmitAndWait", false),
+        ("/syncline.ledger.v1.CommandSubmissionService/Submit", false),
+        ("/syncline.ledger.v1.UpdateService/GetUpdates", true),
+        ("/syncline.ledger.v1.CommandCompletionService/CompletionStream", true),
+        ("/syncline.ledger.v1.StateService/GetActiveContracts", true),
+        ("/syncline.ledger.v1.PartyManagementService/AllocateParty", false),
+    ] {
+        let s = call_raw(p1.public_url(), path, streaming).await;
+        assert_eq!(s.code(), Code::InvalidArgument, "{path}: {s:?}");
+        assert!(
+            s.message().starts_with("malformed request: failed to decode Protobuf message"),
+            "{path}: {}",
+            s.message()
+        );
+    }
+    // Still the leader, still serving.
+    assert_eq!(http_status(p1.health, "/health").await, Some(200));
 }
