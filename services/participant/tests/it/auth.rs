@@ -1,4 +1,4 @@
-//! Ledger API authorization over gRPC: p1 checks HS256 tokens, p2 ES256 tokens against a JWKS
+//! Ledger API authorization over gRPC: p1 checks HS256 tokens, p2 ES256 and p1 RS256 tokens against a JWKS
 //! file. A missing, malformed, wrongly signed or expired token is UNAUTHENTICATED; a command
 //! acting as a party the token does not name, a stream or query of parties it does not cover, a
 //! completion stream of another user and a party allocation without the admin claim are
@@ -305,6 +305,67 @@ async fn es256_tokens_are_checked_against_the_jwks_file() {
     assert_eq!(refusal(&e).0, Code::Unauthenticated);
     assert!(refusal(&e).2.contains("algorithm HS256 is not accepted"), "{e:?}");
     p2.shutdown().await;
+    drop(sync);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// An RS256 key pair made by `openssl`: the JWKS file holding its public key (kid `r1`) and the
+/// signing key.
+fn rs256_jwks(dir: &std::path::Path) -> (std::path::PathBuf, jsonwebtoken::EncodingKey) {
+    let key = dir.join("rsa.pem");
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl makes this test's RSA key (./dev test installs it)");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", key.to_str().unwrap()]);
+    let modulus = openssl(&["rsa", "-in", key.to_str().unwrap(), "-noout", "-modulus"]);
+    let hex = modulus.trim().strip_prefix("Modulus=").expect("openssl prints Modulus=HEX");
+    let n: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+    let jwks = serde_json::json!({ "keys": [
+        { "kty": "RSA", "kid": "r1", "use": "sig", "alg": "RS256", "n": URL_SAFE_NO_PAD.encode(&n), "e": "AQAB" },
+    ]});
+    let path = dir.join("jwks-rsa.json");
+    std::fs::write(&path, jwks.to_string()).unwrap();
+    // PKCS#1 DER, as the signing key takes it.
+    let der = dir.join("rsa.der");
+    openssl(&["rsa", "-in", key.to_str().unwrap(), "-traditional", "-outform", "DER", "-out", der.to_str().unwrap()]);
+    (path, jsonwebtoken::EncodingKey::from_rsa_der(&std::fs::read(&der).unwrap()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rs256_tokens_are_checked_against_the_jwks_file() {
+    let sync = Synchronizer::start(short_timeouts()).await;
+    let dir = std::env::temp_dir().join(format!("syncline-jwks-rsa-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (jwks, key) = rs256_jwks(&dir);
+    let auth = AuthConfig { kind: AuthKind::Jwks, jwks_file: Some(jwks), ..Default::default() };
+    let (p1, _db) = start_with(&sync, "p1", auth).await;
+    let (url, _serving) = serve_grpc(&p1).await;
+    let ch = Channel::from_shared(url).unwrap().connect().await.unwrap();
+    let good = claims("app", &["alice"], &[], false);
+    let sign = |c: &Claims, kid: &str| {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        h.kid = Some(kid.into());
+        jsonwebtoken::encode(&h, c, &key).unwrap()
+    };
+    ledger_end(&ch, Some(&sign(&good, "r1"))).await.unwrap();
+    // A token signed by the key but altered on the way: the signature no longer matches.
+    let token = sign(&good, "r1");
+    let (head, rest) = token.split_once('.').unwrap();
+    let (_, signature) = rest.split_once('.').unwrap();
+    let forged_claims = Claims { sub: "mallory".into(), ..good.clone() };
+    let forged_body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged_claims).unwrap());
+    let e = ledger_end(&ch, Some(&format!("{head}.{forged_body}.{signature}"))).await.unwrap_err();
+    assert_eq!(refusal(&e).0, Code::Unauthenticated, "{e:?}");
+    // Expired.
+    let expired = Claims { exp: now_secs() - 3600, ..good.clone() };
+    let e = ledger_end(&ch, Some(&sign(&expired, "r1"))).await.unwrap_err();
+    assert_eq!((refusal(&e).0, refusal(&e).1.as_str()), (Code::Unauthenticated, "ACCESS_TOKEN_EXPIRED"), "{e:?}");
+    p1.shutdown().await;
     drop(sync);
     let _ = std::fs::remove_dir_all(dir);
 }
