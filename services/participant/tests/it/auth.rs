@@ -1,5 +1,5 @@
-//! Ledger API authorization over gRPC: p1 checks HS256 tokens, p2 ES256 and p1 RS256 tokens against a JWKS
-//! file. A missing, malformed, wrongly signed or expired token is UNAUTHENTICATED; a command
+//! Ledger API authorization over gRPC: p1 checks HS256 tokens, p2 ES256 and p1 RS256 tokens
+//! against a JWKS file. A missing, malformed, wrongly signed or expired token is UNAUTHENTICATED; a command
 //! acting as a party the token does not name, a stream or query of parties it does not cover, a
 //! completion stream of another user and a party allocation without the admin claim are
 //! PERMISSION_DENIED; each with Canton's error id and counted in the metric.
