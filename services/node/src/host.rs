@@ -310,12 +310,18 @@ mod tests {
         c.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner().status
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn serves_one_health_state_everywhere_and_shuts_the_node_down_before_its_servers() {
+    /// A host serving the fake node on loopback ports: public and health listeners with `tls`,
+    /// the admin listener with `admin_tls`. The host and its public, admin and health addresses.
+    async fn serve_fake(
+        tls: Option<TlsConfig>,
+        admin_tls: Option<TlsConfig>,
+        health_rx: watch::Receiver<HealthState>,
+        log: Arc<Mutex<Vec<String>>>,
+    ) -> (NodeHost, SocketAddr, SocketAddr, SocketAddr) {
         let any = "127.0.0.1:0".parse().unwrap();
-        let public_api = PublicApiConfig { address: any, max_request_size: 1024, tls: None };
-        let admin_api = ApiConfig::plain(any);
-        let health = HealthConfig { address: any, check: HealthCheck::Ping, tls: None };
+        let public_api = PublicApiConfig { address: any, max_request_size: 1024, tls: tls.clone() };
+        let admin_api = ApiConfig { address: any, tls: admin_tls };
+        let health = HealthConfig { address: any, check: HealthCheck::Ping, tls };
         let common = CommonSections {
             storage: None,
             public_api: &public_api,
@@ -326,11 +332,16 @@ mod tests {
         let listeners = Listeners::bind(common).await.unwrap();
         let (public, admin, http_addr) =
             (listeners.public_address(), listeners.admin_address(), listeners.health_address());
+        let node = Fake { health: health_rx, public, log };
+        let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle();
+        (NodeHost::serve(listeners, Box::new(node), metrics).unwrap(), public, admin, http_addr)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn serves_one_health_state_everywhere_and_shuts_the_node_down_before_its_servers() {
         let (tx, rx) = watch::channel(HealthState::serving());
         let log = Arc::new(Mutex::new(Vec::new()));
-        let node = Fake { health: rx, public, log: log.clone() };
-        let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle();
-        let host = NodeHost::serve(listeners, Box::new(node), metrics).unwrap();
+        let (host, public, admin, http_addr) = serve_fake(None, None, rx, log.clone()).await;
 
         let serving = tonic_health::ServingStatus::Serving as i32;
         let not_serving = tonic_health::ServingStatus::NotServing as i32;
@@ -407,24 +418,8 @@ mod tests {
         let other = write_dev_certs(&d.path().join("other"), &["intruder".into()], &LOCAL_HOSTS).unwrap();
         let tls = TlsConfig { cert: certs.cert("f1"), key: certs.key("f1"), client_ca: None };
         let mtls = TlsConfig { client_ca: Some(certs.ca.clone()), ..tls.clone() };
-        let any = "127.0.0.1:0".parse().unwrap();
-        let public_api = PublicApiConfig { address: any, max_request_size: 1024, tls: Some(tls.clone()) };
-        let admin_api = ApiConfig { address: any, tls: Some(mtls) };
-        let health = HealthConfig { address: any, check: HealthCheck::Ping, tls: Some(tls) };
-        let common = CommonSections {
-            storage: None,
-            public_api: &public_api,
-            admin_api: &admin_api,
-            health: &health,
-            metrics: None,
-        };
-        let listeners = Listeners::bind(common).await.unwrap();
-        let (public, admin, http_addr) =
-            (listeners.public_address(), listeners.admin_address(), listeners.health_address());
         let (_tx, rx) = watch::channel(HealthState::serving());
-        let node = Fake { health: rx, public, log: Arc::default() };
-        let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle();
-        let host = NodeHost::serve(listeners, Box::new(node), metrics).unwrap();
+        let (host, public, admin, http_addr) = serve_fake(Some(tls), Some(mtls), rx, Arc::default()).await;
 
         // The public API over TLS, trusting the CA.
         let channel = tls_channel(format!("https://{public}"), &certs.ca, None).await.unwrap();
