@@ -53,10 +53,15 @@ impl Decoder for Raw {
 const MALFORMED: &[u8] = &[0x0a, 0x05, 0x01];
 
 async fn call_raw(url: String, path: &'static str, streaming: bool) -> Status {
+    call_with(url, path, streaming, MALFORMED.to_vec()).await
+}
+
+/// Call `path` with `bytes` as the request message; the error status it answers with.
+async fn call_with(url: String, path: &'static str, streaming: bool, bytes: Vec<u8>) -> Status {
     let channel = Channel::from_shared(url).unwrap().connect().await.unwrap();
-    let mut grpc = tonic::client::Grpc::new(channel);
+    let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(64 * 1024 * 1024);
     grpc.ready().await.unwrap();
-    let req = Request::new(MALFORMED.to_vec());
+    let req = Request::new(bytes);
     if streaming {
         match grpc.server_streaming(req, PathAndQuery::from_static(path), Raw).await {
             Ok(r) => r.into_inner().message().await.expect_err(&format!("{path}: answered")),
@@ -210,7 +215,7 @@ async fn admin_against_a_node_in_trouble_names_it_and_what_failed_in_time() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_requests_are_invalid_argument_on_the_ledger_api_and_the_participant_keeps_serving() {
+async fn malformed_and_oversized_requests_to_the_ledger_api_are_refused_and_the_participant_keeps_serving() {
     let lt = crate::ledger_clients::LedgerTopology::start("syncline-malformed-ledger").await;
     let p1 = &lt.p1[0];
     for (path, streaming) in [
@@ -229,6 +234,12 @@ async fn malformed_requests_are_invalid_argument_on_the_ledger_api_and_the_parti
             s.message()
         );
     }
+    // A request beyond the public API's max_request_size (4 MiB by default), refused before
+    // it is decoded.
+    let huge = vec![0u8; 5 * 1024 * 1024];
+    let s = call_with(p1.public_url(), "/syncline.ledger.v1.CommandService/SubmitAndWait", false, huge).await;
+    assert!(matches!(s.code(), Code::OutOfRange | Code::ResourceExhausted), "{s:?}");
+    assert!(s.message().contains("too large"), "{}", s.message());
     // Still the leader, still serving.
     assert_eq!(http_status(p1.health, "/health").await, Some(200));
 }
