@@ -643,25 +643,18 @@ async fn the_queue_depth_gauge_falls_back_to_zero_once_the_writer_drained() {
     n.shutdown().await;
 }
 
-/// A batch commits in the statement that moves its watermark: while the watermark row is
-/// locked from another session, nothing of the send is committed (before, the batch
-/// committed first and sat uncovered until the watermark could be saved), and once the lock
-/// goes the send is answered with a covered timestamp.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_commits_only_with_the_watermark_that_covers_it() {
-    use diesel::sql_types::BigInt;
-    use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
-    use syncline_coordination::db;
-    #[derive(diesel::QueryableByName)]
-    struct N {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
-    let tdb = fresh_database().await;
-    let cfg = DbConfig::new(&tdb.url);
-    // Keep-alives far apart: the writer waits idle for the send when the row gets locked.
-    // One lane: the test holds that lane's watermark row, and the send must go to it.
-    let a = Node::start(&tdb.url, "a", |s| {
+/// `count(*) as n`.
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+/// A node with one writer lane (the tests below hold that lane's watermark row, and their sends
+/// must go to it) and keep-alives far apart (its writer sits idle until a send arrives), serving,
+/// with alice and bob registered.
+async fn idle_one_lane_node(url: &str) -> Node {
+    let a = Node::start(url, "a", |s| {
         s.writer_lanes = 1;
         s.write_timeout = Duration::from_secs(20);
         s.keep_alive_interval = Duration::from_secs(5);
@@ -669,17 +662,40 @@ async fn a_batch_commits_only_with_the_watermark_that_covers_it() {
     .await;
     a.wait_serving().await;
     a.register(&["alice", "bob"]).await;
-    let index = a.seq().writer().node_index().expect("an index once serving");
-    let mut holder = db::connect(&cfg, db::SessionKind::Pooled).await.unwrap();
+    a
+}
+
+/// Lock `node`'s watermark row in an open transaction of a second session: its writer blocks on
+/// its next commit until the returned session commits.
+async fn lock_watermark_row(cfg: &DbConfig, node: &Node) -> diesel_async::AsyncPgConnection {
+    use diesel_async::SimpleAsyncConnection;
+    let index = node.seq().writer().node_index().expect("an index once serving");
+    let mut holder =
+        syncline_coordination::db::connect(cfg, syncline_coordination::db::SessionKind::Pooled).await.unwrap();
     holder
         .batch_execute(&format!("begin; select * from sequencer_watermarks where node_index = {index} for update"))
         .await
         .unwrap();
+    holder
+}
+
+/// A batch commits in the statement that moves its watermark: while the watermark row is
+/// locked from another session, nothing of the send is committed (before, the batch
+/// committed first and sat uncovered until the watermark could be saved), and once the lock
+/// goes the send is answered with a covered timestamp.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_commits_only_with_the_watermark_that_covers_it() {
+    use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
+    use syncline_coordination::db;
+    let tdb = fresh_database().await;
+    let cfg = DbConfig::new(&tdb.url);
+    let a = idle_one_lane_node(&tdb.url).await;
+    let mut holder = lock_watermark_row(&cfg, &a).await;
     let mut client = a.client().await;
     let send = tokio::spawn(async move { client.send(send("alice", "m1", &["bob"], "x")).await });
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut c = db::connect(&cfg, db::SessionKind::Pooled).await.unwrap();
-    let stored: N = diesel::sql_query("select count(*) as n from sequencer_events where message_id = 'm1'")
+    let stored: Count = diesel::sql_query("select count(*) as n from sequencer_events where message_id = 'm1'")
         .get_result(&mut c)
         .await
         .unwrap();
@@ -687,7 +703,7 @@ async fn a_batch_commits_only_with_the_watermark_that_covers_it() {
     assert!(!send.is_finished(), "answered before the watermark moved");
     holder.batch_execute("commit").await.unwrap();
     let ts = send.await.unwrap().expect("answered once the watermark moved").into_inner().timestamp;
-    let covered: N = diesel::sql_query(
+    let covered: Count = diesel::sql_query(
         "select count(*) as n from sequencer_events e join sequencer_watermarks w on w.node_index = e.node_index \
          where e.message_id = 'm1' and e.ts <= w.watermark_ts",
     )
@@ -705,33 +721,14 @@ async fn a_batch_commits_only_with_the_watermark_that_covers_it() {
 /// deterministically: the writer is held on a locked watermark row while the sends queue up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resend_batched_with_new_sends_gets_its_timestamp_and_the_others_are_sequenced_once() {
-    use diesel::sql_types::{BigInt, Text};
+    use diesel::sql_types::Text;
     use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
     use syncline_coordination::db;
-    #[derive(diesel::QueryableByName)]
-    struct N {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
     let tdb = fresh_database().await;
     let cfg = DbConfig::new(&tdb.url);
-    // One lane: the test holds that lane's watermark row, and the send must go to it.
-    let a = Node::start(&tdb.url, "a", |s| {
-        s.writer_lanes = 1;
-        s.write_timeout = Duration::from_secs(20);
-        s.keep_alive_interval = Duration::from_secs(5);
-    })
-    .await;
-    a.wait_serving().await;
-    a.register(&["alice", "bob"]).await;
+    let a = idle_one_lane_node(&tdb.url).await;
     let first = a.client().await.send(send("alice", "m1", &["bob"], "x")).await.unwrap().into_inner().timestamp;
-
-    let index = a.seq().writer().node_index().expect("an index once serving");
-    let mut holder = db::connect(&cfg, db::SessionKind::Pooled).await.unwrap();
-    holder
-        .batch_execute(&format!("begin; select * from sequencer_watermarks where node_index = {index} for update"))
-        .await
-        .unwrap();
+    let mut holder = lock_watermark_row(&cfg, &a).await;
     let mut c = db::connect(&cfg, db::SessionKind::Pooled).await.unwrap();
     let spawn_send = |id: &str| {
         let (addr, id) = (a.addr, id.to_string());
@@ -745,7 +742,7 @@ async fn a_resend_batched_with_new_sends_gets_its_timestamp_and_the_others_are_s
     let waiting =
         "select count(*) as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'";
     let start = Instant::now();
-    while diesel::sql_query(waiting).get_result::<N>(&mut c).await.unwrap().n == 0 {
+    while diesel::sql_query(waiting).get_result::<Count>(&mut c).await.unwrap().n == 0 {
         assert!(start.elapsed() < Duration::from_secs(20), "the writer never waited on the locked row");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -771,7 +768,7 @@ async fn a_resend_batched_with_new_sends_gets_its_timestamp_and_the_others_are_s
     expected.sort_unstable();
     assert_eq!(bob, expected, "each send delivered once, at the timestamp its OK named");
     for id in ["m1", "m2", "m3"] {
-        let stored: N = diesel::sql_query("select count(*) as n from sequencer_events where message_id = $1")
+        let stored: Count = diesel::sql_query("select count(*) as n from sequencer_events where message_id = $1")
             .bind::<Text, _>(id)
             .get_result(&mut c)
             .await
