@@ -31,6 +31,10 @@ pub struct Subscription<S> {
     last: Option<i64>,
     events: EventStream,
     warned: bool,
+    /// When to subscribe again after the member was unknown: kept across calls, so that a
+    /// `next` cancelled while it waits (the caller's `select!` took another branch) resumes
+    /// the wait instead of reading the ended stream.
+    resubscribe_at: Option<tokio::time::Instant>,
 }
 
 impl<S: SequencerApi> Subscription<S> {
@@ -38,12 +42,25 @@ impl<S: SequencerApi> Subscription<S> {
     /// member known (e.g. "run `syncline admin bootstrap --mediator m`").
     pub fn new(sequencer: S, member: &str, after: Option<i64>, hint: impl Into<String>) -> Self {
         let events = sequencer.subscribe(member, after);
-        Subscription { sequencer, member: member.into(), hint: hint.into(), last: after, events, warned: false }
+        Subscription {
+            sequencer,
+            member: member.into(),
+            hint: hint.into(),
+            last: after,
+            events,
+            warned: false,
+            resubscribe_at: None,
+        }
     }
 
-    /// The next event, waiting as long as the member is not registered.
+    /// The next event, waiting as long as the member is not registered. Cancel-safe.
     pub async fn next(&mut self) -> Result<Event, SubscriptionError> {
         loop {
+            if let Some(at) = self.resubscribe_at {
+                tokio::time::sleep_until(at).await;
+                self.events = self.sequencer.subscribe(&self.member, self.last);
+                self.resubscribe_at = None;
+            }
             match self.events.next().await {
                 Some(Ok(event)) => {
                     self.last = Some(event.timestamp);
@@ -54,8 +71,7 @@ impl<S: SequencerApi> Subscription<S> {
                         tracing::warn!(member = %self.member, "the member is not registered at the sequencers yet, or its token is not there yet; waiting ({}): {e}", self.hint);
                         self.warned = true;
                     }
-                    tokio::time::sleep(UNREGISTERED_RETRY).await;
-                    self.events = self.sequencer.subscribe(&self.member, self.last);
+                    self.resubscribe_at = Some(tokio::time::Instant::now() + UNREGISTERED_RETRY);
                 }
                 Some(Err(e)) => return Err(e.into()),
                 None => return Err(SubscriptionError::Ended),
