@@ -84,8 +84,6 @@ pub struct Processed {
     pub published: usize,
     /// The status (`OK` or the error id) of each completion published by this event.
     pub completed: Vec<String>,
-    /// Requests awaiting their verdict after this event.
-    pub undecided: i64,
 }
 
 /// The participant's event processing.
@@ -145,7 +143,6 @@ impl Processor {
         ledger.processed_ts = Some(ts);
         store::set_ledger(conn, &self.member, &ledger).await?;
         out.ledger = ledger;
-        out.undecided = store::undecided_count(conn).await?;
         Ok(out)
     }
 
@@ -486,12 +483,10 @@ impl Processor {
         let message = format!("the sequencer refused the submission: {reason}");
         self.reject_unsequenced(conn, &mut ledger, &f, ts, SEQUENCER_SUBMISSION_REQUEST_REFUSED, message).await?;
         store::set_ledger(conn, &self.member, &ledger).await?;
-        let undecided = store::undecided_count(conn).await?;
         Ok(Some(Processed {
             ledger,
             published: 1,
             completed: vec![SEQUENCER_SUBMISSION_REQUEST_REFUSED.into()],
-            undecided,
             ..Processed::default()
         }))
     }

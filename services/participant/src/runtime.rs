@@ -26,6 +26,8 @@ use crate::{Active, Shared};
 
 /// How often processed events are acknowledged to the sequencer at most.
 const ACK_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the outstanding-requests gauge is read from the store (off the per-event path).
+const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Closes the ledger API when the run ends, however it ends.
 struct CloseApi(Arc<Shared>, Arc<Active>);
@@ -46,7 +48,6 @@ fn ledger_end(l: &Ledger) -> LedgerEnd {
 fn published(processed: &processor::Processed, end_tx: &watch::Sender<LedgerEnd>) {
     metrics::gauge!("syncline_participant_ledger_end").set(processed.ledger.ledger_end as f64);
     metrics::counter!("syncline_participant_published_total").increment(processed.published as u64);
-    metrics::gauge!("syncline_participant_outstanding_requests").set(processed.undecided as f64);
     for status in &processed.completed {
         metrics::counter!("syncline_participant_completions_total", "status" => status.clone()).increment(1);
     }
@@ -102,6 +103,7 @@ pub(crate) async fn run(shared: Arc<Shared>, fence: Fence, stop: CancellationTok
     let mut last_ts = ledger.processed_ts.unwrap_or(0);
     let mut acknowledged = last_ts;
     let mut ack = tokio::time::interval(ACK_INTERVAL);
+    let mut gauges = tokio::time::interval(GAUGE_INTERVAL);
     let mut proofs = TimeProofs::new(shared.params.time_proof_delay);
     loop {
         let proof_due = proofs.due(next_deadline, last_ts);
@@ -145,6 +147,12 @@ pub(crate) async fn run(shared: Arc<Shared>, fence: Fence, stop: CancellationTok
                 let request = proofs.ask(&member, deadline);
                 tracing::debug!(deadline, "asking for a time proof");
                 spawn_send(&shared, &active, request, SendKind::TimeProof);
+            }
+            _ = gauges.tick() => {
+                match store::undecided_count(&mut conn).await {
+                    Ok(n) => metrics::gauge!("syncline_participant_outstanding_requests").set(n as f64),
+                    Err(e) => tracing::debug!(error = %e, "could not count outstanding requests"),
+                }
             }
             _ = ack.tick(), if last_ts > acknowledged => {
                 match shared.sequencer.acknowledge(&member, last_ts).await {
