@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
 
 use syncline_coordination::leadership::LeadershipHandle;
 
@@ -198,9 +198,10 @@ impl NodeHost {
             tasks.push(tokio::spawn(async move {
                 let served = match tls {
                     None => {
-                        router
-                            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned())
-                            .await
+                        // Small responses (a send's answer, a subscription's events) go out at
+                        // once: with Nagle's algorithm they wait for the peer's delayed ACK.
+                        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                        router.serve_with_incoming_shutdown(incoming, stop.cancelled_owned()).await
                     }
                     Some(tls) => {
                         let incoming = TlsListener::new(listener, tls, what, stop.clone());
