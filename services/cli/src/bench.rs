@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use futures_util::StreamExt;
 use syncline_coordination::DbConfig;
+use syncline_proto::sequencer::send_stream_response::Outcome;
 use syncline_proto::sequencer::sequencer_service_client::SequencerServiceClient;
 use syncline_sequencer::store::timestamps::now_micros;
 use syncline_sequencer::{Sequencer, SequencerSettings};
@@ -40,6 +41,9 @@ pub struct BenchArgs {
     /// Concurrent senders.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Sends each sender keeps unanswered on its SendStream (the streaming phases).
+    #[arg(long, default_value_t = 16)]
+    stream_window: usize,
     /// Mediator takeover runs (kill -9 of the leading mediator replica); 0 skips the phase.
     #[arg(long, default_value_t = 20)]
     mediator_runs: usize,
@@ -69,7 +73,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         args.concurrency,
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    let mut report = Report::default();
+    let mut report = Report { concurrency: args.concurrency, stream_window: args.stream_window, ..Default::default() };
     let result = phases(&database.url, &args, phase, &mut report).await;
     report.print();
     if result.is_err() {
@@ -90,11 +94,21 @@ async fn phases(url: &str, args: &BenchArgs, phase: Duration, report: &mut Repor
     if args.write_path_only {
         return Ok(());
     }
-    let one = sequencing(url, 1, args, phase, None).await.context("1 node")?;
-    let rate = (one.measured.per_sec / 2.0).max(1.0);
-    report.one = Some(one);
-    report.two = Some(sequencing(url, 2, args, phase, None).await.context("2 nodes")?);
-    report.latency = Some(sequencing(url, 1, args, phase, Some(rate)).await.context("latency")?);
+    for mode in [SendMode::Unary, SendMode::Stream] {
+        let one = sequencing(url, 1, args, phase, None, mode).await.with_context(|| format!("1 node, {mode}"))?;
+        report.one.push((mode, one));
+        let two = sequencing(url, 2, args, phase, None, mode).await.with_context(|| format!("2 nodes, {mode}"))?;
+        report.two.push((mode, two));
+    }
+    // At half the highest rate one node reached, with the sends that reached it.
+    let (mode, rate) = report
+        .one
+        .iter()
+        .map(|(mode, s)| (*mode, s.measured.per_sec))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .expect("measured above");
+    let rate = (rate / 2.0).max(1.0);
+    report.latency = Some((mode, sequencing(url, 1, args, phase, Some(rate), mode).await.context("latency")?));
     // Where a kill falls within the online-check period matters: measure a few.
     for _ in 0..args.kill_runs {
         report.kills.push(kill_pause(url).await.context("kill -9 pause")?);
@@ -130,11 +144,15 @@ struct Report {
     base: Option<Measured>,
     /// The store's write path, by writer lanes.
     store: Vec<(u32, Measured)>,
-    one: Option<Sequencing>,
-    two: Option<Sequencing>,
-    latency: Option<Sequencing>,
+    one: Vec<(SendMode, Sequencing)>,
+    two: Vec<(SendMode, Sequencing)>,
+    latency: Option<(SendMode, Sequencing)>,
     kills: Vec<KillPause>,
     takeovers: Option<crate::bench_mediator::Takeovers>,
+    /// Senders of the sequencing phases.
+    concurrency: usize,
+    /// Sends in flight per sender in the streaming phases.
+    stream_window: usize,
     participants: Option<crate::bench_participant::Participants>,
 }
 
@@ -162,19 +180,24 @@ impl Report {
                 m.cpu.per_event(m.events)
             );
         }
-        for (what, s) in [
-            ("sequencer, 1 node (gRPC sends → subscriber)", &self.one),
-            ("sequencer, 2 nodes on one database (gRPC sends → subscriber)", &self.two),
-        ] {
-            if let Some(s) = s {
+        for (nodes, phases) in [("1 node", &self.one), ("2 nodes on one database", &self.two)] {
+            for (mode, s) in phases {
                 let m = &s.measured;
-                println!("| {what} | {:.0} events/s | {} | {} |", m.per_sec, ratio(m), m.cpu.per_event(m.events));
+                println!(
+                    "| sequencer, {nodes} ({}, {} senders → subscriber) | {:.0} events/s | {} | {} |",
+                    mode.describe(self.stream_window),
+                    self.concurrency,
+                    m.per_sec,
+                    ratio(m),
+                    m.cpu.per_event(m.events)
+                );
             }
         }
-        if let Some(l) = &self.latency {
+        if let Some((mode, l)) = &self.latency {
             println!(
-                "| send→deliver latency at {:.0} events/s | p50 {:.1} ms, p99 {:.1} ms | | {} |",
+                "| send→deliver latency at {:.0} events/s, half of 1 node's best ({}) | p50 {:.1} ms, p99 {:.1} ms | | {} |",
                 l.measured.per_sec,
+                mode.describe(self.stream_window),
                 l.p50_ms,
                 l.p99_ms,
                 l.measured.cpu.per_event(l.measured.events)
@@ -235,11 +258,14 @@ impl Report {
                 figures.join(", ")
             );
         }
-        if let (Some(one), Some(two)) = (&self.one, &self.two) {
-            println!(
-                "| (refused with RESOURCE_EXHAUSTED and retried: 1 node {}, 2 nodes {}) | | | |",
-                one.overloaded, two.overloaded
-            );
+        let overloaded: Vec<String> = self
+            .one
+            .iter()
+            .map(|(mode, s)| format!("1 node {mode} {}", s.overloaded))
+            .chain(self.two.iter().map(|(mode, s)| format!("2 nodes {mode} {}", s.overloaded)))
+            .collect();
+        if !overloaded.is_empty() {
+            println!("| (refused with RESOURCE_EXHAUSTED and retried: {}) | | | |", overloaded.join(", "));
         }
         println!(
             "(CPU: syncline is this process — the in-process nodes, the bench's senders and its subscriber together; PostgreSQL is every server process, n/a when the server is not on this machine)"
@@ -409,6 +435,33 @@ mod plain {
     }
 }
 
+/// How the bench's senders send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SendMode {
+    /// One unary Send at a time per sender.
+    Unary,
+    /// A SendStream per sender, with up to `--stream-window` sends unanswered.
+    Stream,
+}
+
+impl SendMode {
+    fn describe(self, window: usize) -> String {
+        match self {
+            SendMode::Unary => "unary Send, one at a time per sender".into(),
+            SendMode::Stream => format!("SendStream, {window} in flight per sender"),
+        }
+    }
+}
+
+impl std::fmt::Display for SendMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SendMode::Unary => "unary",
+            SendMode::Stream => "SendStream",
+        })
+    }
+}
+
 struct Sequencing {
     measured: Measured,
     overloaded: u64,
@@ -461,7 +514,14 @@ impl Cluster {
 
 /// Send as fast as possible (`rate` None) or at `rate` events/s, for `phase`; a subscriber
 /// on the first node measures delivery.
-async fn sequencing(url: &str, n: usize, args: &BenchArgs, phase: Duration, rate: Option<f64>) -> Result<Sequencing> {
+async fn sequencing(
+    url: &str,
+    n: usize,
+    args: &BenchArgs,
+    phase: Duration,
+    rate: Option<f64>,
+    mode: SendMode,
+) -> Result<Sequencing> {
     let cluster = Cluster::start(url, n).await?;
     let mut channels: Vec<Channel> = Vec::new();
     for a in &cluster.addrs {
@@ -516,45 +576,22 @@ async fn sequencing(url: &str, n: usize, args: &BenchArgs, phase: Duration, rate
     // Senders are pinned to a node and retry an overloaded answer at once: this measures the
     // nodes, not the failover client's back-off.
     for (i, sender) in senders.iter().enumerate() {
-        let mut client = SequencerServiceClient::new(channels[i % channels.len()].clone());
+        let client = SequencerServiceClient::new(channels[i % channels.len()].clone());
         let (sender, accepted, overloaded) = (sender.clone(), accepted.clone(), overloaded.clone());
         let to = receiver_member.clone();
         // Authenticated like any member's client (the cost is part of what is measured).
         let authorization: tonic::metadata::AsciiMetadataValue = format!("Bearer {}", tokens[&sender]).parse()?;
         let payload = args.payload.max(8);
-        tasks.push(tokio::spawn(async move {
-            let mut ticker = per_sender_interval.map(|d| {
-                let mut t = tokio::time::interval(d);
-                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                t
-            });
-            let mut seq = 0u64;
-            while Instant::now() < deadline {
-                if let Some(t) = ticker.as_mut() {
-                    t.tick().await;
-                }
-                let mut content = vec![0u8; payload];
-                content[..8].copy_from_slice(&now_micros().to_le_bytes());
-                let req = RequestBuilder::new(sender.as_str(), seq.to_string())
-                    .to([to.as_str()], content)
-                    .within(Duration::from_secs(60))
-                    .build();
-                let mut req = tonic::Request::new(req);
-                req.metadata_mut().insert("authorization", authorization.clone());
-                match client.send(req).await {
-                    Ok(_) => {
-                        accepted.fetch_add(1, Ordering::Relaxed);
-                        seq += 1;
-                    }
-                    Err(s) if s.code() == tonic::Code::ResourceExhausted => {
-                        overloaded.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
-                    Err(s) => return Err(anyhow::anyhow!("send failed: {s}")),
-                }
-            }
-            anyhow::Ok(())
-        }));
+        let sender = Sender { client, sender, to, authorization, payload, deadline, accepted, overloaded };
+        let ticker = per_sender_interval.map(|d| {
+            let mut t = tokio::time::interval(d);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
+        tasks.push(match mode {
+            SendMode::Unary => tokio::spawn(sender.unary(ticker)),
+            SendMode::Stream => tokio::spawn(sender.stream(ticker, args.stream_window.max(1))),
+        });
     }
     for t in tasks {
         t.await??;
@@ -582,6 +619,98 @@ async fn sequencing(url: &str, n: usize, args: &BenchArgs, phase: Duration, rate
     };
     cluster.shutdown().await;
     Ok(result)
+}
+
+/// One of the bench's senders, pinned to a node.
+struct Sender {
+    client: SequencerServiceClient<Channel>,
+    sender: String,
+    to: String,
+    authorization: tonic::metadata::AsciiMetadataValue,
+    payload: usize,
+    deadline: Instant,
+    accepted: Arc<AtomicU64>,
+    overloaded: Arc<AtomicU64>,
+}
+
+impl Sender {
+    /// A send with message id `seq` whose content starts with the time it is made.
+    fn request(&self, seq: u64) -> syncline_proto::sequencer::SendRequest {
+        let mut content = vec![0u8; self.payload];
+        content[..8].copy_from_slice(&now_micros().to_le_bytes());
+        RequestBuilder::new(self.sender.as_str(), seq.to_string())
+            .to([self.to.as_str()], content)
+            .within(Duration::from_secs(60))
+            .build()
+    }
+
+    /// Unary sends, one at a time, until the deadline; an overloaded answer is retried.
+    async fn unary(mut self, mut ticker: Option<tokio::time::Interval>) -> Result<()> {
+        let mut seq = 0u64;
+        while Instant::now() < self.deadline {
+            tick(&mut ticker).await;
+            let mut req = tonic::Request::new(self.request(seq));
+            req.metadata_mut().insert("authorization", self.authorization.clone());
+            match self.client.send(req).await {
+                Ok(_) => {
+                    self.accepted.fetch_add(1, Ordering::Relaxed);
+                    seq += 1;
+                }
+                Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                    self.overloaded.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err(s) => return Err(anyhow::anyhow!("send failed: {s}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends on one SendStream with up to `window` unanswered, until the deadline; then
+    /// every answer is awaited. An overloaded send is sent again (it was not admitted).
+    async fn stream(mut self, mut ticker: Option<tokio::time::Interval>, window: usize) -> Result<()> {
+        let (sends, rx) = tokio::sync::mpsc::channel(window);
+        let mut call = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        call.metadata_mut().insert("authorization", self.authorization.clone());
+        let mut answers = self.client.send_stream(call).await.context("opening a SendStream")?.into_inner();
+        let (mut next, mut in_flight) = (0u64, 0usize);
+        let mut again: Vec<u64> = Vec::new();
+        loop {
+            let more = in_flight < window && Instant::now() < self.deadline;
+            if !more && in_flight == 0 {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = tick(&mut ticker), if more => {
+                    let seq = again.pop().unwrap_or_else(|| { next += 1; next - 1 });
+                    sends.send(self.request(seq)).await.context("the SendStream closed")?;
+                    in_flight += 1;
+                }
+                answer = answers.message() => {
+                    let answer = answer.context("the SendStream failed")?.context("the SendStream ended early")?;
+                    in_flight -= 1;
+                    match answer.outcome {
+                        Some(Outcome::Timestamp(_)) => {
+                            self.accepted.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Some(Outcome::Failure(f)) if f.code == tonic::Code::ResourceExhausted as i32 => {
+                            self.overloaded.fetch_add(1, Ordering::Relaxed);
+                            again.push(answer.message_id.parse()?);
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                        }
+                        other => anyhow::bail!("send {} failed: {other:?}", answer.message_id),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The next tick of `ticker`; at once without one.
+async fn tick(ticker: &mut Option<tokio::time::Interval>) {
+    if let Some(t) = ticker.as_mut() {
+        t.tick().await;
+    }
 }
 
 /// Send one event from the receiver to itself and wait for its delivery: the subscription is

@@ -29,16 +29,25 @@ pub fn malformed_request_layer() -> MapResponseLayer<ResponseFix> {
     MapResponseLayer::new(malformed_request_is_invalid_argument as ResponseFix)
 }
 
+/// `Err` with INVALID_ARGUMENT if `status` is tonic's answer to an undecodable request, else
+/// `Ok(status)` unchanged. For a streaming request's later messages, whose decode failure a
+/// service meets itself (it reaches the client in the trailers, after the headers).
+pub fn malformed_request(status: Status) -> Result<Status, Status> {
+    if status.code() != Code::Internal || !MALFORMED_REQUEST.iter().any(|m| status.message().starts_with(m)) {
+        return Ok(status);
+    }
+    Err(Status::invalid_argument(format!("malformed request: {}", status.message())))
+}
+
 /// Decode failures end the call before any message is sent, so their status travels in the
 /// response headers (a trailers-only response): rewrite it there.
 fn malformed_request_is_invalid_argument<B>(mut response: http::Response<B>) -> http::Response<B> {
     let Some(status) = Status::from_header_map(response.headers()) else {
         return response;
     };
-    if status.code() != Code::Internal || !MALFORMED_REQUEST.iter().any(|m| status.message().starts_with(m)) {
+    let Err(fixed) = malformed_request(status) else {
         return response;
-    }
-    let fixed = Status::invalid_argument(format!("malformed request: {}", status.message()));
+    };
     if let Err(e) = fixed.add_header(response.headers_mut()) {
         tracing::warn!(%e, "could not rewrite the status of a malformed request");
     }

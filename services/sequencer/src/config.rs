@@ -71,6 +71,8 @@ pub struct WriterConfig {
     pub queue_size: usize,
     /// Most sends per transaction.
     pub max_batch_size: usize,
+    /// Unanswered sends per SendStream before the node stops reading it (default 256).
+    pub send_stream_window: usize,
     /// Writer lanes per process (1..=4, default 1), each with its own node index: counted
     /// against `high_availability.total_node_count`.
     pub writer_lanes: u32,
@@ -122,6 +124,7 @@ impl Default for WriterConfig {
         WriterConfig {
             queue_size: s.queue_size,
             max_batch_size: s.max_batch_size,
+            send_stream_window: s.send_stream_window,
             writer_lanes: s.writer_lanes,
             max_sequencing_horizon: s.max_sequencing_horizon,
             allow_unsafe_commit: s.allow_unsafe_commit,
@@ -156,6 +159,7 @@ impl SequencerConfig {
             read_spacing: r.read_spacing,
             queue_size: w.queue_size,
             max_batch_size: w.max_batch_size,
+            send_stream_window: w.send_stream_window,
             writer_lanes: w.writer_lanes,
             read_batch_size: r.read_batch_size,
             subscription_buffer_bytes: r.subscription_buffer_bytes,
@@ -194,7 +198,12 @@ fn key_of(field: &str) -> String {
         | "online_check_interval"
         | "offline_duration"
         | "max_clock_wait" => "high_availability",
-        "queue_size" | "max_batch_size" | "writer_lanes" | "max_sequencing_horizon" | "write_timeout" => "writer",
+        "queue_size"
+        | "max_batch_size"
+        | "send_stream_window"
+        | "writer_lanes"
+        | "max_sequencing_horizon"
+        | "write_timeout" => "writer",
         "max_request_size" => "public_api",
         _ => "reader",
     };

@@ -14,6 +14,7 @@ mod notify;
 mod peer_watch;
 pub mod pruning;
 mod reader;
+mod send_stream;
 pub mod service;
 pub mod settings;
 pub mod store;

@@ -1,6 +1,7 @@
 //! The public gRPC API: Send (admission), Subscribe, Acknowledge.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,12 +13,13 @@ use syncline_proto::sequencer::{
 };
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::oneshot;
-use tonic::{Request, Response, Status};
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{Result, SequencerError};
 use crate::store::events::BROADCAST;
 use crate::writer::{SendResult, Submission};
-use crate::{auth, members, pruning, reader, Inner};
+use crate::{auth, members, pruning, reader, send_stream, Inner};
 use syncline_protocol::topology::OPERATOR;
 use syncline_sequencer_client::BROADCAST_RECIPIENT;
 
@@ -36,17 +38,19 @@ impl PublicApi {
     /// API's path); the public Send refuses the operator before it gets here.
     pub(crate) async fn sequence(&self, req: SendRequest) -> Result<i64> {
         let outcome = self.admit(req).await?;
-        outcome.await.unwrap_or_else(|_| {
-            Err(SequencerError::Unavailable {
-                node: self.inner.settings.name.clone(),
-                reason: "the writer stopped before it could confirm this send; resend it with the same message id"
-                    .into(),
-            })
-        })
+        outcome.await.unwrap_or_else(|_| Err(self.writer_gone()))
+    }
+
+    /// The answer to a send whose writer went away without answering it.
+    pub(crate) fn writer_gone(&self) -> SequencerError {
+        SequencerError::Unavailable {
+            node: self.inner.settings.name.clone(),
+            reason: "the writer stopped before it could confirm this send; resend it with the same message id".into(),
+        }
     }
 
     /// Validate and enqueue a send; the receiver gets its outcome.
-    async fn admit(&self, req: SendRequest) -> Result<oneshot::Receiver<SendResult>> {
+    pub(crate) async fn admit(&self, req: SendRequest) -> Result<oneshot::Receiver<SendResult>> {
         let inner = &self.inner;
         let size = req.encoded_len();
         if size > inner.settings.max_request_size {
@@ -132,7 +136,8 @@ impl PublicApi {
     }
 }
 
-fn count_send(inner: &Inner, r: &Result<i64>) {
+/// Count a send's outcome in `syncline_sequencer_sends_total`.
+pub(crate) fn count_send(inner: &Inner, r: &Result<i64>) {
     let node = inner.settings.name.clone();
     match r {
         Ok(_) => {
@@ -161,26 +166,46 @@ fn count_send(inner: &Inner, r: &Result<i64>) {
     }
 }
 
+impl PublicApi {
+    /// Whether the call with `metadata` may send as `sender`.
+    pub(crate) async fn may_send_as(
+        &self,
+        metadata: &MetadataMap,
+        peer: Option<SocketAddr>,
+        sender: &str,
+    ) -> Result<()> {
+        // Operator topology is published through the admin port only (see crate::topology).
+        if sender == OPERATOR {
+            return Err(SequencerError::OperatorSend);
+        }
+        // A name that can be no member's is invalid whoever asks.
+        members::validate_name(sender)?;
+        auth::authorize(&self.inner, metadata, peer, sender, "send as").await
+    }
+}
+
 #[tonic::async_trait]
 impl SequencerService for PublicApi {
     async fn send(&self, request: Request<SendRequest>) -> Result<Response<SendResponse>, Status> {
         let peer = request.remote_addr();
         let (metadata, _, request) = request.into_parts();
-        // Operator topology is published through the admin port only (see crate::topology).
-        let r = if request.sender == OPERATOR {
-            Err(SequencerError::OperatorSend)
-        } else {
-            // A name that can be no member's is invalid whoever asks.
-            match members::validate_name(&request.sender) {
-                Ok(()) => match auth::authorize(&self.inner, &metadata, peer, &request.sender, "send as").await {
-                    Ok(()) => self.sequence(request).await,
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
-            }
+        let r = match self.may_send_as(&metadata, peer, &request.sender).await {
+            Ok(()) => self.sequence(request).await,
+            Err(e) => Err(e),
         };
         count_send(&self.inner, &r);
         r.map(|timestamp| Response::new(SendResponse { timestamp })).map_err(Status::from)
+    }
+
+    type SendStreamStream = send_stream::Answers;
+
+    async fn send_stream(
+        &self,
+        request: Request<Streaming<SendRequest>>,
+    ) -> Result<Response<Self::SendStreamStream>, Status> {
+        let peer = request.remote_addr();
+        let (metadata, _, sends) = request.into_parts();
+        Ok(Response::new(send_stream::serve(self.clone(), metadata, peer, sends)))
     }
 
     type SubscribeStream = reader::Subscription;

@@ -34,6 +34,9 @@ pub struct SequencerSettings {
     pub queue_size: usize,
     /// Most sends committed in one transaction.
     pub max_batch_size: usize,
+    /// Sends of one SendStream waiting for their answer; the node reads no further sends of
+    /// that stream until one is answered (the stream's flow control).
+    pub send_stream_window: usize,
     /// Writer lanes of this process: each takes its own node index (so `total_node_count`
     /// must cover lanes × processes), lock session, timestamp partition and watermark, and
     /// they take batches from the one send queue of the node. One by default: on two cores a
@@ -81,6 +84,7 @@ impl Default for SequencerSettings {
             read_spacing: Duration::from_millis(2),
             queue_size: 1000,
             max_batch_size: 500,
+            send_stream_window: 256,
             writer_lanes: 1,
             read_batch_size: 100,
             // With the defaults: 1000 × (2 × 8 MiB + one 4 MiB event) bounds subscription memory.
@@ -184,6 +188,7 @@ impl SequencerSettings {
         let sizes = [
             ("queue_size", self.queue_size, MAX_QUEUE_SIZE),
             ("max_batch_size", self.max_batch_size, MAX_QUEUE_SIZE),
+            ("send_stream_window", self.send_stream_window, MAX_QUEUE_SIZE),
             ("read_batch_size", self.read_batch_size as usize, MAX_QUEUE_SIZE),
             ("max_request_size", self.max_request_size, MAX_REQUEST_SIZE),
         ];
@@ -241,7 +246,7 @@ mod tests {
 
     #[test]
     fn zero_intervals_timeouts_and_sizes_are_refused_by_name() {
-        let cases: [(&str, Tweak); 10] = [
+        let cases: [(&str, Tweak); 11] = [
             ("keep_alive_interval", |s| s.keep_alive_interval = Duration::ZERO),
             ("online_check_interval", |s| s.online_check_interval = Duration::ZERO),
             ("offline_duration", |s| s.offline_duration = Duration::ZERO),
@@ -250,6 +255,7 @@ mod tests {
             ("max_sequencing_horizon", |s| s.max_sequencing_horizon = Duration::ZERO),
             ("queue_size", |s| s.queue_size = 0),
             ("max_batch_size", |s| s.max_batch_size = 0),
+            ("send_stream_window", |s| s.send_stream_window = 0),
             ("read_batch_size", |s| s.read_batch_size = 0),
             ("max_request_size", |s| s.max_request_size = 0),
         ];

@@ -133,6 +133,7 @@ async fn malformed_requests_are_invalid_argument_on_every_service() {
     for (url, path, streaming) in [
         (a.public_url(), "/syncline.sequencer.v1.SequencerService/Send", false),
         (a.public_url(), "/syncline.sequencer.v1.SequencerService/Subscribe", true),
+        (a.public_url(), "/syncline.sequencer.v1.SequencerService/SendStream", true),
         (a.public_url(), "/grpc.health.v1.Health/Check", false),
         (a.admin_url(), "/syncline.sequencer.v1.SequencerAdminService/RegisterMember", false),
         (a.admin_url(), "/syncline.admin.v1.NodeAdminService/Status", false),

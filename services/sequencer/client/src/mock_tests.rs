@@ -41,6 +41,16 @@ impl SequencerService for Mock {
         }
     }
 
+    type SendStreamStream =
+        Pin<Box<dyn Stream<Item = Result<syncline_proto::sequencer::SendStreamResponse, Status>> + Send>>;
+
+    async fn send_stream(
+        &self,
+        _: Request<tonic::Streaming<SendRequest>>,
+    ) -> Result<Response<Self::SendStreamStream>, Status> {
+        Err(Status::unimplemented("the client sends unary"))
+    }
+
     type SubscribeStream = Items;
 
     async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<Items>, Status> {

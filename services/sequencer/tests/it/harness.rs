@@ -149,3 +149,52 @@ pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
 pub fn sample(line_start: &str) -> f64 {
     metrics().render().lines().find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok()).unwrap_or(0.0)
 }
+
+/// `count(*) as n`.
+#[derive(diesel::QueryableByName)]
+pub struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub n: i64,
+}
+
+/// A node with one writer lane (the tests below hold that lane's watermark row, and their sends
+/// must go to it) and keep-alives far apart (its writer sits idle until a send arrives), serving,
+/// with alice and bob registered.
+pub async fn idle_one_lane_node(url: &str) -> Node {
+    let a = Node::start(url, "a", |s| {
+        s.writer_lanes = 1;
+        s.write_timeout = Duration::from_secs(20);
+        s.keep_alive_interval = Duration::from_secs(5);
+    })
+    .await;
+    a.wait_serving().await;
+    a.register(&["alice", "bob"]).await;
+    a
+}
+
+/// Lock `node`'s watermark row in an open transaction of a second session: its writer blocks on
+/// its next commit until the returned session commits.
+pub async fn lock_watermark_row(cfg: &DbConfig, node: &Node) -> diesel_async::AsyncPgConnection {
+    use diesel_async::SimpleAsyncConnection;
+    let index = node.seq().writer().node_index().expect("an index once serving");
+    let mut holder =
+        syncline_coordination::db::connect(cfg, syncline_coordination::db::SessionKind::Pooled).await.unwrap();
+    holder
+        .batch_execute(&format!("begin; select * from sequencer_watermarks where node_index = {index} for update"))
+        .await
+        .unwrap();
+    holder
+}
+
+/// Wait (up to 20 s) until a session of this database waits on a lock (a writer on a row
+/// [`lock_watermark_row`] holds).
+pub async fn wait_for_a_lock_wait(c: &mut diesel_async::AsyncPgConnection) {
+    use diesel_async::RunQueryDsl;
+    let waiting =
+        "select count(*) as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'";
+    let start = Instant::now();
+    while diesel::sql_query(waiting).get_result::<Count>(c).await.unwrap().n == 0 {
+        assert!(start.elapsed() < Duration::from_secs(20), "the writer never waited on the locked row");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -9,6 +9,7 @@ mod lanes;
 mod late_send;
 mod peer_watch;
 mod pruning;
+mod send_stream;
 mod sequencer;
 mod settings_validation;
 mod store;

@@ -643,42 +643,6 @@ async fn the_queue_depth_gauge_falls_back_to_zero_once_the_writer_drained() {
     n.shutdown().await;
 }
 
-/// `count(*) as n`.
-#[derive(diesel::QueryableByName)]
-struct Count {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    n: i64,
-}
-
-/// A node with one writer lane (the tests below hold that lane's watermark row, and their sends
-/// must go to it) and keep-alives far apart (its writer sits idle until a send arrives), serving,
-/// with alice and bob registered.
-async fn idle_one_lane_node(url: &str) -> Node {
-    let a = Node::start(url, "a", |s| {
-        s.writer_lanes = 1;
-        s.write_timeout = Duration::from_secs(20);
-        s.keep_alive_interval = Duration::from_secs(5);
-    })
-    .await;
-    a.wait_serving().await;
-    a.register(&["alice", "bob"]).await;
-    a
-}
-
-/// Lock `node`'s watermark row in an open transaction of a second session: its writer blocks on
-/// its next commit until the returned session commits.
-async fn lock_watermark_row(cfg: &DbConfig, node: &Node) -> diesel_async::AsyncPgConnection {
-    use diesel_async::SimpleAsyncConnection;
-    let index = node.seq().writer().node_index().expect("an index once serving");
-    let mut holder =
-        syncline_coordination::db::connect(cfg, syncline_coordination::db::SessionKind::Pooled).await.unwrap();
-    holder
-        .batch_execute(&format!("begin; select * from sequencer_watermarks where node_index = {index} for update"))
-        .await
-        .unwrap();
-    holder
-}
-
 /// A batch commits in the statement that moves its watermark: while the watermark row is
 /// locked from another session, nothing of the send is committed (before, the batch
 /// committed first and sat uncovered until the watermark could be saved), and once the lock
@@ -739,13 +703,7 @@ async fn a_resend_batched_with_new_sends_gets_its_timestamp_and_the_others_are_s
     };
     // The writer takes this send and waits on the locked row...
     let blocker = spawn_send("m0");
-    let waiting =
-        "select count(*) as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'";
-    let start = Instant::now();
-    while diesel::sql_query(waiting).get_result::<Count>(&mut c).await.unwrap().n == 0 {
-        assert!(start.elapsed() < Duration::from_secs(20), "the writer never waited on the locked row");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_a_lock_wait(&mut c).await;
     // ...while the resend and two new sends queue up behind it, to be taken as one batch.
     let queued: Vec<_> = ["m1", "m2", "m3"].into_iter().map(spawn_send).collect();
     let mut admin = a.admin().await;
