@@ -93,14 +93,19 @@ impl LockId {
 
     /// `select {func}(<this lock's key arguments>) {rest}` with the keys bound.
     fn call(&self, func: &str, rest: &str) -> BoxedSqlQuery<'static, Pg, SqlQuery> {
+        self.statement(&format!("select {func}"), rest)
+    }
+
+    /// `{head}(<this lock's key arguments>) {rest}` with the keys bound.
+    fn statement(&self, head: &str, rest: &str) -> BoxedSqlQuery<'static, Pg, SqlQuery> {
         if self.two_key() {
             // int4 arguments: the keys' bit patterns, as pg_locks shows them unsigned.
-            diesel::sql_query(format!("select {func}($1, $2) {rest}"))
+            diesel::sql_query(format!("{head}($1, $2) {rest}"))
                 .into_boxed()
                 .bind::<Integer, _>(self.classid() as i32)
                 .bind::<Integer, _>(self.objid() as i32)
         } else {
-            diesel::sql_query(format!("select {func}($1) {rest}")).into_boxed().bind::<BigInt, _>(self.key())
+            diesel::sql_query(format!("{head}($1) {rest}")).into_boxed().bind::<BigInt, _>(self.key())
         }
     }
 }
@@ -166,9 +171,13 @@ pub async fn try_xact_lock(conn: &mut AsyncPgConnection, id: LockId) -> Result<b
     Ok(r.flag)
 }
 
-/// Wait until `id` can be taken exclusively for this session (queues behind other waiters).
+/// Wait until `id` can be taken exclusively for this session. The wait is blocking (taken the
+/// moment the holder lets go or its session ends) but runs in slices of at most a second, each
+/// its own transaction (migration 000015): a session waiting in one statement would hold back
+/// VACUUM's horizon, for every table of the database, as long as it waits. Not inside a
+/// transaction block.
 pub async fn lock(conn: &mut AsyncPgConnection, id: LockId) -> Result<()> {
-    id.call("pg_advisory_lock", "").execute(conn).await.during("waiting for an advisory lock")?;
+    id.statement("call syncline_advisory_lock_wait", "").execute(conn).await.during("waiting for an advisory lock")?;
     Ok(())
 }
 

@@ -55,6 +55,7 @@ async fn migrations_are_idempotent_and_safe_when_started_together() {
 async fn advisory_locks_are_exclusive_and_visible_in_pg_locks() {
     let tdb = fresh_database().await;
     let cfg = DbConfig::new(&tdb.url);
+    db::migrate(&cfg).await.unwrap(); // `locks::lock` waits through a procedure of the schema
     let mut a = db::connect(&cfg, SessionKind::Lock).await.unwrap();
     let mut b = db::connect(&cfg, SessionKind::Lock).await.unwrap();
     let id = LockId::new(locks::LockRole::SequencerIndex, 3);
@@ -209,4 +210,56 @@ async fn the_error_code_migration_splits_old_error_events() {
             Split { error_code: None, error_message: "no code here".into() },
         ]
     );
+}
+
+/// A session waiting for an advisory lock does not hold back VACUUM: it waits in slices, each
+/// its own transaction, so its snapshot's xmin moves on while it waits. (Waiting in one
+/// statement kept the snapshot of its start for the whole wait, hours for a standby replica,
+/// and no dead row of any table could be removed meanwhile.) The wait still ends the moment
+/// the holder lets go, and the lock stays held after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_waiting_for_a_lock_does_not_hold_back_vacuum() {
+    let tdb = fresh_database().await;
+    let cfg = DbConfig::new(&tdb.url);
+    db::migrate(&cfg).await.unwrap();
+    let mut a = db::connect(&cfg, SessionKind::Lock).await.unwrap();
+    let mut b = db::connect(&cfg, SessionKind::Lock).await.unwrap();
+    let mut c = db::connect(&cfg, SessionKind::Pooled).await.unwrap();
+    let id = LockId::new(locks::LockRole::SequencerIndex, 5);
+    assert!(locks::try_lock(&mut a, id).await.unwrap());
+    let pid_b = locks::backend_pid(&mut b).await.unwrap();
+    let waiter = tokio::spawn(async move {
+        locks::lock(&mut b, id).await.unwrap();
+        b
+    });
+    let start = std::time::Instant::now();
+    while locks::waiters(&mut a, id).await.unwrap() != 1 {
+        assert!(start.elapsed() < Duration::from_secs(20), "the waiter never waited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A transaction id assigned after the wait began (a snapshot taken before has an xmin at or
+    // below it): the waiter's xmin must get past it.
+    let later: N =
+        diesel::sql_query("select (txid_current() % 4294967296)::bigint as n").get_result(&mut c).await.unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        // No xmin (between slices) holds nothing back either.
+        let xmin: N = diesel::sql_query(
+            "select coalesce((select backend_xmin::text::bigint from pg_stat_activity where pid = $1), 9223372036854775807) as n",
+        )
+        .bind::<diesel::sql_types::Integer, _>(pid_b)
+        .get_result(&mut c)
+        .await
+        .unwrap();
+        if xmin.n > later.n {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "the waiter's xmin stayed at {} (≤ {})", xmin.n, later.n);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!waiter.is_finished(), "the lock is still held by the other session");
+    assert!(locks::unlock(&mut a, id).await.unwrap());
+    let mut b = tokio::time::timeout(Duration::from_secs(10), waiter).await.expect("granted once released").unwrap();
+    assert!(locks::held_by_me(&mut b, id).await.unwrap(), "held after the wait's transactions ended");
+    assert!(!locks::try_lock(&mut a, id).await.unwrap());
 }

@@ -51,6 +51,9 @@ pub struct BenchArgs {
     /// phase through two participants; 0 skips both.
     #[arg(long, default_value_t = 20)]
     participant_runs: usize,
+    /// Writer lanes of the in-process nodes of the sequencing phases.
+    #[arg(long, default_value_t = 1)]
+    writer_lanes: u32,
     /// Sequencer kill -9 runs (the reader pause of the surviving node); 0 skips the phase.
     #[arg(long, default_value_t = KILL_RUNS)]
     kill_runs: usize,
@@ -477,12 +480,13 @@ struct Cluster {
 }
 
 impl Cluster {
-    async fn start(url: &str, n: usize) -> Result<Cluster> {
+    async fn start(url: &str, n: usize, writer_lanes: u32) -> Result<Cluster> {
         let stop = CancellationToken::new();
         let mut nodes = Vec::new();
         let mut addrs = Vec::new();
         for i in 0..n {
-            let settings = SequencerSettings { name: format!("bench{i}"), queue_size: 10_000, ..Default::default() };
+            let settings =
+                SequencerSettings { name: format!("bench{i}"), queue_size: 10_000, writer_lanes, ..Default::default() };
             let seq = Sequencer::start(DbConfig::new(url), settings).await?;
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             addrs.push(format!("http://{}", listener.local_addr()?));
@@ -522,7 +526,7 @@ async fn sequencing(
     rate: Option<f64>,
     mode: SendMode,
 ) -> Result<Sequencing> {
-    let cluster = Cluster::start(url, n).await?;
+    let cluster = Cluster::start(url, n, args.writer_lanes).await?;
     let mut channels: Vec<Channel> = Vec::new();
     for a in &cluster.addrs {
         channels.push(Channel::from_shared(a.clone())?.connect().await?);
