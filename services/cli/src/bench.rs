@@ -494,8 +494,7 @@ impl Cluster {
                 tonic::transport::Server::builder().add_service(seq.public_service()).add_service(seq.admin_service());
             let s = stop.clone();
             tokio::spawn(async move {
-                // As the daemon serves (see syncline_node::host): without Nagle's algorithm.
-                let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                let incoming = syncline_node::host::plaintext(listener);
                 let _ = router.serve_with_incoming_shutdown(incoming, s.cancelled_owned()).await;
             });
             nodes.push(seq);

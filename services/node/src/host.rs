@@ -143,6 +143,14 @@ pub struct NodeHost {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// The connections of a plaintext gRPC listener, as every Syncline server takes them: without
+/// Nagle's algorithm, so that small responses (a send's answer, a subscription's events) go out
+/// at once instead of waiting for the peer's delayed ACK. (tonic sets this only on listeners it
+/// binds itself; the TLS listener sets it too.)
+pub fn plaintext(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 impl NodeHost {
     /// Serve `node` on `listeners` until [`shutdown`](Self::shutdown).
     pub fn serve(listeners: Listeners, node: Box<dyn Node>, metrics: PrometheusHandle) -> Result<Self, HostError> {
@@ -197,12 +205,7 @@ impl NodeHost {
             let Bound { addr, listener, tls } = bound;
             tasks.push(tokio::spawn(async move {
                 let served = match tls {
-                    None => {
-                        // Small responses (a send's answer, a subscription's events) go out at
-                        // once: with Nagle's algorithm they wait for the peer's delayed ACK.
-                        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-                        router.serve_with_incoming_shutdown(incoming, stop.cancelled_owned()).await
-                    }
+                    None => router.serve_with_incoming_shutdown(plaintext(listener), stop.cancelled_owned()).await,
                     Some(tls) => {
                         let incoming = TlsListener::new(listener, tls, what, stop.clone());
                         router.serve_with_incoming_shutdown(incoming, stop.cancelled_owned()).await

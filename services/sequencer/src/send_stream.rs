@@ -34,7 +34,7 @@ pub(crate) fn serve(
     let window = api.inner.settings.send_stream_window.max(1);
     let (tx, rx) = mpsc::channel(window);
     let span = tracing::debug_span!("send_stream", node = %api.inner.settings.name, peer = ?peer);
-    tokio::spawn(run(api, metadata, peer, sends, tx).instrument(span));
+    tokio::spawn(run(api, metadata, peer, sends, window, tx).instrument(span));
     ReceiverStream::new(rx)
 }
 
@@ -43,10 +43,10 @@ async fn run(
     metadata: MetadataMap,
     peer: Option<SocketAddr>,
     mut sends: Streaming<SendRequest>,
+    window: usize,
     tx: mpsc::Sender<Result<SendStreamResponse, Status>>,
 ) {
     let inner = api.inner.clone();
-    let window = inner.settings.send_stream_window.max(1);
     // The sender this stream's token was checked for; a send for another is checked anew
     // (and refused unless member auth is off).
     let mut authorized: Option<String> = None;

@@ -72,9 +72,7 @@ async fn serve(script: Script) -> (String, Arc<Script>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let router = tonic::transport::Server::builder().add_service(SequencerServiceServer::new(Mock(script.clone())));
-    tokio::spawn(
-        router.serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))),
-    );
+    tokio::spawn(router.serve_with_incoming(syncline_node::host::plaintext(listener)));
     (url, script)
 }
 

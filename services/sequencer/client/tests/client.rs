@@ -39,7 +39,7 @@ impl Node {
             tonic::transport::Server::builder().add_service(seq.public_service()).add_service(seq.admin_service());
         let s = stop.clone();
         tokio::spawn(async move {
-            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let incoming = syncline_node::host::plaintext(listener);
             router.serve_with_incoming_shutdown(incoming, s.cancelled_owned()).await.unwrap();
         });
         Node { seq: Some(seq), url, stop }

@@ -22,7 +22,7 @@ async fn serve(seq: &Sequencer, stop: CancellationToken) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     let router = tonic::transport::Server::builder().add_service(seq.admin_service());
     tokio::spawn(async move {
-        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = syncline_node::host::plaintext(listener);
         router.serve_with_incoming_shutdown(incoming, stop.cancelled_owned()).await.unwrap();
     });
     addr

@@ -242,9 +242,7 @@ async fn a_rotated_token_stops_working_on_every_node_and_tokens_are_stored_hashe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_member_auth_off_calls_need_no_token() {
     let tdb = fresh_database().await;
-    let n = Node::start(&tdb.url, "open", |_| {}).await;
-    n.wait_serving().await;
-    n.register(&["alice", "bob"]).await;
+    let n = Node::serving(&tdb.url, "open", &["alice", "bob"]).await;
     n.client().await.send(send("alice", "m1", &["bob"], "x")).await.unwrap();
     n.shutdown().await;
 }

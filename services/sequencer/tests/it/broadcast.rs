@@ -19,9 +19,7 @@ async fn ack(node: &Node, member: &str, timestamp: i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_registered_later_gets_the_broadcasts_first_and_pruning_keeps_them() {
     let tdb = fresh_database().await;
-    let n = Node::start(&tdb.url, "s", |_| {}).await;
-    n.wait_serving().await;
-    n.register(&["alice", "bob"]).await;
+    let n = Node::serving(&tdb.url, "s", &["alice", "bob"]).await;
     let refused = n.admin().await.register_member(RegisterMemberRequest { member: ALL.into() }).await.unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument, "{}", refused.message());
     let mut c = n.client().await;

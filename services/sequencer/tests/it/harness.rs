@@ -46,10 +46,18 @@ impl Node {
             tonic::transport::Server::builder().add_service(seq.public_service()).add_service(seq.admin_service());
         let s = stop.clone();
         tokio::spawn(async move {
-            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let incoming = syncline_node::host::plaintext(listener);
             router.serve_with_incoming_shutdown(incoming, s.cancelled_owned()).await.unwrap();
         });
         Node { seq: Some(seq), addr, stop }
+    }
+
+    /// Start node `name` with default settings, wait until it serves, and register `members`.
+    pub async fn serving(db_url: &str, name: &str, members: &[&str]) -> Node {
+        let n = Node::start(db_url, name, |_| {}).await;
+        n.wait_serving().await;
+        n.register(members).await;
+        n
     }
 
     /// The running sequencer.

@@ -66,9 +66,7 @@ fn failure_code(o: &Outcome) -> Code {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_stream_answers_every_send_once_and_each_is_delivered_once_at_its_timestamp() {
     let tdb = fresh_database().await;
-    let a = Node::start(&tdb.url, "a", |_| {}).await;
-    a.wait_serving().await;
-    a.register(&["alice", "bob"]).await;
+    let a = Node::serving(&tdb.url, "a", &["alice", "bob"]).await;
     let mut s = Open::new(&a, None).await;
     let n = 300;
     for i in 0..n {
@@ -195,9 +193,7 @@ async fn a_send_stream_sends_only_for_the_member_whose_token_it_carries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_ends_an_open_send_stream_unavailable() {
     let tdb = fresh_database().await;
-    let a = Node::start(&tdb.url, "a", |_| {}).await;
-    a.wait_serving().await;
-    a.register(&["alice", "bob"]).await;
+    let a = Node::serving(&tdb.url, "a", &["alice", "bob"]).await;
     let mut s = Open::new(&a, None).await;
     s.send(send("alice", "m1", &["bob"], "x")).await;
     timestamp(&s.answer().await.1);

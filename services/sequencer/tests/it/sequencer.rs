@@ -375,9 +375,7 @@ async fn a_send_colliding_with_an_unconfirmed_claim_is_held_until_that_claim_is_
     watermarks::go_online(&mut frozen, 3, wm).await.unwrap();
     let covered_later = send("alice", "covered-later", &["bob"], "one");
     let dies = send("alice", "dies", &["bob"], "two");
-    let a = Node::start(&tdb.url, "a", |_| {}).await;
-    a.wait_serving().await;
-    a.register(&["alice", "bob"]).await;
+    let a = Node::serving(&tdb.url, "a", &["alice", "bob"]).await;
     let members: HashMap<String, i32> = {
         use diesel_async::RunQueryDsl;
         #[derive(diesel::QueryableByName)]
@@ -449,9 +447,7 @@ async fn a_send_colliding_with_an_unconfirmed_claim_is_held_until_that_claim_is_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_clock_is_behind_waits_for_it_and_never_writes_below_what_readers_passed() {
     let tdb = fresh_database().await;
-    let a = Node::start(&tdb.url, "a", |_| {}).await;
-    a.wait_serving().await;
-    a.register(&["alice", "bob"]).await;
+    let a = Node::serving(&tdb.url, "a", &["alice", "bob"]).await;
     let mut sub =
         a.client().await.subscribe(SubscribeRequest { member: "bob".into(), after: None }).await.unwrap().into_inner();
     let started = Instant::now();

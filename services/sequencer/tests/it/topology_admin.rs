@@ -33,9 +33,7 @@ fn encoded(txs: &[TopologyTransaction]) -> Vec<Vec<u8>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_topology_is_published_once_through_the_admin_api_and_refused_on_the_public_port() {
     let tdb = fresh_database().await;
-    let n = Node::start(&tdb.url, "s", |_| {}).await;
-    n.wait_serving().await;
-    n.register(&["bob"]).await;
+    let n = Node::serving(&tdb.url, "s", &["bob"]).await;
     let admin = AdminClient::new(format!("http://{}", n.addr), ClientConfig::default()).unwrap();
 
     // Nobody publishes as the operator through the public port, registered or not.
@@ -79,9 +77,7 @@ async fn operator_topology_is_published_once_through_the_admin_api_and_refused_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_topology_refuses_anything_but_topology_transactions_naming_index_and_field() {
     let tdb = fresh_database().await;
-    let n = Node::start(&tdb.url, "s", |_| {}).await;
-    n.wait_serving().await;
-    n.register(&["bob"]).await;
+    let n = Node::serving(&tdb.url, "s", &["bob"]).await;
     let admin = AdminClient::new(format!("http://{}", n.addr), ClientConfig::default()).unwrap();
     let good = encoded(&bootstrap_txs());
 
