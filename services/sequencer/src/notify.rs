@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::store::error::StoreError;
 use crate::store::events::{self, BROADCAST};
+use crate::store::watermarks;
 use diesel_async::SimpleAsyncConnection;
 use futures_util::{FutureExt, StreamExt};
 use syncline_coordination::db::{self, SessionKind};
@@ -187,7 +188,7 @@ async fn follow(
             }
         }
         if watermark_moved {
-            let cap = events::bounds(&mut query).await?.cap.unwrap_or(i64::MIN);
+            let cap = watermarks::visibility_cap(&mut query).await?.unwrap_or(i64::MIN);
             let mut st = state.write().unwrap();
             st.cap = st.cap.max(cap);
         }

@@ -192,7 +192,7 @@ async fn stream(
         last_read = Some(tokio::time::Instant::now());
         reads.increment(1);
         wake.borrow_and_update();
-        let (page, limit, lower_bound) = match read_page(inner, cursor).await {
+        let (page, limit) = match read_page(inner, cursor).await {
             Ok(read) => {
                 inner.readers.succeeded();
                 read
@@ -203,7 +203,7 @@ async fn stream(
             }
         };
         // Pruned past the cursor while this stream was behind: the page may lack events.
-        if let Some(lower_bound) = lower_bound.filter(|&b| cursor.own() < b) {
+        if let Some(lower_bound) = page.lower_bound.filter(|&b| cursor.own() < b) {
             return Err(SequencerError::PrunedWhileBehind { cursor: cursor.own(), lower_bound });
         }
         // A full (or cut) page: more may follow at once.
@@ -250,22 +250,14 @@ async fn stream(
 }
 
 /// Read the next page after `cursor`: at most `read_batch_size` events and, when that many
-/// could exceed the byte budget, only as many as fit in it (at least one). Returns the page,
-/// the limit it was read with, and the pruning lower bound read after it: if it is not past the
-/// cursor, no prune had removed anything after the cursor when the page was read.
-async fn read_page(inner: &Inner, cursor: Cursor) -> Result<(Page, u32, Option<i64>), StoreError> {
+/// could exceed the byte budget, only as many as fit in it (at least one). Returns the page
+/// (with the pruning lower bound of its snapshot) and the limit it was read with.
+async fn read_page(inner: &Inner, cursor: Cursor) -> Result<(Page, u32), StoreError> {
     let batch = inner.settings.read_batch_size.max(1);
     let budget = inner.settings.subscription_buffer_bytes as u64;
     inner
         .db
-        .run("reading events", |c| {
-            async move {
-                // Sized, cut to the budget and read in one statement (one snapshot).
-                let (page, limit) = events::read_within(c, cursor, batch, budget).await?;
-                Ok((page, limit, lower_bound(c).await?))
-            }
-            .scope_boxed()
-        })
+        .run("reading events", |c| async move { events::read_within(c, cursor, batch, budget).await }.scope_boxed())
         .await
 }
 

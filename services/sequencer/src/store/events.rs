@@ -423,6 +423,9 @@ pub struct Page {
     /// page is full, otherwise the visibility bound the page was read under, so empty
     /// ranges are skipped. Never below the cursor passed in.
     pub next_cursor: i64,
+    /// The pruning lower bound when the page was read (same snapshot): if it is not past the
+    /// cursor, no prune had removed anything the page should hold.
+    pub lower_bound: Option<i64>,
 }
 
 #[derive(QueryableByName)]
@@ -447,6 +450,8 @@ struct Row {
     content: Option<Vec<u8>>,
     #[diesel(sql_type = Nullable<BigInt>)]
     cap: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    lower_bound: Option<i64>,
     #[diesel(sql_type = Bool)]
     is_cap_row: bool,
     #[diesel(sql_type = Bool)]
@@ -504,26 +509,27 @@ impl Cursor {
     }
 }
 
-// One statement, so the watermarks, the sizes and the events come from one snapshot: the
-// page is cut to the longest prefix whose payloads fit in $6 bytes (at least one event), so
-// a page is sized and read in one round trip. The cap row says whether the cut took events.
+// One statement, so the watermarks, the sizes, the events and the pruning lower bound come
+// from one snapshot: the page is cut to the longest prefix whose payloads fit in $6 bytes (at
+// least one event), so a page is sized and read in one round trip. Events are joined once:
+// those past the cut come back flagged and without their payload (a large one is never read
+// from its out-of-line storage). The cap row carries the cap and the lower bound.
 static READ_SQL: LazyLock<String> = LazyLock::new(|| {
     visible_hits()
         + ",
 sized as (
-  select hits.ts, row_number() over w as n, sum(coalesce(octet_length(e.payload), 0)) over w as running
+  select e.ts, e.node_index, e.kind, e.message_id, e.sender, e.recipients, e.error_message, e.error_code, e.payload,
+         row_number() over w as n, sum(coalesce(octet_length(e.payload), 0)) over w as running
     from hits join sequencer_events e on e.ts = hits.ts
   window w as (order by hits.ts)
-),
-kept as (select ts from sized where n = 1 or running <= $6)
-select e.ts, e.node_index, e.kind, e.message_id, e.sender, e.recipients, e.error_message, e.error_code,
-       e.payload as content, null::bigint as cap, false as is_cap_row, false as cut
-  from kept join sequencer_events e on e.ts = kept.ts
+)
+select ts, node_index, kind, message_id, sender, recipients, error_message, error_code,
+       case when n = 1 or running <= $6 then payload end as content,
+       null::bigint as cap, null::bigint as lower_bound, false as is_cap_row, not (n = 1 or running <= $6) as cut
+  from sized
 union all
-select null, null, null, null, null, null, null, null, null, bound.cap, true,
-       (select count(*) from sized) > (select count(*) from kept)
-  from bound
-order by is_cap_row, ts"
+select null, null, null, null, null, null, null, null, null, bound.cap, (select ts from sequencer_lower_bound), true, false
+  from bound"
 });
 
 /// Read up to `limit` events of `member` with timestamps above `after`.
@@ -555,12 +561,17 @@ pub async fn read_within(conn: &mut AsyncPgConnection, at: Cursor, limit: u32, b
     .await
     .during("reading events")?;
     let mut cap = None;
+    let mut lower_bound = None;
     let mut cut = false;
     let mut events = Vec::with_capacity(rows.len());
     for row in rows {
         if row.is_cap_row {
             cap = row.cap;
-            cut = row.cut;
+            lower_bound = row.lower_bound;
+            continue;
+        }
+        if row.cut {
+            cut = true;
             continue;
         }
         events.push(StoredEvent {
@@ -576,13 +587,15 @@ pub async fn read_within(conn: &mut AsyncPgConnection, at: Cursor, limit: u32, b
                 .map(|message| EventError { code: ErrorCode::parse(row.error_code.as_deref()), message }),
         });
     }
+    // Rows come in timestamp order in practice; a union promises no order, so make sure.
+    events.sort_unstable_by_key(|e: &StoredEvent| e.ts);
     // A page cut by the budget is full at the size it was cut to.
     let limit = if cut { events.len().max(1) as u32 } else { limit };
     let next_cursor = match events.last() {
         Some(last) if events.len() as u32 >= limit => last.ts,
         last => cap.unwrap_or(after).max(last.map_or(after, |l| l.ts)).max(after),
     };
-    Ok((Page { events, next_cursor }, limit))
+    Ok((Page { events, next_cursor, lower_bound }, limit))
 }
 
 /// How long after its max-sequencing-time a claim is kept: a resend arriving late (clock skew,

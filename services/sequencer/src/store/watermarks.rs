@@ -9,6 +9,7 @@ use syncline_schema::tables::sequencer::sequencer_watermarks as w;
 
 use super::error::{DieselContext, Result, StoreError};
 use super::prepared::prepared;
+use std::sync::LazyLock;
 use syncline_coordination::db::retry_conflicts;
 
 /// The visibility cap readers stop at, as an SQL expression: the safe watermark (min over
@@ -35,10 +36,10 @@ struct Cap {
 
 /// The visibility cap now (`None`: no node ever had a watermark).
 pub async fn visibility_cap(conn: &mut AsyncPgConnection) -> Result<Option<i64>> {
-    let row: Cap = diesel::sql_query(format!("select {VISIBILITY_CAP_SQL} as cap"))
-        .get_result(conn)
-        .await
-        .during("reading the visibility cap")?;
+    // Prepared: the notification listener asks after every batch of every node.
+    static SQL: LazyLock<String> = LazyLock::new(|| format!("select {VISIBILITY_CAP_SQL} as cap"));
+    let row: Cap =
+        prepared(diesel::sql_query(SQL.as_str())).get_result(conn).await.during("reading the visibility cap")?;
     Ok(row.cap)
 }
 
