@@ -6,6 +6,8 @@ diesel::table! {
         node_index -> Integer,
         watermark_ts -> BigInt,
         online -> Bool,
+        /// Every event of the index above its watermark is at or below this (NULL: unknown).
+        written_to -> Nullable<BigInt>,
     }
 }
 

@@ -208,34 +208,49 @@ fn append_ctes(skip_taken: bool) -> String {
 }
 
 // Rows of the append statements: `what` 0 = a written event's ts, 1 = the notification,
-// 2 = the watermark moved to `ts`. Indexed by `skip_taken`.
+// 2 = the watermark moved to `ts`. Indexed by `skip_taken`. Both raise the index's
+// `written_to` bound (see migration 000016) in the statement that inserts, so no committed
+// event is ever above it; an unknown (NULL) bound stays unknown.
+const RAISED: &str = "case when written_to is not null then greatest(written_to, (select max(ts) from written)) end";
+
 static APPEND_SQL: LazyLock<[String; 2]> = LazyLock::new(|| {
     [false, true].map(|skip| {
         append_ctes(skip)
-            + "
+            + &format!(
+                ",
+raised as (
+  update sequencer_watermarks set written_to = {RAISED}
+   where node_index = $11 and written_to is not null and exists (select from written)
+)
 select ts, 0 as what from written
 union all select null, 1 from told"
+            )
     })
 });
 
 // The append and the watermark move in one statement, so one commit makes the batch
 // durable and covered: no window where it is committed but not covered. The watermark
-// moves only while the node is online and not past $12 (see `watermarks::save`).
+// moves only while the node is online and not past $12 (see `watermarks::save`); the row is
+// updated either way, for `written_to`.
 static APPEND_COVERED_SQL: LazyLock<[String; 2]> = LazyLock::new(|| {
     [false, true].map(|skip| {
         append_ctes(skip)
-            + ",
+            + &format!(
+                ",
 moved as (
-  update sequencer_watermarks set watermark_ts = $12
-   where node_index = $11 and online and watermark_ts <= $12
-  returning watermark_ts
+  update sequencer_watermarks
+     set watermark_ts = case when online and watermark_ts <= $12 then $12 else watermark_ts end,
+         written_to = {RAISED}
+   where node_index = $11
+  returning online and watermark_ts = $12 as moved, watermark_ts
 ),
 woke as (
-  select pg_notify('syncline_watermarks', $11::text) from moved
+  select pg_notify('syncline_watermarks', $11::text) from moved where moved
 )
 select ts, 0 as what from written
 union all select null, 1 from told
 union all select moved.watermark_ts, 2 from moved, woke"
+            )
     })
 });
 

@@ -72,17 +72,22 @@ pub async fn sweep_dead(conn: &mut AsyncPgConnection) -> Result<Vec<(u32, Trunca
     Ok(swept)
 }
 
-// The events past the watermark go (a range of the primary key), and their recipient rows
-// with them: through the events removed, one primary-key probe per recipient.
+// The events past the watermark go, and their recipient rows with them: through the events
+// removed, one primary-key probe per recipient. The range (watermark, written_to] is a short
+// range of the primary key whatever the other nodes wrote since (the whole rest when the
+// bound is unknown). Nothing of the index is left above its watermark, so that is its new bound.
 const TRUNCATE_SQL: &str = "
 with gone as (
-  delete from sequencer_events where ts > $2 and node_index = $1
+  delete from sequencer_events where ts > $2 and ts <= $3 and node_index = $1
   returning ts, recipients, payload is not null as had_payload, max_sequencing_ts is not null as had_claim
 ),
 fanout as (
   delete from sequencer_event_recipients r using gone, unnest(gone.recipients) x(id)
    where r.node_index = $1 and r.recipient_id = x.id and r.ts = gone.ts
   returning 1
+),
+bounded as (
+  update sequencer_watermarks set written_to = watermark_ts where node_index = $1
 )
 select (select count(*) from gone) as events, (select count(*) from fanout) as recipients,
        (select count(*) from gone where had_payload) as payloads,
@@ -101,15 +106,17 @@ struct Removed {
 }
 
 async fn truncate_rows(c: &mut AsyncPgConnection, index: u32) -> Result<Truncation, diesel::result::Error> {
-    let watermark: Option<i64> = diesel::update(w::table.filter(w::node_index.eq(index as i32)))
+    let row: Option<(i64, Option<i64>)> = diesel::update(w::table.filter(w::node_index.eq(index as i32)))
         .set(w::online.eq(false))
-        .returning(w::watermark_ts)
+        .returning((w::watermark_ts, w::written_to))
         .get_result(c)
         .await
         .optional()?;
+    let (watermark, written_to) = (row.map(|r| r.0), row.and_then(|r| r.1));
     let n: Removed = diesel::sql_query(TRUNCATE_SQL)
         .bind::<SmallInt, _>(index as i16)
         .bind::<BigInt, _>(watermark.unwrap_or(i64::MIN))
+        .bind::<BigInt, _>(written_to.unwrap_or(i64::MAX))
         .get_result(c)
         .await?;
     Ok(Truncation {

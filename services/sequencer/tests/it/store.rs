@@ -380,6 +380,48 @@ async fn a_dead_nodes_uncovered_claims_do_not_block_a_retry_on_another_node() {
     assert!(locks::try_lock(&mut live[0], syncline_sequencer::store::node_index::index_lock(0)).await.unwrap());
 }
 
+/// Rows of the events table read so far in this database, by any scan (stats flushed first).
+async fn event_rows_read(c: &mut AsyncPgConnection) -> i64 {
+    c.batch_execute("select pg_stat_force_next_flush()").await.unwrap();
+    c.batch_execute("select pg_stat_clear_snapshot()").await.unwrap();
+    let sql = "select seq_tup_read + coalesce(idx_tup_fetch, 0) as n from pg_stat_user_tables \
+               where relname = 'sequencer_events'";
+    count(c, sql).await
+}
+
+#[tokio::test]
+async fn truncation_reads_only_its_own_tail_however_much_other_nodes_wrote_since() {
+    // Node 0 stops at watermark 10; node 1 writes 3000 events after it. Truncating node 0
+    // (its rejoin, or the sweep of a dead node every 30 s) must not read through them: the
+    // range is (watermark, written_to], which every append raises, covered or not.
+    let (_cfg, mut c) = setup().await;
+    online(&mut c, &[(0, 10), (1, 10)]).await;
+    recovery::truncate(&mut c, 0).await.unwrap(); // as a join does: the bound is now known
+    watermarks::go_online(&mut c, 0, 0).await.unwrap();
+    let (_, covered) =
+        events::append_covered(&mut c, 0, &[deliver(11, ALICE, &[BOB]), deliver(13, ALICE, &[])], 11).await.unwrap();
+    assert!(covered);
+    for batch in 0..3 {
+        let evs: Vec<NewEvent> = (0..1000).map(|i| deliver(100 + batch * 1000 + i, BOB, &[CAROL])).collect();
+        events::append(&mut c, 1, &evs).await.unwrap();
+    }
+    // Marked offline: its next batch is not covered, but still raises the bound.
+    offline_mark(&mut c, 0).await;
+    let (_, covered) = events::append_covered(&mut c, 0, &[deliver(14, ALICE, &[BOB])], 14).await.unwrap();
+    assert!(!covered);
+    let before = event_rows_read(&mut c).await;
+    let t = recovery::truncate(&mut c, 0).await.unwrap();
+    let read = event_rows_read(&mut c).await - before;
+    assert_eq!((t.watermark, t.events, t.recipients), (Some(11), 2, 3), "13 and 14 go, 11 stays");
+    assert!(read < 100, "the truncation read {read} event rows: it scanned node 1's events");
+    assert_eq!(count(&mut c, "select count(*) as n from sequencer_events where node_index = 1").await, 3000);
+    assert_eq!(count(&mut c, "select count(*) as n from sequencer_events where node_index = 0").await, 1);
+    // Swept again (as a dead node is every 30 s): nothing to read at all.
+    let before = event_rows_read(&mut c).await;
+    assert!(!recovery::truncate(&mut c, 0).await.unwrap().removed_anything());
+    assert!(event_rows_read(&mut c).await - before < 10);
+}
+
 #[tokio::test]
 async fn truncating_an_index_that_never_had_a_watermark_removes_all_its_rows() {
     let (_cfg, mut c) = setup().await;

@@ -1,0 +1,1 @@
+alter table sequencer_watermarks drop column written_to;
