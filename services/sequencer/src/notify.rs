@@ -1,9 +1,12 @@
 //! Wake-ups for subscriptions. One `LISTEN` session per process follows two channels:
 //! `syncline_events` (which members got events, up to which timestamp) and
-//! `syncline_watermarks` (some watermark moved). It keeps the visibility bound (the cap the
-//! reads use) and, per member, the newest event timestamp; a subscription re-reads only
-//! when it may have something new below the bound, so idle subscriptions cost nothing
-//! however often keep-alives move the watermarks.
+//! `syncline_watermarks` (a watermark moved: "<index>|<watermark>"; a node went online or
+//! offline: "<index>"). It keeps the visibility bound (the cap the reads use) and, per member,
+//! the newest event timestamp; a subscription re-reads only when it may have something new
+//! below the bound, so idle subscriptions cost nothing however often keep-alives move the
+//! watermarks. The bound is computed from the watermarks as the notifications move them; the
+//! table is read again only when a node goes online or offline. Reads apply the cap themselves,
+//! so a bound that is ahead costs a read, never an event out of order.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -11,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::store::error::StoreError;
 use crate::store::events::{self, BROADCAST};
-use crate::store::watermarks;
+use crate::store::watermarks::{self, Watermark};
 use diesel_async::SimpleAsyncConnection;
 use futures_util::{FutureExt, StreamExt};
 use syncline_coordination::db::{self, SessionKind};
@@ -151,6 +154,7 @@ async fn follow(
     listen.batch_execute(&format!("listen {WATERMARKS}; listen {EVENTS}")).await.during("listening")?;
     // Anything written before we listened is covered by `newest_any`.
     let b = events::bounds(&mut query).await?;
+    let mut known = Known::from_rows(&watermarks::all(&mut query).await?);
     {
         let mut st = state.write().unwrap();
         *st = Visibility {
@@ -171,6 +175,7 @@ async fn follow(
         // Take everything already queued, then refresh the bound once. The stream is never
         // polled again once it has ended or failed (it panics if polled after its end).
         let mut watermark_moved = false;
+        let mut reread = false;
         loop {
             let n = match next {
                 Some(Ok(n)) => n,
@@ -179,6 +184,7 @@ async fn follow(
             };
             if n.channel == WATERMARKS {
                 watermark_moved = true;
+                reread |= !known.moved(&n.payload);
             } else if n.channel == EVENTS {
                 record_events(state, &n.payload);
             }
@@ -187,12 +193,49 @@ async fn follow(
                 None => break,
             }
         }
+        if reread {
+            known = Known::from_rows(&watermarks::all(&mut query).await?);
+        }
         if watermark_moved {
-            let cap = watermarks::visibility_cap(&mut query).await?.unwrap_or(i64::MIN);
+            let cap = known.cap().unwrap_or(i64::MIN);
             let mut st = state.write().unwrap();
             st.cap = st.cap.max(cap);
         }
         tx.send_modify(|n| *n += 1);
+    }
+}
+
+/// The watermark rows as the listener knows them: read from the table, then moved by
+/// "<index>|<watermark>" notifications.
+#[derive(Debug, Default)]
+struct Known {
+    /// Index → (watermark, online).
+    rows: HashMap<i32, (i64, bool)>,
+}
+
+impl Known {
+    fn from_rows(rows: &[Watermark]) -> Self {
+        Known { rows: rows.iter().map(|w| (w.node_index, (w.watermark_ts, w.online))).collect() }
+    }
+
+    /// Apply a watermark notification. False when it does not say enough (a node went online
+    /// or offline, or an index this state does not know online): the table must be read.
+    fn moved(&mut self, payload: &str) -> bool {
+        let parsed = payload.split_once('|').and_then(|(i, w)| Some((i.parse::<i32>().ok()?, w.parse::<i64>().ok()?)));
+        match parsed.and_then(|(i, w)| Some((self.rows.get_mut(&i)?, w))) {
+            Some(((wm, true), w)) => {
+                *wm = (*wm).max(w);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The visibility cap, as `watermarks::VISIBILITY_CAP_SQL` computes it: the lowest online
+    /// watermark, or the highest of all with none online.
+    fn cap(&self) -> Option<i64> {
+        let online = self.rows.values().filter(|r| r.1).map(|r| r.0).min();
+        online.or_else(|| self.rows.values().map(|r| r.0).max())
     }
 }
 
@@ -214,6 +257,25 @@ fn record_events(state: &RwLock<Visibility>, payload: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cap_follows_watermark_notifications_and_asks_for_the_table_when_they_say_too_little() {
+        let row = |node_index, watermark_ts, online| Watermark { node_index, watermark_ts, online };
+        let mut k = Known::from_rows(&[row(0, 10, true), row(1, 20, true), row(2, 5, false)]);
+        assert_eq!(k.cap(), Some(10), "the lowest online watermark");
+        assert!(k.moved("0|30"));
+        assert_eq!(k.cap(), Some(20));
+        assert!(k.moved("1|25") && k.moved("1|22"), "a late notification never moves a watermark back");
+        assert_eq!(k.cap(), Some(25));
+        assert!(!k.moved("2|40"), "an offline index moving: it may have come online, read the table");
+        assert!(!k.moved("3|40"), "an index not known");
+        assert!(!k.moved("1"), "online or offline: read the table");
+        assert!(!k.moved("1|x"));
+        assert_eq!(k.cap(), Some(25));
+        let none_online = Known::from_rows(&[row(0, 10, false), row(1, 20, false)]);
+        assert_eq!(none_online.cap(), Some(20), "none online: the highest watermark");
+        assert_eq!(Known::default().cap(), None);
+    }
 
     #[test]
     fn only_members_with_news_below_the_cap_read() {

@@ -245,7 +245,7 @@ moved as (
   returning online and watermark_ts = $12 as moved, watermark_ts
 ),
 woke as (
-  select pg_notify('syncline_watermarks', $11::text) from moved where moved
+  select pg_notify('syncline_watermarks', $11::text || '|' || $12::text) from moved where moved
 )
 select ts, 0 as what from written
 union all select null, 1 from told

@@ -55,14 +55,15 @@ pub struct Watermark {
     pub online: bool,
 }
 
-// Move the watermark and wake the listeners (they re-read the cap) in one statement.
+// Move the watermark and wake the listeners in one statement. The payload "<index>|<watermark>"
+// lets them move their cap without reading the table.
 const SAVE_SQL: &str = "
 with moved as (
   update sequencer_watermarks set watermark_ts = $2
    where node_index = $1 and online and watermark_ts <= $2
   returning watermark_ts
 ),
-woke as (select pg_notify('syncline_watermarks', $1::text) from moved)
+woke as (select pg_notify('syncline_watermarks', $1::text || '|' || $2::text) from moved)
 select moved.watermark_ts as cap from moved, woke";
 
 /// Advance node `index`'s watermark to `ts`, only while it is marked online. Fails with

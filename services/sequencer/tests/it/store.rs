@@ -626,7 +626,7 @@ async fn an_append_with_its_watermark_notifies_and_moves_only_an_online_watermar
             got,
             vec![
                 ("syncline_events".into(), format!("{ts}|{ALICE},{BOB},{CAROL}")),
-                ("syncline_watermarks".into(), "0".into())
+                ("syncline_watermarks".into(), format!("0|{ts}"))
             ]
         );
     }
